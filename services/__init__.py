@@ -1,0 +1,1 @@
+"""Flywheel's domain: one package per stage of the loop, importable without Prefect."""

@@ -1,0 +1,128 @@
+"""Flywheel settings: the one module that reads the environment.
+
+Every setting is an environment variable with the prefix ``FLYWHEEL_`` (``FLYWHEEL_HOME``,
+``FLYWHEEL_DATABASE_URL``, ...). The embedded default keeps everything under
+``FLYWHEEL_HOME``: a SQLite store, a local MLflow store, Ray's temp folder, Prefect's home and
+the fleet log store. Production points the same code at PostgreSQL and servers by URL.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", frozen=True, extra="ignore")
+
+    # Root of the embedded installation; every default path below lives under it.
+    home: Path = Path(".flywheel")
+    # "embedded" runs on one machine; "production" refuses SQLite and placeholder secrets.
+    mode: Literal["embedded", "production"] = "embedded"
+    # SQLAlchemy URL of the Flywheel store; default: SQLite under home.
+    database_url: str | None = None
+    # MLflow tracking URI; default: a SQLite-backed store under home.
+    mlflow_tracking_uri: str | None = None
+    # Where the fleet uploads its logs: a folder or an object-store URI; default: home/fleet-logs.
+    fleet_logs: str | None = None
+    # Ray cluster address; None starts a local Ray owned by Flywheel.
+    ray_address: str | None = None
+    # Name of the registered model in MLflow that candidates and the champion belong to.
+    model_name: str = "flywheel-policy"
+    # Approve candidates that pass the gate without a fleet manager (simulated fleet, demos).
+    auto_approve: bool = False
+    # Secret used to sign API tokens; production refuses a placeholder.
+    secret_key: str = "dev-secret"
+    # Tasks the simulated fleet and the evaluation run.
+    tasks: tuple[str, ...] = ("pick-place",)
+    # Fixed evaluation seeds per task (candidate and champion run on the same ones).
+    eval_episodes: int = Field(default=50, ge=1)
+    # Worker processes for closed-loop evaluation and the simulated fleet.
+    workers: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _production_is_safe(self) -> Settings:
+        if self.mode == "production":
+            if self.db_url.startswith("sqlite"):
+                raise ValueError(
+                    "production mode refuses SQLite: set FLYWHEEL_DATABASE_URL to a PostgreSQL URL"
+                )
+            if self.secret_key in PLACEHOLDER_SECRETS:
+                raise ValueError("production mode refuses a placeholder FLYWHEEL_SECRET_KEY")
+        return self
+
+    @cached_property
+    def root(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.root / 'flywheel.db'}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def fleet_log_uri(self) -> str:
+        return self.fleet_logs or str(self.root / "fleet-logs")
+
+    @property
+    def episode_store(self) -> Path:
+        return self.root / "episodes"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def ray_dir(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment now (not cached: tests and the CLI change it)."""
+    return Settings()
+
+
+def configure_runtime(settings: Settings) -> None:
+    """Point the third-party libraries at FLYWHEEL_HOME and keep them quiet and offline.
+
+    Prefect, MLflow and Ray read their own environment variables; this is the one place
+    that sets them, before any of them is imported.
+    """
+    settings.root.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(settings.prefect_home)
+    os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_uri
+    defaults = {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "1",
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "MUJOCO_GL": "egl",
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)

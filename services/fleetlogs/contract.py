@@ -1,0 +1,95 @@
+"""The MCAP topic contract between a robot and Flywheel.
+
+A robot uploads one MCAP file per episode. Messages are JSON (``message_encoding="json"``,
+schema encoding ``jsonschema``) on four topics:
+
+``/flywheel/episode``  once, first: who ran what.
+    {"episode_uuid", "robot_id", "task", "policy_version" (null for a demo), "kind"
+     ("demo" | "deployment"), "operator_id", "started_at" (ISO 8601, UTC),
+     "control_hz", "state_dim", "action_dim"}
+``/flywheel/step``     once per control step, in order.
+    {"step", "t" (seconds since start), "state" [float * state_dim],
+     "action" [float * action_dim], "control_source" ("policy" | "operator"),
+     "reason" (why the operator took over; set on the first step of a takeover, else null)}
+``/flywheel/intervention``  once per intervention, when it ends (informational; the
+    authoritative spans are the runs of ``control_source == "operator"`` in deployments).
+    {"start_step", "end_step" (exclusive), "kind" ("takeover" | "correction" | "e-stop"),
+     "operator_id", "reason"}
+``/flywheel/outcome``  once, last.
+    {"outcome" ("success" | "failure" | "aborted" | "unknown"), "steps"}
+
+Each message's ``log_time`` is the episode start plus ``t``, in nanoseconds. The simulated
+fleet writes exactly this; a real fleet's ROS 2 bags are mapped onto it by the readers.
+"""
+
+from __future__ import annotations
+
+EPISODE_TOPIC = "/flywheel/episode"
+STEP_TOPIC = "/flywheel/step"
+INTERVENTION_TOPIC = "/flywheel/intervention"
+OUTCOME_TOPIC = "/flywheel/outcome"
+
+MESSAGE_ENCODING = "json"
+SCHEMA_ENCODING = "jsonschema"
+
+INTERVENTION_KINDS = ("takeover", "correction", "e-stop")
+
+_NUMBER_ARRAY = {"type": "array", "items": {"type": "number"}}
+
+SCHEMAS: dict[str, tuple[str, dict]] = {
+    EPISODE_TOPIC: (
+        "flywheel.Episode",
+        {
+            "type": "object",
+            "properties": {
+                "episode_uuid": {"type": "string"},
+                "robot_id": {"type": "string"},
+                "task": {"type": "string"},
+                "policy_version": {"type": ["string", "null"]},
+                "kind": {"enum": ["demo", "deployment"]},
+                "operator_id": {"type": ["string", "null"]},
+                "started_at": {"type": "string"},
+                "control_hz": {"type": "number"},
+                "state_dim": {"type": "integer"},
+                "action_dim": {"type": "integer"},
+            },
+        },
+    ),
+    STEP_TOPIC: (
+        "flywheel.Step",
+        {
+            "type": "object",
+            "properties": {
+                "step": {"type": "integer"},
+                "t": {"type": "number"},
+                "state": _NUMBER_ARRAY,
+                "action": _NUMBER_ARRAY,
+                "control_source": {"enum": ["policy", "operator"]},
+                "reason": {"type": ["string", "null"]},
+            },
+        },
+    ),
+    INTERVENTION_TOPIC: (
+        "flywheel.Intervention",
+        {
+            "type": "object",
+            "properties": {
+                "start_step": {"type": "integer"},
+                "end_step": {"type": "integer"},
+                "kind": {"enum": list(INTERVENTION_KINDS)},
+                "operator_id": {"type": ["string", "null"]},
+                "reason": {"type": ["string", "null"]},
+            },
+        },
+    ),
+    OUTCOME_TOPIC: (
+        "flywheel.Outcome",
+        {
+            "type": "object",
+            "properties": {
+                "outcome": {"enum": ["success", "failure", "aborted", "unknown"]},
+                "steps": {"type": "integer"},
+            },
+        },
+    ),
+}

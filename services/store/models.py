@@ -1,0 +1,281 @@
+"""The SQL index of everything Flywheel knows: fleet, episodes, datasets, models, decisions.
+
+Frames live in the Parquet episode store; these rows say where, and how each stage's output
+links to the next, so lineage can be walked both ways. Every timestamp is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend (SQLite stores naive timestamps and drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: Flywheel stores timezone-aware UTC timestamps")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+
+
+class Robot(Base):
+    __tablename__ = "robots"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    group: Mapped[str] = mapped_column(String(64), default="default")
+    tasks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The model version the robot is told to run (its assignment); None: not assigned yet.
+    policy_version: Mapped[str | None] = mapped_column(String(32))
+    last_seen: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # engineer | fleet-manager | admin
+    role: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IngestRun(Base):
+    __tablename__ = "ingest_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    ingested: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    quarantined: Mapped[int] = mapped_column(default=0)
+
+
+class Episode(Base):
+    __tablename__ = "episodes"
+
+    # First 16 hex characters of the source file's SHA-256: the same upload is the same episode.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # LeRobot's integer episode index in the episode store; None while quarantined.
+    episode_index: Mapped[int | None] = mapped_column(unique=True)
+    robot_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    task: Mapped[str | None] = mapped_column(String(64), index=True)
+    policy_version: Mapped[str | None] = mapped_column(String(32), index=True)
+    kind: Mapped[str | None] = mapped_column(String(16))  # demo | deployment
+    started_at: Mapped[datetime | None]
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[int | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))  # success|failure|aborted|unknown
+    n_interventions: Mapped[int] = mapped_column(default=0)
+    source_uri: Mapped[str] = mapped_column(Text)
+    source_format: Mapped[str] = mapped_column(String(32))
+    ingest_run_id: Mapped[str | None] = mapped_column(ForeignKey("ingest_runs.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | quarantined
+    reason: Mapped[str | None] = mapped_column(Text)
+    # Parquet file of the episode store holding its frames, relative to the store root.
+    data_file: Mapped[str | None] = mapped_column(Text)
+    ingested_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    interventions: Mapped[list[Intervention]] = relationship(
+        back_populates="episode", cascade="all, delete-orphan", order_by="Intervention.start_step"
+    )
+
+
+class Intervention(Base):
+    __tablename__ = "interventions"
+
+    # "<episode id>-<n>": stable across re-ingests of the same file.
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id"), index=True)
+    start_step: Mapped[int]
+    end_step: Mapped[int]  # exclusive
+    kind: Mapped[str] = mapped_column(String(16))  # takeover | correction | e-stop
+    operator_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    episode: Mapped[Episode] = relationship(back_populates="interventions")
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    # The manifest's content hash: building the same manifest twice gives the same id.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scheme: Mapped[str] = mapped_column(String(32))
+    n_episodes: Mapped[int]
+    n_steps: Mapped[int]
+    # Share of the steps that come from episodes already used by earlier datasets.
+    replay_share: Mapped[float] = mapped_column(Float, default=0.0)
+    class_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetEpisode(Base):
+    """Which episodes a dataset uses: the join that lineage walks in both directions."""
+
+    __tablename__ = "dataset_episodes"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id"), primary_key=True)
+    weight_sum: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Candidate(Base):
+    __tablename__ = "candidates"
+
+    # Derived from content: hash of (dataset id, parent version, training config, code version).
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    # MLflow model version, set once registered.
+    model_version: Mapped[str | None] = mapped_column(String(32), unique=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    parent_version: Mapped[str | None] = mapped_column(String(32))
+    policy: Mapped[str] = mapped_column(String(64))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    # registered | passed | failed | inconclusive | approved | rejected | deployed | rolled_back
+    status: Mapped[str] = mapped_column(String(16), default="registered")
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    final_loss: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvaluationEpisode(Base):
+    """One closed-loop episode of one model on one task and seed: reused across pairings."""
+
+    __tablename__ = "evaluation_episodes"
+    __table_args__ = (UniqueConstraint("model_version", "task", "seed", "suite"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    model_version: Mapped[str] = mapped_column(String(32), index=True)
+    task: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int]
+    # Identifies the evaluation protocol (max steps, seed set); results are comparable within one.
+    suite: Mapped[str] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)
+    steps: Mapped[int]
+    final_reward: Mapped[float] = mapped_column(Float)
+
+
+class Evaluation(Base):
+    """A candidate against the champion on one task, paired on the same seeds."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("candidate_id", "task", "suite"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    candidate_id: Mapped[str] = mapped_column(ForeignKey("candidates.id"), index=True)
+    champion_version: Mapped[str | None] = mapped_column(String(32))
+    task: Mapped[str] = mapped_column(String(64))
+    suite: Mapped[str] = mapped_column(String(64))
+    n: Mapped[int]
+    candidate_successes: Mapped[int]
+    champion_successes: Mapped[int | None]
+    # Discordant pairs: candidate succeeded where the champion failed, and the reverse.
+    candidate_only: Mapped[int] = mapped_column(default=0)
+    champion_only: Mapped[int] = mapped_column(default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Decision(Base):
+    """A gate verdict or a human's (or demo mode's) approval or rejection."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    candidate_id: Mapped[str] = mapped_column(ForeignKey("candidates.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # gate | approval | comment
+    # gate: pass | fail | inconclusive; approval: approved | rejected; comment: comment
+    verdict: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Rollout(Base):
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    candidate_id: Mapped[str] = mapped_column(ForeignKey("candidates.id"), index=True)
+    from_version: Mapped[str | None] = mapped_column(String(32))
+    to_version: Mapped[str] = mapped_column(String(32))
+    # in_progress | completed | halted | rolled_back
+    state: Mapped[str] = mapped_column(String(16), default="in_progress")
+    # [{"name": "canary", "share": 0.1, "robots": [...], "outcome": ...}, ...]
+    stages: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    current_stage: Mapped[int] = mapped_column(default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class NightlyRun(Base):
+    """One night of the loop: which outputs each stage produced, so a re-run resumes."""
+
+    __tablename__ = "nightly_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    ingest_run_id: Mapped[str | None] = mapped_column(ForeignKey("ingest_runs.id"))
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
+    candidate_id: Mapped[str | None] = mapped_column(ForeignKey("candidates.id"))
+    champion_before: Mapped[str | None] = mapped_column(String(32))
+    champion_after: Mapped[str | None] = mapped_column(String(32))
+    # running | completed | failed
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AuditEvent(Base):
+    """Every state change: who, what, when, why, before and after."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(80))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(Text)

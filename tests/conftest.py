@@ -1,0 +1,45 @@
+"""Shared fixtures: an isolated FLYWHEEL_HOME per test, and stores on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from services.config import Settings, configure_runtime
+from services.store import migrate
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch) -> Settings:
+    """Embedded settings rooted in a fresh temporary FLYWHEEL_HOME, store migrated."""
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
+    for key in ("FLYWHEEL_DATABASE_URL", "FLYWHEEL_MLFLOW_TRACKING_URI", "FLYWHEEL_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    settings = Settings()
+    configure_runtime(settings)
+    migrate(settings.db_url)
+    return settings
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the local server, dropped afterwards."""
+    name = f"flywheel_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # the marker says this needs the server; say why it is missing
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    from services.store.db import dispose_engines
+
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
