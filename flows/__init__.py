@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only. One flow per stage, and the nightly flow composing them."""

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     model_name: str = "flywheel-policy"
     # Approve candidates that pass the gate without a fleet manager (simulated fleet, demos).
     auto_approve: bool = False
+    # Who the CLI acts as (approvals, rollouts); default: the operating-system login name.
+    user: str | None = None
     # Secret used to sign API tokens; production refuses a placeholder.
     secret_key: str = "dev-secret"
     # Tasks the simulated fleet and the evaluation run.

@@ -1,25 +1,42 @@
+import pytest
 from sqlalchemy import inspect, select
 
 from services.store import migrate, record_audit, session_scope
 from services.store.db import engine_for
 from services.store.models import AuditEvent, Episode
-import pytest
 
 TABLES = {
-    "robots", "users", "ingest_runs", "episodes", "interventions", "datasets",
-    "dataset_episodes", "candidates", "evaluation_episodes", "evaluations", "decisions",
-    "rollouts", "nightly_runs", "audit_log",
+    "robots",
+    "users",
+    "ingest_runs",
+    "episodes",
+    "interventions",
+    "datasets",
+    "dataset_episodes",
+    "candidates",
+    "evaluation_episodes",
+    "evaluations",
+    "decisions",
+    "rollouts",
+    "nightly_runs",
+    "audit_log",
 }
 
 
 def _roundtrip(url: str) -> None:
     migrate(url)
     migrate(url)  # idempotent
-    assert TABLES <= set(inspect(engine_for(url)).get_table_names())
+    assert set(inspect(engine_for(url)).get_table_names()) >= TABLES
     with session_scope(url) as session:
         session.add(Episode(id="abc", content_hash="abc" * 8, source_uri="x", source_format="mcap"))
-        record_audit(session, actor="tester", action="create", subject_type="episode",
-                     subject_id="abc", after={"status": "ok"})
+        record_audit(
+            session,
+            actor="tester",
+            action="create",
+            subject_type="episode",
+            subject_id="abc",
+            after={"status": "ok"},
+        )
     with session_scope(url) as session:
         event = session.scalars(select(AuditEvent)).one()
         assert event.after == {"status": "ok"} and event.at.tzinfo is not None

@@ -1,0 +1,43 @@
+# Flywheel: every target installs what it needs into .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+DEMO_HOME := .flywheel/demo
+
+.PHONY: setup demo test test-fast bench lint serve clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0 -c constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Several nights of the loop on the embedded default with a simulated fleet of 4 robots,
+# from a fresh demo home; prints one row per night.
+demo: setup
+	rm -rf $(DEMO_HOME)
+	FLYWHEEL_HOME=$(DEMO_HOME) FLYWHEEL_AUTO_APPROVE=true $(VENV)/bin/flywheel nightly --nights 4 --robots 4
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+serve: setup
+	$(VENV)/bin/flywheel serve
+
+clean:
+	rm -rf $(VENV) .flywheel

@@ -1,0 +1,63 @@
+"""The nightly flow: the loop of DESIGN.md, one stage after the other."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from flows.stages import (
+    build_dataset,
+    evaluate_candidate,
+    ingest_new_logs,
+    request_approval,
+    roll_out,
+    train_candidate,
+)
+from services import nights
+from services.config import get_settings
+
+
+@task(name="open-night", cache_policy=NO_CACHE)
+def open_night() -> int:
+    return nights.open_night(get_settings(), flow_run_id=flow_run.get_id())
+
+
+@task(name="record-night", cache_policy=NO_CACHE)
+def record_night(night_id: int, **fields) -> None:
+    nights.update_night(get_settings(), night_id, **fields)
+
+
+@task(name="champion-dataset", cache_policy=NO_CACHE)
+def champion_dataset() -> str | None:
+    return nights.champion_dataset(get_settings())
+
+
+@task(name="close-night", cache_policy=NO_CACHE)
+def close_night(night_id: int, outcome: str) -> dict:
+    settings = get_settings()
+    nights.update_night(settings, night_id, state="completed", summary={"outcome": outcome})
+    return nights.night_summary(settings, night_id)
+
+
+def _mark_failed(flow, run, state) -> None:
+    nights.fail_night(get_settings(), flow_run_id=str(run.id), error=str(state.message))
+
+
+@flow(name="nightly-flywheel", on_failure=[_mark_failed], on_crashed=[_mark_failed])
+def nightly(scheme: str = "sirius", source: str | None = None) -> dict:
+    night = open_night()
+    batch = ingest_new_logs(source)
+    record_night(night, ingest_run_id=batch.run_id)
+    dataset = build_dataset(scheme)
+    record_night(night, dataset_id=dataset.id)
+    if dataset.id == champion_dataset():
+        return close_night(night, "no new episodes since the champion was trained")
+    candidate = train_candidate(dataset.id)
+    record_night(night, candidate_id=candidate.id)
+    _, verdict = evaluate_candidate(candidate.id)
+    approval = request_approval(candidate.id)
+    if approval.status != "approved":
+        return close_night(night, f"gate {verdict.verdict}; approval {approval.status}")
+    roll_out(candidate.id)
+    return close_night(night, f"gate {verdict.verdict}; approved by {approval.actor}; rolled out")

@@ -1,0 +1,94 @@
+"""One Prefect flow per stage of the loop, each a thin adapter over a plain service function.
+
+Retries sit on the tasks with side effects; every side effect is keyed by content (file
+hashes, manifest hashes, candidate ids), so a retried or re-run task finds its earlier work
+instead of repeating it.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from services.config import get_settings
+
+
+@task(name="ingest", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+def ingest_task(source: str | None):
+    from services.fleetlogs.ingest import ingest_logs
+
+    return ingest_logs(get_settings(), source=source)
+
+
+@task(name="build-dataset", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
+def build_dataset_task(scheme: str):
+    from services.curation.manifest import build_dataset
+
+    return build_dataset(get_settings(), scheme=scheme)
+
+
+@task(name="train-candidate", retries=1, retry_delay_seconds=[10], cache_policy=NO_CACHE)
+def train_task(dataset_id: str, flow_run_id: str | None):
+    from services.training.candidates import train_and_register
+
+    return train_and_register(get_settings(), dataset_id=dataset_id, flow_run_id=flow_run_id)
+
+
+@task(name="evaluate-candidate", cache_policy=NO_CACHE)
+def evaluate_task(candidate_id: str):
+    from services.evaluation.paired import evaluate_candidate
+
+    return evaluate_candidate(get_settings(), candidate_id)
+
+
+@task(name="gate", cache_policy=NO_CACHE)
+def gate_task(candidate_id: str, evaluations):
+    from services.evaluation.gate import judge, record_verdict
+
+    return record_verdict(get_settings().db_url, candidate_id, judge(evaluations))
+
+
+@task(name="request-approval", cache_policy=NO_CACHE)
+def approval_task(candidate_id: str):
+    from services.approval.requests import request_approval
+
+    return request_approval(get_settings(), candidate_id)
+
+
+@task(name="rollout", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+def rollout_task(candidate_id: str):
+    from services.rollout.controller import start_rollout
+
+    return start_rollout(get_settings(), candidate_id, actor="nightly")
+
+
+@flow(name="ingest-logs")
+def ingest_new_logs(source: str | None = None):
+    return ingest_task(source)
+
+
+@flow(name="build-dataset")
+def build_dataset(scheme: str = "sirius"):
+    return build_dataset_task(scheme)
+
+
+@flow(name="train-candidate")
+def train_candidate(dataset_id: str):
+    return train_task(dataset_id, flow_run.get_id())
+
+
+@flow(name="evaluate-candidate")
+def evaluate_candidate(candidate_id: str):
+    evaluations = evaluate_task(candidate_id)
+    return evaluations, gate_task(candidate_id, evaluations)
+
+
+@flow(name="approve-candidate")
+def request_approval(candidate_id: str):
+    return approval_task(candidate_id)
+
+
+@flow(name="roll-out")
+def roll_out(candidate_id: str):
+    return rollout_task(candidate_id)

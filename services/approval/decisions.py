@@ -1,0 +1,153 @@
+"""Approvals: only a fleet manager may approve or reject a candidate; engineers may comment.
+
+Plain keyword-only functions used by the CLI, the API and the nightly flow alike. Every
+call writes its Decision and an audit row in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.store import record_audit
+from services.store.models import Candidate, Decision, User
+
+ROLES = ("engineer", "fleet-manager", "admin")
+APPROVER_ROLES = frozenset({"fleet-manager"})
+# The actor recorded when demo mode approves on its own (FLYWHEEL_AUTO_APPROVE=true).
+AUTO_APPROVER = "auto-approve (demo mode)"
+
+
+class PermissionDenied(Exception):
+    """The user's role does not allow this action."""
+
+
+class DecisionConflict(Exception):
+    """The candidate is not in a state that allows this decision."""
+
+
+def add_user(*, session: Session, name: str, role: str) -> User:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    if session.get(User, name) is not None:
+        raise DecisionConflict(f"user {name!r} already exists")
+    user = User(name=name, role=role)
+    session.add(user)
+    record_audit(
+        session,
+        actor="admin",
+        action="add-user",
+        subject_type="user",
+        subject_id=name,
+        after={"role": role},
+    )
+    return user
+
+
+def get_user(*, session: Session, name: str) -> User:
+    user = session.get(User, name)
+    if user is None:
+        raise PermissionDenied(
+            f"unknown user {name!r}: an admin adds it with `flywheel users add {name} --role ROLE`"
+        )
+    return user
+
+
+def approval_of(*, session: Session, candidate_id: str) -> Decision | None:
+    """The approval or rejection of a candidate, if one was made."""
+    return session.scalar(
+        select(Decision).where(Decision.candidate_id == candidate_id, Decision.kind == "approval")
+    )
+
+
+def approve(*, session: Session, candidate_id: str, user: User, reason: str) -> Decision:
+    return _decide(session, candidate_id, user.name, user.role, "approved", reason)
+
+
+def reject(*, session: Session, candidate_id: str, user: User, reason: str) -> Decision:
+    return _decide(session, candidate_id, user.name, user.role, "rejected", reason)
+
+
+def auto_approve(*, session: Session, candidate_id: str) -> Decision:
+    """Demo mode: approve a candidate that passed the gate, recorded as such."""
+    return _decide(
+        session,
+        candidate_id,
+        AUTO_APPROVER,
+        "fleet-manager",
+        "approved",
+        "passed the gate; auto-approval is on for the simulated fleet",
+        allowed_status=("passed",),
+    )
+
+
+def comment(*, session: Session, candidate_id: str, user: User, text: str) -> Decision:
+    candidate = _candidate(session, candidate_id)
+    if not text.strip():
+        raise ValueError("a comment needs text")
+    decision = Decision(
+        candidate_id=candidate.id, kind="comment", verdict="comment", actor=user.name, reason=text
+    )
+    session.add(decision)
+    record_audit(
+        session,
+        actor=user.name,
+        action="comment",
+        subject_type="candidate",
+        subject_id=candidate.id,
+        reason=text,
+    )
+    return decision
+
+
+def _decide(
+    session: Session,
+    candidate_id: str,
+    actor: str,
+    role: str,
+    verdict: str,
+    reason: str,
+    allowed_status: tuple[str, ...] = ("passed", "inconclusive"),
+) -> Decision:
+    if role not in APPROVER_ROLES:
+        raise PermissionDenied(f"{actor} is a {role}: only a fleet manager may approve or reject")
+    if not reason or not reason.strip():
+        raise ValueError("a decision needs a reason")
+    candidate = _candidate(session, candidate_id)
+    existing = approval_of(session=session, candidate_id=candidate.id)
+    if existing is not None:
+        raise DecisionConflict(
+            f"candidate {candidate.id} was already {existing.verdict} by {existing.actor}"
+        )
+    if candidate.status not in allowed_status:
+        raise DecisionConflict(
+            f"candidate {candidate.id} is {candidate.status}: only a candidate that is "
+            f"{' or '.join(allowed_status)} can be {verdict}"
+        )
+    decision = Decision(
+        candidate_id=candidate.id, kind="approval", verdict=verdict, actor=actor, reason=reason
+    )
+    session.add(decision)
+    before = candidate.status
+    candidate.status = verdict
+    action = {"approved": "approve", "rejected": "reject"}[verdict]
+    record_audit(
+        session,
+        actor=actor,
+        action=action,
+        subject_type="candidate",
+        subject_id=candidate.id,
+        before={"status": before},
+        after={"status": verdict},
+        reason=reason,
+    )
+    return decision
+
+
+def _candidate(session: Session, candidate_id: str) -> Candidate:
+    candidate = session.get(Candidate, candidate_id)
+    if candidate is None:
+        candidate = session.scalar(select(Candidate).where(Candidate.model_version == candidate_id))
+    if candidate is None:
+        raise LookupError(f"no candidate with id or model version {candidate_id!r}")
+    return candidate

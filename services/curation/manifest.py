@@ -1,0 +1,213 @@
+"""Dataset manifests: which episode steps a training run uses, their classes and weights.
+
+A manifest is content-addressed: its id is the SHA-256 of everything in it, so building the
+same dataset twice gives the same id and writes nothing new. Each round aggregates every
+good episode so far (the replay of earlier data that keeps old tasks from being forgotten),
+as Sirius does; ``replay_share`` records how much of it earlier datasets already held.
+Training reads only manifests (``load_training_data``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import select
+
+from services.config import Settings
+from services.curation.weights import (
+    SIRIUS_PRE_INTERVENTION_WINDOW,
+    STEP_CLASSES,
+    get_scheme,
+    label_steps,
+)
+from services.features import ACTION, CONTROL_SOURCE, EPISODE_ID, FRAME_INDEX, OBSERVATION_STATE
+from services.fleetlogs.episode_store import EpisodeStore
+from services.store import session_scope
+from services.store.models import Dataset, DatasetEpisode, Episode
+from services.training.data import TrainingData
+
+STEP_CLASS = "step_class"
+WEIGHT = "weight"
+
+
+class NoEpisodesError(RuntimeError):
+    """There is nothing to build a dataset from yet."""
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    id: str
+    scheme: str
+    n_episodes: int
+    n_new_episodes: int
+    n_steps: int
+    replay_share: float
+    class_counts: dict[str, int]
+    # False when an identical manifest already existed (nothing was written).
+    created: bool
+
+
+def build_dataset(
+    settings: Settings, *, scheme: str = "sirius", window: int = SIRIUS_PRE_INTERVENTION_WINDOW
+) -> DatasetSummary:
+    """Mine every good episode into a weighted, content-addressed manifest."""
+    weighting = get_scheme(scheme)
+    with session_scope(settings.db_url) as session:
+        episodes = session.scalars(
+            select(Episode).where(Episode.status == "ok").order_by(Episode.id)
+        ).all()
+        used = set(session.scalars(select(DatasetEpisode.episode_id).distinct()))
+    if not episodes:
+        raise NoEpisodesError("no ingested episodes yet: run `flywheel ingest` first")
+
+    frames = EpisodeStore(settings.episode_store).read_frames(
+        [e.id for e in episodes], data_files={e.id: e.data_file for e in episodes}
+    )
+    by_episode = {e.id: e for e in episodes}
+    frames = frames.sort_values([EPISODE_ID, FRAME_INDEX], kind="stable")
+    episode_ids = frames[EPISODE_ID].to_numpy()
+    classes = np.empty(len(frames), dtype=object)
+    failed = np.zeros(len(frames), dtype=bool)
+    bounds = np.flatnonzero(np.r_[True, episode_ids[1:] != episode_ids[:-1], True])
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        episode = by_episode[episode_ids[start]]
+        sources = frames[CONTROL_SOURCE].to_numpy()[start:end]
+        classes[start:end] = label_steps(episode.kind or "deployment", sources, window)
+        failed[start:end] = episode.outcome != "success"
+    weights = weighting.weights(classes, failed)
+
+    table = pa.table(
+        {
+            EPISODE_ID: pa.array(episode_ids, pa.string()),
+            FRAME_INDEX: pa.array(frames[FRAME_INDEX].to_numpy(), pa.int32()),
+            STEP_CLASS: pa.array(classes.astype(str), pa.string()).dictionary_encode(),
+            WEIGHT: pa.array(weights, pa.float32()),
+        }
+    )
+    class_counts = {c: int((classes == c).sum()) for c in STEP_CLASSES}
+    n_steps = len(frames)
+    replayed_steps = int(np.isin(episode_ids, list(used)).sum())
+    header = {
+        "scheme": weighting.name,
+        "pre_intervention_window": window,
+        "tasks": sorted({e.task for e in episodes}),
+        "episodes": [
+            {"id": e.id, "task": e.task, "data_file": e.data_file, "outcome": e.outcome}
+            for e in episodes
+        ],
+        "class_counts": class_counts,
+        "n_steps": n_steps,
+    }
+    dataset_id = _content_hash(header, table)
+    replay_share = replayed_steps / n_steps if n_steps else 0.0
+    path = settings.datasets_dir / dataset_id
+    created = _write_manifest(path, {"id": dataset_id, **header}, table)
+
+    with session_scope(settings.db_url) as session:
+        if session.get(Dataset, dataset_id) is None:
+            session.add(
+                Dataset(
+                    id=dataset_id,
+                    scheme=weighting.name,
+                    n_episodes=len(episodes),
+                    n_steps=n_steps,
+                    replay_share=replay_share,
+                    class_counts=class_counts,
+                    path=str(path),
+                )
+            )
+            weight_per_episode = (
+                table.select([EPISODE_ID, WEIGHT]).group_by(EPISODE_ID).aggregate([(WEIGHT, "sum")])
+            )
+            session.add_all(
+                DatasetEpisode(dataset_id=dataset_id, episode_id=eid, weight_sum=float(w))
+                for eid, w in zip(
+                    weight_per_episode[EPISODE_ID].to_pylist(),
+                    weight_per_episode[f"{WEIGHT}_sum"].to_pylist(),
+                    strict=True,
+                )
+            )
+    return DatasetSummary(
+        id=dataset_id,
+        scheme=weighting.name,
+        n_episodes=len(episodes),
+        n_new_episodes=sum(e.id not in used for e in episodes),
+        n_steps=n_steps,
+        replay_share=replay_share,
+        class_counts=class_counts,
+        created=created,
+    )
+
+
+def _content_hash(header: dict, table: pa.Table) -> str:
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for name in (EPISODE_ID, FRAME_INDEX, WEIGHT):
+        digest.update(name.encode())
+        column = table[name].combine_chunks()
+        digest.update(
+            "\0".join(column.to_pylist()).encode()
+            if name == EPISODE_ID
+            else column.to_numpy(zero_copy_only=False).tobytes()
+        )
+    digest.update("\0".join(table[STEP_CLASS].cast(pa.string()).to_pylist()).encode())
+    return digest.hexdigest()[:16]
+
+
+def _write_manifest(path: Path, header: dict, table: pa.Table) -> bool:
+    """Write the manifest folder atomically; False if it is already there."""
+    if (path / "manifest.json").exists():
+        return False
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pq.write_table(table, tmp / "manifest.parquet")
+    (tmp / "manifest.json").write_text(json.dumps(header, indent=1, sort_keys=True))
+    try:
+        os.replace(tmp, path)
+    except OSError:  # a concurrent build of the same content won the rename
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    return True
+
+
+def read_manifest(settings: Settings, dataset_id: str) -> tuple[dict, pa.Table]:
+    path = settings.datasets_dir / dataset_id
+    if not (path / "manifest.json").exists():
+        raise FileNotFoundError(f"dataset {dataset_id} has no manifest under {path}")
+    header = json.loads((path / "manifest.json").read_text())
+    return header, pq.read_table(path / "manifest.parquet")
+
+
+def load_training_data(settings: Settings, dataset_id: str) -> TrainingData:
+    """The arrays a training run needs: the manifest's weighted steps, joined to their frames."""
+    header, table = read_manifest(settings, dataset_id)
+    steps = table.to_pandas()
+    steps = steps[steps[WEIGHT] > 0]
+    data_files = {e["id"]: e["data_file"] for e in header["episodes"]}
+    frames = EpisodeStore(settings.episode_store).read_frames(
+        sorted(set(steps[EPISODE_ID])), data_files=data_files
+    )
+    joined = steps.merge(frames, on=[EPISODE_ID, FRAME_INDEX], how="inner", validate="one_to_one")
+    if len(joined) != len(steps):
+        raise RuntimeError(
+            f"dataset {dataset_id}: {len(steps) - len(joined)} manifest steps are missing "
+            "from the episode store"
+        )
+    tasks = tuple(header["tasks"])
+    task_of = {task: i for i, task in enumerate(tasks)}
+    return TrainingData(
+        states=np.stack(joined[OBSERVATION_STATE].to_numpy()).astype(np.float32),
+        actions=np.stack(joined[ACTION].to_numpy()).astype(np.float32),
+        task_index=joined["task"].map(task_of).to_numpy(dtype=np.int64),
+        weights=joined[WEIGHT].to_numpy(dtype=np.float32),
+        tasks=tasks,
+        dataset_id=dataset_id,
+    )

@@ -1,0 +1,147 @@
+"""Closed-loop evaluation in the simulator, candidate paired with the champion on fixed seeds.
+
+Each (model version, task, seed) episode is run once and stored; the champion's episodes
+from the night it was itself a candidate are reused, so a night evaluates only the new model.
+Evaluation seeds are 0..n-1 for every task; the fleet and the lab demos never use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from services.config import Settings
+from services.evaluation.stats import Rate, wilson
+from services.store import session_scope
+from services.store.models import Candidate, Evaluation, EvaluationEpisode
+
+# Names the evaluation protocol (simulator, episode length, no operator). Results are only
+# paired within one suite; bump it when the protocol changes.
+SUITE = "closed-loop-v1"
+
+PolicyFn = Callable[..., object]
+
+
+@dataclass(frozen=True)
+class TaskEvaluation:
+    task: str
+    candidate: Rate
+    champion: Rate | None
+    # Seeds where only the candidate / only the champion succeeded (McNemar's discordant pairs).
+    candidate_only: int
+    champion_only: int
+    failed_seeds: tuple[int, ...]
+
+
+def evaluate_version(
+    settings: Settings,
+    version: str,
+    load_policy: Callable[[], PolicyFn],
+    tasks: Sequence[str],
+    seeds: Sequence[int],
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, dict[int, bool]]:
+    """Success per task and seed for one model version; runs only what is not stored yet."""
+    from sim.episode import run_autonomous
+    from sim.tasks import make_env
+
+    with session_scope(settings.db_url) as session:
+        rows = session.scalars(
+            select(EvaluationEpisode).where(
+                EvaluationEpisode.model_version == version, EvaluationEpisode.suite == SUITE
+            )
+        ).all()
+    done = {(r.task, r.seed): r.success for r in rows}
+    missing = [(t, s) for t in tasks for s in seeds if (t, s) not in done]
+    if missing:
+        policy = load_policy()
+        envs = {task: make_env(task) for task in {t for t, _ in missing}}
+        new_rows = []
+        for i, (task, seed) in enumerate(missing):
+            result = run_autonomous(envs[task], seed, policy)
+            done[(task, seed)] = bool(result.success)
+            new_rows.append(
+                EvaluationEpisode(
+                    model_version=version,
+                    task=task,
+                    seed=seed,
+                    suite=SUITE,
+                    success=bool(result.success),
+                    steps=int(result.steps),
+                    final_reward=float(result.final_reward),
+                )
+            )
+            if progress:
+                progress(i + 1, len(missing))
+        with session_scope(settings.db_url) as session:
+            session.add_all(new_rows)
+    return {task: {seed: done[(task, seed)] for seed in seeds} for task in tasks}
+
+
+def compare(
+    candidate: dict[str, dict[int, bool]], champion: dict[str, dict[int, bool]] | None
+) -> list[TaskEvaluation]:
+    """Pair candidate and champion per task on the same seeds."""
+    evaluations = []
+    for task, by_seed in candidate.items():
+        seeds = sorted(by_seed)
+        cand = [by_seed[s] for s in seeds]
+        champ = [champion[task][s] for s in seeds] if champion else None
+        evaluations.append(
+            TaskEvaluation(
+                task=task,
+                candidate=wilson(sum(cand), len(cand)),
+                champion=wilson(sum(champ), len(champ)) if champ is not None else None,
+                candidate_only=sum(c and not h for c, h in zip(cand, champ, strict=True))
+                if champ
+                else 0,
+                champion_only=sum(h and not c for c, h in zip(cand, champ, strict=True))
+                if champ
+                else 0,
+                failed_seeds=tuple(s for s, ok in zip(seeds, cand, strict=True) if not ok),
+            )
+        )
+    return evaluations
+
+
+def store_evaluations(
+    settings: Settings,
+    candidate_id: str,
+    champion_version: str | None,
+    evaluations: list[TaskEvaluation],
+) -> None:
+    """One row per task; re-evaluating the same candidate replaces nothing and adds nothing."""
+    with session_scope(settings.db_url) as session:
+        candidate = session.get(Candidate, candidate_id)
+        if candidate is None:
+            raise LookupError(f"unknown candidate {candidate_id}")
+        for ev in evaluations:
+            exists = session.scalar(
+                select(Evaluation).where(
+                    Evaluation.candidate_id == candidate_id,
+                    Evaluation.task == ev.task,
+                    Evaluation.suite == SUITE,
+                )
+            )
+            if exists is not None:
+                continue
+            session.add(
+                Evaluation(
+                    candidate_id=candidate_id,
+                    champion_version=champion_version,
+                    task=ev.task,
+                    suite=SUITE,
+                    n=ev.candidate.n,
+                    candidate_successes=ev.candidate.successes,
+                    champion_successes=ev.champion.successes if ev.champion else None,
+                    candidate_only=ev.candidate_only,
+                    champion_only=ev.champion_only,
+                    metrics={
+                        "candidate_ci": [ev.candidate.low, ev.candidate.high],
+                        "champion_ci": [ev.champion.low, ev.champion.high] if ev.champion else None,
+                        "failed_seeds": list(ev.failed_seeds),
+                    },
+                )
+            )

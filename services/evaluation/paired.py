@@ -1,0 +1,51 @@
+"""The evaluate stage: a candidate against the champion it was trained to replace."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from services.config import Settings
+from services.evaluation.closed_loop import (
+    TaskEvaluation,
+    compare,
+    evaluate_version,
+    store_evaluations,
+)
+from services.store import session_scope
+from services.store.models import Candidate
+
+
+def evaluate_candidate(
+    settings: Settings,
+    candidate_id: str,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[TaskEvaluation]:
+    """Closed-loop success per task on seeds 0..eval_episodes-1, paired with the parent.
+
+    The baseline is the candidate's parent: the champion it was fine-tuned from and would
+    replace. Stored episodes are reused, so re-running the stage costs nothing.
+    """
+    from services.registry.mlflow_registry import load_policy
+
+    with session_scope(settings.db_url) as session:
+        candidate = session.get(Candidate, candidate_id)
+        if candidate is None or candidate.model_version is None:
+            raise LookupError(f"candidate {candidate_id} is not registered")
+        version, parent = candidate.model_version, candidate.parent_version
+    seeds = range(settings.eval_episodes)
+
+    def policy_of(v: str) -> Callable[[], object]:
+        return lambda: load_policy(settings, v).act
+
+    results = evaluate_version(
+        settings, version, policy_of(version), settings.tasks, seeds, progress
+    )
+    baseline = (
+        evaluate_version(settings, parent, policy_of(parent), settings.tasks, seeds, progress)
+        if parent
+        else None
+    )
+    evaluations = compare(results, baseline)
+    store_evaluations(settings, candidate_id, parent, evaluations)
+    return evaluations

@@ -1,0 +1,135 @@
+"""The nights ledger: what each nightly run produced, and the fleet's figures for that night."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from services.config import Settings
+from services.store import session_scope
+from services.store.models import Episode, NightlyRun, utcnow
+
+
+def open_night(settings: Settings, *, flow_run_id: str | None) -> int:
+    from services.rollout.controller import champion_of
+
+    with session_scope(settings.db_url) as session:
+        night = NightlyRun(flow_run_id=flow_run_id, champion_before=champion_of(session=session))
+        session.add(night)
+        session.flush()
+        return night.id
+
+
+def update_night(settings: Settings, night_id: int, **fields: Any) -> None:
+    with session_scope(settings.db_url) as session:
+        night = session.get(NightlyRun, night_id)
+        for key, value in fields.items():
+            if key == "summary":
+                value = {**night.summary, **value}
+            setattr(night, key, value)
+        if fields.get("state") in ("completed", "failed"):
+            night.finished_at = utcnow()
+
+
+def fail_night(settings: Settings, *, flow_run_id: str, error: str) -> None:
+    """Mark the night a crashed flow run opened as failed; its stages' outputs stay stored."""
+    with session_scope(settings.db_url) as session:
+        night = session.scalar(select(NightlyRun).where(NightlyRun.flow_run_id == flow_run_id))
+        if night is not None and night.state == "running":
+            night.state = "failed"
+            night.finished_at = utcnow()
+            night.summary = {**night.summary, "outcome": f"failed: {error}"}
+
+
+def nights_completed(settings: Settings) -> int:
+    with session_scope(settings.db_url) as session:
+        return session.scalar(
+            select(func.count()).select_from(NightlyRun).where(NightlyRun.state == "completed")
+        )
+
+
+def fleet_figures(settings: Settings, ingest_run_id: str | None) -> dict[str, Any]:
+    """How the fleet did in the episodes one ingest run brought in (deployments only).
+
+    Autonomous success: the episode succeeded with no operator takeover.
+    """
+    if ingest_run_id is None:
+        return {"episodes": 0}
+    with session_scope(settings.db_url) as session:
+        rows = session.execute(
+            select(Episode.outcome, Episode.n_interventions, Episode.duration_s).where(
+                Episode.ingest_run_id == ingest_run_id,
+                Episode.status == "ok",
+                Episode.kind == "deployment",
+            )
+        ).all()
+    n = len(rows)
+    if n == 0:
+        return {"episodes": 0}
+    interventions = sum(r.n_interventions for r in rows)
+    hours = sum(r.duration_s or 0.0 for r in rows) / 3600
+    return {
+        "episodes": n,
+        "autonomous_success": sum(r.outcome == "success" and r.n_interventions == 0 for r in rows)
+        / n,
+        "success": sum(r.outcome == "success" for r in rows) / n,
+        "interventions_per_episode": interventions / n,
+        "interventions_per_robot_hour": interventions / hours if hours else None,
+    }
+
+
+def champion_dataset(settings: Settings) -> str | None:
+    """The dataset the current champion was trained on (None before the first champion)."""
+    from services.rollout.controller import champion_of
+    from services.store.models import Candidate
+
+    with session_scope(settings.db_url) as session:
+        champion = champion_of(session=session)
+        if champion is None:
+            return None
+        return session.scalar(
+            select(Candidate.dataset_id).where(Candidate.model_version == champion)
+        )
+
+
+def night_summary(settings: Settings, night_id: int) -> dict[str, Any]:
+    """The row of the nightly table: fleet figures, candidate against champion, verdict."""
+    from services.rollout.controller import champion_of
+    from services.store.models import Candidate, Decision, Evaluation
+
+    with session_scope(settings.db_url) as session:
+        night = session.get(NightlyRun, night_id)
+        summary: dict[str, Any] = {
+            "night": night_id,
+            "champion_before": night.champion_before,
+            "champion_after": champion_of(session=session),
+            "fleet": fleet_figures(settings, night.ingest_run_id),
+            **night.summary,
+        }
+        if night.candidate_id:
+            candidate = session.get(Candidate, night.candidate_id)
+            evaluations = session.scalars(
+                select(Evaluation).where(Evaluation.candidate_id == candidate.id)
+            ).all()
+            n = sum(e.n for e in evaluations)
+            gate = session.scalar(
+                select(Decision).where(
+                    Decision.candidate_id == candidate.id, Decision.kind == "gate"
+                )
+            )
+            summary["candidate"] = {
+                "id": candidate.id,
+                "version": candidate.model_version,
+                "parent": candidate.parent_version,
+                "status": candidate.status,
+                "train_seconds": candidate.train_seconds,
+                "successes": sum(e.candidate_successes for e in evaluations),
+                "champion_successes": sum(e.champion_successes or 0 for e in evaluations)
+                if candidate.parent_version
+                else None,
+                "n": n,
+                "verdict": gate.verdict if gate else None,
+                "gate_reason": gate.reason if gate else None,
+            }
+    return summary

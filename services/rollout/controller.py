@@ -1,0 +1,126 @@
+"""Rolling an approved candidate out to the fleet, and the champion ledger.
+
+The rollouts table is the ledger of record: the champion is the target of the latest
+completed rollout. The MLflow ``champion`` alias moves only after the ledger commits, and
+``reconcile_champion`` repairs the alias if a crash fell between the two writes.
+
+This first version rolls out in one stage to every robot; staged canaries with automatic
+rollback on fleet metrics build on these same rows.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.config import Settings
+from services.rollout.assignments import assign, fleet
+from services.store import record_audit, session_scope
+from services.store.models import Candidate, Rollout, utcnow
+
+
+class RolloutError(Exception):
+    """The rollout cannot start or change in the state it is in."""
+
+
+def champion_of(*, session: Session) -> str | None:
+    """The version the ledger says is champion: the target of the last completed rollout."""
+    return session.scalar(
+        select(Rollout.to_version)
+        .where(Rollout.state == "completed")
+        .order_by(Rollout.finished_at.desc(), Rollout.id.desc())
+        .limit(1)
+    )
+
+
+def start_rollout(settings: Settings, candidate_id: str, *, actor: str) -> Rollout:
+    """Roll an approved candidate out to every robot and make it champion (idempotent)."""
+    with session_scope(settings.db_url) as session:
+        candidate = session.get(Candidate, candidate_id)
+        if candidate is None:
+            raise LookupError(f"unknown candidate {candidate_id}")
+        done = session.scalar(select(Rollout).where(Rollout.candidate_id == candidate_id))
+        if done is not None:
+            rollout = done
+        else:
+            if candidate.status != "approved":
+                raise RolloutError(
+                    f"candidate {candidate_id} is {candidate.status}: only an approved candidate "
+                    "rolls out"
+                )
+            robots = [r.id for r in fleet(session=session)]
+            previous = champion_of(session=session)
+            rollout = Rollout(
+                candidate_id=candidate_id,
+                from_version=previous,
+                to_version=candidate.model_version,
+                stages=[{"name": "all", "share": 1.0, "robots": robots, "outcome": "completed"}],
+                state="completed",
+                reason=f"approved candidate {candidate_id}",
+                finished_at=utcnow(),
+            )
+            session.add(rollout)
+            assign(
+                session=session,
+                robot_ids=robots,
+                version=candidate.model_version,
+                actor=actor,
+                reason=f"rollout of candidate {candidate_id}",
+            )
+            candidate.status = "deployed"
+            record_audit(
+                session,
+                actor=actor,
+                action="rollout",
+                subject_type="candidate",
+                subject_id=candidate_id,
+                before={"champion": previous},
+                after={"champion": candidate.model_version, "robots": len(robots)},
+                reason="approved; rolled out to the whole fleet",
+            )
+    reconcile_champion(settings)
+    return rollout
+
+
+def rollback(settings: Settings, *, actor: str, reason: str) -> Rollout:
+    """Return the fleet and the champion to the version before the last rollout."""
+    if not reason.strip():
+        raise ValueError("a rollback needs a reason")
+    with session_scope(settings.db_url) as session:
+        last = session.scalar(
+            select(Rollout).where(Rollout.state == "completed").order_by(Rollout.id.desc()).limit(1)
+        )
+        if last is None or last.from_version is None:
+            raise RolloutError("nothing to roll back: no rollout replaced an earlier champion")
+        robots = [r.id for r in fleet(session=session)]
+        assign(
+            session=session, robot_ids=robots, version=last.from_version, actor=actor, reason=reason
+        )
+        last.state = "rolled_back"
+        last.reason = reason
+        candidate = session.get(Candidate, last.candidate_id)
+        candidate.status = "rolled_back"
+        record_audit(
+            session,
+            actor=actor,
+            action="rollback",
+            subject_type="rollout",
+            subject_id=str(last.id),
+            before={"champion": last.to_version},
+            after={"champion": last.from_version},
+            reason=reason,
+        )
+    reconcile_champion(settings)
+    return last
+
+
+def reconcile_champion(settings: Settings) -> bool:
+    """Move the MLflow alias to the ledger's champion if they differ; True if it moved."""
+    from services.registry.mlflow_registry import champion_version, set_champion
+
+    with session_scope(settings.db_url) as session:
+        ledger = champion_of(session=session)
+    if ledger is None or champion_version(settings) == ledger:
+        return False
+    set_champion(settings, ledger)
+    return True
