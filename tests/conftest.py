@@ -17,9 +17,22 @@ POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 @pytest.fixture
 def settings(tmp_path, monkeypatch) -> Settings:
     """Embedded settings rooted in a fresh temporary FLYWHEEL_HOME, store migrated."""
+    return _settings(tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_settings(request, tmp_path, monkeypatch) -> Settings:
+    """Like `settings`, once on SQLite and once on a fresh local PostgreSQL database."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    return _settings(tmp_path, monkeypatch, database_url=url)
+
+
+def _settings(tmp_path, monkeypatch, database_url: str | None = None) -> Settings:
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     for key in ("FLYWHEEL_DATABASE_URL", "FLYWHEEL_MLFLOW_TRACKING_URI", "FLYWHEEL_MODE"):
         monkeypatch.delenv(key, raising=False)
+    if database_url:
+        monkeypatch.setenv("FLYWHEEL_DATABASE_URL", database_url)
     settings = Settings()
     configure_runtime(settings)
     migrate(settings.db_url)
@@ -43,3 +56,12 @@ def postgres_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One real, temporary Prefect server (own SQLite database) for the whole test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -124,6 +124,7 @@ def build_dataset(
                     path=str(path),
                 )
             )
+            session.flush()  # the dataset row before the rows that reference it
             weight_per_episode = (
                 table.select([EPISODE_ID, WEIGHT]).group_by(EPISODE_ID).aggregate([(WEIGHT, "sum")])
             )

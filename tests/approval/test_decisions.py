@@ -1,0 +1,80 @@
+import pytest
+from sqlalchemy import select
+
+from services.approval.decisions import (
+    AUTO_APPROVER,
+    DecisionConflict,
+    PermissionDenied,
+    add_user,
+    approve,
+    comment,
+    reject,
+)
+from services.approval.requests import request_approval
+from services.store import session_scope
+from services.store.models import AuditEvent, Candidate, Dataset
+
+
+def _candidate(db_url: str, status: str, cid: str = "c1") -> None:
+    with session_scope(db_url) as session:
+        if session.get(Dataset, "d1") is None:
+            session.add(Dataset(id="d1", scheme="sirius", n_episodes=1, n_steps=1, path="x"))
+            session.flush()
+        session.add(Candidate(id=cid, model_name="m", model_version=cid.upper(), dataset_id="d1",
+                              policy="mlp", status=status))
+
+
+@pytest.fixture
+def users(store_settings):
+    with session_scope(store_settings.db_url) as session:
+        return {
+            "eng": add_user(session=session, name="erin", role="engineer"),
+            "fm": add_user(session=session, name="fatima", role="fleet-manager"),
+        }
+
+
+def test_only_a_fleet_manager_may_approve_and_engineers_may_comment(store_settings, users):
+    _candidate(store_settings.db_url, "passed")
+    with pytest.raises(PermissionDenied), session_scope(store_settings.db_url) as session:
+        approve(session=session, candidate_id="c1", user=users["eng"], reason="looks good")
+    with session_scope(store_settings.db_url) as session:
+        comment(session=session, candidate_id="c1", user=users["eng"], text="push regressed?")
+        decision = approve(session=session, candidate_id="C1", user=users["fm"], reason="canary ok")
+        assert decision.candidate_id == "c1"
+    with session_scope(store_settings.db_url) as session:
+        assert session.get(Candidate, "c1").status == "approved"
+        audit = session.scalars(select(AuditEvent).where(AuditEvent.subject_id == "c1")).all()
+        assert [(a.actor, a.action) for a in audit] == [("erin", "comment"), ("fatima", "approve")]
+        assert audit[1].before == {"status": "passed"} and audit[1].reason == "canary ok"
+
+
+def test_a_failed_candidate_cannot_be_approved_and_decisions_are_final(store_settings, users):
+    _candidate(store_settings.db_url, "failed")
+    _candidate(store_settings.db_url, "inconclusive", "c2")
+    with pytest.raises(DecisionConflict, match="failed"), session_scope(store_settings.db_url) as s:
+        approve(session=s, candidate_id="c1", user=users["fm"], reason="ship it")
+    with session_scope(store_settings.db_url) as session:
+        reject(session=session, candidate_id="c2", user=users["fm"], reason="not enough evidence")
+    with pytest.raises(DecisionConflict, match="already rejected"), session_scope(
+        store_settings.db_url
+    ) as session:
+        approve(session=session, candidate_id="c2", user=users["fm"], reason="changed my mind")
+
+
+def test_a_decision_needs_a_reason(store_settings, users):
+    _candidate(store_settings.db_url, "passed")
+    with pytest.raises(ValueError, match="reason"), session_scope(store_settings.db_url) as session:
+        approve(session=session, candidate_id="c1", user=users["fm"], reason="  ")
+
+
+def test_auto_approval_only_for_passed_candidates_and_only_when_enabled(store_settings):
+    _candidate(store_settings.db_url, "passed")
+    _candidate(store_settings.db_url, "inconclusive", "c2")
+    assert request_approval(store_settings, "c1").status == "awaiting"
+    demo = store_settings.model_copy(update={"auto_approve": True})
+    state = request_approval(demo, "c1")
+    assert state.status == "approved" and state.actor == AUTO_APPROVER
+    assert request_approval(demo, "c2").status == "awaiting"  # inconclusive goes to a human
+    with session_scope(store_settings.db_url) as session:
+        audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "approve")).one()
+        assert audit.actor == AUTO_APPROVER
