@@ -1,0 +1,31 @@
+"""The interface every simulated task offers the fleet, the operator and the evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StepResult:
+    state: np.ndarray
+    reward: float
+    # Task progress in [0, 1]: what the operator watches to decide that the robot is stuck.
+    progress: float
+    success: bool
+
+
+class SimEnv(Protocol):
+    task: str
+    state_dim: int
+    action_dim: int
+    max_steps: int
+    control_hz: float
+
+    def reset(self, seed: int) -> np.ndarray: ...
+    def step(self, action: np.ndarray) -> StepResult: ...
+    def expert_action(self, state: np.ndarray) -> np.ndarray: ...
+    # After reset: does this initial condition lie in the part of the workspace the lab covers?
+    def in_lab_workspace(self) -> bool: ...

@@ -1,0 +1,132 @@
+"""A simulated fleet: robots that ask Flywheel which policy to run, work, and upload logs.
+
+The fleet talks to Flywheel only the way real robots do: it asks for its assignment through
+a client, and uploads one MCAP file per episode into the fleet log store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from services.fleetlogs.mcap_writer import write_episode_mcap
+from sim.episode import PolicyFn, run_episode
+from sim.operator import Operator, OperatorConfig
+from sim.tasks import make_env
+
+# Seed ranges kept apart: evaluation uses 0..9_999_999, the fleet and the lab their own.
+FLEET_SEEDS = 10_000_000
+LAB_SEEDS = 20_000_000
+SEED_SPAN = 10_000_000
+# Simulated days start here, so re-running a shift writes byte-identical files.
+EPOCH = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+NAMESPACE = uuid.UUID("6f6c7966-6c79-7768-6565-6c2d666c6565")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    # Model version the robot should run; None: no policy yet.
+    version: str | None
+    policy: PolicyFn | None
+
+
+class FleetClient(Protocol):
+    def assignment(self, robot_id: str) -> Assignment: ...
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    # Number of robots.
+    robots: int = 4
+    # Episodes each robot works per shift.
+    episodes_per_robot: int = 8
+    # Tasks the robots work, round-robin over robots and episodes.
+    tasks: tuple[str, ...] = ("pick-place",)
+    # Seeds every episode's initial conditions (with night, robot and episode index).
+    seed: int = 0
+    # How the operators watching the robots behave.
+    operator: OperatorConfig = field(default_factory=OperatorConfig)
+
+    def __post_init__(self) -> None:
+        if self.robots < 1 or self.episodes_per_robot < 1:
+            raise ValueError("a fleet needs at least one robot working at least one episode")
+        if not self.tasks:
+            raise ValueError("a fleet needs at least one task")
+
+
+@dataclass(frozen=True)
+class ShiftSummary:
+    night: int
+    episodes: int
+    autonomous_successes: int
+    successes: int
+    interventions: int
+    operator_steps: int
+    steps: int
+    idle_robots: tuple[str, ...]
+    files: tuple[str, ...]
+
+
+def robot_ids(config: FleetConfig) -> list[str]:
+    return [f"robot-{i:02d}" for i in range(config.robots)]
+
+
+def episode_seed(base: int, *parts: int) -> int:
+    return base + int(np.random.SeedSequence(list(parts)).generate_state(1)[0]) % SEED_SPAN
+
+
+def _episode_uuid(robot: str, night: int, episode: int, seed: int, version: str | None) -> str:
+    # Deterministic: the same shift re-run uploads the same files (ingest is by content).
+    return str(uuid.uuid5(NAMESPACE, f"{robot}/{night}/{episode}/{seed}/{version}"))
+
+
+def run_shift(config: FleetConfig, client: FleetClient, log_dir: Path, night: int) -> ShiftSummary:
+    envs = {task: make_env(task) for task in config.tasks}
+    operator = Operator(config.operator)
+    counts = dict(episodes=0, autonomous=0, successes=0, interventions=0, operator=0, steps=0)
+    idle, files = [], []
+    for r, robot in enumerate(robot_ids(config)):
+        assignment = client.assignment(robot)
+        if assignment.policy is None:
+            idle.append(robot)
+            continue
+        for e in range(config.episodes_per_robot):
+            task = config.tasks[(r + e) % len(config.tasks)]
+            seed = episode_seed(FLEET_SEEDS, config.seed, night, r, e)
+            recording = run_episode(
+                envs[task],
+                seed,
+                policy=assignment.policy,
+                operator=operator,
+                robot_id=robot,
+                policy_version=assignment.version,
+                started_at=EPOCH + timedelta(days=night, minutes=10 * e),
+                episode_uuid=str(
+                    uuid.uuid5(NAMESPACE, f"{robot}/{night}/{e}/{seed}/{assignment.version}")
+                ),
+            )
+            path = log_dir / robot / f"night-{night:03d}" / f"{recording.episode_uuid}.mcap"
+            files.append(str(write_episode_mcap(recording, path)))
+            operator_steps = sum(s == "operator" for s in recording.control_source)
+            counts["episodes"] += 1
+            counts["successes"] += recording.outcome == "success"
+            counts["autonomous"] += recording.outcome == "success" and not recording.interventions
+            counts["interventions"] += len(recording.interventions)
+            counts["operator"] += operator_steps
+            counts["steps"] += len(recording.states)
+    return ShiftSummary(
+        night=night,
+        episodes=counts["episodes"],
+        autonomous_successes=counts["autonomous"],
+        successes=counts["successes"],
+        interventions=counts["interventions"],
+        operator_steps=counts["operator"],
+        steps=counts["steps"],
+        idle_robots=tuple(idle),
+        files=tuple(files),
+    )
