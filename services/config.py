@@ -8,6 +8,7 @@ the fleet log store. Production points the same code at PostgreSQL and servers b
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import cached_property
 from pathlib import Path
@@ -119,6 +120,7 @@ def configure_runtime(settings: Settings) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_DEDUP_LOGS": "1",
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
@@ -128,3 +130,6 @@ def configure_runtime(settings: Settings) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    # MLflow logs INFO lines (table migrations, model signatures it cannot infer from a
+    # DataFrame of vectors) on every call; keep its warnings and errors.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -1,0 +1,94 @@
+"""Self-describing checkpoints: weights, config, normalisation stats and where they came from.
+
+A checkpoint is a folder written under a temporary name and renamed into place, so a reader
+never sees half of one. Inference normalises with the checkpoint's own statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from policies.normalization import NormalizationStats
+from policies.registry import config_from_dict, config_to_dict, make_policy
+
+WEIGHTS = "model.pt"
+CONFIG = "config.json"
+STATS = "stats.json"
+META = "meta.json"
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    config: Any,
+    stats: NormalizationStats,
+    meta: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write the checkpoint folder atomically; ``extra`` (optimiser state...) goes beside it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(model.state_dict(), tmp / WEIGHTS)
+    (tmp / CONFIG).write_text(json.dumps(config_to_dict(config), indent=1))
+    (tmp / STATS).write_text(json.dumps(stats.to_dict()))
+    (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
+    if extra is not None:
+        torch.save(extra, tmp / "train_state.pt")
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class LoadedPolicy:
+    model: nn.Module
+    config: Any
+    stats: NormalizationStats
+    meta: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+        self._task_index = {task: i for i, task in enumerate(self.config.tasks)}
+
+    def act(self, state: np.ndarray, task: str) -> np.ndarray:
+        """One action for one state: what a robot calls every control step."""
+        if task not in self._task_index:
+            raise ValueError(f"this policy was not trained on task {task!r} ({self.config.tasks})")
+        return self.act_batch(state[None], np.array([self._task_index[task]]))[0]
+
+    def act_batch(self, states: np.ndarray, task_index: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(self.stats.normalize_state(np.asarray(states, np.float32)))
+            return self.model(x, torch.as_tensor(task_index, dtype=torch.int64)).numpy()
+
+
+def load_checkpoint(path: Path) -> LoadedPolicy:
+    path = Path(path)
+    if not (path / CONFIG).exists():
+        raise FileNotFoundError(f"{path} is not a Flywheel checkpoint (no {CONFIG})")
+    config = config_from_dict(json.loads((path / CONFIG).read_text()))
+    model = make_policy(config)
+    model.load_state_dict(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
+    return LoadedPolicy(
+        model=model,
+        config=config,
+        stats=NormalizationStats.from_dict(json.loads((path / STATS).read_text())),
+        meta=json.loads((path / META).read_text()),
+    )

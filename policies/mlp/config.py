@@ -1,0 +1,39 @@
+"""Configuration of the MLP policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policies.registry import register_policy
+
+
+def _model(config):
+    from policies.mlp.model import MLPPolicy
+
+    return MLPPolicy(config)
+
+
+@register_policy("mlp", _model)
+@dataclass(frozen=True)
+class MLPConfig:
+    # Size of `observation.state`.
+    state_dim: int
+    # Size of `action`.
+    action_dim: int
+    # Task names in index order: the policy is conditioned on a one-hot task, so one policy
+    # serves every task of the fleet.
+    tasks: tuple[str, ...]
+    # Widths of the hidden layers.
+    hidden: tuple[int, ...] = (256, 256)
+    # Dropout after each hidden layer (0 disables it).
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.state_dim < 1 or self.action_dim < 1:
+            raise ValueError("state_dim and action_dim must be positive")
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be non-empty and unique, got {self.tasks}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")

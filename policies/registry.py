@@ -1,0 +1,66 @@
+"""The policy registry: ``@register_policy("mlp")`` on a config, ``make_policy(cfg)`` builds it."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from torch import nn
+
+_POLICIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
+# Modules that register policies when imported; the registry imports them on first use.
+_BUILTIN = ("policies.mlp",)
+
+
+def register_policy(name: str, model: Callable[[Any], nn.Module]):
+    """Class decorator for a policy config: ``@register_policy("mlp", MLPPolicy)``."""
+
+    def decorate(config_cls: type) -> type:
+        if name in _POLICIES:
+            raise ValueError(f"policy {name!r} is registered twice")
+        config_cls.policy_name = name
+        _POLICIES[name] = (config_cls, model)
+        return config_cls
+
+    return decorate
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN:
+        importlib.import_module(module)
+
+
+def available_policies() -> list[str]:
+    _load_builtins()
+    return sorted(_POLICIES)
+
+
+def _entry(name: str) -> tuple[type, Callable[[Any], nn.Module]]:
+    _load_builtins()
+    if name not in _POLICIES:
+        close = difflib.get_close_matches(name, _POLICIES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown policy {name!r} (known: {', '.join(sorted(_POLICIES))}){hint}")
+    return _POLICIES[name]
+
+
+def config_class(name: str) -> type:
+    return _entry(name)[0]
+
+
+def make_policy(config: Any) -> nn.Module:
+    """The one constructor of policies that flows and services use."""
+    return _entry(config.policy_name)[1](config)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return {"policy": config.policy_name, **asdict(config)}
+
+
+def config_from_dict(data: dict[str, Any]) -> Any:
+    fields = dict(data)
+    cls = config_class(fields.pop("policy"))
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
