@@ -79,7 +79,10 @@ def write_episode_mcap(recording: EpisodeRecording, path: Path) -> Path:
 
         def emit(topic: str, payload: dict, at_ns: int) -> None:
             writer.add_message(
-                channels[topic], log_time=at_ns, publish_time=at_ns, data=json.dumps(payload).encode()
+                channels[topic],
+                log_time=at_ns,
+                publish_time=at_ns,
+                data=json.dumps(payload).encode(),
             )
 
         emit(
