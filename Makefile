@@ -22,7 +22,7 @@ setup: $(STAMP)
 # from a fresh demo home; prints one row per night.
 demo: setup
 	rm -rf $(DEMO_HOME)
-	FLYWHEEL_HOME=$(DEMO_HOME) FLYWHEEL_AUTO_APPROVE=true $(VENV)/bin/flywheel nightly --nights 4 --robots 4
+	FLYWHEEL_HOME=$(DEMO_HOME) FLYWHEEL_AUTO_APPROVE=true $(VENV)/bin/flywheel nightly --nights 5 --robots 4
 
 test: setup
 	$(PY) -m pytest

@@ -31,8 +31,14 @@ def build_dataset_task(scheme: str):
 @task(name="train-candidate", retries=1, retry_delay_seconds=[10], cache_policy=NO_CACHE)
 def train_task(dataset_id: str, flow_run_id: str | None):
     from services.training.candidates import train_and_register
+    from services.training.config import TrainConfig
 
-    return train_and_register(get_settings(), dataset_id=dataset_id, flow_run_id=flow_run_id)
+    settings = get_settings()
+    # resume: a retried or re-run night continues its candidate's interrupted Ray run.
+    config = TrainConfig(steps=settings.train_steps, resume=True)
+    return train_and_register(
+        settings, dataset_id=dataset_id, config=config, flow_run_id=flow_run_id
+    )
 
 
 @task(name="evaluate-candidate", cache_policy=NO_CACHE)

@@ -21,7 +21,8 @@ users_app = typer.Typer(no_args_is_help=True, help="Users and roles.")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(users_app, name="users")
-console = Console()
+# Wide enough for the nights table when the output is a file or a pipe (rich assumes 80).
+console = Console(width=None if Console().is_terminal else 160)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -149,9 +150,10 @@ def train(
     from services.training.config import TrainConfig
 
     try:
-        config = TrainConfig(resume=resume, overwrite=overwrite)
+        settings = _ready()
+        config = TrainConfig(steps=settings.train_steps, resume=resume, overwrite=overwrite)
         with console.status(f"training on dataset {dataset}"):
-            summary = train_and_register(_ready(), dataset_id=dataset, config=config)
+            summary = train_and_register(settings, dataset_id=dataset, config=config)
     except (LookupError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
@@ -373,7 +375,7 @@ def sim(
 def nightly(
     nights: Annotated[int, typer.Option(min=1, help="How many nights to run.")] = 1,
     robots: Annotated[int, typer.Option(min=1, help="Simulated robots.")] = 4,
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes per robot per shift.")] = 8,
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per robot per shift.")] = 12,
     simulate: Annotated[
         bool, typer.Option(help="Let the simulated fleet work a shift first.")
     ] = True,
@@ -409,6 +411,7 @@ def serve(
 
 
 def print_nights(reports: list[dict], settings: Settings) -> None:
+    """One row per night: the fleet's figures, then the candidate against the champion."""
     table = Table(title="Flywheel nights")
     for column in (
         "night",
@@ -420,27 +423,32 @@ def print_nights(reports: list[dict], settings: Settings) -> None:
         "candidate success",
         "champion success",
         "gate",
-        "outcome",
+        "promoted",
     ):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
+    notes = []
     for report in reports:
         fleet_ = report.get("fleet", {})
         cand = report.get("candidate") or {}
         n = cand.get("n") or 0
-
+        worked = bool(fleet_.get("episodes"))
+        promoted = report.get("champion_after") != report.get("champion_before")
         table.add_row(
             str(report["night"]),
             str(report.get("champion_before") or "-"),
-            str(fleet_.get("episodes", 0)),
-            f"{fleet_['autonomous_success']:.0%}" if fleet_.get("episodes") else "-",
-            f"{fleet_['interventions_per_episode']:.2f}" if fleet_.get("episodes") else "-",
+            str(fleet_.get("episodes", 0)) if worked else "lab demos",
+            f"{fleet_['autonomous_success']:.0%}" if worked else "-",
+            f"{fleet_['interventions_per_episode']:.2f}" if worked else "-",
             str(cand.get("version") or "-"),
             _rate(cand.get("successes"), n),
             _rate(cand.get("champion_successes"), n),
             str(cand.get("verdict") or "-"),
-            str(report.get("outcome", "")),
+            "yes" if promoted else "no",
         )
+        notes.append(f"night {report['night']}: {report.get('outcome', '')}")
     console.print(table)
+    for note in notes:
+        console.print(note)
 
 
 def _rate(k: int | None, n: int) -> str:

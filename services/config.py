@@ -8,7 +8,6 @@ the fleet log store. Production points the same code at PostgreSQL and servers b
 
 from __future__ import annotations
 
-import logging
 import os
 from functools import cached_property
 from pathlib import Path
@@ -46,7 +45,9 @@ class Settings(BaseSettings):
     # Tasks the simulated fleet and the evaluation run.
     tasks: tuple[str, ...] = ("pick-place",)
     # Fixed evaluation seeds per task (candidate and champion run on the same ones).
-    eval_episodes: int = Field(default=50, ge=1)
+    eval_episodes: int = Field(default=100, ge=1)
+    # Optimiser steps of each night's fine-tuning run.
+    train_steps: int = Field(default=3000, ge=1)
     # Worker processes for closed-loop evaluation and the simulated fleet.
     workers: int = Field(default=2, ge=1)
 
@@ -121,6 +122,7 @@ def configure_runtime(settings: Settings) -> None:
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_LOGGING_LEVEL": "WARNING",
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_DEDUP_LOGS": "1",
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
@@ -130,6 +132,4 @@ def configure_runtime(settings: Settings) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
-    # MLflow logs INFO lines (table migrations, model signatures it cannot infer from a
-    # DataFrame of vectors) on every call; keep its warnings and errors.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+

@@ -39,7 +39,8 @@ def run_episode(
     success = False
     for step in range(env.max_steps):
         by_operator = demo or operator.in_control
-        action = env.expert_action(state) if by_operator else policy(state, env.task)
+        expert_action = env.expert_action(state)
+        action = expert_action if by_operator else policy(state, env.task)
         states.append(state)
         actions.append(np.asarray(action, dtype=np.float32))
         sources.append(CONTROL_OPERATOR if by_operator else CONTROL_POLICY)
@@ -52,7 +53,7 @@ def run_episode(
             break
         if not demo:
             was_in_control = operator.in_control
-            reason = operator.observe(result.progress)
+            reason = operator.observe(result.progress, action, expert_action)
             if reason is not None:
                 takeover_start = step + 1
             elif was_in_control and not operator.in_control:

@@ -65,3 +65,12 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shutdown_ray_at_end():
+    """Tests share one local Ray (started by the first training run); stop it at the end."""
+    yield
+    from services.training.job import shutdown_ray
+
+    shutdown_ray()

@@ -128,7 +128,9 @@ def _ingest_chunk(
 
     data_file, table = None, None
     with session_scope(settings.db_url) as session:
-        first_episode = (session.scalar(select(func.max(Episode.episode_index))) or -1) + 1
+        first_episode = (
+            session.scalar(select(func.coalesce(func.max(Episode.episode_index), -1))) + 1
+        )
         first_frame = session.scalar(
             select(func.coalesce(func.sum(Episode.steps), 0)).where(Episode.status == "ok")
         )

@@ -106,6 +106,8 @@ def register_candidate(
                 python_model=pyfunc.__file__,
                 artifacts={"checkpoint": str(staged)},
                 pip_requirements=PIP_REQUIREMENTS,
+                signature=pyfunc.SIGNATURE,
+                input_example=pyfunc.input_example(checkpoint_dir),
                 registered_model_name=settings.model_name,
             )
     version = str(info.registered_model_version)

@@ -12,8 +12,23 @@ import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, Schema
 
 from services.features import ACTION, OBSERVATION_STATE
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "task"), ColSpec(Array("double"), OBSERVATION_STATE)]),
+    outputs=Schema([ColSpec(Array("float"), ACTION)]),
+)
+
+
+def input_example(checkpoint: Path) -> pd.DataFrame:
+    """One zero state for the checkpoint's first task: shows a server what to send."""
+    from policies.checkpoint import load_checkpoint
+
+    config = load_checkpoint(checkpoint).config
+    return pd.DataFrame({"task": [config.tasks[0]], OBSERVATION_STATE: [[0.0] * config.state_dim]})
 
 
 class PolicyModel(mlflow.pyfunc.PythonModel):

@@ -79,7 +79,8 @@ def train_candidate(
         from policies.checkpoint import load_checkpoint
 
         meta = load_checkpoint(final).meta
-        return TrainResult(final, meta.get("final_loss"), meta.get("losses", []), 0.0)
+        losses = [(int(step), float(loss)) for step, loss in meta.get("losses", [])]
+        return TrainResult(final, meta.get("final_loss"), losses, 0.0)
 
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -115,7 +116,7 @@ def train_candidate(
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training of candidate {candidate_id} ended without a checkpoint")
-    losses = [tuple(x) for x in result.metrics.get("losses", [])]
+    losses = [(int(step), float(loss)) for step, loss in result.metrics.get("losses", [])]
     final_loss = losses[-1][1] if losses else None
     _publish(result.checkpoint, final, losses, final_loss)
     return TrainResult(final, final_loss, losses, time.perf_counter() - started)

@@ -9,6 +9,7 @@ reason while the rest of the batch goes on.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cache
@@ -119,6 +120,8 @@ def _expectations(embodiment: Embodiment) -> list[tuple[Any, str]]:
 def _batch_definition():
     import great_expectations as gx
 
+    # An INFO line per ephemeral context (its temporary docs site) is noise in nightly logs.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     try:  # the per-metric progress bars would flood the nightly logs
         from great_expectations.data_context.types.base import ProgressBarsConfig

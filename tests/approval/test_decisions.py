@@ -20,8 +20,16 @@ def _candidate(db_url: str, status: str, cid: str = "c1") -> None:
         if session.get(Dataset, "d1") is None:
             session.add(Dataset(id="d1", scheme="sirius", n_episodes=1, n_steps=1, path="x"))
             session.flush()
-        session.add(Candidate(id=cid, model_name="m", model_version=cid.upper(), dataset_id="d1",
-                              policy="mlp", status=status))
+        session.add(
+            Candidate(
+                id=cid,
+                model_name="m",
+                model_version=cid.upper(),
+                dataset_id="d1",
+                policy="mlp",
+                status=status,
+            )
+        )
 
 
 @pytest.fixture
@@ -55,9 +63,10 @@ def test_a_failed_candidate_cannot_be_approved_and_decisions_are_final(store_set
         approve(session=s, candidate_id="c1", user=users["fm"], reason="ship it")
     with session_scope(store_settings.db_url) as session:
         reject(session=session, candidate_id="c2", user=users["fm"], reason="not enough evidence")
-    with pytest.raises(DecisionConflict, match="already rejected"), session_scope(
-        store_settings.db_url
-    ) as session:
+    with (
+        pytest.raises(DecisionConflict, match="already rejected"),
+        session_scope(store_settings.db_url) as session,
+    ):
         approve(session=session, candidate_id="c2", user=users["fm"], reason="changed my mind")
 
 

@@ -38,7 +38,10 @@ def test_candidate_no_better_fails_and_slightly_better_is_inconclusive():
 
 
 def test_regression_on_one_task_fails_even_when_better_overall():
-    champion = {**_results([True] * 10 + [False] * 40, "push"), **_results([True] * 30 + [False] * 20)}
+    champion = {
+        **_results([True] * 10 + [False] * 40, "push"),
+        **_results([True] * 30 + [False] * 20),
+    }
     candidate = {**_results([True] * 50, "push"), **_results([True] * 10 + [False] * 40)}
     verdict = judge(compare(candidate, champion), GateConfig(margin=0.1))
     assert verdict.verdict == FAIL and "pick-place" in verdict.reason

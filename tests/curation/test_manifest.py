@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import numpy as np
+
+from services.curation.manifest import build_dataset, load_training_data, read_manifest
+from services.fleetlogs.ingest import ingest_logs
+from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.store import session_scope
+from services.store.models import Dataset, DatasetEpisode
+from tests.fleetlogs.test_ingest import recording
+
+
+def _upload(settings, name: str, **changes) -> None:
+    write_episode_mcap(recording(**changes), Path(settings.fleet_log_uri) / f"{name}.mcap")
+    ingest_logs(settings)
+
+
+def test_the_same_episodes_give_the_same_manifest_id(store_settings):
+    _upload(store_settings, "demo", kind="demo", interventions=[], n=12)
+    _upload(store_settings, "deploy", n=30)
+    first = build_dataset(store_settings)
+    again = build_dataset(store_settings)
+    assert first.id == again.id and first.created and not again.created
+    with session_scope(store_settings.db_url) as session:
+        assert session.get(Dataset, first.id).n_steps == 42
+        links = session.query(DatasetEpisode).filter_by(dataset_id=first.id).count()
+        assert links == 2
+    header, table = read_manifest(store_settings, first.id)
+    assert header["scheme"] == "sirius" and len(table) == 42
+    assert first.class_counts["demo"] == 12 and first.class_counts["intervention"] == 4
+
+
+def test_new_episodes_make_a_new_manifest_that_replays_the_old_ones(settings):
+    _upload(settings, "a", n=20)
+    first = build_dataset(settings)
+    _upload(settings, "b", n=40)
+    second = build_dataset(settings)
+    assert second.id != first.id and second.n_new_episodes == 1
+    assert second.replay_share == 20 / 60  # the first episode's steps are replayed
+
+
+def test_training_data_carries_the_manifest_weights(settings):
+    _upload(settings, "demo", kind="demo", interventions=[], n=12)
+    _upload(settings, "deploy", n=30)
+    dataset = build_dataset(settings, scheme="sirius")
+    data = load_training_data(settings, dataset.id)
+    # autonomous steps of a successful episode are kept; nothing has weight 0 here
+    assert len(data) == 42 and data.states.shape == (42, 4) and data.actions.shape == (42, 2)
+    assert np.isclose(data.weights.mean(), 1.0, atol=1e-5)
+    assert data.tasks == ("toy-reach",) and set(data.task_index) == {0}
+    uniform = load_training_data(settings, build_dataset(settings, scheme="uniform").id)
+    assert np.allclose(uniform.weights, 1.0)
