@@ -74,3 +74,45 @@ def _shutdown_ray_at_end():
     from services.training.job import shutdown_ray
 
     shutdown_ray()
+
+
+@pytest.fixture
+def toy_checkpoint(tmp_path):
+    """A small, deterministic MLP checkpoint for the toy task."""
+    import numpy as np
+    import torch
+
+    from policies import make_policy
+    from policies.checkpoint import save_checkpoint
+    from policies.mlp import MLPConfig
+    from policies.normalization import NormalizationStats
+
+    torch.manual_seed(0)
+    config = MLPConfig(state_dim=4, action_dim=2, tasks=("toy-reach",), hidden=(8,))
+    stats = NormalizationStats.from_arrays(
+        np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32),
+        np.zeros((20, 2), np.float32),
+    )
+    return save_checkpoint(tmp_path / "ckpt", make_policy(config), config, stats, {"step": 1})
+
+
+@pytest.fixture
+def register(toy_checkpoint):
+    """Register the toy checkpoint in MLflow as a candidate: register(settings, id, parent)."""
+    from services.registry import mlflow_registry
+
+    def _register(settings, candidate_id="c1", parent=None):
+        return mlflow_registry.register_candidate(
+            settings,
+            checkpoint_dir=toy_checkpoint,
+            candidate_id=candidate_id,
+            dataset_id="d1",
+            parent_version=parent,
+            flow_run_id="flow-1",
+            code_version="abc",
+            params={"lr": 0.001},
+            losses=[(1, 0.5), (2, 0.25)],
+            manifest_path=None,
+        )
+
+    return _register

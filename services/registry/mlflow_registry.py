@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -73,6 +74,7 @@ def register_candidate(
     """Log and register a candidate; returns the existing version if it was registered before."""
     import mlflow
     from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
 
     from services.registry import pyfunc
 
@@ -92,9 +94,10 @@ def register_candidate(
         experiment_id=experiment_id, run_name=f"candidate-{candidate_id}", tags=lineage
     ) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        now_ms = int(time.time() * 1000)
         client.log_batch(
             run.info.run_id,
-            metrics=[Metric("train_loss", loss, 0, step) for step, loss in losses],
+            metrics=[Metric("train_loss", loss, now_ms, step) for step, loss in losses],
         )
         if manifest_path is not None and manifest_path.exists():
             mlflow.log_artifact(str(manifest_path), artifact_path="dataset")
@@ -108,11 +111,21 @@ def register_candidate(
                 pip_requirements=PIP_REQUIREMENTS,
                 signature=pyfunc.SIGNATURE,
                 input_example=pyfunc.input_example(checkpoint_dir),
-                registered_model_name=settings.model_name,
             )
-    version = str(info.registered_model_version)
-    for key, value in lineage.items():
-        client.set_model_version_tag(settings.model_name, version, key, value)
+    # Registered through the client so the lineage tags arrive with the version, in one call.
+    try:
+        client.create_registered_model(settings.model_name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    created = client.create_model_version(
+        settings.model_name,
+        source=info.model_uri,
+        run_id=run.info.run_id,
+        tags=lineage,
+        model_id=info.model_id,
+    )
+    version = str(created.version)
     return RegisteredModel(version=version, run_id=run.info.run_id)
 
 

@@ -120,8 +120,9 @@ def _expectations(embodiment: Embodiment) -> list[tuple[Any, str]]:
 def _batch_definition():
     import great_expectations as gx
 
-    # An INFO line per ephemeral context (its temporary docs site) is noise in nightly logs.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # An INFO line per ephemeral context (its temporary docs site) is noise in nightly logs;
+    # GX sets that module's logger to INFO itself.
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     try:  # the per-metric progress bars would flood the nightly logs
         from great_expectations.data_context.types.base import ProgressBarsConfig

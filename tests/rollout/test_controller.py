@@ -1,0 +1,86 @@
+"""Rollout: approved candidates reach every robot; the ledger leads, the MLflow alias follows."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from services.registry import mlflow_registry as registry
+from services.rollout.assignments import register_robots
+from services.rollout.controller import (
+    RolloutError,
+    champion_of,
+    reconcile_champion,
+    rollback,
+    start_rollout,
+)
+from services.store import session_scope
+from services.store.models import AuditEvent, Candidate, Dataset, Robot
+
+pytestmark = pytest.mark.slow
+
+
+def _candidates(settings, register, statuses):
+    with session_scope(settings.db_url) as session:
+        session.add(Dataset(id="d1", scheme="sirius", n_episodes=1, n_steps=1, path="x"))
+        session.flush()
+        register_robots(session=session, robot_ids=["r0", "r1", "r2"], tasks=["toy-reach"])
+        for i, status in enumerate(statuses):
+            version = register(settings, candidate_id=f"c{i}").version
+            session.add(
+                Candidate(
+                    id=f"c{i}",
+                    model_name=settings.model_name,
+                    model_version=version,
+                    dataset_id="d1",
+                    policy="mlp",
+                    status=status,
+                )
+            )
+
+
+def test_only_approved_candidates_roll_out_and_the_alias_follows_the_ledger(
+    settings,
+    register,
+):
+    _candidates(settings, register, ["approved", "failed", "approved"])
+    with pytest.raises(RolloutError, match="only an approved candidate"):
+        start_rollout(settings, "c1", actor="fatima")
+
+    first = start_rollout(settings, "c0", actor="fatima")
+    assert start_rollout(settings, "c0", actor="fatima").id == first.id  # idempotent
+    second = start_rollout(settings, "c2", actor="fatima")
+    assert (second.from_version, second.to_version) == ("1", "3")
+    with session_scope(settings.db_url) as session:
+        assert champion_of(session=session) == "3"
+        assert {r.policy_version for r in session.scalars(select(Robot))} == {"3"}
+        assigned = session.scalars(select(AuditEvent).where(AuditEvent.action == "assign")).all()
+        assert len(assigned) == 6 and assigned[-1].after == {"policy_version": "3"}
+    assert registry.champion_version(settings) == "3"
+
+    back = rollback(settings, actor="fatima", reason="interventions doubled")
+    assert back.state == "rolled_back"
+    with session_scope(settings.db_url) as session:
+        assert champion_of(session=session) == "1"
+        assert {r.policy_version for r in session.scalars(select(Robot))} == {"1"}
+        assert session.get(Candidate, "c2").status == "rolled_back"
+    assert registry.champion_version(settings) == "1"
+
+
+def test_reconcile_repairs_an_alias_that_drifted_from_the_ledger(settings, register):
+    _candidates(settings, register, ["approved", "approved"])
+    start_rollout(settings, "c0", actor="nightly")
+    registry.set_champion(settings, "2")  # e.g. a crash between ledger commit and alias move
+    assert reconcile_champion(settings) is True
+    assert registry.champion_version(settings) == "1"
+    assert reconcile_champion(settings) is False
+
+
+def test_rollback_with_nothing_to_return_to_changes_nothing(settings, register):
+    _candidates(settings, register, ["approved"])
+    with pytest.raises(RolloutError, match="nothing to roll back"):
+        rollback(settings, actor="fatima", reason="just in case")
+    start_rollout(settings, "c0", actor="nightly")
+    with pytest.raises(RolloutError, match="nothing to roll back"):
+        rollback(settings, actor="fatima", reason="first champion has no predecessor")
+    assert registry.champion_version(settings) == "1"

@@ -1,0 +1,74 @@
+"""The `flywheel` command as a user runs it: listings in JSON, clear errors, role checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.store import session_scope
+from services.store.models import Candidate, Dataset
+from tests.fleetlogs.test_ingest import recording
+
+runner = CliRunner()
+
+
+def test_ingest_then_list_episodes_as_json(settings):
+    logs = Path(settings.fleet_log_uri)
+    write_episode_mcap(recording(), logs / "robot-00" / "a.mcap")
+    (logs / "robot-00" / "broken.mcap").write_bytes(b"garbage")
+    result = runner.invoke(app, ["ingest"])
+    assert result.exit_code == 0, result.output
+    assert "ingested 1, skipped 0, quarantined 1" in result.output
+    listed = json.loads(
+        runner.invoke(app, ["episodes", "--status", "quarantined", "--json"]).output
+    )
+    assert [e["reason"] for e in listed] == ["not an MCAP file (bad magic bytes)"]
+    ok = json.loads(runner.invoke(app, ["episodes", "--status", "ok", "--json"]).output)
+    assert ok[0]["steps"] == 20 and ok[0]["n_interventions"] == 1
+
+
+def test_bad_arguments_get_a_clear_message(settings):
+    result = runner.invoke(app, ["episodes", "--status", "weird"])
+    assert result.exit_code == 1 and "must be ok or quarantined" in result.output
+    result = runner.invoke(app, ["dataset", "build"])
+    assert result.exit_code == 1 and "run `flywheel ingest` first" in result.output
+    result = runner.invoke(app, ["dataset", "build", "--scheme", "sirus"])
+    assert result.exit_code == 1
+    result = runner.invoke(app, ["lineage"])
+    assert result.exit_code == 1 and "exactly one of" in result.output
+    result = runner.invoke(app, ["evaluate", "42"])
+    assert result.exit_code == 1 and "no candidate" in result.output
+
+
+def test_only_a_fleet_manager_approves_from_the_cli(settings, monkeypatch):
+    with session_scope(settings.db_url) as session:
+        session.add(Dataset(id="d1", scheme="sirius", n_episodes=1, n_steps=1, path="x"))
+        session.flush()
+        session.add(
+            Candidate(
+                id="c1",
+                model_name="m",
+                model_version="7",
+                dataset_id="d1",
+                policy="mlp",
+                status="passed",
+            )
+        )
+    assert runner.invoke(app, ["users", "add", "erin", "--role", "engineer"]).exit_code == 0
+    assert runner.invoke(app, ["users", "add", "fatima", "--role", "fleet-manager"]).exit_code == 0
+    assert runner.invoke(app, ["users", "add", "bob", "--role", "pilot"]).exit_code == 1
+
+    monkeypatch.setenv("FLYWHEEL_USER", "erin")
+    refused = runner.invoke(app, ["approve", "7", "--reason", "looks good"])
+    assert refused.exit_code == 1 and "only a fleet manager" in refused.output
+    monkeypatch.setenv("FLYWHEEL_USER", "mallory")
+    assert "unknown user" in runner.invoke(app, ["approve", "7", "--reason", "x"]).output
+    monkeypatch.setenv("FLYWHEEL_USER", "fatima")
+    approved = runner.invoke(app, ["approve", "7", "--reason", "canary is clean"])
+    assert approved.exit_code == 0 and "approved candidate c1 as fatima" in approved.output
+    listed = json.loads(runner.invoke(app, ["candidates", "--json"]).output)
+    assert listed[0]["status"] == "approved" and listed[0]["approval"] == "fatima"
