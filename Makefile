@@ -31,7 +31,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@set -e; for b in $(wildcard bench/*.py); do echo "== $$b"; $(PY) $$b; done
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -79,3 +79,34 @@ def test_a_corrupt_upload_is_quarantined_and_the_night_goes_on(toy_settings):
         bad = session.scalars(select(Episode).where(Episode.status == "quarantined")).one()
         assert bad.source_uri.endswith("broken.mcap") and bad.reason
     assert corrupt.read_bytes() == before
+
+
+@pytest.mark.fault
+def test_a_night_that_crashes_in_training_resumes_on_the_next_run(toy_settings, monkeypatch):
+    import services.registry.mlflow_registry as registry
+    from flows.nightly import nightly
+    from flows.simulation import fleet_shift
+    from services.store.models import NightlyRun
+
+    fleet_shift.fn(0, robots=1, episodes_per_robot=1, lab_demos=4)
+
+    def registry_down(*args, **kwargs):
+        raise ConnectionError("MLflow tracking server unreachable")
+
+    working = registry.register_candidate
+    monkeypatch.setattr(registry, "register_candidate", registry_down)
+    with pytest.raises(ConnectionError):
+        nightly()
+    with session_scope(toy_settings.db_url) as session:
+        crashed = session.scalars(select(NightlyRun)).one()
+        assert crashed.state == "failed" and "unreachable" in crashed.summary["outcome"]
+        assert crashed.dataset_id is not None  # the stages before the crash kept their output
+        assert session.scalar(select(func.count()).select_from(Candidate)) == 0
+
+    monkeypatch.setattr(registry, "register_candidate", working)  # the server is back
+    report = nightly()
+    assert report["candidate"]["verdict"] == "pass" and report["champion_after"] == "1"
+    with session_scope(toy_settings.db_url) as session:
+        assert session.scalar(select(func.count()).select_from(Candidate)) == 1
+        # the checkpoint trained before the crash was reused, not trained again
+        assert session.scalars(select(Candidate)).one().train_seconds == 0.0
