@@ -382,15 +382,21 @@ def nightly(
     as_json: JsonFlag = False,
 ) -> None:
     """Run the whole loop now: the fleet's shift, then the nightly flow (N times)."""
+    from flows.nightly import nightly as nightly_flow
+    from flows.simulation import simulate_nights
+
     settings = _ready()
-    if simulate:
-        from flows.simulation import simulate_nights
-
-        reports = simulate_nights(nights_to_run=nights, robots=robots, episodes_per_robot=episodes)
-    else:
-        from flows.nightly import nightly as nightly_flow
-
-        reports = [nightly_flow() for _ in range(nights)]
+    reports = []
+    for night in range(1, nights + 1):
+        with console.status(f"night {night} of {nights}: fleet shift, then the nightly flow"):
+            if simulate:
+                reports += simulate_nights(
+                    nights_to_run=1, robots=robots, episodes_per_robot=episodes
+                )
+            else:
+                reports.append(nightly_flow())
+        if not as_json:
+            console.print(f"night {night} of {nights}: {reports[-1].get('outcome', '')}")
     if as_json:
         return _print_json(reports)
     print_nights(reports, settings)
@@ -449,6 +455,22 @@ def print_nights(reports: list[dict], settings: Settings) -> None:
     console.print(table)
     for note in notes:
         console.print(note)
+    worked = [r for r in reports if r.get("fleet", {}).get("episodes")]
+    judged = [r["candidate"] for r in reports if (r.get("candidate") or {}).get("n")]
+    if len(worked) >= 2:
+        first, last = worked[0]["fleet"], worked[-1]["fleet"]
+        console.print(
+            f"fleet autonomous success {first['autonomous_success']:.0%} -> "
+            f"{last['autonomous_success']:.0%}, interventions per episode "
+            f"{first['interventions_per_episode']:.2f} -> {last['interventions_per_episode']:.2f}"
+        )
+    champion = reports[-1].get("champion_after") if reports else None
+    current = next((c for c in judged if c["version"] == champion), None)
+    if judged and current:
+        console.print(
+            f"closed-loop success: first policy {_rate(judged[0]['successes'], judged[0]['n'])}"
+            f" -> champion v{champion} {_rate(current['successes'], current['n'])}"
+        )
 
 
 def _rate(k: int | None, n: int) -> str:
