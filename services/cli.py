@@ -363,10 +363,10 @@ def sim(
     episodes: Annotated[int, typer.Option(min=1)] = 8,
 ) -> None:
     """Run the simulated fleet for one shift with its assigned policies."""
+    settings = _ready()  # before Prefect is imported: it reads its settings once, at import
     from flows.simulation import fleet_shift
     from services.nights import nights_completed
 
-    settings = _ready()
     result = fleet_shift.fn(nights_completed(settings), robots, episodes, lab_demos=10)
     _print_json(result)
 
@@ -382,10 +382,10 @@ def nightly(
     as_json: JsonFlag = False,
 ) -> None:
     """Run the whole loop now: the fleet's shift, then the nightly flow (N times)."""
+    settings = _ready()  # before Prefect is imported: it reads its settings once, at import
     from flows.nightly import nightly as nightly_flow
     from flows.simulation import simulate_nights
 
-    settings = _ready()
     reports = []
     for night in range(1, nights + 1):
         with console.status(f"night {night} of {nights}: fleet shift, then the nightly flow"):

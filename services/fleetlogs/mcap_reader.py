@@ -1,25 +1,43 @@
 """Read one episode from an MCAP upload in Flywheel's topic contract (see ``contract.py``).
 
-Anything that keeps the file from being one well-formed episode raises ``LogFormatError``
-with a reason a person can act on; the ingest stage quarantines the file with it.
+The file is streamed once, message by message in file order, so memory holds the decoded
+episode and never the file. Anything that keeps the file from being one well-formed episode
+raises ``LogFormatError`` with a reason a person can act on; the ingest stage quarantines the
+file with it. Checks that compare episodes with each other (sizes per task, NaN, clocks) are
+the validation suite's, run once per batch.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import BinaryIO
 
 import numpy as np
-from mcap.exceptions import McapError
+from mcap.exceptions import EndOfFile, InvalidMagic, McapError
 from mcap.reader import NonSeekingReader
 
-from services.features import CONTROL_OPERATOR, CONTROL_SOURCES, OUTCOMES
+from services.features import CONTROL_OPERATOR, CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.fleetlogs import contract
 from services.fleetlogs.mcap_writer import InterventionSpan
 
-MCAP_MAGIC = b"\x89MCAP0\r\n"
+# A corrupt record length must not make the reader allocate gigabytes; the writer's chunks
+# are about 1 MiB, and no record of an episode log comes near this.
+RECORD_SIZE_LIMIT = 256 * 2**20
+REQUIRED_HEADER = (
+    "robot_id",
+    "task",
+    "kind",
+    "started_at",
+    "control_hz",
+    "state_dim",
+    "action_dim",
+)
 
 
 class LogFormatError(ValueError):
@@ -32,13 +50,15 @@ class RawEpisode:
     robot_id: str
     task: str
     policy_version: str | None
-    kind: str
+    kind: str  # demo | deployment
     operator_id: str | None
     started_at: datetime
     control_hz: float
+    state_dim: int
+    action_dim: int
     states: np.ndarray  # (T, state_dim) float32
     actions: np.ndarray  # (T, action_dim) float32
-    timestamps: np.ndarray  # (T,) seconds since the start
+    timestamps: np.ndarray  # (T,) float64 seconds since the start
     control_source: list[str]
     reasons: list[str | None]
     outcome: str
@@ -53,102 +73,187 @@ class RawEpisode:
         return float(self.timestamps[-1] + 1.0 / self.control_hz) if self.steps else 0.0
 
 
-def read_episode_mcap(data: bytes) -> RawEpisode:
-    """Parse the bytes of one upload (the caller hashed them already; no second read)."""
-    if not data:
-        raise LogFormatError("empty file")
-    if not data.startswith(MCAP_MAGIC):
-        raise LogFormatError("not an MCAP file (bad magic bytes)")
+class _Steps:
+    """Step messages accumulated as they stream past, checked against the header's sizes."""
+
+    def __init__(self) -> None:
+        self.states: list[list[float]] = []
+        self.actions: list[list[float]] = []
+        self.times: list[float] = []
+        self.sources: list[str] = []
+        self.reasons: list[str | None] = []
+
+    def add(self, payload: dict, header: dict | None) -> None:
+        i = len(self.states)
+        if header is None:
+            raise LogFormatError(f"step {i} comes before the {contract.EPISODE_TOPIC} header")
+        if payload.get("step", i) != i:
+            raise LogFormatError(
+                f"steps missing or out of order: expected step {i}, got {payload.get('step')!r}"
+            )
+        for key, dim_key in (("state", "state_dim"), ("action", "action_dim")):
+            values = payload.get(key)
+            if not isinstance(values, list) or len(values) != header[dim_key]:
+                size = len(values) if isinstance(values, list) else "no"
+                raise LogFormatError(
+                    f"step {i}: {key} has {size} values, header says {header[dim_key]}"
+                )
+        source = payload.get("control_source")
+        if source not in CONTROL_SOURCES:
+            raise LogFormatError(f"step {i}: unknown control source {source!r}")
+        t = payload.get("t")
+        self.states.append(payload["state"])
+        self.actions.append(payload["action"])
+        # A missing clock becomes NaN here and is reported by the validation suite.
+        self.times.append(float(t) if isinstance(t, int | float) else float("nan"))
+        self.sources.append(source)
+        self.reasons.append(payload.get("reason"))
+
+
+def read_episode_mcap(source: str | os.PathLike | BinaryIO | bytes) -> RawEpisode:
+    """Read one upload from a path, a binary stream (read once, never seeked) or bytes."""
+    if isinstance(source, bytes | bytearray):
+        return _read(io.BytesIO(source))
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as stream:
+            return _read(stream)
+    return _read(source)
+
+
+def _read(stream: BinaryIO) -> RawEpisode:
+    counted = _CountingStream(stream)
     header: dict | None = None
-    steps: list[dict] = []
+    steps = _Steps()
     spans: list[dict] = []
     outcome: dict | None = None
+    reader = NonSeekingReader(counted, validate_crcs=True, record_size_limit=RECORD_SIZE_LIMIT)
     try:
-        for _, channel, message in NonSeekingReader(io.BytesIO(data)).iter_messages():
-            payload = json.loads(message.data)
+        # File order, not log-time order: sorting would hold every message in memory.
+        for _, channel, message in reader.iter_messages(log_time_order=False):
+            payload = _decode(channel.topic, message.data)
             if channel.topic == contract.EPISODE_TOPIC:
-                header = payload
+                header = _header(payload)
             elif channel.topic == contract.STEP_TOPIC:
-                steps.append(payload)
+                steps.add(payload, header)
             elif channel.topic == contract.INTERVENTION_TOPIC:
                 spans.append(payload)
             elif channel.topic == contract.OUTCOME_TOPIC:
                 outcome = payload
-    except (McapError, EOFError, ValueError, KeyError) as exc:
+    except LogFormatError:
+        raise
+    except InvalidMagic as exc:
+        raise LogFormatError("not an MCAP file (bad magic bytes)") from exc
+    except EndOfFile as exc:
+        if counted.count == 0:
+            raise LogFormatError("empty file") from exc
+        raise LogFormatError(f"truncated MCAP: the file ends after {counted.count} bytes") from exc
+    except (McapError, struct.error, zlib.error, ValueError, KeyError) as exc:
         raise LogFormatError(f"truncated or corrupt MCAP ({type(exc).__name__}: {exc})") from exc
-    except Exception as exc:  # the mcap library raises plain struct/zstd errors on bad chunks
+    except Exception as exc:  # zstd/lz4 raise their own types on a damaged chunk
         raise LogFormatError(f"corrupt MCAP ({type(exc).__name__}: {exc})") from exc
     if header is None:
         raise LogFormatError(f"no {contract.EPISODE_TOPIC} message: not a Flywheel episode log")
-    if not steps:
+    if not steps.states:
         raise LogFormatError("zero-length episode: no steps")
     if outcome is None:
         raise LogFormatError(f"no {contract.OUTCOME_TOPIC} message: the upload is incomplete")
-    return _episode(header, steps, spans, outcome)
-
-
-def _episode(header: dict, steps: list[dict], spans: list[dict], outcome: dict) -> RawEpisode:
-    try:
-        state_dim, action_dim = int(header["state_dim"]), int(header["action_dim"])
-        started_at = datetime.fromisoformat(header["started_at"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LogFormatError(f"episode header is incomplete or malformed: {exc}") from exc
-    if started_at.tzinfo is None:
-        raise LogFormatError("episode header started_at has no time zone")
-    for i, step in enumerate(steps):
-        if len(step.get("state") or ()) != state_dim:
-            raise LogFormatError(
-                f"step {i}: state has {len(step.get('state') or ())} values, "
-                f"header says {state_dim}"
-            )
-        if len(step.get("action") or ()) != action_dim:
-            raise LogFormatError(
-                f"step {i}: action has {len(step.get('action') or ())} values, "
-                f"header says {action_dim}"
-            )
-        if step.get("control_source") not in CONTROL_SOURCES:
-            raise LogFormatError(f"step {i}: unknown control source {step.get('control_source')!r}")
     if outcome.get("outcome") not in OUTCOMES:
         raise LogFormatError(f"unknown outcome {outcome.get('outcome')!r}")
-    sources = [s["control_source"] for s in steps]
-    reasons = [s.get("reason") for s in steps]
-    kind = header.get("kind", "deployment")
+    return _episode(header, steps, spans, outcome["outcome"])
+
+
+class _CountingStream:
+    """Counts the bytes read, to tell an empty file from a truncated one."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        return data
+
+
+def _decode(topic: str, data: bytes) -> dict:
+    try:
+        payload = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LogFormatError(f"{topic}: message is not JSON ({exc})") from exc
+    if not isinstance(payload, dict):
+        raise LogFormatError(f"{topic}: message is not a JSON object")
+    return payload
+
+
+def _header(payload: dict) -> dict:
+    missing = [key for key in REQUIRED_HEADER if payload.get(key) is None]
+    if missing:
+        raise LogFormatError(f"episode header is incomplete: missing {', '.join(missing)}")
+    try:
+        started_at = datetime.fromisoformat(payload["started_at"])
+        state_dim, action_dim = int(payload["state_dim"]), int(payload["action_dim"])
+        control_hz = float(payload["control_hz"])
+    except (TypeError, ValueError) as exc:
+        raise LogFormatError(f"episode header is malformed: {exc}") from exc
+    if started_at.tzinfo is None:
+        raise LogFormatError("episode header started_at has no time zone")
+    if payload["kind"] not in EPISODE_KINDS:
+        raise LogFormatError(f"episode header has unknown kind {payload['kind']!r}")
+    if not (state_dim > 0 and action_dim > 0 and 0 < control_hz < float("inf")):
+        raise LogFormatError(
+            f"episode header has impossible sizes or rate (state_dim={state_dim}, "
+            f"action_dim={action_dim}, control_hz={control_hz})"
+        )
+    return {
+        **payload,
+        "started_at": started_at,
+        "state_dim": state_dim,
+        "action_dim": action_dim,
+        "control_hz": control_hz,
+    }
+
+
+def _episode(header: dict, steps: _Steps, spans: list[dict], outcome: str) -> RawEpisode:
+    kind = header["kind"]
     return RawEpisode(
-        episode_uuid=str(header.get("episode_uuid", "")),
-        robot_id=str(header.get("robot_id", "unknown")),
-        task=str(header.get("task", "unknown")),
+        episode_uuid=str(header.get("episode_uuid") or ""),
+        robot_id=str(header["robot_id"]),
+        task=str(header["task"]),
         policy_version=header.get("policy_version"),
         kind=kind,
         operator_id=header.get("operator_id"),
-        started_at=started_at,
-        control_hz=float(header.get("control_hz") or 1.0),
-        states=np.asarray([s["state"] for s in steps], dtype=np.float64).astype(np.float32),
-        actions=np.asarray([s["action"] for s in steps], dtype=np.float64).astype(np.float32),
-        timestamps=np.asarray([s.get("t", np.nan) for s in steps], dtype=np.float64),
-        control_source=sources,
-        reasons=reasons,
-        outcome=outcome["outcome"],
-        interventions=[] if kind == "demo" else _interventions(sources, reasons, spans, header),
+        started_at=header["started_at"],
+        control_hz=header["control_hz"],
+        state_dim=header["state_dim"],
+        action_dim=header["action_dim"],
+        # JSON numbers are doubles; the store keeps float32 like LeRobot.
+        states=np.asarray(steps.states, dtype=np.float64).astype(np.float32),
+        actions=np.asarray(steps.actions, dtype=np.float64).astype(np.float32),
+        timestamps=np.asarray(steps.times, dtype=np.float64),
+        control_source=steps.sources,
+        reasons=steps.reasons,
+        outcome=outcome,
+        # In a demo the operator drives throughout: that is a demonstration, not an intervention.
+        interventions=[] if kind == "demo" else _interventions(steps, spans, header),
     )
 
 
-def _interventions(
-    sources: list[str], reasons: list[str | None], spans: list[dict], header: dict
-) -> list[InterventionSpan]:
-    """Takeover spans from who was in control, with kind and reason from the robot's messages."""
-    declared = {int(s.get("start_step", -1)): s for s in spans}
-    operator = np.asarray(sources) == CONTROL_OPERATOR
+def _interventions(steps: _Steps, spans: list[dict], header: dict) -> list[InterventionSpan]:
+    """Spans from who was in control (authoritative), described by the robot's messages."""
+    declared = {s.get("start_step"): s for s in spans}
+    operator = np.asarray(steps.sources) == CONTROL_OPERATOR
     edges = np.flatnonzero(np.diff(np.r_[False, operator, False].astype(np.int8)))
     result = []
-    for start, end in zip(edges[::2], edges[1::2], strict=True):
-        meta = declared.get(int(start), {})
+    for start, end in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+        meta = declared.get(start, {})
+        kind = meta.get("kind")
         result.append(
             InterventionSpan(
-                start_step=int(start),
-                end_step=int(end),
-                kind=meta.get("kind") or "takeover",
+                start_step=start,
+                end_step=end,
+                kind=kind if kind in contract.INTERVENTION_KINDS else "takeover",
                 operator_id=meta.get("operator_id") or header.get("operator_id"),
-                reason=meta.get("reason") or reasons[start],
+                reason=meta.get("reason") or steps.reasons[start],
             )
         )
     return result

@@ -7,6 +7,8 @@ run restarted after a worker or driver failure continues exactly where it stoppe
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,70 +29,104 @@ def policy_config(config: TrainConfig, data: TrainingData):
     )
 
 
+@dataclass
+class Run:
+    """Everything one training run mutates; saved whole in every checkpoint."""
+
+    config: TrainConfig
+    data: TrainingData
+    parent: str | None
+    policy_config: Any
+    stats: NormalizationStats
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: torch.Generator
+    step: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, config: TrainConfig, data: TrainingData, parent: str | None) -> Run:
+        torch.manual_seed(config.seed)
+        stats = NormalizationStats.from_arrays(data.states, data.actions)
+        cfg = policy_config(config, data)
+        model = make_policy(cfg)
+        if parent is not None:
+            parent_policy = load_checkpoint(Path(parent))
+            if parent_policy.config == cfg:  # fine-tune; a changed task set trains afresh
+                model.load_state_dict(parent_policy.model.state_dict())
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        sampler = torch.Generator().manual_seed(config.seed)
+        return cls(config, data, parent, cfg, stats, model, optimizer, sampler)
+
+    def restore(self, folder: Path) -> None:
+        state = torch.load(folder / "train_state.pt", weights_only=False)
+        self.model.load_state_dict(load_checkpoint(folder).model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.set_state(state["sampler"])
+        self.step, self.losses = state["step"], state["losses"]
+
+    def save(self, folder: Path) -> Path:
+        return save_checkpoint(
+            folder,
+            self.model,
+            self.policy_config,
+            self.stats,
+            meta={"dataset_id": self.data.dataset_id, "parent": self.parent, "step": self.step},
+            extra={
+                "optimizer": self.optimizer.state_dict(),
+                "sampler": self.sampler.get_state(),
+                "step": self.step,
+                "losses": self.losses,
+            },
+        )
+
+    def fit(self, on_checkpoint: Callable[[Run], None]) -> None:
+        """Weighted behaviour cloning from the current step to the last; ``on_checkpoint``
+        runs every ``checkpoint_every`` steps and at the end."""
+        config, data = self.config, self.data
+        states = torch.from_numpy(self.stats.normalize_state(data.states))
+        actions = torch.from_numpy(data.actions)
+        tasks = torch.from_numpy(data.task_index)
+        weights = torch.from_numpy(data.weights)
+        self.model.train()
+        window: list[float] = []
+        while self.step < config.steps:
+            idx = torch.randint(0, len(states), (config.batch_size,), generator=self.sampler)
+            error = (self.model(states[idx], tasks[idx]) - actions[idx]).pow(2).mean(dim=1)
+            loss = (error * weights[idx]).sum() / weights[idx].sum().clamp_min(1e-8)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            window.append(loss.item())
+            self.step += 1
+            if self.step % config.log_every == 0 or self.step == config.steps:
+                self.losses.append((self.step, float(np.mean(window))))
+                window = []
+            if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                on_checkpoint(self)
+
+
 def train_loop(loop_config: dict[str, Any]) -> None:
+    """What each Ray Train worker runs: resume from Ray's last checkpoint, report every one."""
     import ray
     import ray.train
     from ray.train import Checkpoint
 
     config = TrainConfig(**loop_config["train"])
-    data: TrainingData = ray.get(loop_config["data"])
-    parent: str | None = loop_config["parent_checkpoint"]
-    torch.manual_seed(config.seed)
-
-    stats = NormalizationStats.from_arrays(data.states, data.actions)
-    cfg = policy_config(config, data)
-    model = make_policy(cfg)
-    if parent is not None:
-        parent_policy = load_checkpoint(Path(parent))
-        if parent_policy.config == cfg:  # fine-tune; a changed task set trains afresh
-            model.load_state_dict(parent_policy.model.state_dict())
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sampler = torch.Generator().manual_seed(config.seed)
-    start, losses = 0, []
-
+    run = Run.start(config, ray.get(loop_config["data"]), loop_config["parent_checkpoint"])
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / "train_state.pt", weights_only=False)
-            model.load_state_dict(load_checkpoint(Path(folder)).model.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.set_state(state["sampler"])
-        start, losses = state["step"], state["losses"]
+            run.restore(Path(folder))
 
-    states = torch.from_numpy(stats.normalize_state(data.states))
-    actions = torch.from_numpy(data.actions)
-    tasks = torch.from_numpy(data.task_index)
-    weights = torch.from_numpy(data.weights)
-    model.train()
-    window: list[float] = []
-    for step in range(start, config.steps):
-        idx = torch.randint(0, len(states), (config.batch_size,), generator=sampler)
-        error = (model(states[idx], tasks[idx]) - actions[idx]).pow(2).mean(dim=1)
-        loss = (error * weights[idx]).sum() / weights[idx].sum().clamp_min(1e-8)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        window.append(loss.item())
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            losses.append((done, float(np.mean(window))))
-            window = []
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = save_checkpoint(
-                    Path(tmp) / "checkpoint",
-                    model,
-                    cfg,
-                    stats,
-                    meta={"dataset_id": data.dataset_id, "parent": parent, "step": done},
-                    extra={
-                        "optimizer": optimizer.state_dict(),
-                        "sampler": sampler.get_state(),
-                        "step": done,
-                        "losses": losses,
-                    },
-                )
-                ray.train.report(
-                    {"step": done, "loss": losses[-1][1], "losses": losses},
-                    checkpoint=Checkpoint.from_directory(str(folder)),
-                )
+    def report(run: Run) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = run.save(Path(tmp) / "checkpoint")
+            ray.train.report(
+                {"step": run.step, "loss": run.losses[-1][1], "losses": run.losses},
+                checkpoint=Checkpoint.from_directory(str(folder)),
+            )
+
+    run.fit(report)

@@ -9,13 +9,24 @@ from sqlalchemy import func, select
 
 from services.config import Settings, configure_runtime
 from services.store import migrate, session_scope
-from services.store.models import AuditEvent, Candidate, Episode, EvaluationEpisode, Robot
+from services.store.models import (
+    AuditEvent,
+    Candidate,
+    Episode,
+    EvaluationEpisode,
+    Intervention,
+    Robot,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def toy_settings(tmp_path, monkeypatch, prefect_harness) -> Settings:
+def toy_settings(request, tmp_path, monkeypatch, prefect_harness) -> Settings:
+    """The toy task end to end; parametrised indirectly with "postgres" to swap the store."""
+    monkeypatch.delenv("FLYWHEEL_DATABASE_URL", raising=False)
+    if getattr(request, "param", "sqlite") == "postgres":
+        monkeypatch.setenv("FLYWHEEL_DATABASE_URL", request.getfixturevalue("postgres_url"))
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FLYWHEEL_TASKS", '["toy-reach"]')
     monkeypatch.setenv("FLYWHEEL_EVAL_EPISODES", "20")
@@ -27,6 +38,9 @@ def toy_settings(tmp_path, monkeypatch, prefect_harness) -> Settings:
     return settings
 
 
+@pytest.mark.parametrize(
+    "toy_settings", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 def test_two_nights_train_a_champion_then_a_candidate_from_the_fleets_interventions(toy_settings):
     from flows.nightly import nightly
     from flows.simulation import simulate_nights
@@ -51,6 +65,24 @@ def test_two_nights_train_a_champion_then_a_candidate_from_the_fleets_interventi
         actors = set(session.scalars(select(AuditEvent.actor)))
         assert "auto-approve (demo mode)" in actors
         candidates_before = session.scalar(select(func.count()).select_from(Candidate))
+
+    # Lineage both ways: the new model back to the robots and interventions it learned from,
+    # and one of those interventions forward to the model and the robots that run it.
+    from services.lineage import intervention_lineage, model_lineage
+
+    chain = model_lineage(toy_settings, second["candidate"]["version"])["chain"]
+    assert [m["model_version"] for m in chain] == [
+        second["candidate"]["version"],
+        first["candidate"]["version"],
+    ]
+    assert set(chain[0]["episodes_by_robot"]) == {"lab", "robot-00", "robot-01"}
+    assert chain[0]["interventions"] > 0 and chain[1]["interventions"] == 0
+    with session_scope(toy_settings.db_url) as session:
+        some_intervention = session.scalars(select(Intervention.id)).first()
+    forward = intervention_lineage(toy_settings, some_intervention)
+    assert [m["model_version"] for m in forward["models"]] == [second["candidate"]["version"]]
+    if second["champion_after"] == second["candidate"]["version"]:
+        assert forward["models"][0]["rollouts"][0]["robots"] == ["robot-00", "robot-01"]
 
     # Re-running the night with nothing new ingests nothing and registers no duplicate.
     again = nightly()

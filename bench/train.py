@@ -1,0 +1,97 @@
+"""Ray Train against a plain torch loop: the same model, data, steps and checkpoints.
+
+Prints samples/s for both, side by side in one run, and their ratio; Ray's start-up time
+separately. Two Ray runs of different lengths give the marginal (start-up amortised)
+throughput: (extra steps x batch) / (extra seconds).
+
+    .venv/bin/python bench/train.py [--steps 4000] [--samples 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from services.config import Settings, configure_runtime
+from services.training.config import TrainConfig
+from services.training.data import TrainingData
+from services.training.job import ensure_ray, train_candidate
+from services.training.loop import Run
+
+
+def synthetic(samples: int) -> TrainingData:
+    """Pick-place-sized data: 39-dim states, 4-dim actions, one task, Sirius-like weights."""
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(samples, 39)).astype(np.float32)
+    actions = np.tanh(states[:, :4] @ rng.normal(size=(4, 4))).astype(np.float32)
+    weights = rng.choice([0.5, 1.0, 4.0], size=samples).astype(np.float32)
+    return TrainingData(
+        states, actions, np.zeros(samples, np.int64), weights, ("pick-place",), "bench"
+    )
+
+
+def plain(data: TrainingData, config: TrainConfig, folder: Path) -> float:
+    """The same Run.fit that Ray's workers execute, called directly; checkpoints to disk."""
+    torch.set_num_threads(1)  # a Ray Train worker gets one CPU, hence one thread
+    started = time.perf_counter()
+    run = Run.start(config, data, parent=None)
+    run.fit(lambda r: r.save(folder / f"step-{r.step}"))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--samples", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
+    settings = Settings(home=home)
+    configure_runtime(settings)
+    data = synthetic(args.samples)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_every=1000)
+    short = TrainConfig(steps=args.steps // 4, batch_size=args.batch, checkpoint_every=1000)
+
+    started = time.perf_counter()
+    ensure_ray(settings)
+    ray_startup = time.perf_counter() - started
+
+    def ray_seconds(cfg: TrainConfig) -> float:
+        return train_candidate(
+            settings, data, candidate_id=uuid.uuid4().hex[:12], parent_checkpoint=None, config=cfg
+        ).seconds
+
+    ray_full = ray_seconds(config)
+    ray_short = ray_seconds(short)
+    plain_full = plain(data, config, home / "plain")
+
+    samples = args.steps * args.batch
+    marginal = (args.steps - short.steps) * args.batch / (ray_full - ray_short)
+    rows = [
+        ("plain torch loop", plain_full, samples / plain_full),
+        ("Ray Train, end to end", ray_full, samples / ray_full),
+        ("Ray Train, marginal", ray_full - ray_short, marginal),
+    ]
+    print(
+        f"model: mlp 39->256->256->4, {args.samples} samples, batch {args.batch}, "
+        f"{args.steps} steps, checkpoint every 1000"
+    )
+    print(f"Ray start-up (ray.init, local, no dashboard): {ray_startup:.1f} s")
+    print(f"{'':24} {'seconds':>8} {'samples/s':>10}")
+    for name, seconds, rate in rows:
+        print(f"{name:24} {seconds:8.1f} {rate:10.0f}")
+    print(f"ratio Ray/plain, end to end: {rows[1][2] / rows[0][2]:.2f}")
+    print(f"ratio Ray/plain, start-up amortised (marginal): {marginal / rows[0][2]:.2f}")
+    shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

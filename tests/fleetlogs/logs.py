@@ -1,0 +1,129 @@
+"""Episode logs for the tests: contract-conformant ones from the writer, and broken ones."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from mcap.writer import Writer
+
+from services.fleetlogs import contract
+from services.fleetlogs.mcap_writer import EpisodeRecording, InterventionSpan, write_episode_mcap
+
+HEADER = {
+    "episode_uuid": "x",
+    "robot_id": "robot-09",
+    "task": "toy-reach",
+    "policy_version": "3",
+    "kind": "deployment",
+    "operator_id": "op-1",
+    "started_at": "2026-01-01T00:00:00+00:00",
+    "control_hz": 10.0,
+    "state_dim": 4,
+    "action_dim": 2,
+}
+
+TAKEOVER_REASON = "no progress for 15 steps"
+
+
+def recording(n=20, state_dim=4, action_dim=2, **changes) -> EpisodeRecording:
+    """A deployment with one takeover at steps 5..8 (the operator's reason on step 5)."""
+    rng = np.random.default_rng(n + state_dim)
+    sources = ["policy"] * n
+    sources[5:9] = ["operator"] * 4
+    reasons = [None] * n
+    reasons[5:6] = [TAKEOVER_REASON][: max(n - 5, 0)]
+    fields = dict(
+        episode_uuid=str(uuid.uuid4()),
+        robot_id="robot-00",
+        task="toy-reach",
+        policy_version="3",
+        kind="deployment",
+        operator_id="op-1",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        control_hz=10.0,
+        states=rng.normal(size=(n, state_dim)),
+        actions=rng.uniform(-1, 1, size=(n, action_dim)),
+        control_source=sources,
+        reasons=reasons,
+        outcome="success",
+        interventions=[
+            InterventionSpan(5, 9, kind="correction", operator_id="op-7", reason=TAKEOVER_REASON)
+        ],
+    )
+    fields.update(changes)
+    return EpisodeRecording(**fields)
+
+
+def step(i, t=None, state=None, action=None, source="policy") -> dict:
+    return {
+        "step": i,
+        "t": i * 0.1 if t is None else t,
+        "state": [0.0, 1.0, 2.0, 3.0] if state is None else state,
+        "action": [0.1, 0.2] if action is None else action,
+        "control_source": source,
+        "reason": None,
+    }
+
+
+def write_raw(path: Path, steps: list[dict], header: dict | None = None, outcome=True) -> Path:
+    """An MCAP file with hand-written messages, for what the writer refuses to make."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        writer = Writer(f)
+        writer.start()
+        schema = writer.register_schema(name="s", encoding="jsonschema", data=b"{}")
+        channels = {
+            t: writer.register_channel(topic=t, message_encoding="json", schema_id=schema)
+            for t in (contract.EPISODE_TOPIC, contract.STEP_TOPIC, contract.OUTCOME_TOPIC)
+        }
+
+        def emit(topic, payload, at):
+            writer.add_message(channels[topic], at, json.dumps(payload).encode(), at)
+
+        emit(contract.EPISODE_TOPIC, HEADER if header is None else header, 0)
+        for i, payload in enumerate(steps):
+            emit(contract.STEP_TOPIC, payload, i + 1)
+        if outcome:
+            emit(contract.OUTCOME_TOPIC, {"outcome": "failure", "steps": len(steps)}, 999)
+        writer.finish()
+    return path
+
+
+def write_bad_logs(folder: Path, good: bytes) -> dict[str, str]:
+    """Every kind of bad upload, in ``folder``; returns file name -> expected reason fragment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "truncated.mcap").write_bytes(good[: len(good) * 2 // 3])
+    (folder / "wrong-magic.mcap").write_bytes(b"\x89MCAX0\r\n" + good[8:])
+    (folder / "empty.mcap").write_bytes(b"")
+    (folder / "not-a-log.mcap").write_text("this is a shopping list, not a robot log\n")
+    write_raw(folder / "zero-length.mcap", [])
+    nan = [step(0), step(1, state=[0.0, float("nan"), 1.0, 2.0]), step(2, state=[float("inf")] * 4)]
+    write_raw(folder / "nan.mcap", nan)
+    write_raw(folder / "time-backwards.mcap", [step(0, t=0.0), step(1, t=0.2), step(2, t=0.1)])
+    write_raw(folder / "absurd-time.mcap", [step(0, t=0.0), step(1, t=9e9)])
+    write_raw(folder / "wrong-action-size.mcap", [step(0), step(1, action=[0.1, 0.2, 0.3])])
+    write_raw(folder / "unknown-source.mcap", [step(0), step(1, source="ghost")])
+    write_raw(folder / "one-step.mcap", [step(0)])
+    write_raw(folder / "no-outcome.mcap", [step(0), step(1)], outcome=False)
+    write_raw(folder / "no-header.mcap", [step(0)], header={"unexpected": True})
+    write_episode_mcap(recording(action_dim=3), folder / "other-embodiment.mcap")
+    return {
+        "truncated.mcap": "truncated MCAP",
+        "wrong-magic.mcap": "not an MCAP file (bad magic bytes)",
+        "empty.mcap": "empty file",
+        "not-a-log.mcap": "not an MCAP file",
+        "zero-length.mcap": "zero-length episode",
+        "nan.mcap": "observation.state has NaN/inf at 2 steps (1, 2)",
+        "time-backwards.mcap": "timestamps go backwards or repeat at step 2",
+        "absurd-time.mcap": "absurd timestamp",
+        "wrong-action-size.mcap": "step 1: action has 3 values, header says 2",
+        "unknown-source.mcap": "step 1: unknown control source 'ghost'",
+        "one-step.mcap": "too short: 1 steps",
+        "no-outcome.mcap": "no /flywheel/outcome message",
+        "no-header.mcap": "episode header is incomplete",
+        "other-embodiment.mcap": "action has 3 values, expected 2 for task toy-reach",
+    }

@@ -1,0 +1,77 @@
+"""The frames suite: one Great Expectations run per batch, failures mapped to their episodes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+
+from services.fleetlogs.mcap_reader import read_episode_mcap
+from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.validation.suite import frame_table, validate_frames
+from tests.fleetlogs.logs import recording
+
+
+def episode(tmp_path, name, **changes):
+    return read_episode_mcap(write_episode_mcap(recording(**changes), tmp_path / f"{name}.mcap"))
+
+
+def test_only_the_bad_episodes_of_a_batch_fail_each_with_its_reasons(tmp_path):
+    good = episode(tmp_path, "good")
+    nan = episode(tmp_path, "nan")
+    nan.states[[3, 4, 9]] = np.nan
+    nan.actions[7, 1] = np.inf
+    backwards = episode(tmp_path, "backwards")
+    backwards.timestamps[17] = backwards.timestamps[15]
+    clock = replace(good, timestamps=good.timestamps + np.r_[np.zeros(10), np.full(10, 3600.0)])
+    short = episode(
+        tmp_path, "short", n=1, control_source=["policy"], reasons=[None], interventions=[]
+    )
+    ghost = replace(good, control_source=["ghost"] + good.control_source[1:])
+    batch = [
+        ("good", good),
+        ("nan", nan),
+        ("backwards", backwards),
+        ("clock", clock),
+        ("short", short),
+        ("ghost", ghost),
+    ]
+
+    report = validate_frames(frame_table(batch))
+
+    assert not report.success and "good" not in report.failures
+    assert report.failures["nan"] == [
+        "observation.state has NaN/inf at 3 steps (3, 4, 9)",
+        "action has NaN/inf at step 7",
+    ]
+    assert report.failures["backwards"] == ["timestamps go backwards or repeat at step 17"]
+    assert report.failures["clock"] == ["clock jumps over 10 s between steps at step 10"]
+    assert report.failures["short"] == ["too short: 1 steps, fewer than 2"]
+    assert report.failures["ghost"] == ["unknown control source 'ghost' at step 0"]
+    assert report.reason("nan").startswith("observation.state has NaN/inf")
+    result = json.loads(json.dumps(report.result))
+    assert result["frames"] == 20 * 5 + 1 and result["episodes"] == 6
+    by_type = {(e["type"], e["kwargs"].get("column")): e for e in result["expectations"]}
+    assert by_type[("expect_column_values_to_be_in_set", "state_finite")]["episodes"] == ["nan"]
+
+
+def test_sizes_are_expected_per_task(tmp_path):
+    reach = [(f"r{i}", episode(tmp_path, f"r{i}")) for i in range(3)]
+    push = [(f"p{i}", episode(tmp_path, f"p{i}", task="push", state_dim=6)) for i in range(2)]
+    odd = ("odd", episode(tmp_path, "odd", action_dim=3))
+    frames = frame_table([*reach, *push, odd])
+
+    report = validate_frames(frames)
+    assert report.failures == {"odd": ["action has 3 values, expected 2 for task toy-reach"]}
+
+    store = validate_frames(frames, dims={"toy-reach": (4, 3), "push": (6, 2)})
+    assert set(store.failures) == {"r0", "r1", "r2"}
+    assert store.result["expected_dims"] == {"toy-reach": [4, 3], "push": [6, 2]}
+
+
+def test_a_clean_batch_passes_and_an_empty_one_needs_no_suite(tmp_path):
+    report = validate_frames(frame_table([("a", episode(tmp_path, "a"))]), min_steps=20)
+    assert report.success and report.result["success"] is True
+    assert validate_frames(frame_table([])).success
+    assert not validate_frames(frame_table([("a", episode(tmp_path, "a"))]), min_steps=21).success
