@@ -239,13 +239,20 @@ class EpisodeStore:
         store's episodes metadata says where each episode is.
         """
         if data_files is None:
-            meta = self._episodes_meta().to_pandas()
-            data_files = {
-                row[EPISODE_ID]: DATA_PATH.format(
-                    chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
-                )
-                for _, row in meta.iterrows()
-            }
+            meta = self._episodes_meta()
+            data_files = (
+                {
+                    episode_id: DATA_PATH.format(chunk_index=chunk, file_index=file)
+                    for episode_id, chunk, file in zip(
+                        meta[EPISODE_ID].to_pylist(),
+                        meta["data/chunk_index"].to_pylist(),
+                        meta["data/file_index"].to_pylist(),
+                        strict=True,
+                    )
+                }
+                if meta.num_rows
+                else {}
+            )
         by_file: dict[str, list[str]] = {}
         for episode_id in episode_ids:
             data_file = data_files.get(episode_id)

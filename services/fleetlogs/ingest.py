@@ -11,12 +11,11 @@ next run removes. Source files are only ever read.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from pyarrow import fs as pafs
 from sqlalchemy import func, select
@@ -158,7 +157,6 @@ def ingest_logs(
                 chunk = []
         # The last commit also closes the run: its counts are final by then.
         _ingest_chunk(settings, store, chunk, summary, source, finished=True)
-    _write_report(settings, summary)
     log.info(
         "ingest %s: %d ingested, %d skipped, %d quarantined",
         summary.run_id,
@@ -179,11 +177,12 @@ def _ingest_chunk(
     finished: bool = False,
 ) -> None:
     parsed = [u for u in chunk if u.episode is not None]
+    results: list[dict] = []
     if parsed:
         report = validate_frames(
             frame_table((u.episode_id, u.episode) for u in parsed), dims=_dims(store, parsed)
         )
-        summary.validation.append(report.result)
+        results.append(report.result)
         for upload in parsed:
             upload.reason = report.reason(upload.episode_id)
     good = [u for u in parsed if u.reason is None]
@@ -219,6 +218,7 @@ def _ingest_chunk(
                     after={"source": upload.uri},
                     reason=upload.reason,
                 )
+            run.validation = [*(run.validation or []), *results]
             _count_run(session, run, skipped=summary.skipped, finished=finished)
     except BaseException:
         if data_file is not None:
@@ -230,6 +230,7 @@ def _ingest_chunk(
     summary.quarantined += len(bad)
     summary.episode_ids += [u.episode_id for u in good]
     summary.quarantined_files += [(u.uri, u.reason) for u in bad]
+    summary.validation += results
 
 
 def _dims(store: EpisodeStore, parsed: list[_Upload]) -> dict[str, tuple[int, int]]:
@@ -301,13 +302,6 @@ def _intervention_rows(good: list[_Upload]) -> Iterator[Intervention]:
                 operator_id=span.operator_id,
                 reason=span.reason,
             )
-
-
-def _write_report(settings: Settings, summary: IngestSummary) -> None:
-    """The run's summary with the suite's results, beside the store (no SQL column holds it)."""
-    folder = settings.root / "ingest-runs"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{summary.run_id}.json").write_text(json.dumps(asdict(summary), indent=2))
 
 
 def list_episodes(settings: Settings, status: str | None = None) -> list[Episode]:

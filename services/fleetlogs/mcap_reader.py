@@ -29,6 +29,7 @@ from services.fleetlogs.mcap_writer import InterventionSpan
 # A corrupt record length must not make the reader allocate gigabytes; the writer's chunks
 # are about 1 MiB, and no record of an episode log comes near this.
 RECORD_SIZE_LIMIT = 256 * 2**20
+MCAP_MAGIC = b"\x89MCAP0\r\n"
 REQUIRED_HEADER = (
     "robot_id",
     "task",
@@ -122,6 +123,11 @@ def read_episode_mcap(source: str | os.PathLike | BinaryIO | bytes) -> RawEpisod
 
 def _read(stream: BinaryIO) -> RawEpisode:
     counted = _CountingStream(stream)
+    magic = counted.head(len(MCAP_MAGIC))
+    if not magic:
+        raise LogFormatError("empty file")
+    if magic != MCAP_MAGIC:
+        raise LogFormatError("not an MCAP file (bad magic bytes)")
     header: dict | None = None
     steps = _Steps()
     spans: list[dict] = []
@@ -141,11 +147,9 @@ def _read(stream: BinaryIO) -> RawEpisode:
                 outcome = payload
     except LogFormatError:
         raise
-    except InvalidMagic as exc:
-        raise LogFormatError("not an MCAP file (bad magic bytes)") from exc
+    except InvalidMagic as exc:  # the opening magic was fine: this is the closing one
+        raise LogFormatError("corrupt MCAP: bad magic bytes at the end of the file") from exc
     except EndOfFile as exc:
-        if counted.count == 0:
-            raise LogFormatError("empty file") from exc
         raise LogFormatError(f"truncated MCAP: the file ends after {counted.count} bytes") from exc
     except (McapError, struct.error, zlib.error, ValueError, KeyError) as exc:
         raise LogFormatError(f"truncated or corrupt MCAP ({type(exc).__name__}: {exc})") from exc
@@ -163,15 +167,26 @@ def _read(stream: BinaryIO) -> RawEpisode:
 
 
 class _CountingStream:
-    """Counts the bytes read, to tell an empty file from a truncated one."""
+    """Counts the bytes read, and lets the magic bytes be checked before the mcap reader."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
+        self._pending = b""
         self.count = 0
 
+    def head(self, size: int) -> bytes:
+        """The first ``size`` bytes, which the next reads return again."""
+        self._pending = self._stream.read(size)
+        self.count += len(self._pending)
+        return self._pending
+
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.count += len(data)
+        cut = len(self._pending) if size < 0 else size
+        data, self._pending = self._pending[:cut], self._pending[cut:]
+        if size < 0 or len(data) < size:
+            more = self._stream.read(-1 if size < 0 else size - len(data))
+            self.count += len(more)
+            data += more
         return data
 
 

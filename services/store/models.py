@@ -80,6 +80,8 @@ class IngestRun(Base):
     ingested: Mapped[int] = mapped_column(default=0)
     skipped: Mapped[int] = mapped_column(default=0)
     quarantined: Mapped[int] = mapped_column(default=0)
+    # The validation suite's result summary, one entry per chunk of files validated.
+    validation: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class Episode(Base):

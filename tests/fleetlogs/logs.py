@@ -99,6 +99,7 @@ def write_bad_logs(folder: Path, good: bytes) -> dict[str, str]:
     (folder / "truncated.mcap").write_bytes(good[: len(good) * 2 // 3])
     (folder / "wrong-magic.mcap").write_bytes(b"\x89MCAX0\r\n" + good[8:])
     (folder / "empty.mcap").write_bytes(b"")
+    (folder / "tiny.mcap").write_bytes(b"garbage")
     (folder / "not-a-log.mcap").write_text("this is a shopping list, not a robot log\n")
     write_raw(folder / "zero-length.mcap", [])
     nan = [step(0), step(1, state=[0.0, float("nan"), 1.0, 2.0]), step(2, state=[float("inf")] * 4)]
@@ -115,6 +116,7 @@ def write_bad_logs(folder: Path, good: bytes) -> dict[str, str]:
         "truncated.mcap": "truncated MCAP",
         "wrong-magic.mcap": "not an MCAP file (bad magic bytes)",
         "empty.mcap": "empty file",
+        "tiny.mcap": "not an MCAP file (bad magic bytes)",
         "not-a-log.mcap": "not an MCAP file",
         "zero-length.mcap": "zero-length episode",
         "nan.mcap": "observation.state has NaN/inf at 2 steps (1, 2)",

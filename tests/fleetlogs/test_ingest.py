@@ -64,6 +64,10 @@ def test_each_bad_file_is_quarantined_with_its_reason_and_the_good_ones_ingested
             len(expected),
             True,
         )
+        # the suite's results are kept with the run: which expectations failed, how often
+        [result] = run.validation
+        failed = {e["kwargs"].get("column") for e in result["expectations"] if not e["success"]}
+        assert not result["success"] and "state_finite" in failed
 
 
 def test_a_changed_file_is_tried_again(settings, tmp_path):

@@ -65,6 +65,7 @@ READER_REASONS = {
     "truncated.mcap",
     "wrong-magic.mcap",
     "empty.mcap",
+    "tiny.mcap",
     "not-a-log.mcap",
     "zero-length.mcap",
     "wrong-action-size.mcap",
