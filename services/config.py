@@ -48,8 +48,6 @@ class Settings(BaseSettings):
     eval_episodes: int = Field(default=100, ge=1)
     # Optimiser steps of each night's fine-tuning run.
     train_steps: int = Field(default=3000, ge=1)
-    # Worker processes for closed-loop evaluation and the simulated fleet.
-    workers: int = Field(default=2, ge=1)
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:

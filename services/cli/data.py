@@ -1,0 +1,146 @@
+"""Commands over the data: init, ingest, episodes, datasets, training, lineage."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from services.cli.base import (
+    JsonFlag,
+    app,
+    console,
+    dataset_app,
+    fail,
+    print_json,
+    print_table,
+    ready,
+)
+
+
+@app.command()
+def init() -> None:
+    """Create FLYWHEEL_HOME and migrate the store."""
+    settings = ready()
+    console.print(
+        f"Flywheel home: {settings.root}\nstore: {settings.db_url}\nmlflow: {settings.mlflow_uri}"
+    )
+
+
+@app.command()
+def ingest(
+    source: Annotated[str | None, typer.Option(help="Folder or URI of fleet logs.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ingest new fleet logs: summary of ingested, skipped and quarantined files."""
+    from services.fleetlogs.ingest import ingest_logs
+
+    settings = ready()
+    with console.status("ingesting fleet logs"):
+        summary = ingest_logs(settings, source=source)
+    if as_json:
+        return print_json(summary)
+    console.print(
+        f"ingested {summary.ingested}, skipped {summary.skipped}, "
+        f"quarantined {summary.quarantined} (run {summary.run_id})"
+    )
+    for path, reason in summary.quarantined_files:
+        console.print(f"  [yellow]quarantined[/yellow] {path}: {reason}")
+
+
+@app.command()
+def episodes(
+    status: Annotated[str | None, typer.Option(help="ok | quarantined")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List episodes."""
+    from services.fleetlogs.ingest import list_episodes
+
+    if status not in (None, "ok", "quarantined"):
+        fail(f"--status must be ok or quarantined, not {status!r}")
+    rows = list_episodes(ready(), status=status)
+    fields = (
+        "id",
+        "robot_id",
+        "task",
+        "policy_version",
+        "kind",
+        "steps",
+        "outcome",
+        "n_interventions",
+        "status",
+        "reason",
+        "source_uri",
+    )
+    records = [{f: getattr(r, f) for f in fields} for r in rows]
+    if as_json:
+        return print_json(records)
+    print_table(records, fields, title=f"{len(records)} episodes")
+
+
+@dataset_app.command("build")
+def dataset_build(
+    scheme: Annotated[str, typer.Option(help="sirius | iwr | hg-dagger | uniform")] = "sirius",
+    as_json: JsonFlag = False,
+) -> None:
+    """Mine the episodes into a weighted, content-addressed dataset manifest."""
+    from services.curation.manifest import NoEpisodesError, build_dataset
+
+    try:
+        summary = build_dataset(ready(), scheme=scheme)
+    except (NoEpisodesError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        return print_json(summary)
+    state = "new" if summary.created else "unchanged"
+    console.print(
+        f"dataset {summary.id} ({state}): {summary.n_episodes} episodes "
+        f"({summary.n_new_episodes} new), {summary.n_steps} steps, "
+        f"replay share {summary.replay_share:.0%}, classes {summary.class_counts}"
+    )
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="Dataset id from `flywheel dataset build`.")],
+    resume: bool = False,
+    overwrite: bool = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fine-tune the champion on a dataset and register the candidate."""
+    from services.training.candidates import train_and_register
+    from services.training.config import TrainConfig
+
+    try:
+        settings = ready()
+        config = TrainConfig(steps=settings.train_steps, resume=resume, overwrite=overwrite)
+        with console.status(f"training on dataset {dataset}"):
+            summary = train_and_register(settings, dataset_id=dataset, config=config)
+    except (LookupError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        return print_json(summary)
+    verb = "trained" if summary.trained else "already registered"
+    console.print(f"candidate {summary.id} {verb}: model version {summary.model_version}")
+
+
+@app.command()
+def lineage(
+    intervention: Annotated[str | None, typer.Option(help="Intervention id.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model version.")] = None,
+) -> None:
+    """Walk lineage: a model back to its data, or an intervention forward to models (JSON)."""
+    from services.lineage import intervention_lineage, model_lineage
+
+    if (intervention is None) == (model is None):
+        fail("give exactly one of --intervention ID or --model VERSION")
+    settings = ready()
+    try:
+        result = (
+            model_lineage(settings, model)
+            if model
+            else intervention_lineage(settings, intervention)
+        )
+    except LookupError as exc:
+        fail(str(exc))
+    print_json(result)
