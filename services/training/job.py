@@ -17,7 +17,7 @@ from pathlib import Path
 from services.config import Settings
 from services.training.config import TrainConfig
 from services.training.data import TrainingData
-from services.training.loop import train_loop
+from services.training.loop import WorkerFault, train_loop
 
 # Ray puts Unix sockets under its temp folder; their paths must stay under ~107 bytes.
 MAX_RAY_TEMP_LEN = 48
@@ -73,7 +73,10 @@ def train_candidate(
     candidate_id: str,
     parent_checkpoint: Path | None,
     config: TrainConfig,
+    fault: WorkerFault | None = None,
 ) -> TrainResult:
+    """Train (or fine-tune from ``parent_checkpoint``) on Ray Train; ``fault`` is a drill that
+    kills the worker once mid-run, to prove that the run resumes from its last checkpoint."""
     final = settings.checkpoints_dir / candidate_id
     if final.exists() and not config.overwrite:
         from policies.checkpoint import load_checkpoint
@@ -104,6 +107,7 @@ def train_candidate(
             "train": asdict(config),
             "data": ray.put(data),
             "parent_checkpoint": str(parent_checkpoint) if parent_checkpoint else None,
+            "fault": fault,
         },
         scaling_config=ScalingConfig(num_workers=1, use_gpu=False),
         run_config=RunConfig(

@@ -6,6 +6,8 @@ run restarted after a worker or driver failure continues exactly where it stoppe
 
 from __future__ import annotations
 
+import os
+import signal
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,9 +84,13 @@ class Run:
             },
         )
 
-    def fit(self, on_checkpoint: Callable[[Run], None]) -> None:
+    def fit(
+        self,
+        on_checkpoint: Callable[[Run], None],
+        on_step: Callable[[Run], None] | None = None,
+    ) -> None:
         """Weighted behaviour cloning from the current step to the last; ``on_checkpoint``
-        runs every ``checkpoint_every`` steps and at the end."""
+        runs every ``checkpoint_every`` steps and at the end, ``on_step`` after every step."""
         config, data = self.config, self.data
         states = torch.from_numpy(self.stats.normalize_state(data.states))
         actions = torch.from_numpy(data.actions)
@@ -106,6 +112,24 @@ class Run:
                 window = []
             if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                 on_checkpoint(self)
+            if on_step is not None:
+                on_step(self)
+
+
+@dataclass(frozen=True)
+class WorkerFault:
+    """A drill: the training worker kills itself (SIGKILL) once, at this step.
+
+    The marker file records that the fault fired, so the worker Ray restarts goes on.
+    """
+
+    at_step: int
+    marker: str
+
+    def __call__(self, run: Run) -> None:
+        if run.step == self.at_step and not Path(self.marker).exists():
+            Path(self.marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
@@ -129,4 +153,4 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 checkpoint=Checkpoint.from_directory(str(folder)),
             )
 
-    run.fit(report)
+    run.fit(report, on_step=loop_config.get("fault"))
