@@ -25,7 +25,8 @@ def ingest_task(source: str | None):
 def build_dataset_task(scheme: str):
     from services.curation.manifest import build_dataset
 
-    return build_dataset(get_settings(), scheme=scheme)
+    settings = get_settings()
+    return build_dataset(settings, scheme=scheme, max_steps=settings.dataset_max_steps)
 
 
 @task(name="train-candidate", retries=1, retry_delay_seconds=[10], cache_policy=NO_CACHE)

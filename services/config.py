@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     tasks: tuple[str, ...] = ("pick-place",)
     # Fixed evaluation seeds per task (candidate and champion run on the same ones).
     eval_episodes: int = Field(default=100, ge=1)
+    # Most steps a dataset keeps (Sirius's memory cap); None keeps every episode.
+    dataset_max_steps: int | None = Field(default=None, ge=1)
     # Optimiser steps of each night's fine-tuning run.
     train_steps: int = Field(default=3000, ge=1)
 
@@ -130,4 +132,3 @@ def configure_runtime(settings: Settings) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
-

@@ -24,4 +24,3 @@ CONTROL_SOURCES = (CONTROL_POLICY, CONTROL_OPERATOR)
 
 OUTCOMES = ("success", "failure", "aborted", "unknown")
 EPISODE_KINDS = ("demo", "deployment")
-

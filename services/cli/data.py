@@ -81,13 +81,18 @@ def episodes(
 @dataset_app.command("build")
 def dataset_build(
     scheme: Annotated[str, typer.Option(help="sirius | iwr | hg-dagger | uniform")] = "sirius",
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Memory cap (default: FLYWHEEL_DATASET_MAX_STEPS).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Mine the episodes into a weighted, content-addressed dataset manifest."""
     from services.curation.manifest import NoEpisodesError, build_dataset
 
     try:
-        summary = build_dataset(ready(), scheme=scheme)
+        settings = ready()
+        cap = max_steps or settings.dataset_max_steps
+        summary = build_dataset(settings, scheme=scheme, max_steps=cap)
     except (NoEpisodesError, ValueError) as exc:
         fail(str(exc))
     if as_json:

@@ -56,9 +56,16 @@ class DatasetSummary:
 
 
 def build_dataset(
-    settings: Settings, *, scheme: str = "sirius", window: int = SIRIUS_PRE_INTERVENTION_WINDOW
+    settings: Settings,
+    *,
+    scheme: str = "sirius",
+    window: int = SIRIUS_PRE_INTERVENTION_WINDOW,
+    max_steps: int | None = None,
 ) -> DatasetSummary:
-    """Mine every good episode into a weighted, content-addressed manifest."""
+    """Mine every good episode into a weighted, content-addressed manifest.
+
+    ``max_steps`` caps the dataset's memory: see ``within_cap``.
+    """
     weighting = get_scheme(scheme)
     with session_scope(settings.db_url) as session:
         episodes = session.scalars(
@@ -67,6 +74,9 @@ def build_dataset(
         used = set(session.scalars(select(DatasetEpisode.episode_id).distinct()))
     if not episodes:
         raise NoEpisodesError("no ingested episodes yet: run `flywheel ingest` first")
+    kept = within_cap(episodes, max_steps)
+    evicted = len(episodes) - len(kept)
+    episodes = sorted(kept, key=lambda e: e.id)
 
     frames = EpisodeStore(settings.episode_store).read_frames(
         [e.id for e in episodes], data_files={e.id: e.data_file for e in episodes}
@@ -105,6 +115,8 @@ def build_dataset(
         ],
         "class_counts": class_counts,
         "n_steps": n_steps,
+        "max_steps": max_steps,
+        "evicted_episodes": evicted,
     }
     dataset_id = _content_hash(header, table)
     replay_share = replayed_steps / n_steps if n_steps else 0.0
@@ -146,6 +158,29 @@ def build_dataset(
         class_counts=class_counts,
         created=created,
     )
+
+
+def within_cap(episodes: list[Episode], max_steps: int | None) -> list[Episode]:
+    """The episodes a dataset of at most ``max_steps`` steps keeps.
+
+    Sirius's memory management: when the data outgrows the cap, the deployment episodes
+    with the fewest interventions go first (they teach the least; older first among
+    equals), and demonstrations are never evicted.
+    """
+    if max_steps is None or sum(e.steps or 0 for e in episodes) <= max_steps:
+        return list(episodes)
+    demos = [e for e in episodes if e.kind == "demo"]
+    others = sorted(
+        (e for e in episodes if e.kind != "demo"),
+        key=lambda e: (-e.n_interventions, -(e.started_at.timestamp() if e.started_at else 0)),
+    )
+    kept, total = list(demos), sum(e.steps or 0 for e in demos)
+    for episode in others:  # most-intervened, then newest, first
+        if total + (episode.steps or 0) > max_steps:
+            continue
+        kept.append(episode)
+        total += episode.steps or 0
+    return kept
 
 
 def _content_hash(header: dict, table: pa.Table) -> str:

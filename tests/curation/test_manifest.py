@@ -50,3 +50,15 @@ def test_training_data_carries_the_manifest_weights(settings):
     assert data.tasks == ("toy-reach",) and set(data.task_index) == {0}
     uniform = load_training_data(settings, build_dataset(settings, scheme="uniform").id)
     assert np.allclose(uniform.weights, 1.0)
+
+
+def test_the_memory_cap_evicts_the_least_intervened_and_never_a_demo(settings):
+    _upload(settings, "demo", kind="demo", interventions=[], n=30)
+    _upload(settings, "quiet", n=25, control_source=["policy"] * 25, interventions=[])
+    _upload(settings, "busy", n=20)  # one takeover
+    capped = build_dataset(settings, max_steps=55)
+    header, _ = read_manifest(settings, capped.id)
+    assert header["evicted_episodes"] == 1 and capped.n_steps == 50
+    assert capped.class_counts["demo"] == 30 and capped.class_counts["intervention"] == 4
+    # a cap smaller than the demos alone still keeps every demonstration
+    assert build_dataset(settings, max_steps=10).class_counts["demo"] == 30

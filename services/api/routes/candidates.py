@@ -28,8 +28,7 @@ class CandidatePublic(BaseModel):
 @router.get("", response_model=list[CandidatePublic])
 def list_candidates(session: SessionDep) -> list[CandidatePublic]:
     gates = {
-        d.candidate_id: d
-        for d in session.scalars(select(Decision).where(Decision.kind == "gate"))
+        d.candidate_id: d for d in session.scalars(select(Decision).where(Decision.kind == "gate"))
     }
     return [
         CandidatePublic(
