@@ -116,3 +116,26 @@ def register(toy_checkpoint):
         )
 
     return _register
+
+
+def add_candidate(
+    db_url: str, candidate_id: str, *, version: str, status: str, dataset_id: str = "d1"
+) -> None:
+    """A candidate row (and its dataset row) as the train stage would leave it."""
+    from services.store import session_scope
+    from services.store.models import Candidate, Dataset
+
+    with session_scope(db_url) as session:
+        if session.get(Dataset, dataset_id) is None:
+            session.add(Dataset(id=dataset_id, scheme="sirius", n_episodes=1, n_steps=1, path="x"))
+            session.flush()
+        session.add(
+            Candidate(
+                id=candidate_id,
+                model_name="flywheel-policy",
+                model_version=version,
+                dataset_id=dataset_id,
+                policy="mlp",
+                status=status,
+            )
+        )

@@ -9,8 +9,7 @@ from typer.testing import CliRunner
 
 from services.cli import app
 from services.fleetlogs.mcap_writer import write_episode_mcap
-from services.store import session_scope
-from services.store.models import Candidate, Dataset
+from tests.conftest import add_candidate
 from tests.fleetlogs.test_ingest import recording
 
 runner = CliRunner()
@@ -45,19 +44,7 @@ def test_bad_arguments_get_a_clear_message(settings):
 
 
 def test_only_a_fleet_manager_approves_from_the_cli(settings, monkeypatch):
-    with session_scope(settings.db_url) as session:
-        session.add(Dataset(id="d1", scheme="sirius", n_episodes=1, n_steps=1, path="x"))
-        session.flush()
-        session.add(
-            Candidate(
-                id="c1",
-                model_name="m",
-                model_version="7",
-                dataset_id="d1",
-                policy="mlp",
-                status="passed",
-            )
-        )
+    add_candidate(settings.db_url, "c1", version="7", status="passed")
     assert runner.invoke(app, ["users", "add", "erin", "--role", "engineer"]).exit_code == 0
     assert runner.invoke(app, ["users", "add", "fatima", "--role", "fleet-manager"]).exit_code == 0
     assert runner.invoke(app, ["users", "add", "bob", "--role", "pilot"]).exit_code == 1

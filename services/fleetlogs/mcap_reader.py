@@ -24,7 +24,7 @@ from mcap.reader import NonSeekingReader
 
 from services.features import CONTROL_OPERATOR, CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.fleetlogs import contract
-from services.fleetlogs.mcap_writer import InterventionSpan
+from services.fleetlogs.mcap_writer import EpisodeRecording, InterventionSpan
 
 # A corrupt record length must not make the reader allocate gigabytes; the writer's chunks
 # are about 1 MiB, and no record of an episode log comes near this.
@@ -46,24 +46,24 @@ class LogFormatError(ValueError):
 
 
 @dataclass
-class RawEpisode:
-    episode_uuid: str
-    robot_id: str
-    task: str
-    policy_version: str | None
-    kind: str  # demo | deployment
-    operator_id: str | None
-    started_at: datetime
-    control_hz: float
-    state_dim: int
-    action_dim: int
-    states: np.ndarray  # (T, state_dim) float32
-    actions: np.ndarray  # (T, action_dim) float32
-    timestamps: np.ndarray  # (T,) float64 seconds since the start
-    control_source: list[str]
-    reasons: list[str | None]
-    outcome: str
-    interventions: list[InterventionSpan] = field(default_factory=list)
+class RawEpisode(EpisodeRecording):
+    """An upload read back: what the robot recorded, with the step times it logged."""
+
+    # (T,) float64 seconds since the start, as logged (the writer derives them from the rate).
+    timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.timestamps) != len(self.states):
+            raise ValueError("timestamps and states differ in length")
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.states.shape[1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.actions.shape[1])
 
     @property
     def steps(self) -> int:
@@ -239,8 +239,6 @@ def _episode(header: dict, steps: _Steps, spans: list[dict], outcome: str) -> Ra
         operator_id=header.get("operator_id"),
         started_at=header["started_at"],
         control_hz=header["control_hz"],
-        state_dim=header["state_dim"],
-        action_dim=header["action_dim"],
         # JSON numbers are doubles; the store keeps float32 like LeRobot.
         states=np.asarray(steps.states, dtype=np.float64).astype(np.float32),
         actions=np.asarray(steps.actions, dtype=np.float64).astype(np.float32),

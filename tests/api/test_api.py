@@ -3,24 +3,13 @@ from fastapi.testclient import TestClient
 from services.api.main import create_app
 from services.rollout.assignments import assign, register_robots
 from services.store import session_scope
-from services.store.models import Candidate, Dataset, Decision
+from services.store.models import Decision
+from tests.conftest import add_candidate
 
 
 def test_health_candidates_and_a_robots_assignment(store_settings):
+    add_candidate(store_settings.db_url, "c1", version="3", status="failed")
     with session_scope(store_settings.db_url) as session:
-        session.add(Dataset(id="d1", scheme="sirius", n_episodes=1, n_steps=1, path="x"))
-        session.flush()
-        session.add(
-            Candidate(
-                id="c1",
-                model_name="m",
-                model_version="3",
-                dataset_id="d1",
-                policy="mlp",
-                status="failed",
-            )
-        )
-        session.flush()
         session.add(
             Decision(
                 candidate_id="c1", kind="gate", verdict="fail", actor="gate", reason="not better"

@@ -12,24 +12,12 @@ from services.approval.decisions import (
 )
 from services.approval.requests import request_approval
 from services.store import session_scope
-from services.store.models import AuditEvent, Candidate, Dataset
+from services.store.models import AuditEvent, Candidate
+from tests.conftest import add_candidate
 
 
 def _candidate(db_url: str, status: str, cid: str = "c1") -> None:
-    with session_scope(db_url) as session:
-        if session.get(Dataset, "d1") is None:
-            session.add(Dataset(id="d1", scheme="sirius", n_episodes=1, n_steps=1, path="x"))
-            session.flush()
-        session.add(
-            Candidate(
-                id=cid,
-                model_name="m",
-                model_version=cid.upper(),
-                dataset_id="d1",
-                policy="mlp",
-                status=status,
-            )
-        )
+    add_candidate(db_url, cid, version=cid.upper(), status=status)
 
 
 @pytest.fixture

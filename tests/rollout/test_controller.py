@@ -15,28 +15,18 @@ from services.rollout.controller import (
     start_rollout,
 )
 from services.store import session_scope
-from services.store.models import AuditEvent, Candidate, Dataset, Robot
+from services.store.models import AuditEvent, Candidate, Robot
+from tests.conftest import add_candidate
 
 pytestmark = pytest.mark.slow
 
 
 def _candidates(settings, register, statuses):
     with session_scope(settings.db_url) as session:
-        session.add(Dataset(id="d1", scheme="sirius", n_episodes=1, n_steps=1, path="x"))
-        session.flush()
         register_robots(session=session, robot_ids=["r0", "r1", "r2"], tasks=["toy-reach"])
-        for i, status in enumerate(statuses):
-            version = register(settings, candidate_id=f"c{i}").version
-            session.add(
-                Candidate(
-                    id=f"c{i}",
-                    model_name=settings.model_name,
-                    model_version=version,
-                    dataset_id="d1",
-                    policy="mlp",
-                    status=status,
-                )
-            )
+    for i, status in enumerate(statuses):
+        version = register(settings, candidate_id=f"c{i}").version
+        add_candidate(settings.db_url, f"c{i}", version=version, status=status)
 
 
 def test_only_approved_candidates_roll_out_and_the_alias_follows_the_ledger(
