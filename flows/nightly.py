@@ -18,9 +18,14 @@ from services import nights
 from services.config import get_settings
 
 
-@task(name="open-night", cache_policy=NO_CACHE)
+@task(name="open-night", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def open_night() -> int:
-    return nights.open_night(get_settings(), flow_run_id=flow_run.get_id())
+    from services.rollout.controller import reconcile_champion
+
+    settings = get_settings()
+    # A crash between a promotion and the MLflow alias move is repaired before anything else.
+    reconcile_champion(settings)
+    return nights.open_night(settings, flow_run_id=flow_run.get_id())
 
 
 @task(name="record-night", cache_policy=NO_CACHE)

@@ -19,12 +19,11 @@ def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int
     """The fleet's working day; before there is any policy, the lab's demonstrations."""
     from pathlib import Path
 
-    from sim.fleet import FleetConfig, robot_ids, run_shift
-    from sim.lab import record_lab_demos
-
-    from services.rollout.controller import champion_of
+    from services.rollout.ledger import champion_of
     from services.rollout.robot_api import LocalFleetClient
     from services.store import session_scope
+    from sim.fleet import FleetConfig, robot_ids, run_shift
+    from sim.lab import record_lab_demos
 
     settings = get_settings()
     log_dir = Path(settings.fleet_log_uri)

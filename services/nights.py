@@ -12,7 +12,7 @@ from services.store.models import Episode, NightlyRun, utcnow
 
 
 def open_night(settings: Settings, *, flow_run_id: str | None) -> int:
-    from services.rollout.controller import champion_of
+    from services.rollout.ledger import champion_of
 
     with session_scope(settings.db_url) as session:
         night = NightlyRun(flow_run_id=flow_run_id, champion_before=champion_of(session=session))
@@ -81,7 +81,7 @@ def fleet_figures(settings: Settings, ingest_run_id: str | None) -> dict[str, An
 
 def champion_dataset(settings: Settings) -> str | None:
     """The dataset the current champion was trained on (None before the first champion)."""
-    from services.rollout.controller import champion_of
+    from services.rollout.ledger import champion_of
     from services.store.models import Candidate
 
     with session_scope(settings.db_url) as session:
@@ -95,7 +95,7 @@ def champion_dataset(settings: Settings) -> str | None:
 
 def night_summary(settings: Settings, night_id: int) -> dict[str, Any]:
     """The row of the nightly table: fleet figures, candidate against champion, verdict."""
-    from services.rollout.controller import champion_of
+    from services.rollout.ledger import champion_of
     from services.store.models import Candidate, Decision, Evaluation
 
     with session_scope(settings.db_url) as session:

@@ -119,7 +119,13 @@ def register(toy_checkpoint):
 
 
 def add_candidate(
-    db_url: str, candidate_id: str, *, version: str, status: str, dataset_id: str = "d1"
+    db_url: str,
+    candidate_id: str,
+    *,
+    version: str,
+    status: str,
+    parent: str | None = None,
+    dataset_id: str = "d1",
 ) -> None:
     """A candidate row (and its dataset row) as the train stage would leave it."""
     from services.store import session_scope
@@ -134,6 +140,7 @@ def add_candidate(
                 id=candidate_id,
                 model_name="flywheel-policy",
                 model_version=version,
+                parent_version=parent,
                 dataset_id=dataset_id,
                 policy="mlp",
                 status=status,

@@ -152,7 +152,7 @@ def rollout_status(as_json: JsonFlag = False) -> None:
     from sqlalchemy import select
 
     from services.rollout.assignments import fleet
-    from services.rollout.controller import champion_of
+    from services.rollout.ledger import champion_of
     from services.store import session_scope
     from services.store.models import Rollout
 

@@ -1,8 +1,9 @@
 """Rolling an approved candidate out to the fleet, and the champion ledger.
 
-The rollouts table is the ledger of record: the champion is the target of the latest
-completed rollout. The MLflow ``champion`` alias moves only after the ledger commits, and
-``reconcile_champion`` repairs the alias if a crash fell between the two writes.
+The promotion ledger (``ledger.py``) is the record of who is champion; a rollout changes it
+by compare-and-set, in the same transaction as the fleet's assignments. The MLflow
+``champion`` alias moves only after that commits, and ``reconcile_champion`` repairs the
+alias if a crash fell between the two writes.
 
 This first version rolls out in one stage to every robot; staged canaries with automatic
 rollback on fleet metrics build on these same rows.
@@ -11,10 +12,10 @@ rollback on fleet metrics build on these same rows.
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from services.config import Settings
 from services.rollout.assignments import assign, fleet
+from services.rollout.ledger import champion_of, promote
 from services.store import record_audit, session_scope
 from services.store.models import Candidate, Rollout, utcnow
 
@@ -23,19 +24,9 @@ class RolloutError(Exception):
     """The rollout cannot start or change in the state it is in."""
 
 
-def champion_of(*, session: Session) -> str | None:
-    """The version the ledger says is champion: the target of the last completed rollout."""
-    return session.scalar(
-        select(Rollout.to_version)
-        .where(Rollout.state == "completed")
-        .order_by(Rollout.finished_at.desc(), Rollout.id.desc())
-        .limit(1)
-    )
-
-
 def start_rollout(settings: Settings, candidate_id: str, *, actor: str) -> Rollout:
     """Roll an approved candidate out to every robot and make it champion (idempotent)."""
-    with session_scope(settings.db_url) as session:
+    with session_scope(settings.db_url, write=True) as session:
         candidate = session.get(Candidate, candidate_id)
         if candidate is None:
             raise LookupError(f"unknown candidate {candidate_id}")
@@ -49,7 +40,16 @@ def start_rollout(settings: Settings, candidate_id: str, *, actor: str) -> Rollo
                     "rolls out"
                 )
             robots = [r.id for r in fleet(session=session)]
-            previous = champion_of(session=session)
+            # The candidate was evaluated against its parent: only that champion may be replaced.
+            previous = candidate.parent_version
+            promote(
+                session=session,
+                expected=previous,
+                new=candidate.model_version,
+                candidate_id=candidate_id,
+                actor=actor,
+                reason=f"approved candidate {candidate_id}",
+            )
             rollout = Rollout(
                 candidate_id=candidate_id,
                 from_version=previous,
@@ -86,12 +86,21 @@ def rollback(settings: Settings, *, actor: str, reason: str) -> Rollout:
     """Return the fleet and the champion to the version before the last rollout."""
     if not reason.strip():
         raise ValueError("a rollback needs a reason")
-    with session_scope(settings.db_url) as session:
+    with session_scope(settings.db_url, write=True) as session:
         last = session.scalar(
             select(Rollout).where(Rollout.state == "completed").order_by(Rollout.id.desc()).limit(1)
         )
         if last is None or last.from_version is None:
             raise RolloutError("nothing to roll back: no rollout replaced an earlier champion")
+        promote(
+            session=session,
+            expected=last.to_version,
+            new=last.from_version,
+            candidate_id=last.candidate_id,
+            actor=actor,
+            reason=reason,
+            kind="rollback",
+        )
         robots = [r.id for r in fleet(session=session)]
         assign(
             session=session, robot_ids=robots, version=last.from_version, actor=actor, reason=reason

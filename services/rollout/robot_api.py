@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from services.config import Settings
 from services.rollout.assignments import assignment_of, register_robots
-from services.rollout.controller import champion_of
+from services.rollout.ledger import champion_of
 from services.store import session_scope
 
 
@@ -38,9 +38,8 @@ class LocalFleetClient:
                 )
 
     def assignment(self, robot_id: str):
-        from sim.fleet import Assignment
-
         from services.registry.mlflow_registry import load_policy
+        from sim.fleet import Assignment
 
         with session_scope(self.settings.db_url) as session:
             version = assignment_of(session=session, robot_id=robot_id)

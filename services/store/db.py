@@ -56,9 +56,16 @@ def _sessionmaker(url: str) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    """A session that commits when the block ends and rolls back if it raises."""
+def session_scope(url: str, *, write: bool = False) -> Iterator[Session]:
+    """A session that commits when the block ends and rolls back if it raises.
+
+    ``write=True`` takes SQLite's write lock before the first read (BEGIN IMMEDIATE), so a
+    read-then-write transaction waits its turn instead of failing on a stale snapshot when
+    another writer commits in between. PostgreSQL needs nothing: rows lock on update.
+    """
     session = _sessionmaker(url)()
+    if write and url.startswith("sqlite"):
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
     try:
         yield session
         session.commit()

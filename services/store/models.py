@@ -247,6 +247,34 @@ class Rollout(Base):
     finished_at: Mapped[datetime | None]
 
 
+class Champion(Base):
+    """The one row saying which version is champion; changed only by compare-and-set."""
+
+    __tablename__ = "champion"
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # always 1 (created by the migration)
+    version: Mapped[str | None] = mapped_column(String(32))
+    # Bumped by every change: a writer that read generation g may only write g + 1.
+    generation: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime | None]
+
+
+class Promotion(Base):
+    """The promotion ledger: every change of champion, in order."""
+
+    __tablename__ = "promotions"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    generation: Mapped[int] = mapped_column(unique=True)
+    candidate_id: Mapped[str | None] = mapped_column(ForeignKey("candidates.id"))
+    from_version: Mapped[str | None] = mapped_column(String(32))
+    to_version: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # promote | rollback
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class NightlyRun(Base):
     """One night of the loop: which outputs each stage produced, so a re-run resumes."""
 

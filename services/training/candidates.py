@@ -55,7 +55,7 @@ def train_and_register(
         policy_checkpoint,
         register_candidate,
     )
-    from services.rollout.controller import champion_of
+    from services.rollout.ledger import champion_of
     from services.training.job import train_candidate
 
     config = config or TrainConfig()

@@ -9,11 +9,11 @@ from services.registry import mlflow_registry as registry
 from services.rollout.assignments import register_robots
 from services.rollout.controller import (
     RolloutError,
-    champion_of,
     reconcile_champion,
     rollback,
     start_rollout,
 )
+from services.rollout.ledger import PromotionConflict, champion_of
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Robot
 from tests.conftest import add_candidate
@@ -21,19 +21,21 @@ from tests.conftest import add_candidate
 pytestmark = pytest.mark.slow
 
 
-def _candidates(settings, register, statuses):
+def _candidates(settings, register, statuses, parents=None):
+    """Candidates c0, c1, ... registered as versions 1, 2, ...; parents default to None."""
     with session_scope(settings.db_url) as session:
         register_robots(session=session, robot_ids=["r0", "r1", "r2"], tasks=["toy-reach"])
-    for i, status in enumerate(statuses):
+    parents = parents or [None] * len(statuses)
+    for i, (status, parent) in enumerate(zip(statuses, parents, strict=True)):
         version = register(settings, candidate_id=f"c{i}").version
-        add_candidate(settings.db_url, f"c{i}", version=version, status=status)
+        add_candidate(settings.db_url, f"c{i}", version=version, status=status, parent=parent)
 
 
 def test_only_approved_candidates_roll_out_and_the_alias_follows_the_ledger(
     settings,
     register,
 ):
-    _candidates(settings, register, ["approved", "failed", "approved"])
+    _candidates(settings, register, ["approved", "failed", "approved"], [None, "1", "1"])
     with pytest.raises(RolloutError, match="only an approved candidate"):
         start_rollout(settings, "c1", actor="fatima")
 
@@ -74,3 +76,53 @@ def test_rollback_with_nothing_to_return_to_changes_nothing(settings, register):
     with pytest.raises(RolloutError, match="nothing to roll back"):
         rollback(settings, actor="fatima", reason="first champion has no predecessor")
     assert registry.champion_version(settings) == "1"
+
+
+def test_ten_concurrent_promotions_give_one_champion_and_nine_conflicts(store_settings, register):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.store.models import Promotion
+
+    _candidates(store_settings, register, ["approved"] * 11, [None] + ["1"] * 10)
+    start_rollout(store_settings, "c0", actor="nightly")  # v1 is champion
+
+    def attempt(i: int) -> str:
+        try:
+            start_rollout(store_settings, f"c{i}", actor=f"manager-{i}")
+            return "promoted"
+        except PromotionConflict:
+            return "conflict"
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        outcomes = list(pool.map(attempt, range(1, 11)))
+    assert sorted(outcomes) == ["conflict"] * 9 + ["promoted"]
+    winner = f"{outcomes.index('promoted') + 2}"  # c{i} is version i + 1
+    with session_scope(store_settings.db_url) as session:
+        assert champion_of(session=session) == winner
+        ledger = session.scalars(select(Promotion).order_by(Promotion.generation)).all()
+        assert [(p.from_version, p.to_version) for p in ledger] == [(None, "1"), ("1", winner)]
+        # the losers changed nothing: no rollout row, no assignment, status still approved
+        assert {r.policy_version for r in session.scalars(select(Robot))} == {winner}
+        assert sum(c.status == "approved" for c in session.scalars(select(Candidate))) == 9
+    assert registry.champion_version(store_settings) == winner
+
+
+@pytest.mark.fault
+def test_a_crash_between_ledger_and_alias_is_repaired_on_the_next_run(
+    settings, register, monkeypatch
+):
+    import services.rollout.controller as controller
+
+    _candidates(settings, register, ["approved", "approved"], [None, "1"])
+    start_rollout(settings, "c0", actor="nightly")
+
+    def crash(settings):
+        raise SystemExit("killed after the ledger committed")
+
+    monkeypatch.setattr(controller, "reconcile_champion", crash)
+    with pytest.raises(SystemExit):
+        start_rollout(settings, "c1", actor="nightly")
+    assert registry.champion_version(settings) == "1"  # the alias lags behind the ledger
+    monkeypatch.setattr(controller, "reconcile_champion", reconcile_champion)
+    assert reconcile_champion(settings) is True  # what the next night does first
+    assert registry.champion_version(settings) == "2"
