@@ -33,6 +33,9 @@ class TaskEvaluation:
     candidate_only: int
     champion_only: int
     failed_seeds: tuple[int, ...]
+    # Per-seed outcomes in seed order, paired (empty for the champion without one).
+    candidate_outcomes: tuple[bool, ...] = ()
+    champion_outcomes: tuple[bool, ...] = ()
 
 
 def evaluate_version(
@@ -101,6 +104,8 @@ def compare(
                 if champ
                 else 0,
                 failed_seeds=tuple(s for s, ok in zip(seeds, cand, strict=True) if not ok),
+                candidate_outcomes=tuple(cand),
+                champion_outcomes=tuple(champ or ()),
             )
         )
     return evaluations

@@ -2,11 +2,15 @@
 
 Verdicts:
 - ``pass``: better overall by a one-sided exact McNemar test at ``alpha`` on the paired
-  seeds, and no task's success rate falls more than ``margin`` below the champion's.
-- ``fail``: not better (the point estimate is not above the champion's), or a task regresses
-  beyond the margin. A failing candidate never reaches the fleet.
-- ``inconclusive``: better on the point estimate but without enough evidence; it goes to a
-  human and is never approved automatically.
+  seeds, and non-inferior on every task: the one-sided lower confidence bound of the task's
+  success difference (paired bootstrap) lies above ``-margin``. The per-task bounds are
+  Bonferroni-corrected (each at ``alpha / tasks``), so that with many tasks one of them
+  does not pass by luck.
+- ``fail``: not better (the point estimate is not above the champion's), or a task's
+  success rate falls more than ``margin`` below the champion's. A failing candidate never
+  reaches the fleet.
+- ``inconclusive``: better on the point estimate but without enough evidence, overall or
+  for some task's non-inferiority; it goes to a human and is never approved automatically.
 With no champion yet, the first candidate passes: anything beats a fleet with no policy.
 """
 
@@ -17,7 +21,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import select
 
 from services.evaluation.closed_loop import TaskEvaluation
-from services.evaluation.stats import mcnemar_greater, wilson
+from services.evaluation.stats import mcnemar_greater, paired_difference_lower_bound, wilson
 from services.store import record_audit, session_scope
 from services.store.models import Candidate, Decision
 
@@ -89,6 +93,23 @@ def judge(evaluations: list[TaskEvaluation], config: GateConfig = GateConfig()) 
     if p_value >= config.alpha:
         return GateVerdict(
             INCONCLUSIVE, f"better but not significant at {config.alpha}: {summary}", numbers
+        )
+    per_task_alpha = config.alpha / len(evaluations)
+    unproven = []
+    for e in evaluations:
+        bound = paired_difference_lower_bound(
+            e.candidate_outcomes, e.champion_outcomes, confidence=1 - per_task_alpha
+        )
+        numbers["tasks"][e.task]["difference_lower_bound"] = bound
+        if bound <= -config.margin:
+            unproven.append(f"{e.task} (difference >= {bound:+.0%})")
+    numbers["per_task_alpha"] = per_task_alpha
+    if unproven:
+        return GateVerdict(
+            INCONCLUSIVE,
+            f"better overall ({summary}) but non-inferiority within {config.margin:.0%} "
+            f"not shown for: {', '.join(unproven)}",
+            numbers,
         )
     return GateVerdict(PASS, f"better with confidence: {summary}", numbers)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy.stats import binomtest
+import numpy as np
+from scipy.stats import binomtest, bootstrap
 
 
 @dataclass(frozen=True)
@@ -41,3 +43,29 @@ def mcnemar_greater(candidate_only: int, champion_only: int) -> float:
     if discordant == 0:
         return 1.0
     return float(binomtest(candidate_only, discordant, 0.5, alternative="greater").pvalue)
+
+
+def paired_difference_lower_bound(
+    candidate: Sequence[bool], champion: Sequence[bool], confidence: float, seed: int = 0
+) -> float:
+    """One-sided lower confidence bound of (candidate rate - champion rate) on paired seeds.
+
+    A paired percentile bootstrap (scipy): resampling seeds keeps each seed's two outcomes
+    together, so the bound uses the pairing that makes the comparison sharp.
+    """
+    c = np.asarray(candidate, dtype=float)
+    h = np.asarray(champion, dtype=float)
+    if len(c) == 0:
+        return -1.0
+    result = bootstrap(
+        (c, h),
+        lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis),
+        paired=True,
+        vectorized=True,
+        confidence_level=confidence,
+        alternative="greater",
+        method="percentile",
+        n_resamples=9999,
+        random_state=seed,
+    )
+    return float(result.confidence_interval.low)

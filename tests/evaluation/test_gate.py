@@ -55,3 +55,33 @@ def test_first_policy_passes_without_a_champion():
 def test_gate_config_is_validated():
     with pytest.raises(ValueError):
         GateConfig(alpha=0)
+
+
+def test_a_task_whose_non_inferiority_is_not_shown_makes_the_verdict_inconclusive():
+    # pick-place much better; push a little worse, within the margin on the point estimate,
+    # but on few seeds the lower bound of its difference reaches past the margin.
+    champion = {
+        **_results([True] * 10 + [False] * 40),
+        **_results([True] * 6 + [False] * 4, "push"),
+    }
+    candidate = {
+        **_results([True] * 40 + [False] * 10),
+        **_results([True] * 5 + [False] * 5, "push"),
+    }
+    verdict = judge(compare(candidate, champion), GateConfig(margin=0.15))
+    assert verdict.verdict == INCONCLUSIVE and "push" in verdict.reason
+    assert verdict.numbers["tasks"]["push"]["difference_lower_bound"] <= -0.15
+    assert verdict.numbers["per_task_alpha"] == pytest.approx(0.025)
+    # with many seeds the same small drop is shown to be within the margin
+    champion["push"] = dict(enumerate([True] * 60 + [False] * 40))
+    candidate["push"] = dict(enumerate([True] * 58 + [False] * 42))
+    assert judge(compare(candidate, champion), GateConfig(margin=0.15)).verdict == PASS
+
+
+def test_paired_bound_uses_the_pairing():
+    from services.evaluation.stats import paired_difference_lower_bound
+
+    same = [True] * 30 + [False] * 30
+    assert paired_difference_lower_bound(same, same, 0.95) == 0.0
+    shifted = [True] * 36 + [False] * 24  # six more successes, nothing lost
+    assert paired_difference_lower_bound(shifted, same, 0.95) > 0.0
