@@ -7,8 +7,9 @@ Evaluation seeds are 0..n-1 for every task; the fleet and the lab demos never us
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -20,8 +21,6 @@ from services.store.models import Candidate, Evaluation, EvaluationEpisode
 # Names the evaluation protocol (simulator, episode length, no operator). Results are only
 # paired within one suite; bump it when the protocol changes.
 SUITE = "closed-loop-v1"
-
-PolicyFn = Callable[..., object]
 
 
 @dataclass(frozen=True)
@@ -38,17 +37,36 @@ class TaskEvaluation:
     champion_outcomes: tuple[bool, ...] = ()
 
 
+def _run_episodes(checkpoint: str, items: list[tuple[str, int]]) -> list[tuple]:
+    """One worker's share: load the policy and the simulator once, run its episodes."""
+    from policies.checkpoint import load_checkpoint
+    from sim.episode import run_autonomous
+    from sim.tasks import make_env
+
+    policy = load_checkpoint(Path(checkpoint))
+    envs = {task: make_env(task) for task in {t for t, _ in items}}
+    results = []
+    for task, seed in items:
+        r = run_autonomous(envs[task], seed, policy.act)
+        results.append((task, seed, bool(r.success), int(r.steps), float(r.final_reward)))
+    return results
+
+
 def evaluate_version(
     settings: Settings,
     version: str,
-    load_policy: Callable[[], PolicyFn],
+    checkpoint: Path,
     tasks: Sequence[str],
     seeds: Sequence[int],
-    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[int, bool]]:
-    """Success per task and seed for one model version; runs only what is not stored yet."""
-    from sim.episode import run_autonomous
-    from sim.tasks import make_env
+    """Success per task and seed for one model version; runs only what is not stored yet.
+
+    The missing episodes are shared out as Ray tasks, one per CPU of the Ray cluster (each
+    loads the policy and the simulator once), on the same Ray that trains.
+    """
+    import ray
+
+    from services.training.job import ensure_ray
 
     with session_scope(settings.db_url) as session:
         rows = session.scalars(
@@ -59,27 +77,27 @@ def evaluate_version(
     done = {(r.task, r.seed): r.success for r in rows}
     missing = [(t, s) for t in tasks for s in seeds if (t, s) not in done]
     if missing:
-        policy = load_policy()
-        envs = {task: make_env(task) for task in {t for t, _ in missing}}
-        new_rows = []
-        for i, (task, seed) in enumerate(missing):
-            result = run_autonomous(envs[task], seed, policy)
-            done[(task, seed)] = bool(result.success)
-            new_rows.append(
-                EvaluationEpisode(
-                    model_version=version,
-                    task=task,
-                    seed=seed,
-                    suite=SUITE,
-                    success=bool(result.success),
-                    steps=int(result.steps),
-                    final_reward=float(result.final_reward),
-                )
-            )
-            if progress:
-                progress(i + 1, len(missing))
+        ensure_ray(settings)
+        workers = max(1, min(len(missing), int(ray.cluster_resources().get("CPU", 1))))
+        run = ray.remote(num_cpus=1)(_run_episodes)
+        shares = [missing[w::workers] for w in range(workers)]
+        results = [
+            r for part in ray.get([run.remote(str(checkpoint), s) for s in shares]) for r in part
+        ]
         with session_scope(settings.db_url) as session:
-            session.add_all(new_rows)
+            for task, seed, success, steps, reward in results:
+                done[(task, seed)] = success
+                session.add(
+                    EvaluationEpisode(
+                        model_version=version,
+                        task=task,
+                        seed=seed,
+                        suite=SUITE,
+                        success=success,
+                        steps=steps,
+                        final_reward=reward,
+                    )
+                )
     return {task: {seed: done[(task, seed)] for seed in seeds} for task in tasks}
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from services.config import Settings
 from services.evaluation.closed_loop import (
     TaskEvaluation,
@@ -15,18 +13,13 @@ from services.store import session_scope
 from services.store.models import Candidate
 
 
-def evaluate_candidate(
-    settings: Settings,
-    candidate_id: str,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[TaskEvaluation]:
+def evaluate_candidate(settings: Settings, candidate_id: str) -> list[TaskEvaluation]:
     """Closed-loop success per task on seeds 0..eval_episodes-1, paired with the parent.
 
     The baseline is the candidate's parent: the champion it was fine-tuned from and would
     replace. Stored episodes are reused, so re-running the stage costs nothing.
     """
-    from services.registry.mlflow_registry import load_policy
+    from services.registry.mlflow_registry import policy_checkpoint
 
     with session_scope(settings.db_url) as session:
         candidate = session.get(Candidate, candidate_id)
@@ -35,17 +28,11 @@ def evaluate_candidate(
         version, parent = candidate.model_version, candidate.parent_version
     seeds = range(settings.eval_episodes)
 
-    def policy_of(v: str) -> Callable[[], object]:
-        return lambda: load_policy(settings, v).act
+    def results_of(v: str) -> dict[str, dict[int, bool]]:
+        return evaluate_version(settings, v, policy_checkpoint(settings, v), settings.tasks, seeds)
 
-    results = evaluate_version(
-        settings, version, policy_of(version), settings.tasks, seeds, progress
-    )
-    baseline = (
-        evaluate_version(settings, parent, policy_of(parent), settings.tasks, seeds, progress)
-        if parent
-        else None
-    )
+    results = results_of(version)
+    baseline = results_of(parent) if parent else None
     evaluations = compare(results, baseline)
     store_evaluations(settings, candidate_id, parent, evaluations)
     return evaluations
