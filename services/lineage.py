@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from services.config import Settings
 from services.store import session_scope
@@ -21,46 +22,50 @@ from services.store.models import (
 
 def model_lineage(settings: Settings, version: str) -> dict[str, Any]:
     """The chain of models back to the first, each with the data it was trained on."""
-    chain = []
     with session_scope(settings.db_url) as session:
-        current: str | None = version
-        while current is not None:
-            candidate = session.scalar(select(Candidate).where(Candidate.model_version == current))
-            if candidate is None:
-                if not chain:
-                    raise LookupError(f"no candidate has model version {version}")
-                break
-            dataset = session.get(Dataset, candidate.dataset_id)
-            episodes = session.scalars(
-                select(Episode)
-                .join(DatasetEpisode, DatasetEpisode.episode_id == Episode.id)
-                .where(DatasetEpisode.dataset_id == dataset.id)
-            ).all()
-            n_interventions = session.scalar(
-                select(func.count(Intervention.id))
-                .join(DatasetEpisode, DatasetEpisode.episode_id == Intervention.episode_id)
-                .where(DatasetEpisode.dataset_id == dataset.id)
-            )
-            chain.append(
-                {
-                    "model_version": candidate.model_version,
-                    "candidate_id": candidate.id,
-                    "parent_version": candidate.parent_version,
-                    "mlflow_run_id": candidate.mlflow_run_id,
-                    "flow_run_id": candidate.flow_run_id,
-                    "dataset": {
-                        "id": dataset.id,
-                        "scheme": dataset.scheme,
-                        "steps": dataset.n_steps,
-                        "class_counts": dataset.class_counts,
-                    },
-                    "episodes": len(episodes),
-                    "episodes_by_robot": dict(Counter(e.robot_id for e in episodes)),
-                    "interventions": n_interventions,
-                    "episode_ids": sorted(e.id for e in episodes),
-                }
-            )
-            current = candidate.parent_version
+        return lineage_of_model(session, version)
+
+
+def lineage_of_model(session: Session, version: str) -> dict[str, Any]:
+    chain = []
+    current: str | None = version
+    while current is not None:
+        candidate = session.scalar(select(Candidate).where(Candidate.model_version == current))
+        if candidate is None:
+            if not chain:
+                raise LookupError(f"no candidate has model version {version}")
+            break
+        dataset = session.get(Dataset, candidate.dataset_id)
+        episodes = session.scalars(
+            select(Episode)
+            .join(DatasetEpisode, DatasetEpisode.episode_id == Episode.id)
+            .where(DatasetEpisode.dataset_id == dataset.id)
+        ).all()
+        n_interventions = session.scalar(
+            select(func.count(Intervention.id))
+            .join(DatasetEpisode, DatasetEpisode.episode_id == Intervention.episode_id)
+            .where(DatasetEpisode.dataset_id == dataset.id)
+        )
+        chain.append(
+            {
+                "model_version": candidate.model_version,
+                "candidate_id": candidate.id,
+                "parent_version": candidate.parent_version,
+                "mlflow_run_id": candidate.mlflow_run_id,
+                "flow_run_id": candidate.flow_run_id,
+                "dataset": {
+                    "id": dataset.id,
+                    "scheme": dataset.scheme,
+                    "steps": dataset.n_steps,
+                    "class_counts": dataset.class_counts,
+                },
+                "episodes": len(episodes),
+                "episodes_by_robot": dict(Counter(e.robot_id for e in episodes)),
+                "interventions": n_interventions,
+                "episode_ids": sorted(e.id for e in episodes),
+            }
+        )
+        current = candidate.parent_version
     return {"model_version": version, "chain": chain}
 
 

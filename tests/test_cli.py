@@ -45,7 +45,8 @@ def test_bad_arguments_get_a_clear_message(settings):
 
 def test_only_a_fleet_manager_approves_from_the_cli(settings, monkeypatch):
     add_candidate(settings.db_url, "c1", version="7", status="passed")
-    assert runner.invoke(app, ["users", "add", "erin", "--role", "engineer"]).exit_code == 0
+    added = runner.invoke(app, ["users", "add", "erin", "--role", "engineer"])
+    assert added.exit_code == 0 and "API token (shown once): fw_" in added.output
     assert runner.invoke(app, ["users", "add", "fatima", "--role", "fleet-manager"]).exit_code == 0
     assert runner.invoke(app, ["users", "add", "bob", "--role", "pilot"]).exit_code == 1
 
@@ -58,4 +59,17 @@ def test_only_a_fleet_manager_approves_from_the_cli(settings, monkeypatch):
     approved = runner.invoke(app, ["approve", "7", "--reason", "canary is clean"])
     assert approved.exit_code == 0 and "approved candidate c1 as fatima" in approved.output
     listed = json.loads(runner.invoke(app, ["candidates", "--json"]).output)
-    assert listed[0]["status"] == "approved" and listed[0]["approval"] == "fatima"
+    assert listed[0]["status"] == "approved" and listed[0]["approved_by"] == "fatima"
+
+    monkeypatch.setenv("FLYWHEEL_USER", "erin")
+    assert runner.invoke(app, ["comment", "7", "--text", "watch push"]).exit_code == 0
+    detail = json.loads(runner.invoke(app, ["candidate", "7", "--json"]).output)
+    assert [(d["actor"], d["verdict"]) for d in detail["decisions"]] == [
+        ("fatima", "approved"),
+        ("erin", "comment"),
+    ]
+    audit = json.loads(runner.invoke(app, ["audit", "--subject", "c1", "--json"]).output)
+    assert [a["action"] for a in audit] == ["comment", "approve"]
+    assert audit[1]["before"] == {"status": "passed"} and audit[1]["reason"] == "canary is clean"
+    missing = runner.invoke(app, ["candidate", "99"])
+    assert missing.exit_code == 1 and "no candidate" in missing.output

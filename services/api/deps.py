@@ -1,15 +1,18 @@
-"""FastAPI dependencies as Annotated aliases."""
+"""FastAPI dependencies as Annotated aliases: settings, sessions, the signed-in user."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, HTTPException, Path
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from services.approval.users import Unauthenticated, authenticate
 from services.config import Settings, get_settings
 from services.store import session_scope
+from services.store.models import User
 
 
 def _settings() -> Settings:
@@ -24,4 +27,48 @@ def _session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
+def _write_session(settings: SettingsDep) -> Iterator[Session]:
+    # Serialises writers on SQLite, so two decisions on one candidate cannot both pass checks.
+    with session_scope(settings.db_url, write=True) as session:
+        yield session
+
+
 SessionDep = Annotated[Session, Depends(_session)]
+WriteSessionDep = Annotated[Session, Depends(_write_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `flywheel users add`.")
+
+
+def _current_user(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None:
+        raise HTTPException(
+            status_code=401,
+            detail="missing bearer token: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        user = authenticate(session=session, token=credentials.credentials)
+    except Unauthenticated as exc:
+        raise HTTPException(
+            status_code=401, detail=str(exc), headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
+    session.expunge(user)
+    return user
+
+
+CurrentUser = Annotated[User, Depends(_current_user)]
+
+# A candidate by model version or candidate id; the pattern keeps control characters
+# (which PostgreSQL refuses in text) out of queries.
+CandidateRef = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Model version or candidate id.",
+    ),
+]

@@ -1,4 +1,4 @@
-"""The Flywheel API: candidates, the fleet's assignments, health."""
+"""The Flywheel API: candidates, decisions, the audit log, users, the fleet's assignments."""
 
 from __future__ import annotations
 
@@ -6,13 +6,20 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from services.api.deps import SessionDep
-from services.api.routes import candidates, robots
+from services.api.errors import install_error_handlers
+from services.api.routes import audit, candidates, robots, users
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="Flywheel", version="0.1.0")
-    app.include_router(candidates.router)
-    app.include_router(robots.router)
+    app = FastAPI(
+        title="Flywheel",
+        version="0.1.0",
+        description="Review candidates, approve rollouts, read the audit log. "
+        "Every endpoint but /health takes an API token: `Authorization: Bearer <token>`.",
+    )
+    install_error_handlers(app)
+    for module in (candidates, audit, users, robots):
+        app.include_router(module.router)
 
     @app.get("/health", tags=["health"])
     def health(session: SessionDep) -> dict[str, str]:

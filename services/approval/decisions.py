@@ -9,48 +9,18 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.approval.review import find_candidate
+from services.approval.users import PermissionDenied
 from services.store import record_audit
-from services.store.models import Candidate, Decision, User
+from services.store.models import Decision, User
 
-ROLES = ("engineer", "fleet-manager", "admin")
 APPROVER_ROLES = frozenset({"fleet-manager"})
 # The actor recorded when demo mode approves on its own (FLYWHEEL_AUTO_APPROVE=true).
 AUTO_APPROVER = "auto-approve (demo mode)"
 
 
-class PermissionDenied(Exception):
-    """The user's role does not allow this action."""
-
-
 class DecisionConflict(Exception):
     """The candidate is not in a state that allows this decision."""
-
-
-def add_user(*, session: Session, name: str, role: str) -> User:
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
-    if session.get(User, name) is not None:
-        raise DecisionConflict(f"user {name!r} already exists")
-    user = User(name=name, role=role)
-    session.add(user)
-    record_audit(
-        session,
-        actor="admin",
-        action="add-user",
-        subject_type="user",
-        subject_id=name,
-        after={"role": role},
-    )
-    return user
-
-
-def get_user(*, session: Session, name: str) -> User:
-    user = session.get(User, name)
-    if user is None:
-        raise PermissionDenied(
-            f"unknown user {name!r}: an admin adds it with `flywheel users add {name} --role ROLE`"
-        )
-    return user
 
 
 def approval_of(*, session: Session, candidate_id: str) -> Decision | None:
@@ -82,7 +52,7 @@ def auto_approve(*, session: Session, candidate_id: str) -> Decision:
 
 
 def comment(*, session: Session, candidate_id: str, user: User, text: str) -> Decision:
-    candidate = _candidate(session, candidate_id)
+    candidate = find_candidate(session, candidate_id)
     if not text.strip():
         raise ValueError("a comment needs text")
     decision = Decision(
@@ -97,6 +67,7 @@ def comment(*, session: Session, candidate_id: str, user: User, text: str) -> De
         subject_id=candidate.id,
         reason=text,
     )
+    session.flush()
     return decision
 
 
@@ -113,7 +84,7 @@ def _decide(
         raise PermissionDenied(f"{actor} is a {role}: only a fleet manager may approve or reject")
     if not reason or not reason.strip():
         raise ValueError("a decision needs a reason")
-    candidate = _candidate(session, candidate_id)
+    candidate = find_candidate(session, candidate_id)
     existing = approval_of(session=session, candidate_id=candidate.id)
     if existing is not None:
         raise DecisionConflict(
@@ -141,13 +112,5 @@ def _decide(
         after={"status": verdict},
         reason=reason,
     )
+    session.flush()
     return decision
-
-
-def _candidate(session: Session, candidate_id: str) -> Candidate:
-    candidate = session.get(Candidate, candidate_id)
-    if candidate is None:
-        candidate = session.scalar(select(Candidate).where(Candidate.model_version == candidate_id))
-    if candidate is None:
-        raise LookupError(f"no candidate with id or model version {candidate_id!r}")
-    return candidate

@@ -51,54 +51,131 @@ def evaluate(version: str, as_json: JsonFlag = False) -> None:
 @app.command()
 def candidates(as_json: JsonFlag = False) -> None:
     """Candidates with their gate verdicts and approvals."""
-    from sqlalchemy import select
-
+    from services.approval.review import candidate_summaries
     from services.store import session_scope
-    from services.store.models import Candidate, Decision
 
-    settings = ready()
-    with session_scope(settings.db_url) as session:
-        records = []
-        for c in session.scalars(select(Candidate).order_by(Candidate.created_at)):
-            decisions = {
-                d.kind: d
-                for d in session.scalars(select(Decision).where(Decision.candidate_id == c.id))
-            }
-            records.append(
-                {
-                    "version": c.model_version,
-                    "id": c.id,
-                    "parent": c.parent_version,
-                    "dataset": c.dataset_id,
-                    "status": c.status,
-                    "gate": decisions["gate"].verdict if "gate" in decisions else None,
-                    "gate_reason": decisions["gate"].reason if "gate" in decisions else None,
-                    "approval": decisions["approval"].actor if "approval" in decisions else None,
-                }
-            )
+    with session_scope(ready().db_url) as session:
+        records = candidate_summaries(session)
     if as_json:
         return print_json(records)
     print_table(
         records,
-        ("version", "parent", "status", "gate", "gate_reason", "approval"),
+        ("model_version", "parent_version", "status", "gate", "gate_reason", "approved_by"),
         title="candidates",
     )
 
 
-def _decide(version: str, reason: str, verdict: str) -> None:
+@app.command()
+def candidate(version: str, as_json: JsonFlag = False) -> None:
+    """One candidate: per-task success against the champion, the gate's numbers, lineage,
+    decisions and failing evaluation episodes."""
+    from services.approval.review import NotFound, candidate_detail
+    from services.store import session_scope
+
+    try:
+        with session_scope(ready().db_url) as session:
+            detail = candidate_detail(session, version)
+    except NotFound as exc:
+        fail(str(exc))
+    if as_json:
+        return print_json(detail)
+    console.print(
+        f"model version {detail['model_version']} (candidate {detail['id']}), "
+        f"parent {detail['parent_version']}, {detail['status']}"
+    )
+    tasks = [
+        {
+            "task": t["task"],
+            "candidate": _rate(t["candidate"]),
+            "champion": _rate(t["champion"]),
+            "difference": "-" if t["difference"] is None else f"{t['difference']:+.0%}",
+            "lower bound": "-"
+            if t["difference_lower_bound"] is None
+            else f"{t['difference_lower_bound']:+.0%}",
+            "cand only": t["candidate_only"],
+            "champ only": t["champion_only"],
+        }
+        for t in detail["tasks"]
+    ]
+    if tasks:
+        print_table(tasks, tasks[0].keys(), title=f"against champion {detail['champion_version']}")
+    if detail["offline"]:
+        offline = [{"task": task, **m} for task, m in detail["offline"].items()]
+        print_table(offline, offline[0].keys(), title="offline, held-out episodes")
+    if detail["gate"]:
+        console.print(
+            f"gate: [bold]{detail['gate']['verdict']}[/bold] ({detail['gate']['reason']})"
+        )
+    for d in detail["decisions"]:
+        console.print(f"{d['at']:%Y-%m-%d %H:%M} {d['actor']} {d['verdict']}: {d['reason']}")
+    failing = detail["failing_episodes"]
+    if failing:
+        print_table(failing, ("task", "seed", "steps", "champion_succeeded"), title="failing")
+
+
+def _rate(rate: dict | None) -> str:
+    if rate is None:
+        return "-"
+    low, high = rate["ci"]
+    return f"{rate['successes']}/{rate['n']} {rate['rate']:.0%} [{low:.0%}, {high:.0%}]"
+
+
+@app.command()
+def comment(version: str, text: Annotated[str, typer.Option(help="The comment.")]) -> None:
+    """Comment on a candidate (any role)."""
     from services.approval import decisions
+
+    _as_user(
+        lambda session, user: decisions.comment(
+            session=session, candidate_id=version, user=user, text=text
+        )
+    )
+    console.print(f"commented on {version}")
+
+
+@app.command()
+def audit(
+    subject: Annotated[str | None, typer.Option(help="Only rows about this id.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """The audit log, newest first: who did what, when, why."""
+    from services.approval.review import audit_log
+    from services.store import session_scope
+
+    with session_scope(ready().db_url) as session:
+        rows = audit_log(session, subject_id=subject, limit=limit)
+    if as_json:
+        return print_json(rows)
+    print_table(
+        rows, ("at", "actor", "action", "subject_type", "subject_id", "reason"), title="audit log"
+    )
+
+
+def _as_user(action):
+    """Run ``action(session, user)`` as the CLI's user (FLYWHEEL_USER or the login name)."""
+    from services.approval import decisions, users
     from services.store import session_scope
 
     settings = ready()
     try:
-        with session_scope(settings.db_url) as session:
-            user = decisions.get_user(session=session, name=settings.user or getpass.getuser())
-            fn = decisions.approve if verdict == "approve" else decisions.reject
-            decision = fn(session=session, candidate_id=version, user=user, reason=reason)
-            summary = f"{decision.verdict} candidate {decision.candidate_id} as {user.name}"
-    except (decisions.PermissionDenied, decisions.DecisionConflict, LookupError, ValueError) as exc:
+        with session_scope(settings.db_url, write=True) as session:
+            user = users.get_user(session=session, name=settings.user or getpass.getuser())
+            return action(session, user)
+    except (users.PermissionDenied, decisions.DecisionConflict, LookupError, ValueError) as exc:
         fail(str(exc))
-    console.print(summary)
+
+
+def _decide(version: str, reason: str, verdict: str) -> None:
+    from services.approval import decisions
+
+    fn = decisions.approve if verdict == "approve" else decisions.reject
+
+    def decide(session, user):
+        decision = fn(session=session, candidate_id=version, user=user, reason=reason)
+        return f"{decision.verdict} candidate {decision.candidate_id} as {user.name}"
+
+    console.print(_as_user(decide))
 
 
 @app.command()
@@ -117,16 +194,43 @@ def reject(version: str, reason: Annotated[str, typer.Option(help="Why.")]) -> N
 def users_add(
     name: str, role: Annotated[str, typer.Option(help="engineer | fleet-manager | admin")]
 ) -> None:
-    """Add a user with a role."""
-    from services.approval.decisions import DecisionConflict, add_user
+    """Add a user with a role; prints their API token once."""
+    from services.approval.users import UserExists, add_user
     from services.store import session_scope
 
     try:
-        with session_scope(ready().db_url) as session:
-            add_user(session=session, name=name, role=role)
-    except (DecisionConflict, ValueError) as exc:
+        with session_scope(ready().db_url, write=True) as session:
+            token = add_user(session=session, name=name, role=role)
+    except (UserExists, ValueError) as exc:
         fail(str(exc))
-    console.print(f"added {name} as {role}")
+    console.print(f"added {name} as {role}; API token (shown once): {token}")
+
+
+@users_app.command("token")
+def users_token(name: str) -> None:
+    """Issue a new API token for a user; the old one stops working."""
+    from services.approval.users import NoSuchUser, issue_token
+    from services.store import session_scope
+
+    try:
+        with session_scope(ready().db_url, write=True) as session:
+            token = issue_token(session=session, name=name)
+    except NoSuchUser as exc:
+        fail(str(exc))
+    console.print(f"new API token for {name} (shown once): {token}")
+
+
+@users_app.command("list")
+def users_list(as_json: JsonFlag = False) -> None:
+    """Users and their roles."""
+    from services.approval.users import list_users
+    from services.store import session_scope
+
+    with session_scope(ready().db_url) as session:
+        records = [{"name": u.name, "role": u.role} for u in list_users(session=session)]
+    if as_json:
+        return print_json(records)
+    print_table(records, ("name", "role"), title="users")
 
 
 @rollout_app.command("start")

@@ -1,30 +1,184 @@
+"""Every endpoint of the review API against every role, on SQLite and PostgreSQL."""
+
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from services.api.main import create_app
-from services.rollout.assignments import assign, register_robots
 from services.store import session_scope
-from services.store.models import Decision
-from tests.conftest import add_candidate
+from services.store.models import AuditEvent, Candidate
+from tests.api.conftest import ROLES, seed_review_store
 
 
-def test_health_candidates_and_a_robots_assignment(store_settings):
-    add_candidate(store_settings.db_url, "c1", version="3", status="failed")
-    with session_scope(store_settings.db_url) as session:
-        session.add(
-            Decision(
-                candidate_id="c1", kind="gate", verdict="fail", actor="gate", reason="not better"
-            )
-        )
-        register_robots(session=session, robot_ids=["robot-00"], tasks=["toy-reach"])
-        session.flush()
-        assign(session=session, robot_ids=["robot-00"], version="2", actor="t", reason="test")
+@pytest.fixture
+def api(store_settings):
     client = TestClient(create_app())
-    assert client.get("/health").json() == {"status": "ok"}
-    [candidate] = client.get("/candidates").json()
-    assert candidate["gate"] == "fail" and candidate["model_version"] == "3"
-    assert client.get("/robots/robot-00/assignment").json() == {
+    client.tokens = seed_review_store(store_settings)
+    return client
+
+
+def _auth(client, role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {client.tokens[role]}"}
+
+
+READS = ["/candidates", "/candidates/3", "/candidates/c3", "/audit", "/users/me"]
+
+
+@pytest.mark.parametrize("path", READS)
+def test_reads_need_a_valid_token_and_every_role_may_read(api, path):
+    missing = api.get(path)
+    assert missing.status_code == 401 and "bearer" in missing.json()["detail"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = api.get(path, headers={"Authorization": "Bearer fw_not-a-token"})
+    assert wrong.status_code == 401 and "invalid" in wrong.json()["detail"]
+    for role in ROLES:
+        assert api.get(path, headers=_auth(api, role)).status_code == 200, role
+
+
+def test_health_needs_no_token(api):
+    assert api.get("/health").json() == {"status": "ok"}
+
+
+def test_candidate_list_and_detail_show_every_number_behind_the_verdict(api):
+    listed = {
+        c["model_version"]: c for c in api.get("/candidates", headers=_auth(api, "engineer")).json()
+    }
+    assert listed["3"]["gate"] == "pass" and listed["4"]["gate"] == "fail"
+    assert listed["3"]["status"] == "passed" and listed["3"]["approval"] is None
+
+    detail = api.get("/candidates/3", headers=_auth(api, "engineer")).json()
+    assert detail["id"] == "c3" and detail["champion_version"] == "2"
+    [task] = detail["tasks"]
+    assert task["candidate"]["successes"] == 30 and task["champion"]["successes"] == 12
+    low, high = task["candidate"]["ci"]
+    assert low < 30 / 40 < high
+    assert task["difference"] == pytest.approx(18 / 40)
+    assert task["candidate_only"] == 18 and task["champion_only"] == 0
+    assert task["difference_lower_bound"] > 0
+    assert detail["gate"]["verdict"] == "pass" and detail["gate"]["numbers"]["p_value"] < 0.05
+    assert detail["lineage"]["dataset"]["id"] == "d1"
+    failing = detail["failing_episodes"]
+    assert [e["seed"] for e in failing] == list(range(30, 40))
+    assert all(e["champion_succeeded"] is False for e in failing)
+
+
+def test_only_a_fleet_manager_approves_or_rejects(api):
+    for role in ("engineer", "admin"):
+        refused = api.post("/candidates/3/approve", json={"reason": "ok"}, headers=_auth(api, role))
+        assert refused.status_code == 403 and "only a fleet manager" in refused.json()["detail"]
+        refused = api.post("/candidates/3/reject", json={"reason": "no"}, headers=_auth(api, role))
+        assert refused.status_code == 403
+    fm = _auth(api, "fleet-manager")
+    approved = api.post("/candidates/3/approve", json={"reason": "canary looks fine"}, headers=fm)
+    assert approved.status_code == 200
+    assert (
+        approved.json()["verdict"] == "approved" and approved.json()["actor"] == "u-fleet-manager"
+    )
+    again = api.post("/candidates/3/reject", json={"reason": "changed my mind"}, headers=fm)
+    assert again.status_code == 409 and "already approved" in again.json()["detail"]
+    failed = api.post("/candidates/4/approve", json={"reason": "please"}, headers=fm)
+    assert failed.status_code == 409 and "failed" in failed.json()["detail"]
+    assert api.post("/candidates/4/reject", json={"reason": "worse"}, headers=fm).status_code == 409
+    assert api.post("/candidates/99/approve", json={"reason": "x"}, headers=fm).status_code == 404
+
+
+def test_decisions_are_audited_with_state_before_and_after(api, store_settings):
+    fm = _auth(api, "fleet-manager")
+    api.post("/candidates/3/reject", json={"reason": "push regressed on site B"}, headers=fm)
+    rows = api.get("/audit", params={"subject_id": "c3"}, headers=_auth(api, "engineer")).json()
+    assert [r["action"] for r in rows] == ["reject", "gate"]
+    reject = rows[0]
+    assert reject["actor"] == "u-fleet-manager" and reject["reason"] == "push regressed on site B"
+    assert reject["before"] == {"status": "passed"} and reject["after"] == {"status": "rejected"}
+    with session_scope(store_settings.db_url) as session:
+        assert session.get(Candidate, "c3").status == "rejected"
+
+
+def test_every_role_may_comment(api):
+    for role in ROLES:
+        made = api.post(
+            "/candidates/3/comments", json={"text": f"{role}: seen"}, headers=_auth(api, role)
+        )
+        assert made.status_code == 201 and made.json()["kind"] == "comment"
+    decisions = api.get("/candidates/3", headers=_auth(api, "engineer")).json()["decisions"]
+    assert [d["actor"] for d in decisions] == [f"u-{r}" for r in ROLES]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/candidates/3/approve", {}),
+        ("/candidates/3/approve", {"reason": ""}),
+        ("/candidates/3/approve", {"reason": "   "}),
+        ("/candidates/3/approve", {"reason": "bad\x00byte"}),
+        ("/candidates/3/approve", {"reason": "x" * 2001}),
+        ("/candidates/3/comments", {"text": 42}),
+        ("/candidates/bad%00ref/approve", {"reason": "ok"}),
+        ("/users", {"name": "new", "role": "superuser"}),
+        ("/users", {"name": "has space", "role": "engineer"}),
+    ],
+)
+def test_invalid_input_gets_a_4xx_with_a_message_and_changes_nothing(
+    api, store_settings, path, body
+):
+    who = "admin" if path == "/users" else "fleet-manager"
+    answer = api.post(path, json=body, headers=_auth(api, who))
+    assert 400 <= answer.status_code < 500 and answer.json()["detail"]
+    with session_scope(store_settings.db_url) as session:
+        assert session.get(Candidate, "c3").status == "passed"
+        assert not session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.action.in_(("approve", "add-user")))
+            .where(AuditEvent.subject_id.in_(("c3", "new", "has space")))
+        ).all()
+
+
+def test_only_an_admin_manages_users_and_a_new_token_replaces_the_old(api):
+    admin = _auth(api, "admin")
+    for role in ("engineer", "fleet-manager"):
+        assert api.get("/users", headers=_auth(api, role)).status_code == 403
+        denied = api.post("/users", json={"name": "x", "role": "admin"}, headers=_auth(api, role))
+        assert denied.status_code == 403 and "only an admin" in denied.json()["detail"]
+        assert api.post("/users/u-engineer/token", headers=_auth(api, role)).status_code == 403
+    made = api.post("/users", json={"name": "nadia", "role": "fleet-manager"}, headers=admin)
+    assert made.status_code == 201
+    token = made.json()["token"]
+    me = api.get("/users/me", headers={"Authorization": f"Bearer {token}"}).json()
+    assert me == {"name": "nadia", "role": "fleet-manager"}
+    assert (
+        api.post("/users", json={"name": "nadia", "role": "engineer"}, headers=admin).status_code
+        == 409
+    )
+    assert {u["name"] for u in api.get("/users", headers=admin).json()} >= {"nadia", "u-admin"}
+
+    rotated = api.post("/users/nadia/token", headers=admin)
+    assert rotated.status_code == 200 and rotated.json()["token"] != token
+    assert api.get("/users/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    fresh = {"Authorization": f"Bearer {rotated.json()['token']}"}
+    assert api.get("/users/me", headers=fresh).json()["name"] == "nadia"
+    assert api.post("/users/ghost/token", headers=admin).status_code == 404
+
+
+def test_a_robot_asks_for_its_assignment(api):
+    assert api.get("/robots/robot-00/assignment").json() == {
         "robot_id": "robot-00",
         "model_version": "2",
     }
-    missing = client.get("/robots/robot-99/assignment")
+    missing = api.get("/robots/robot-99/assignment")
     assert missing.status_code == 404 and "unknown robot" in missing.json()["detail"]
+
+
+def test_the_openapi_schema_declares_bearer_auth_and_every_route(api):
+    schema = api.get("/openapi.json").json()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    assert {
+        "/candidates",
+        "/candidates/{ref}",
+        "/candidates/{ref}/approve",
+        "/candidates/{ref}/reject",
+        "/candidates/{ref}/comments",
+        "/audit",
+        "/users",
+        "/users/me",
+        "/users/{name}/token",
+    } <= set(schema["paths"])

@@ -5,12 +5,12 @@ from services.approval.decisions import (
     AUTO_APPROVER,
     DecisionConflict,
     PermissionDenied,
-    add_user,
     approve,
     comment,
     reject,
 )
 from services.approval.requests import request_approval
+from services.approval.users import add_user, get_user
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate
 from tests.conftest import add_candidate
@@ -23,9 +23,12 @@ def _candidate(db_url: str, status: str, cid: str = "c1") -> None:
 @pytest.fixture
 def users(store_settings):
     with session_scope(store_settings.db_url) as session:
+        add_user(session=session, name="erin", role="engineer")
+        add_user(session=session, name="fatima", role="fleet-manager")
+    with session_scope(store_settings.db_url) as session:
         return {
-            "eng": add_user(session=session, name="erin", role="engineer"),
-            "fm": add_user(session=session, name="fatima", role="fleet-manager"),
+            "eng": get_user(session=session, name="erin"),
+            "fm": get_user(session=session, name="fatima"),
         }
 
 

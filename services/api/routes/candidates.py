@@ -1,45 +1,59 @@
-"""Candidates with their gate verdicts (read-only for now)."""
+"""Candidates for engineers and fleet managers: evidence, decisions, comments."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
-from pydantic import BaseModel
-from sqlalchemy import select
 
-from services.api.deps import SessionDep
-from services.store.models import Candidate, Decision
+from services.api.deps import CandidateRef, CurrentUser, SessionDep, WriteSessionDep
+from services.api.schemas import CandidateDetail, CandidateSummary, CommentIn, DecisionOut, Reason
+from services.approval import decisions, review
 
-router = APIRouter(prefix="/candidates", tags=["candidates"])
+router = APIRouter(
+    prefix="/candidates",
+    tags=["candidates"],
+    responses={400: {"description": "Malformed JSON body."}},
+)
+
+_ERRORS = {
+    401: {"description": "Missing or invalid token."},
+    404: {"description": "No such candidate."},
+}
+_DECISION_ERRORS = _ERRORS | {
+    403: {"description": "Only a fleet manager may decide."},
+    409: {"description": "Already decided, or not in a state that can be decided."},
+}
 
 
-class CandidatePublic(BaseModel):
-    id: str
-    model_version: str | None
-    parent_version: str | None
-    dataset_id: str
-    status: str
-    gate: str | None
-    gate_reason: str | None
-    created_at: datetime
+@router.get("", response_model=list[CandidateSummary], responses={401: _ERRORS[401]})
+def list_candidates(session: SessionDep, user: CurrentUser) -> list[dict]:
+    return review.candidate_summaries(session)
 
 
-@router.get("", response_model=list[CandidatePublic])
-def list_candidates(session: SessionDep) -> list[CandidatePublic]:
-    gates = {
-        d.candidate_id: d for d in session.scalars(select(Decision).where(Decision.kind == "gate"))
-    }
-    return [
-        CandidatePublic(
-            id=c.id,
-            model_version=c.model_version,
-            parent_version=c.parent_version,
-            dataset_id=c.dataset_id,
-            status=c.status,
-            gate=gates[c.id].verdict if c.id in gates else None,
-            gate_reason=gates[c.id].reason if c.id in gates else None,
-            created_at=c.created_at,
-        )
-        for c in session.scalars(select(Candidate).order_by(Candidate.created_at))
-    ]
+@router.get("/{ref}", response_model=CandidateDetail, responses=_ERRORS)
+def get_candidate(ref: CandidateRef, session: SessionDep, user: CurrentUser) -> dict:
+    return review.candidate_detail(session, ref)
+
+
+@router.post("/{ref}/approve", response_model=DecisionOut, responses=_DECISION_ERRORS)
+def approve(ref: CandidateRef, body: Reason, session: WriteSessionDep, user: CurrentUser):
+    return _out(decisions.approve(session=session, candidate_id=ref, user=user, reason=body.reason))
+
+
+@router.post("/{ref}/reject", response_model=DecisionOut, responses=_DECISION_ERRORS)
+def reject(ref: CandidateRef, body: Reason, session: WriteSessionDep, user: CurrentUser):
+    return _out(decisions.reject(session=session, candidate_id=ref, user=user, reason=body.reason))
+
+
+@router.post("/{ref}/comments", response_model=DecisionOut, status_code=201, responses=_ERRORS)
+def add_comment(ref: CandidateRef, body: CommentIn, session: WriteSessionDep, user: CurrentUser):
+    return _out(decisions.comment(session=session, candidate_id=ref, user=user, text=body.text))
+
+
+def _out(decision) -> DecisionOut:
+    return DecisionOut(
+        kind=decision.kind,
+        verdict=decision.verdict,
+        actor=decision.actor,
+        reason=decision.reason,
+        at=decision.created_at,
+    )

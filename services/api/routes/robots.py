@@ -16,7 +16,11 @@ class AssignmentPublic(BaseModel):
     model_version: str | None
 
 
-@router.get("/{robot_id}/assignment", response_model=AssignmentPublic)
+@router.get(
+    "/{robot_id}/assignment",
+    response_model=AssignmentPublic,
+    responses={404: {"description": "No such robot."}},
+)
 def get_assignment(robot_id: str, session: SessionDep) -> AssignmentPublic:
     try:
         version = assignment_of(session=session, robot_id=robot_id)

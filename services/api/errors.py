@@ -1,0 +1,34 @@
+"""Domain exceptions as HTTP answers: a client error always gets a 4xx with a message."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from services.approval.decisions import DecisionConflict
+from services.approval.review import NotFound
+from services.approval.users import NoSuchUser, PermissionDenied, Unauthenticated, UserExists
+
+STATUS = {
+    Unauthenticated: 401,
+    PermissionDenied: 403,
+    NotFound: 404,
+    NoSuchUser: 404,
+    DecisionConflict: 409,
+    UserExists: 409,
+}
+# Not LookupError or ValueError as such: a KeyError or a pydantic error inside a handler is a
+# server bug and must show as a 500, not pass as the client's fault.
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for exc_type, status in STATUS.items():
+        app.add_exception_handler(exc_type, _handler(status))
+
+
+def _handler(status: int):
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
+
+    return handle

@@ -1,0 +1,103 @@
+"""Users, their roles and their API tokens.
+
+A token is shown once, when it is issued, and only its SHA-256 is stored: tokens are 256
+random bits, so a fast hash is enough and a leaked table does not leak credentials.
+Issuing a new token replaces the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.store import record_audit
+from services.store.models import User
+
+ROLES = ("engineer", "fleet-manager", "admin")
+# Users may only be managed by an admin, or by the operator at the machine (the CLI).
+LOCAL_ADMIN = "admin (local CLI)"
+
+
+class NoSuchUser(LookupError):
+    """No user by that name."""
+
+
+class PermissionDenied(Exception):
+    """The user's role does not allow this action."""
+
+
+class Unauthenticated(Exception):
+    """No user goes with these credentials."""
+
+
+class UserExists(Exception):
+    """A user with that name is already there."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_user(*, session: Session, name: str, role: str, actor: str = LOCAL_ADMIN) -> str:
+    """Add a user and return their first API token (shown once, stored only as a hash)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    name = name.strip()
+    if not name or len(name) > 64:
+        raise ValueError("a user name needs 1 to 64 characters")
+    if session.get(User, name) is not None:
+        raise UserExists(f"user {name!r} already exists")
+    token = _new_token()
+    session.add(User(name=name, role=role, token_hash=hash_token(token)))
+    record_audit(
+        session,
+        actor=actor,
+        action="add-user",
+        subject_type="user",
+        subject_id=name,
+        after={"role": role},
+    )
+    return token
+
+
+def issue_token(*, session: Session, name: str, actor: str = LOCAL_ADMIN) -> str:
+    """Replace a user's API token with a new one and return it."""
+    user = get_user(session=session, name=name)
+    token = _new_token()
+    user.token_hash = hash_token(token)
+    record_audit(
+        session,
+        actor=actor,
+        action="issue-token",
+        subject_type="user",
+        subject_id=name,
+        reason="the previous token no longer works",
+    )
+    return token
+
+
+def get_user(*, session: Session, name: str) -> User:
+    user = session.get(User, name)
+    if user is None:
+        raise NoSuchUser(
+            f"unknown user {name!r}: an admin adds it with `flywheel users add {name} --role ROLE`"
+        )
+    return user
+
+
+def authenticate(*, session: Session, token: str) -> User:
+    user = session.scalar(select(User).where(User.token_hash == hash_token(token)))
+    if user is None:
+        raise Unauthenticated("invalid or revoked API token")
+    return user
+
+
+def list_users(*, session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.name)))
+
+
+def _new_token() -> str:
+    return "fw_" + secrets.token_urlsafe(32)

@@ -1,0 +1,47 @@
+"""A review store with candidates, evaluations, a user per role and a robot."""
+
+from services.approval.users import add_user
+from services.evaluation.closed_loop import compare, store_evaluations
+from services.evaluation.gate import judge, record_verdict
+from services.rollout.assignments import assign, register_robots
+from services.store import session_scope
+from services.store.models import EvaluationEpisode
+from tests.conftest import add_candidate
+
+ROLES = ("engineer", "fleet-manager", "admin")
+
+
+def _outcomes(successes: int, n: int = 40) -> dict[int, bool]:
+    return {seed: seed < successes for seed in range(n)}
+
+
+def seed_review_store(settings) -> dict[str, str]:
+    """Candidate 2 (champion), candidate 3 passed against it, candidate 4 failed; returns an
+    API token per role."""
+    url = settings.db_url
+    add_candidate(url, "c2", version="2", status="deployed")
+    add_candidate(url, "c3", version="3", status="registered", parent="2")
+    add_candidate(url, "c4", version="4", status="registered", parent="2")
+    for cid, k in (("c3", 30), ("c4", 5)):
+        evaluations = compare({"pick-place": _outcomes(k)}, {"pick-place": _outcomes(12)})
+        store_evaluations(settings, cid, "2", evaluations)
+        record_verdict(url, cid, judge(evaluations))
+    with session_scope(url) as session:
+        for version, k in (("2", 12), ("3", 30)):
+            for seed, ok in _outcomes(k).items():
+                session.add(
+                    EvaluationEpisode(
+                        model_version=version,
+                        task="pick-place",
+                        seed=seed,
+                        suite="closed-loop-v1",
+                        success=ok,
+                        steps=50 if ok else 200,
+                        final_reward=1.0 if ok else 0.1,
+                    )
+                )
+        tokens = {role: add_user(session=session, name=f"u-{role}", role=role) for role in ROLES}
+        register_robots(session=session, robot_ids=["robot-00"], tasks=["pick-place"])
+        session.flush()
+        assign(session=session, robot_ids=["robot-00"], version="2", actor="t", reason="test")
+    return tokens
