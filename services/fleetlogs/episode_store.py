@@ -10,7 +10,7 @@ data/chunk-CCC/file-NNN.parquet           one row per step; one file per ingest 
 
 Every file is written under a temporary name and renamed. The SQL index (``episodes``) is
 the record of which data files count: a file no row refers to is a crash leftover, and
-``remove_orphans`` deletes it. info.json and stats.json are derived from the per-episode
+``repair`` deletes it. info.json and stats.json are derived from the per-episode
 rows of meta/episodes, so ``write_meta`` can rebuild them after any crash.
 """
 
@@ -300,14 +300,19 @@ class EpisodeStore:
         (self.root / relative).unlink(missing_ok=True)
         self._episodes_path(relative).unlink(missing_ok=True)
 
-    def remove_orphans(self, known: set[str]) -> list[str]:
-        """Delete crash leftovers (hold the lock): orphan files and unfinished temp files."""
+    def repair(self, known: set[str]) -> list[str]:
+        """Undo what a crash left (hold the lock); returns the orphan data files removed.
+
+        Unfinished temp files and data files no index row refers to are deleted, and
+        info.json and stats.json are rebuilt when they do not count what meta/episodes holds
+        (a crash after the index commit, before ``write_meta``).
+        """
         for partial in self.root.rglob(".*.partial"):
             partial.unlink(missing_ok=True)
         orphans = sorted(self.orphan_files(known))
         for relative in orphans:
             self.remove(relative)
-        if orphans:
+        if orphans or self.info().get("total_episodes", 0) != self._episodes_meta().num_rows:
             self.write_meta()
         return orphans
 

@@ -1,11 +1,22 @@
-"""The ingest stage: new uploads in the fleet log store become validated, indexed episodes.
+"""The ingest stage: new logs in the fleet log store become validated, indexed episodes.
 
-Idempotent by content: an episode's id is the hash of its file, and a file whose hash the
-index already holds (ingested or quarantined) is skipped, so a bad file is quarantined once
-and retried only when its bytes change. For each chunk of files the Parquet data file is
-written first and the index rows after it in one transaction; if that transaction fails the
-data file is deleted, and a crash in between leaves a data file no row refers to, which the
-next run removes. Source files are only ever read.
+Formats (``sources.py`` finds them): MCAP in Flywheel's JSON contract or with ROS 2 messages,
+ROS 1 and ROS 2 bags (``ros.py``, mapped by the fleet's mapping file), LeRobot v3.0 datasets
+and robomimic HDF5 files (imported as demonstrations). ``docs/ingest.md`` tells the whole story.
+
+Idempotent by content. A log holding one stream (an MCAP, a bag) is hashed first, and skipped
+when the index already holds its hash (ingested or quarantined), so a bad file is quarantined
+once and retried only when its bytes change; its episodes are the hash and, when its outcomes
+split it into several, the hash with the episode's number. A container of many episodes
+(robomimic, LeRobot) is read episode by episode, and each episode's id is the hash of its own
+frames and labels, so a dataset that grows imports only its new episodes.
+
+Crash safety: a chunk of episodes (bounded in episodes and frames, so memory stays flat
+whatever the backlog) is written as one Parquet data file first and its index rows after it
+in one transaction; if that transaction fails the data file is deleted, and a crash in between
+leaves a data file no row refers to, which the next run removes (``EpisodeStore.repair``). The
+episodes of one stream always share a chunk. One ingest at a time holds the store's lock, so
+two at once do not duplicate anything. Source files are only ever read.
 """
 
 from __future__ import annotations
@@ -17,73 +28,52 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pyarrow import fs as pafs
 from sqlalchemy import func, select
 
 from services.config import Settings
 from services.fleetlogs.episode_store import EpisodeStore
-from services.fleetlogs.mcap_reader import LogFormatError, RawEpisode, read_episode_mcap
+from services.fleetlogs.lerobot_import import read_lerobot
+from services.fleetlogs.mapping import FleetMapping
+from services.fleetlogs.mcap_reader import LogFormatError, RawEpisode, read_mcap
+from services.fleetlogs.robomimic import read_robomimic
+from services.fleetlogs.ros import read_rosbag
+from services.fleetlogs.sources import CONTAINERS, HASH_BLOCK, LogUnit, Source
 from services.store import record_audit, session_scope
 from services.store.models import Episode, IngestRun, Intervention, utcnow
 from services.validation.suite import frame_table, validate_frames
 
 log = logging.getLogger(__name__)
 
-# Files per Parquet data file: bounds memory whatever the size of the backlog.
-CHUNK_FILES = 200
-HASH_BLOCK = 1 << 20
-SOURCE_FORMAT = "mcap"
+# A chunk is written as one Parquet data file: these bound memory whatever the backlog.
+CHUNK_EPISODES = 200
+CHUNK_FRAMES = 250_000
 
 
 @dataclass
 class IngestSummary:
     run_id: str
     ingested: int = 0
+    # Logs (or, in containers, episodes) the index already held.
     skipped: int = 0
     quarantined: int = 0
     episode_ids: list[str] = field(default_factory=list)
-    # (source uri, reason) of every file quarantined by this run.
+    # (source uri, reason) of every log or episode quarantined by this run.
     quarantined_files: list[tuple[str, str]] = field(default_factory=list)
-    # The validation suite's result summary per chunk.
+    # The validation suites' result summary per chunk.
     validation: list[dict] = field(default_factory=list)
 
 
 @dataclass
 class _Upload:
-    uri: str
+    uri: str  # the log's URI, with "#<episode>" for one of several episodes in it
     digest: str
+    format: str
     episode: RawEpisode | None = None
     reason: str | None = None  # why it is quarantined
 
     @property
     def episode_id(self) -> str:
         return self.digest[:16]
-
-
-# -- discovery: pyarrow filesystems, so object stores slot in behind the same two calls ---------
-
-
-def _filesystem(source: str) -> tuple[pafs.FileSystem, str, str]:
-    """(filesystem, base path, URI prefix) for a local folder or a URI pyarrow understands."""
-    if "://" in source:
-        filesystem, base = pafs.FileSystem.from_uri(source)
-        scheme = source.split("://", 1)[0]
-        return filesystem, base, "" if scheme == "file" else f"{scheme}://"
-    return pafs.LocalFileSystem(), str(source), ""
-
-
-def discover(filesystem: pafs.FileSystem, base: str) -> list[str]:
-    """Every finished upload under ``base`` in a stable order (uploads in flight start with '.')."""
-    if filesystem.get_file_info(base).type == pafs.FileType.NotFound:
-        return []
-    selector = pafs.FileSelector(base, recursive=True)
-    return sorted(
-        f.path
-        for f in filesystem.get_file_info(selector)
-        if f.type == pafs.FileType.File
-        and f.base_name.endswith(".mcap")
-        and not f.base_name.startswith(".")
-    )
 
 
 class _HashingStream:
@@ -104,59 +94,135 @@ class _HashingStream:
         return self.sha256.hexdigest()
 
 
-def file_sha256(filesystem: pafs.FileSystem, path: str) -> str:
-    with filesystem.open_input_stream(path, compression=None) as stream:
-        return _HashingStream(stream).drain()
+def episode_digest(raw: RawEpisode) -> str:
+    """The content hash of one episode: its frames and labels (for episodes in containers)."""
+    digest = hashlib.sha256()
+    for array in (raw.states, raw.actions, raw.timestamps):
+        digest.update(array.tobytes())
+    for text in (*raw.control_source, raw.task, raw.robot_id, raw.kind, raw.outcome):
+        digest.update(str(text).encode() + b"\0")
+    digest.update(str(raw.policy_version).encode())
+    return digest.hexdigest()
 
 
-def _read(filesystem: pafs.FileSystem, path: str, uri: str, digest: str) -> _Upload | None:
-    """Parse a new upload in one streamed pass; None if it changed since it was hashed."""
-    upload = _Upload(uri=uri, digest=digest)
-    with filesystem.open_input_stream(path, compression=None) as stream:
+def _nth(digest: str, n: int) -> str:
+    """The hash of a stream's n-th episode: the log's own for the first."""
+    return digest if n == 0 else hashlib.sha256(f"{digest}#{n}".encode()).hexdigest()
+
+
+# -- reading one unit -------------------------------------------------------------------------
+
+
+def _uploads(
+    source: Source, unit: LogUnit, mapping: FleetMapping, known: set[str], summary: IngestSummary
+) -> Iterator[list[_Upload]]:
+    """Groups of uploads that must share a chunk: a stream's episodes, or one container episode."""
+    if unit.format in CONTAINERS:
+        yield from _container(source, unit, mapping, known, summary)
+        return
+    digest = source.sha256(unit)
+    if digest in known:
+        summary.skipped += 1
+        return
+    try:
+        if unit.format == "mcap":
+            episodes = _read_mcap(source, unit, mapping, digest)
+            if episodes is None:
+                return
+        else:
+            with source.local_path(unit) as path:
+                episodes = read_rosbag(path, mapping)
+    except LogFormatError as exc:
+        yield [_Upload(unit.uri, digest, unit.format, reason=str(exc))]
+        return
+    several = len(episodes) > 1
+    yield [
+        _Upload(
+            f"{unit.uri}#episode-{n}" if several else unit.uri, _nth(digest, n), unit.format, raw
+        )
+        for n, raw in enumerate(episodes)
+    ]
+
+
+def _read_mcap(
+    source: Source, unit: LogUnit, mapping: FleetMapping, digest: str
+) -> list[RawEpisode] | None:
+    """One streamed pass; None if the file changed since it was hashed."""
+    with source.open(unit.path) as stream:
         hashing = _HashingStream(stream)
-        try:
-            upload.episode = read_episode_mcap(hashing)
-        except LogFormatError as exc:
-            upload.reason = str(exc)
-            return upload
+        episodes = read_mcap(hashing, mapping)
         if hashing.drain() != digest:
-            log.warning("%s changed while it was read; it is left for the next run", uri)
+            log.warning("%s changed while it was read; it is left for the next run", unit.uri)
             return None
-    return upload
+    return episodes
+
+
+def _container(
+    source: Source, unit: LogUnit, mapping: FleetMapping, known: set[str], summary: IngestSummary
+) -> Iterator[list[_Upload]]:
+    with source.local_path(unit) as path:
+        if unit.format == "robomimic":
+            episodes = read_robomimic(path, mapping.robomimic, mapping.defaults, unit.modified)
+        else:
+            episodes = read_lerobot(path, mapping.defaults, unit.modified)
+        try:
+            for key, result in episodes:
+                uri = f"{unit.uri}#{key}"
+                if isinstance(result, LogFormatError):
+                    # No frames to hash: the log's identity and what is wrong with it.
+                    digest = hashlib.sha256(f"{uri}\n{result}".encode()).hexdigest()
+                    upload = _Upload(uri, digest, unit.format, reason=str(result))
+                else:
+                    upload = _Upload(uri, episode_digest(result), unit.format, result)
+                if upload.digest in known:
+                    summary.skipped += 1
+                    continue
+                yield [upload]
+        except LogFormatError as exc:  # the container itself is unreadable
+            digest = source.sha256(unit)
+            if digest in known:
+                summary.skipped += 1
+                return
+            yield [_Upload(unit.uri, digest, unit.format, reason=str(exc))]
 
 
 # -- the stage ----------------------------------------------------------------------------------
 
 
 def ingest_logs(
-    settings: Settings, *, source: str | None = None, run_id: str | None = None
+    settings: Settings,
+    *,
+    source: str | None = None,
+    mapping: FleetMapping | None = None,
+    run_id: str | None = None,
 ) -> IngestSummary:
-    """Ingest every upload under ``source`` (default: the fleet log store) not yet indexed."""
+    """Ingest every log under ``source`` (default: the fleet log store) not yet indexed.
+
+    ``mapping`` is the fleet's mapping file (``mapping.load_mapping``); the default reads
+    Flywheel's own topic contracts.
+    """
     source = source or settings.fleet_log_uri
-    filesystem, base, prefix = _filesystem(source)
+    mapping = mapping or FleetMapping()
+    logs = Source(source)
     store = EpisodeStore(settings.episode_store)
     summary = IngestSummary(run_id=run_id or uuid.uuid4().hex[:16])
     with store.lock():
         with session_scope(settings.db_url) as session:
             known = set(session.scalars(select(Episode.content_hash)))
             referenced = set(session.scalars(select(Episode.data_file).distinct()))
-        for orphan in store.remove_orphans(referenced - {None}):
+        for orphan in store.repair(referenced - {None}):
             log.warning("removed %s: no episode refers to it (left by a crash)", orphan)
         chunk: list[_Upload] = []
-        for path in discover(filesystem, base):
-            digest = file_sha256(filesystem, path)
-            if digest in known:
-                summary.skipped += 1
-                continue
-            upload = _read(filesystem, path, prefix + path, digest)
-            if upload is not None:
-                known.add(digest)
-                chunk.append(upload)
-            if len(chunk) >= CHUNK_FILES:
-                _ingest_chunk(settings, store, chunk, summary, source)
-                chunk = []
+        for unit in logs.discover():
+            for group in _uploads(logs, unit, mapping, known, summary):
+                known.update(u.digest for u in group)
+                chunk += group
+                frames = sum(u.episode.steps for u in chunk if u.episode is not None)
+                if len(chunk) >= CHUNK_EPISODES or frames >= CHUNK_FRAMES:
+                    _ingest_chunk(settings, store, chunk, summary, source, mapping)
+                    chunk = []
         # The last commit also closes the run: its counts are final by then.
-        _ingest_chunk(settings, store, chunk, summary, source, finished=True)
+        _ingest_chunk(settings, store, chunk, summary, source, mapping, finished=True)
     log.info(
         "ingest %s: %d ingested, %d skipped, %d quarantined",
         summary.run_id,
@@ -173,18 +239,22 @@ def _ingest_chunk(
     chunk: list[_Upload],
     summary: IngestSummary,
     source: str,
+    mapping: FleetMapping,
     *,
     finished: bool = False,
 ) -> None:
     parsed = [u for u in chunk if u.episode is not None]
     results: list[dict] = []
     if parsed:
+        dims = _dims(store, parsed)
         report = validate_frames(
-            frame_table((u.episode_id, u.episode) for u in parsed), dims=_dims(store, parsed)
+            frame_table(((u.episode_id, u.episode) for u in parsed), mapping.embodiments),
+            dims=dims,
+            embodiments=mapping.embodiments,
         )
         results.append(report.result)
         for upload in parsed:
-            upload.reason = report.reason(upload.episode_id)
+            upload.reason = report.reason(upload.episode_id) or _shape_reason(upload, dims)
     good = [u for u in parsed if u.reason is None]
     bad = [u for u in chunk if u.reason is not None]
 
@@ -246,6 +316,19 @@ def _dims(store: EpisodeStore, parsed: list[_Upload]) -> dict[str, tuple[int, in
     return {u.episode.task: dims for u in parsed}
 
 
+def _shape_reason(upload: _Upload, dims: dict[str, tuple[int, int]]) -> str | None:
+    """An episode its embodiment accepts may still not fit the store's one shape per feature."""
+    raw = upload.episode
+    expected = dims[raw.task]
+    if (raw.state_dim, raw.action_dim) == expected:
+        return None
+    return (
+        f"sizes (state {raw.state_dim}, action {raw.action_dim}) differ from the episode store's "
+        f"(state {expected[0]}, action {expected[1]}): the LeRobot layout holds one shape per "
+        "feature, so ingest this embodiment into its own FLYWHEEL_HOME"
+    )
+
+
 def _count_run(session, run: IngestRun, *, skipped: int, finished: bool) -> None:
     """The run's counts, derived from its rows (a retried run id keeps adding up right)."""
     counts = dict(
@@ -282,7 +365,7 @@ def _episode_row(
         outcome=raw.outcome if raw else None,
         n_interventions=len(raw.interventions) if raw and ok else 0,
         source_uri=upload.uri,
-        source_format=SOURCE_FORMAT,
+        source_format=upload.format,
         ingest_run_id=run_id,
         status="ok" if ok else "quarantined",
         reason=upload.reason,

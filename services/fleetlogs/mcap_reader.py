@@ -1,4 +1,4 @@
-"""Read one episode from an MCAP upload in Flywheel's topic contract (see ``contract.py``).
+"""Read MCAP uploads: Flywheel's JSON topic contract (``contract.py``), or ROS 2 (``ros.py``).
 
 The file is streamed once, message by message in file order, so memory holds the decoded
 episode and never the file. Anything that keeps the file from being one well-formed episode
@@ -10,10 +10,13 @@ the validation suite's, run once per batch.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import struct
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
@@ -24,6 +27,7 @@ from mcap.reader import NonSeekingReader
 
 from services.features import CONTROL_OPERATOR, CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.fleetlogs import contract
+from services.fleetlogs.mapping import FleetMapping
 from services.fleetlogs.mcap_writer import EpisodeRecording, InterventionSpan
 
 # A corrupt record length must not make the reader allocate gigabytes; the writer's chunks
@@ -112,39 +116,61 @@ class _Steps:
 
 
 def read_episode_mcap(source: str | os.PathLike | BinaryIO | bytes) -> RawEpisode:
-    """Read one upload from a path, a binary stream (read once, never seeked) or bytes."""
+    """Read one upload in Flywheel's JSON contract from a path, a binary stream (read once,
+    never seeked) or bytes."""
+    with _opened(source) as stream:
+        return _contract_episode(_records(stream))
+
+
+def read_mcap(
+    source: str | os.PathLike | BinaryIO | bytes, mapping: FleetMapping | None = None
+) -> list[RawEpisode]:
+    """The episodes of any MCAP upload: Flywheel's JSON contract (one episode), or ROS 2
+    messages mapped by the fleet's ``mapping`` (see ``ros.py``; its outcomes split episodes).
+
+    The message encoding of the first message decides; the file is streamed once.
+    """
+    from services.fleetlogs.ros import episodes_from_ros2_mcap
+
+    with _opened(source) as stream:
+        records = _records(stream)
+        first = next(records, None)
+        if first is None:
+            raise LogFormatError("no messages: the MCAP file is empty of data")
+        records = itertools.chain([first], records)
+        if first[1].message_encoding == contract.MESSAGE_ENCODING:
+            return [_contract_episode(records)]
+        if first[1].message_encoding == "cdr":
+            return episodes_from_ros2_mcap(records, mapping or FleetMapping())
+        raise LogFormatError(
+            f"message encoding {first[1].message_encoding!r} on {first[1].topic}: Flywheel reads "
+            "its JSON contract and ROS 2 (cdr)"
+        )
+
+
+@contextmanager
+def _opened(source: str | os.PathLike | BinaryIO | bytes) -> Iterator[BinaryIO]:
     if isinstance(source, bytes | bytearray):
-        return _read(io.BytesIO(source))
-    if isinstance(source, str | os.PathLike):
+        yield io.BytesIO(source)
+    elif isinstance(source, str | os.PathLike):
         with open(source, "rb") as stream:
-            return _read(stream)
-    return _read(source)
+            yield stream
+    else:
+        yield source
 
 
-def _read(stream: BinaryIO) -> RawEpisode:
+def _records(stream: BinaryIO) -> Iterator[tuple]:
+    """``(schema, channel, message)`` in file order; damage raises LogFormatError."""
     counted = _CountingStream(stream)
     magic = counted.head(len(MCAP_MAGIC))
     if not magic:
         raise LogFormatError("empty file")
     if magic != MCAP_MAGIC:
         raise LogFormatError("not an MCAP file (bad magic bytes)")
-    header: dict | None = None
-    steps = _Steps()
-    spans: list[dict] = []
-    outcome: dict | None = None
     reader = NonSeekingReader(counted, validate_crcs=True, record_size_limit=RECORD_SIZE_LIMIT)
     try:
         # File order, not log-time order: sorting would hold every message in memory.
-        for _, channel, message in reader.iter_messages(log_time_order=False):
-            payload = _decode(channel.topic, message.data)
-            if channel.topic == contract.EPISODE_TOPIC:
-                header = _header(payload)
-            elif channel.topic == contract.STEP_TOPIC:
-                steps.add(payload, header)
-            elif channel.topic == contract.INTERVENTION_TOPIC:
-                spans.append(payload)
-            elif channel.topic == contract.OUTCOME_TOPIC:
-                outcome = payload
+        yield from reader.iter_messages(log_time_order=False)
     except LogFormatError:
         raise
     except InvalidMagic as exc:  # the opening magic was fine: this is the closing one
@@ -155,8 +181,31 @@ def _read(stream: BinaryIO) -> RawEpisode:
         raise LogFormatError(f"truncated or corrupt MCAP ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:  # zstd/lz4 raise their own types on a damaged chunk
         raise LogFormatError(f"corrupt MCAP ({type(exc).__name__}: {exc})") from exc
+
+
+def _contract_episode(records: Iterable[tuple]) -> RawEpisode:
+    header: dict | None = None
+    steps = _Steps()
+    spans: list[dict] = []
+    outcome: dict | None = None
+    topics: set[str] = set()
+    for _, channel, message in records:
+        topic = channel.topic
+        if topic == contract.STEP_TOPIC:
+            steps.add(_decode(topic, message.data), header)
+        elif topic == contract.EPISODE_TOPIC:
+            header = _header(_decode(topic, message.data))
+        elif topic == contract.INTERVENTION_TOPIC:
+            spans.append(_decode(topic, message.data))
+        elif topic == contract.OUTCOME_TOPIC:
+            outcome = _decode(topic, message.data)
+        else:
+            topics.add(topic)
     if header is None:
-        raise LogFormatError(f"no {contract.EPISODE_TOPIC} message: not a Flywheel episode log")
+        unknown = f" (it has {', '.join(sorted(topics))})" if topics else ""
+        raise LogFormatError(
+            f"no {contract.EPISODE_TOPIC} message: not a Flywheel episode log{unknown}"
+        )
     if not steps.states:
         raise LogFormatError("zero-length episode: no steps")
     if outcome is None:
@@ -247,14 +296,21 @@ def _episode(header: dict, steps: _Steps, spans: list[dict], outcome: str) -> Ra
         reasons=steps.reasons,
         outcome=outcome,
         # In a demo the operator drives throughout: that is a demonstration, not an intervention.
-        interventions=[] if kind == "demo" else _interventions(steps, spans, header),
+        interventions=[]
+        if kind == "demo"
+        else intervention_spans(steps.sources, steps.reasons, spans, header.get("operator_id")),
     )
 
 
-def _interventions(steps: _Steps, spans: list[dict], header: dict) -> list[InterventionSpan]:
+def intervention_spans(
+    sources: Sequence[str],
+    reasons: Sequence[str | None],
+    spans: list[dict],
+    operator_id: str | None,
+) -> list[InterventionSpan]:
     """Spans from who was in control (authoritative), described by the robot's messages."""
     declared = {s.get("start_step"): s for s in spans}
-    operator = np.asarray(steps.sources) == CONTROL_OPERATOR
+    operator = np.asarray(sources) == CONTROL_OPERATOR
     edges = np.flatnonzero(np.diff(np.r_[False, operator, False].astype(np.int8)))
     result = []
     for start, end in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
@@ -265,8 +321,8 @@ def _interventions(steps: _Steps, spans: list[dict], header: dict) -> list[Inter
                 start_step=start,
                 end_step=end,
                 kind=kind if kind in contract.INTERVENTION_KINDS else "takeover",
-                operator_id=meta.get("operator_id") or header.get("operator_id"),
-                reason=meta.get("reason") or steps.reasons[start],
+                operator_id=meta.get("operator_id") or operator_id,
+                reason=meta.get("reason") or reasons[start],
             )
         )
     return result

@@ -1,19 +1,23 @@
-"""The Great Expectations suite for the frames of an ingest batch.
+"""The Great Expectations suites for the frames of an ingest batch, one per embodiment.
 
-One suite run per batch, not per file: importing Great Expectations costs seconds, so it is
-imported and its context set up lazily, once per process. Each frame becomes one row with
-scalar columns derived from its vectors (their size, whether every value is finite, time since
-the previous frame of its episode); failing rows map back to their episode and step through
-``unexpected_index_list``, so one bad episode is quarantined with a specific reason while the
-rest of the batch goes on.
+One run per embodiment per batch, not per file: importing Great Expectations costs seconds, so
+it is imported and its context set up lazily, once per process. Each frame becomes one row with
+scalar columns derived from its vectors (their size, whether every value is finite and inside
+the embodiment's ranges, time since the previous frame of its episode); failing rows map back
+to their episode and step through ``unexpected_index_list``, so one bad episode is quarantined
+with a specific reason while the rest of the batch goes on.
+
+An embodiment (``embodiment.py``) sets the suite's parameters: state and action sizes, value
+ranges (joint limits), minimum length, and which control sources it may log. Checks every suite
+has: finite values, timestamps present, plausible and strictly increasing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +25,11 @@ import numpy as np
 import pandas as pd
 
 from services.features import CONTROL_SOURCE, CONTROL_SOURCES, EPISODE_ID, FRAME_INDEX, TIMESTAMP
+from services.validation.embodiment import Embodiment, embodiment_for
 
 if TYPE_CHECKING:
     from services.fleetlogs.mcap_reader import RawEpisode
 
-# Fewer steps than this is not an episode worth learning from (nothing to predict).
-MIN_EPISODE_STEPS = 2
 # Longest plausible gap between two control steps, in seconds (0.1 Hz): larger is a bad clock.
 MAX_STEP_GAP_S = 10.0
 # Longest plausible episode, in seconds.
@@ -41,7 +44,7 @@ SHOWN_STEPS = 5
 class ValidationReport:
     # Readable reasons per failing episode id.
     failures: dict[str, list[str]] = field(default_factory=dict)
-    # Summary of the suite's result, JSON-serialisable, to store beside the ingest run.
+    # Summary of the suites' results, JSON-serialisable, to store beside the ingest run.
     result: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,26 +56,42 @@ class ValidationReport:
         return "; ".join(reasons) if reasons else None
 
 
-def frame_table(episodes: Iterable[tuple[str, RawEpisode]]) -> pd.DataFrame:
-    """One row per frame of every (episode id, RawEpisode), with the columns the suite checks."""
+def frame_table(
+    episodes: Iterable[tuple[str, RawEpisode]], embodiments: Sequence[Embodiment] = ()
+) -> pd.DataFrame:
+    """One row per frame of every (episode id, RawEpisode), with the columns the suites check."""
     columns: dict[str, list] = defaultdict(list)
     for episode_id, raw in episodes:
         n = raw.steps
+        embodiment = embodiment_for(embodiments, raw.robot_id, raw.task)
         columns[EPISODE_ID].append(np.full(n, episode_id, dtype=object))
         columns[FRAME_INDEX].append(np.arange(n))
         columns["task"].append(np.full(n, raw.task, dtype=object))
+        columns["embodiment"].append(np.full(n, embodiment.name, dtype=object))
         columns["state_dim"].append(np.full(n, raw.states.shape[1]))
         columns["action_dim"].append(np.full(n, raw.actions.shape[1]))
         columns["state_finite"].append(np.isfinite(raw.states).all(axis=1))
         columns["action_finite"].append(np.isfinite(raw.actions).all(axis=1))
+        columns["state_in_range"].append(_in_range(raw.states, embodiment.state_range))
+        columns["action_in_range"].append(_in_range(raw.actions, embodiment.action_range))
         columns[TIMESTAMP].append(raw.timestamps)
         # The first frame has no predecessor: NaN, which the range checks skip.
         columns["dt"].append(np.r_[np.nan, np.diff(raw.timestamps)])
         columns[CONTROL_SOURCE].append(np.asarray(raw.control_source, dtype=object))
         columns["episode_steps"].append(np.full(n, n))
     if not columns:
-        return pd.DataFrame(columns=[*INDEX_COLUMNS, "state_dim", "action_dim"])
+        return pd.DataFrame(columns=[*INDEX_COLUMNS, "embodiment", "state_dim", "action_dim"])
     return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
+
+
+def _in_range(values: np.ndarray, bounds) -> np.ndarray:
+    """Per row: no value outside (low, high). NaN is not out of range: the finite check has it."""
+    if bounds is None:
+        return np.ones(len(values), dtype=bool)
+    low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+    if values.shape[1:] and low.shape and low.shape[0] != values.shape[1]:
+        return np.ones(len(values), dtype=bool)  # the size check reports this episode
+    return ~((values < low) | (values > high)).any(axis=1)
 
 
 def expected_dims(
@@ -103,7 +122,20 @@ def _where(rows: list[dict]) -> str:
     return f"at {len(steps)} steps ({shown})"
 
 
-def _checks(min_steps: int) -> list[_Check]:
+def _range_text(bounds) -> str:
+    low, high = bounds
+    if isinstance(low, Sequence):
+        return "its per-dimension limits"
+    return f"[{low:g}, {high:g}]"
+
+
+def _source_text(source: str, embodiment: Embodiment) -> str:
+    if source in CONTROL_SOURCES:
+        return f"control source {source!r} not allowed for embodiment {embodiment.name}"
+    return f"unknown control source {source!r}"
+
+
+def _checks(embodiment: Embodiment) -> list[_Check]:
     import great_expectations as gx
 
     e = gx.expectations
@@ -111,7 +143,7 @@ def _checks(min_steps: int) -> list[_Check]:
     def between(column: str, **bounds) -> Any:
         return e.ExpectColumnValuesToBeBetween(column=column, **bounds)
 
-    return [
+    checks = [
         _Check(
             e.ExpectColumnPairValuesToBeEqual(column_A="state_dim", column_B="expected_state_dim"),
             lambda r: (
@@ -156,14 +188,33 @@ def _checks(min_steps: int) -> list[_Check]:
             lambda r: f"clock jumps over {MAX_STEP_GAP_S:g} s between steps {_where(r)}",
         ),
         _Check(
-            e.ExpectColumnValuesToBeInSet(column=CONTROL_SOURCE, value_set=list(CONTROL_SOURCES)),
-            lambda r: f"unknown control source {r[0][CONTROL_SOURCE]!r} {_where(r)}",
+            e.ExpectColumnValuesToBeInSet(
+                column=CONTROL_SOURCE, value_set=list(embodiment.control_sources)
+            ),
+            lambda r: _source_text(r[0][CONTROL_SOURCE], embodiment) + f" {_where(r)}",
         ),
         _Check(
-            between("episode_steps", min_value=min_steps),
-            lambda r: f"too short: {r[0]['episode_steps']} steps, fewer than {min_steps}",
+            between("episode_steps", min_value=embodiment.min_steps),
+            lambda r: (
+                f"too short: {r[0]['episode_steps']} steps, fewer than {embodiment.min_steps}"
+            ),
         ),
     ]
+    for column, feature, bounds in (
+        ("state_in_range", "observation.state", embodiment.state_range),
+        ("action_in_range", "action", embodiment.action_range),
+    ):
+        if bounds is not None:
+            text = _range_text(bounds)
+            checks.append(
+                _Check(
+                    e.ExpectColumnValuesToBeInSet(column=column, value_set=[True]),
+                    lambda r, feature=feature, text=text: (
+                        f"{feature} outside {text} of embodiment {embodiment.name} {_where(r)}"
+                    ),
+                )
+            )
+    return checks
 
 
 @cache
@@ -188,57 +239,82 @@ def validate_frames(
     frames: pd.DataFrame,
     *,
     dims: Mapping[str, tuple[int, int]] | None = None,
-    min_steps: int = MIN_EPISODE_STEPS,
+    embodiments: Sequence[Embodiment] = (),
+    min_steps: int | None = None,
 ) -> ValidationReport:
-    """Run the suite once over every frame of the batch (see ``frame_table``).
+    """Run each embodiment's suite once over its frames of the batch (see ``frame_table``).
 
-    ``dims`` gives the expected (state_dim, action_dim) per task, such as the episode
-    store's; a task it does not name must agree with the batch's most common sizes for it.
+    An embodiment's sizes are expected where it sets them; otherwise ``dims`` gives the
+    expected (state_dim, action_dim) per task, such as the episode store's, and a task it does
+    not name must agree with the batch's most common sizes for it. ``min_steps`` overrides
+    every embodiment's minimum length.
     """
     if frames.empty:
-        return ValidationReport(result={"success": True, "frames": 0, "expectations": []})
+        return ValidationReport(result={"success": True, "frames": 0, "suites": []})
     import great_expectations as gx
 
-    expected = expected_dims(frames, dims)
-    frames = frames.assign(
-        expected_state_dim=frames["task"].map(lambda t: expected[t][0]),
-        expected_action_dim=frames["task"].map(lambda t: expected[t][1]),
-    )
-    checks = _checks(min_steps)
-    suite = gx.ExpectationSuite(name="episode-frames", expectations=[c.expectation for c in checks])
-    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frames})
-    result = batch.validate(
-        suite,
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": INDEX_COLUMNS},
-    )
+    by_name = {e.name: e for e in embodiments}
+    inferred = expected_dims(frames, dims)
     failures: dict[str, list[str]] = defaultdict(list)
-    summary = []
-    for outcome, check in zip(result.results, checks, strict=True):
-        rows_by_episode: dict[str, list[dict]] = defaultdict(list)
-        for row in outcome.result.get("unexpected_index_list") or []:
-            rows_by_episode[row[EPISODE_ID]].append(row)
-        for episode_id, rows in rows_by_episode.items():
-            failures[episode_id].append(check.describe(rows))
-        config = outcome.expectation_config
-        summary.append(
+    suites = []
+    for name, group in frames.groupby("embodiment", sort=True):
+        embodiment = by_name.get(name) or Embodiment(name=name)
+        if min_steps is not None:
+            embodiment = replace(embodiment, min_steps=min_steps)
+        group = group.assign(
+            expected_state_dim=embodiment.state_dim or group["task"].map(lambda t: inferred[t][0]),
+            expected_action_dim=embodiment.action_dim
+            or group["task"].map(lambda t: inferred[t][1]),
+        )
+        checks = _checks(embodiment)
+        suite = gx.ExpectationSuite(
+            name=f"episode-frames-{name}", expectations=[c.expectation for c in checks]
+        )
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": group})
+        result = batch.validate(
+            suite,
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": INDEX_COLUMNS,
+            },
+        )
+        summary = []
+        for outcome, check in zip(result.results, checks, strict=True):
+            rows_by_episode: dict[str, list[dict]] = defaultdict(list)
+            for row in outcome.result.get("unexpected_index_list") or []:
+                rows_by_episode[row[EPISODE_ID]].append(row)
+            for episode_id, rows in rows_by_episode.items():
+                failures[episode_id].append(check.describe(rows))
+            config = outcome.expectation_config
+            summary.append(
+                {
+                    "type": config.type,
+                    "kwargs": {k: _plain(v) for k, v in config.kwargs.items() if k != "batch_id"},
+                    "success": bool(outcome.success),
+                    "element_count": int(outcome.result.get("element_count") or 0),
+                    "unexpected_count": int(outcome.result.get("unexpected_count") or 0),
+                    "episodes": sorted(rows_by_episode),
+                }
+            )
+        suites.append(
             {
-                "type": config.type,
-                "kwargs": {k: _plain(v) for k, v in config.kwargs.items() if k != "batch_id"},
-                "success": bool(outcome.success),
-                "element_count": int(outcome.result.get("element_count") or 0),
-                "unexpected_count": int(outcome.result.get("unexpected_count") or 0),
-                "episodes": sorted(rows_by_episode),
+                "embodiment": name,
+                "suite": suite.name,
+                "success": bool(result.success),
+                "frames": len(group),
+                "episodes": int(group[EPISODE_ID].nunique()),
+                "statistics": {k: _plain(v) for k, v in result.statistics.items()},
+                "expectations": summary,
             }
         )
     return ValidationReport(
         failures=dict(failures),
         result={
-            "success": bool(result.success),
+            "success": all(s["success"] for s in suites),
             "frames": len(frames),
             "episodes": int(frames[EPISODE_ID].nunique()),
-            "expected_dims": {t: list(d) for t, d in expected.items()},
-            "statistics": {k: _plain(v) for k, v in result.statistics.items()},
-            "expectations": summary,
+            "expected_dims": {t: list(d) for t, d in inferred.items()},
+            "suites": suites,
         },
     )
 

@@ -66,8 +66,10 @@ def test_each_bad_file_is_quarantined_with_its_reason_and_the_good_ones_ingested
         )
         # the suite's results are kept with the run: which expectations failed, how often
         [result] = run.validation
-        failed = {e["kwargs"].get("column") for e in result["expectations"] if not e["success"]}
+        [suite] = result["suites"]
+        failed = {e["kwargs"].get("column") for e in suite["expectations"] if not e["success"]}
         assert not result["success"] and "state_finite" in failed
+        assert suite["embodiment"] == "inferred"
 
 
 def test_a_changed_file_is_tried_again(settings, tmp_path):
@@ -153,7 +155,7 @@ def test_episodes_are_indexed_with_interventions_and_stored_in_the_lerobot_layou
 
 
 def test_large_backlogs_go_in_chunks_of_one_data_file_each(settings, tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest, "CHUNK_FILES", 2)
+    monkeypatch.setattr(ingest, "CHUNK_EPISODES", 2)
     logs = tmp_path / "logs"
     for i in range(5):
         write_episode_mcap(recording(n=10 + i), logs / f"e{i}.mcap")

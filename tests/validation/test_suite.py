@@ -52,7 +52,8 @@ def test_only_the_bad_episodes_of_a_batch_fail_each_with_its_reasons(tmp_path):
     assert report.reason("nan").startswith("observation.state has NaN/inf")
     result = json.loads(json.dumps(report.result))
     assert result["frames"] == 20 * 5 + 1 and result["episodes"] == 6
-    by_type = {(e["type"], e["kwargs"].get("column")): e for e in result["expectations"]}
+    [suite] = result["suites"]
+    by_type = {(e["type"], e["kwargs"].get("column")): e for e in suite["expectations"]}
     assert by_type[("expect_column_values_to_be_in_set", "state_finite")]["episodes"] == ["nan"]
 
 

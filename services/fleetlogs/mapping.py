@@ -1,0 +1,216 @@
+"""A fleet's mapping file: how its logs map onto Flywheel's episode features, without code.
+
+A real fleet's ROS bags carry its own topic names and message types. One YAML (or TOML) file
+per fleet says which topic and which fields of its messages become ``observation.state``,
+``action``, the control source and the outcome; which embodiments it has (the validation
+suites' parameters); and how to read imported robomimic demonstrations. Every key is optional;
+the defaults are Flywheel's ROS topic contract (see ``docs/ingest.md``)::
+
+    topics:
+      state:   {topic: /joint_states, fields: [position]}            # sensor_msgs/JointState
+      action:  {topic: /arm_controller/commands, fields: [data]}     # std_msgs/Float64MultiArray
+      control_source:                                                 # std_msgs/Bool
+        {topic: /teleop/engaged, fields: [data], values: {"true": operator, "false": policy}}
+      outcome:                                                        # std_msgs/String
+        {topic: /task/result, fields: [data], values: {SUCCEEDED: success, FAILED: failure}}
+      episode: {topic: /flywheel/episode_info, fields: [data]}        # JSON like the MCAP header
+    clock: log_time          # or header: a message's header.stamp where it has one
+    control_hz: null         # null: one control step per action message; else a fixed grid
+    defaults: {robot_id: arm-01, task: bin-pick, kind: deployment}
+    embodiments:
+      - {name: ur5e, robots: ["arm-*"], state_dim: 6, action_dim: 6,
+         action_range: [-3.2, 3.2], control_sources: [policy, operator], min_steps: 10}
+    robomimic: {obs_keys: [robot0_eef_pos, robot0_gripper_qpos], control_hz: 20}
+
+A field path is dotted (``twist.linear.x``); the fields of one topic are concatenated in
+order into one float vector.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.features import CONTROL_POLICY, CONTROL_SOURCES, OUTCOMES
+from services.validation.embodiment import Embodiment
+
+CLOCKS = ("log_time", "header")
+# Control source before the first control-source message: the policy drives unless told.
+DEFAULT_CONTROL_SOURCE = CONTROL_POLICY
+
+
+@dataclass(frozen=True)
+class TopicField:
+    topic: str
+    # Dotted paths into the message; numbers and number arrays are concatenated in this order.
+    fields: tuple[str, ...] = ("data",)
+    # For labels (control source, outcome): the logged value, as text, to Flywheel's label.
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.topic.startswith("/"):
+            raise ValueError(f"topic {self.topic!r} must start with '/'")
+        if not self.fields:
+            raise ValueError(f"topic {self.topic}: give at least one field")
+
+    def label(self, value: Any, allowed: tuple[str, ...]) -> str | None:
+        """The Flywheel label for a logged value, or None if it has none."""
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        label = self.values.get(text, text if not self.values else None)
+        return label if label in allowed else None
+
+
+@dataclass(frozen=True)
+class Topics:
+    # Defaults: Flywheel's ROS topic contract (docs/ingest.md).
+    state: TopicField = TopicField("/joint_states", ("position",))
+    action: TopicField = TopicField("/flywheel/action")
+    control_source: TopicField | None = TopicField("/flywheel/control_source")
+    outcome: TopicField | None = TopicField("/flywheel/outcome")
+    episode: TopicField | None = TopicField("/flywheel/episode_info")
+
+    def __post_init__(self) -> None:
+        if self.control_source is not None:
+            _check_values(self.control_source, CONTROL_SOURCES, "control_source")
+        if self.outcome is not None:
+            _check_values(self.outcome, OUTCOMES, "outcome")
+
+
+def _check_values(topic: TopicField, allowed: tuple[str, ...], role: str) -> None:
+    wrong = sorted(v for v in topic.values.values() if v not in allowed)
+    if wrong:
+        raise ValueError(f"{role} values map to {wrong}; each must be one of {allowed}")
+
+
+@dataclass(frozen=True)
+class Robomimic:
+    # Low-dimensional observation keys under data/demo_N/obs, concatenated into
+    # observation.state; empty: every 1-D-per-step key, in name order.
+    obs_keys: tuple[str, ...] = ()
+    # robosuite's default control rate.
+    control_hz: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.control_hz < float("inf"):
+            raise ValueError(f"robomimic control_hz must be positive, not {self.control_hz}")
+
+
+@dataclass(frozen=True)
+class FleetMapping:
+    topics: Topics = field(default_factory=Topics)
+    # Time of a message: when it was logged, or the header stamp of messages with one.
+    clock: str = "log_time"
+    # None: one control step per action message. A rate: steps on a fixed grid at that rate.
+    control_hz: float | None = None
+    # Episode facts the log does not carry (robot_id, task, kind, policy_version, operator_id).
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    embodiments: tuple[Embodiment, ...] = ()
+    robomimic: Robomimic = field(default_factory=Robomimic)
+
+    def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}, not {self.clock!r}")
+        if self.control_hz is not None and not 0 < self.control_hz < float("inf"):
+            raise ValueError(f"control_hz must be positive, not {self.control_hz}")
+        names = [e.name for e in self.embodiments]
+        if len(names) != len(set(names)):
+            raise ValueError(f"embodiment names repeat: {names}")
+        unknown = set(self.defaults) - set(DEFAULT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown defaults {sorted(unknown)}; known: {DEFAULT_KEYS}")
+
+
+DEFAULT_KEYS = ("robot_id", "task", "kind", "policy_version", "operator_id")
+_SECTIONS = ("topics", "clock", "control_hz", "defaults", "embodiments", "robomimic")
+_TOPIC_ROLES = ("state", "action", "control_source", "outcome", "episode")
+
+
+class MappingError(ValueError):
+    """The mapping file is not valid; the message names the key."""
+
+
+def load_mapping(path: str | Path | None) -> FleetMapping:
+    """The mapping in a YAML or TOML file; Flywheel's topic contract when ``path`` is None."""
+    if path is None:
+        return FleetMapping()
+    path = Path(path)
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (OSError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise MappingError(f"cannot read mapping {path}: {exc}") from exc
+    try:
+        return parse_mapping(raw or {})
+    except (TypeError, ValueError) as exc:
+        raise MappingError(f"mapping {path}: {exc}") from exc
+
+
+def parse_mapping(raw: Mapping[str, Any]) -> FleetMapping:
+    if not isinstance(raw, Mapping):
+        raise ValueError("the file must hold a mapping of sections")
+    _known(raw, _SECTIONS, "section")
+    topics = raw.get("topics") or {}
+    _known(topics, _TOPIC_ROLES, "topic role")
+    return FleetMapping(
+        topics=Topics(**{role: _topic(value, role) for role, value in topics.items()}),
+        clock=raw.get("clock", "log_time"),
+        control_hz=raw.get("control_hz"),
+        defaults=dict(raw.get("defaults") or {}),
+        embodiments=tuple(_embodiment(e) for e in raw.get("embodiments") or ()),
+        robomimic=Robomimic(
+            **{
+                k: tuple(v) if k == "obs_keys" else v
+                for k, v in (raw.get("robomimic") or {}).items()
+            }
+        ),
+    )
+
+
+def _known(raw: Mapping, known: tuple[str, ...], what: str) -> None:
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+            raise ValueError(f"unknown {what} {key!r}{hint}")
+
+
+def _topic(raw: Any, role: str) -> TopicField | None:
+    if raw is None:  # `outcome: null` says the fleet does not log it
+        if role in ("state", "action"):
+            raise ValueError(f"topics.{role} is required")
+        return None
+    if isinstance(raw, str):
+        raw = {"topic": raw}
+    _known(raw, ("topic", "fields", "field", "values"), f"key of topics.{role}")
+    fields = raw.get("fields") or raw.get("field") or ("data",)
+    # YAML reads `true:` as a boolean key; labels match on the logged value's text.
+    values = {
+        str(k).lower() if isinstance(k, bool) else str(k): v
+        for k, v in (raw.get("values") or {}).items()
+    }
+    if "topic" not in raw:
+        raise ValueError(f"topics.{role} needs a topic")
+    return TopicField(
+        topic=raw["topic"],
+        fields=(fields,) if isinstance(fields, str) else tuple(fields),
+        values=values,
+    )
+
+
+def _embodiment(raw: Mapping[str, Any]) -> Embodiment:
+    known = tuple(Embodiment.__dataclass_fields__)
+    _known(raw, known, "embodiment key")
+    values = dict(raw)
+    for key in ("robots", "tasks", "control_sources"):
+        if key in values:
+            values[key] = (values[key],) if isinstance(values[key], str) else tuple(values[key])
+    for key in ("state_range", "action_range"):
+        if values.get(key) is not None:
+            values[key] = tuple(tuple(b) if isinstance(b, list) else b for b in values[key])
+    return Embodiment(**values)

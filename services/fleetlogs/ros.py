@@ -1,0 +1,319 @@
+"""Episodes from ROS logs, mapped by the fleet's mapping file (``mapping.py``).
+
+Three containers, one normalisation:
+
+- MCAP with ROS 2 messages (CDR), decoded by ``mcap-ros2-support``; streamed in file order.
+- ROS 2 bags (a folder with ``metadata.yaml`` and sqlite3 or MCAP storage) and ROS 1 ``.bag``
+  files, read by ``rosbags`` in log-time order, with no ROS installation.
+
+Only the mapped topics are decoded; other topics (``/tf``, cameras, diagnostics) are skipped
+unread. A log with none of the mapped topics is refused with the topics it does have.
+
+**Alignment onto the control rate (zero-order hold).** Each action message is one control
+step (or, with ``control_hz`` set, the steps are a fixed grid from the first action to the
+last, holding the latest action). At each step the state is the latest state message logged
+at or before it, and so is the control source; steps before the first state message are
+dropped (the robot had not reported yet), and before the first control-source message the
+policy is in control. Step times are kept in the order logged, so a clock that runs backwards
+reaches the validation suite and is quarantined, not silently sorted.
+
+**Episode boundaries and outcomes.** An outcome message ends an episode: the steps at or
+before it form one episode with that outcome, the steps after it the next. Steps after the
+last outcome (or a log with none) form an episode whose outcome is ``unknown``. The robot,
+task, kind and policy version come from the latest episode-info message (a JSON string like
+the MCAP contract's header) at or before an episode's first step, else the mapping's defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
+from services.fleetlogs.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
+from services.fleetlogs.mcap_reader import LogFormatError, RawEpisode, intervention_spans
+
+ROLES = ("state", "action", "control_source", "outcome", "episode")
+
+
+@dataclass
+class _Series:
+    """One mapped topic's messages as they stream past: times (ns) and extracted values."""
+
+    topic: TopicField
+    times: list[int] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+
+
+class TopicCollector:
+    """Extracts the mapped fields of each message, then aligns them into episodes."""
+
+    def __init__(self, mapping: FleetMapping) -> None:
+        self.mapping = mapping
+        self.series = {
+            role: _Series(topic)
+            for role in ROLES
+            if (topic := getattr(mapping.topics, role)) is not None
+        }
+        self.roles = {s.topic.topic: role for role, s in self.series.items()}
+        self.seen: set[str] = set()
+
+    def wants(self, topic: str) -> bool:
+        self.seen.add(topic)
+        return topic in self.roles
+
+    def add(self, topic: str, log_time_ns: int, message: Any) -> None:
+        role = self.roles[topic]
+        series = self.series[role]
+        at = _stamp(message, log_time_ns) if self.mapping.clock == "header" else log_time_ns
+        if role in ("state", "action"):
+            value = _vector(message, series.topic, len(series.values))
+            if series.values and len(value) != len(series.values[0]):
+                raise LogFormatError(
+                    f"{role} message {len(series.values)} on {topic} has {len(value)} values, "
+                    f"the first had {len(series.values[0])}"
+                )
+        else:
+            value = _field(message, series.topic.fields[0], topic)
+        series.times.append(at)
+        series.values.append(value)
+
+    def episodes(self) -> list[RawEpisode]:
+        """The aligned episodes; raises LogFormatError when the log cannot make one."""
+        state, action = self.series["state"], self.series["action"]
+        for series in (state, action):
+            if not series.times:
+                others = sorted(self.seen - set(self.roles)) or ["none"]
+                raise LogFormatError(
+                    f"no messages on the mapped {_role(series, self.series)} topic "
+                    f"{series.topic.topic} (the log has {', '.join(others)}); check the "
+                    "fleet's mapping file"
+                )
+        ticks, actions = self._ticks(action)
+        state_times, state_values = _sorted(state)
+        held = np.searchsorted(state_times, ticks, side="right") - 1
+        keep = held >= 0  # before the first state message the robot had not reported yet
+        ticks, actions, held = ticks[keep], actions[keep], held[keep]
+        if not len(ticks):
+            raise LogFormatError(
+                f"zero-length episode: no action on {action.topic.topic} at or after the "
+                f"first state on {state.topic.topic}"
+            )
+        states = state_values[held]
+        sources = self._sources(ticks)
+        outcomes, ends = self._outcomes()
+        which = np.searchsorted(ends, ticks, side="left")
+        result = []
+        for k in np.unique(which).tolist():
+            rows = np.flatnonzero(which == k)
+            outcome = outcomes[k] if k < len(outcomes) else "unknown"
+            result.append(
+                self._episode(ticks[rows], states[rows], actions[rows], sources[rows], outcome)
+            )
+        return result
+
+    def _ticks(self, action: _Series) -> tuple[np.ndarray, np.ndarray]:
+        times = np.asarray(action.times, dtype=np.int64)
+        values = np.asarray(action.values, dtype=np.float64)
+        if self.mapping.control_hz is None:
+            return times, values
+        period = int(round(1e9 / self.mapping.control_hz))
+        order = np.argsort(times, kind="stable")
+        times, values = times[order], values[order]
+        ticks = np.arange(times[0], times[-1] + 1, period, dtype=np.int64)
+        return ticks, values[np.searchsorted(times, ticks, side="right") - 1]
+
+    def _sources(self, ticks: np.ndarray) -> np.ndarray:
+        series = self.series.get("control_source")
+        if series is None or not series.times:
+            return np.full(len(ticks), DEFAULT_CONTROL_SOURCE, dtype=object)
+        times, values = _sorted(series)
+        labels = np.asarray(
+            # An unmapped value goes through as logged: the suite names it.
+            [series.topic.label(v, CONTROL_SOURCES) or str(v) for v in values.tolist()],
+            dtype=object,
+        )
+        held = np.searchsorted(times, ticks, side="right") - 1
+        return np.where(held >= 0, labels[np.maximum(held, 0)], DEFAULT_CONTROL_SOURCE)
+
+    def _outcomes(self) -> tuple[list[str], np.ndarray]:
+        series = self.series.get("outcome")
+        if series is None or not series.times:
+            return [], np.zeros(0, dtype=np.int64)
+        times, values = _sorted(series)
+        labels = []
+        for value in values.tolist():
+            label = series.topic.label(value, OUTCOMES)
+            if label is None:
+                raise LogFormatError(
+                    f"outcome {value!r} on {series.topic.topic} is none of {OUTCOMES}; map it "
+                    "under topics.outcome.values in the fleet's mapping file"
+                )
+            labels.append(label)
+        return labels, times
+
+    def _info(self, at: int) -> dict:
+        info = dict(self.mapping.defaults)
+        series = self.series.get("episode")
+        if series is not None and series.times:
+            times, values = _sorted(series)
+            held = int(np.searchsorted(times, at, side="right")) - 1
+            text = values[max(held, 0)]
+            try:
+                logged = json.loads(text)
+            except (TypeError, json.JSONDecodeError) as exc:
+                raise LogFormatError(
+                    f"episode info on {series.topic.topic} is not a JSON object ({exc})"
+                ) from exc
+            if not isinstance(logged, dict):
+                raise LogFormatError(f"episode info on {series.topic.topic} is not a JSON object")
+            info.update({k: v for k, v in logged.items() if v is not None})
+        missing = [k for k in ("robot_id", "task") if not info.get(k)]
+        if missing:
+            raise LogFormatError(
+                f"the log does not say its {' and '.join(missing)}: log an episode-info message "
+                "or set them under defaults in the fleet's mapping file"
+            )
+        kind = info.get("kind", "deployment")
+        if kind not in EPISODE_KINDS:
+            raise LogFormatError(f"episode info has unknown kind {kind!r}")
+        return {**info, "kind": kind}
+
+    def _episode(self, ticks, states, actions, sources, outcome) -> RawEpisode:
+        info = self._info(int(ticks[0]))
+        seconds = (ticks - ticks[0]) / 1e9
+        rate = self.mapping.control_hz or info.get("control_hz")
+        if rate is None:  # the median step; a clock that repeats or runs back is the suite's
+            gaps = np.diff(ticks)
+            positive = gaps[gaps > 0]
+            rate = 1e9 / float(np.median(positive)) if len(positive) else 1.0
+        sources = sources.tolist()
+        kind = info["kind"]
+        return RawEpisode(
+            episode_uuid=str(info.get("episode_uuid") or ""),
+            robot_id=str(info["robot_id"]),
+            task=str(info["task"]),
+            policy_version=info.get("policy_version"),
+            kind=kind,
+            operator_id=info.get("operator_id"),
+            started_at=datetime.fromtimestamp(int(ticks[0]) / 1e9, tz=UTC),
+            control_hz=float(rate),
+            states=states.astype(np.float32),
+            actions=actions.astype(np.float32),
+            timestamps=seconds,
+            control_source=sources,
+            reasons=[None] * len(sources),
+            outcome=outcome,
+            interventions=[]
+            if kind == "demo"
+            else intervention_spans(sources, [None] * len(sources), [], info.get("operator_id")),
+        )
+
+
+def _role(series: _Series, all_series: dict[str, _Series]) -> str:
+    return next(role for role, s in all_series.items() if s is series)
+
+
+def _sorted(series: _Series) -> tuple[np.ndarray, np.ndarray]:
+    """Times ascending (stable) with their values, for lookups of the latest at or before."""
+    times = np.asarray(series.times, dtype=np.int64)
+    order = np.argsort(times, kind="stable")
+    values = np.empty(len(series.values), dtype=object)
+    values[:] = series.values
+    if series.values and isinstance(series.values[0], np.ndarray):
+        values = np.stack(series.values)
+    return times[order], values[order]
+
+
+def _field(message: Any, path: str, topic: str) -> Any:
+    value = message
+    for part in path.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise LogFormatError(
+                f"{topic}: its messages have no field {path!r} (no {part!r}); check the "
+                "fleet's mapping file"
+            ) from None
+    return value
+
+
+def _vector(message: Any, topic: TopicField, n: int) -> np.ndarray:
+    parts = []
+    for path in topic.fields:
+        value = _field(message, path, topic.topic)
+        try:
+            parts.append(np.asarray(value, dtype=np.float64).reshape(-1))
+        except (TypeError, ValueError):
+            raise LogFormatError(
+                f"{topic.topic}: field {path!r} of message {n} is {type(value).__name__}, "
+                "not numbers"
+            ) from None
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _stamp(message: Any, fallback_ns: int) -> int:
+    """header.stamp in ns (ROS 2 sec/nanosec; rosbags gives ROS 1 stamps the same names)."""
+    stamp = getattr(getattr(message, "header", None), "stamp", None)
+    if stamp is None:
+        return fallback_ns
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+# -- the containers --------------------------------------------------------------------------
+
+
+def episodes_from_ros2_mcap(messages: Iterable, mapping: FleetMapping) -> list[RawEpisode]:
+    """Episodes from an MCAP's ``(schema, channel, message)`` records with CDR payloads."""
+    from mcap_ros2.decoder import DecoderFactory
+
+    factory = DecoderFactory()
+    decoders: dict[int, Any] = {}
+    collector = TopicCollector(mapping)
+    for schema, channel, message in messages:
+        if not collector.wants(channel.topic):
+            continue
+        decode = decoders.get(channel.id)
+        if decode is None:
+            try:
+                decode = factory.decoder_for(channel.message_encoding, schema)
+            except Exception as exc:  # a schema the decoder cannot parse
+                raise LogFormatError(f"{channel.topic}: cannot decode its schema ({exc})") from exc
+            if decode is None:
+                raise LogFormatError(
+                    f"{channel.topic}: message encoding {channel.message_encoding!r} is not "
+                    "ROS 2 CDR"
+                )
+            decoders[channel.id] = decode
+        try:
+            decoded = decode(message.data)
+        except Exception as exc:  # a message cut short or not of its schema
+            raise LogFormatError(f"{channel.topic}: undecodable message ({exc})") from exc
+        collector.add(channel.topic, message.log_time, decoded)
+    return collector.episodes()
+
+
+def read_rosbag(path: Path, mapping: FleetMapping) -> list[RawEpisode]:
+    """Episodes from a ROS 1 ``.bag`` file or a ROS 2 bag folder."""
+    from rosbags.highlevel import AnyReader
+
+    collector = TopicCollector(mapping)
+    try:
+        with AnyReader([Path(path)]) as reader:
+            connections = [c for c in reader.connections if collector.wants(c.topic)]
+            # No connections would mean every message to rosbags, not none.
+            messages = reader.messages(connections=connections) if connections else ()
+            for connection, timestamp, data in messages:
+                message = reader.deserialize(data, connection.msgtype)
+                collector.add(connection.topic, timestamp, message)
+    except LogFormatError:
+        raise
+    except Exception as exc:  # rosbags raises its own error types per container
+        raise LogFormatError(f"unreadable bag ({type(exc).__name__}: {exc})") from exc
+    return collector.episodes()

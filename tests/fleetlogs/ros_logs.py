@@ -1,0 +1,177 @@
+"""ROS logs for the tests: one description of an episode's messages, written as a ROS 2 MCAP
+(mcap-ros2-support), a ROS 2 sqlite3 bag and a ROS 1 bag (rosbags)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rosbags.typesys import Stores, get_typestore
+
+JOINT_STATE = "sensor_msgs/msg/JointState"
+FLOAT_ARRAY = "std_msgs/msg/Float64MultiArray"
+STRING = "std_msgs/msg/String"
+BOOL = "std_msgs/msg/Bool"
+INT32 = "std_msgs/msg/Int32"
+
+T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
+INFO = {"robot_id": "arm-01", "task": "bin-pick", "policy_version": "7", "kind": "deployment"}
+
+
+@dataclass(frozen=True)
+class Msg:
+    topic: str
+    msgtype: str
+    t_ns: int
+    # JointState: position list; Float64MultiArray: data list; String/Bool/Int32: data.
+    value: object
+
+
+def episode_messages(
+    steps: int = 20,
+    state_dim: int = 4,
+    action_dim: int = 2,
+    *,
+    state_every: int = 3,
+    start_ns: int = T0,
+    outcome: str | None = "success",
+    operator_steps: range = range(5, 9),
+    info: dict | None = INFO,
+) -> list[Msg]:
+    """A 10 Hz action stream, state at ``state_every`` x that rate (sub-steps offset by 1 ms),
+    the operator in control for ``operator_steps``, an outcome after the last action."""
+    rng = np.random.default_rng(steps)
+    period = 100_000_000
+    messages = []
+    if info is not None:
+        messages.append(Msg("/flywheel/episode_info", STRING, start_ns, json.dumps(info)))
+    # state starts 1 ms before the first action, so the first step has one to hold
+    for k in range(steps * state_every):
+        at = start_ns - 1_000_000 + k * period // state_every
+        messages.append(Msg("/joint_states", JOINT_STATE, at, rng.normal(size=state_dim).tolist()))
+    source = None
+    for i in range(steps):
+        at = start_ns + i * period
+        now = "operator" if i in operator_steps else "policy"
+        if now != source:
+            messages.append(Msg("/flywheel/control_source", STRING, at - 500_000, now))
+            source = now
+        action = rng.uniform(-1, 1, size=action_dim).tolist()
+        messages.append(Msg("/flywheel/action", FLOAT_ARRAY, at, action))
+    if outcome is not None:
+        at = start_ns + (steps - 1) * period + 50_000_000
+        messages.append(Msg("/flywheel/outcome", STRING, at, outcome))
+    return sorted(messages, key=lambda m: m.t_ns)
+
+
+TYPESTORES = {2: Stores.ROS2_HUMBLE, 1: Stores.ROS1_NOETIC}
+
+
+def _message(typestore, msg: Msg):
+    types = typestore.types
+    if msg.msgtype == JOINT_STATE:
+        time = types["builtin_interfaces/msg/Time"](sec=msg.t_ns // 10**9, nanosec=msg.t_ns % 10**9)
+        header = _header(types, time)
+        n = len(msg.value)
+        return types[JOINT_STATE](
+            header=header,
+            name=[f"joint{i}" for i in range(n)],
+            position=np.asarray(msg.value, dtype=np.float64),
+            velocity=np.zeros(n),
+            effort=np.zeros(0),
+        )
+    if msg.msgtype == FLOAT_ARRAY:
+        layout = types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+        return types[FLOAT_ARRAY](layout=layout, data=np.asarray(msg.value, dtype=np.float64))
+    return types[msg.msgtype](data=msg.value)
+
+
+def _header(types, time):
+    fields = types["std_msgs/msg/Header"].__dataclass_fields__
+    if "seq" in fields:  # ROS 1
+        return types["std_msgs/msg/Header"](seq=0, stamp=time, frame_id="base")
+    return types["std_msgs/msg/Header"](stamp=time, frame_id="base")
+
+
+def write_ros2_bag(messages: list[Msg], folder: Path) -> Path:
+    """A ROS 2 bag folder (metadata.yaml and sqlite3 storage)."""
+    from rosbags.rosbag2 import Writer
+
+    typestore = get_typestore(TYPESTORES[2])
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with Writer(folder, version=8) as writer:
+        connections = {}
+        for msg in messages:
+            if msg.topic not in connections:
+                connections[msg.topic] = writer.add_connection(
+                    msg.topic, msg.msgtype, typestore=typestore
+                )
+            data = typestore.serialize_cdr(_message(typestore, msg), msg.msgtype)
+            writer.write(connections[msg.topic], msg.t_ns, data)
+    return folder
+
+
+def write_ros1_bag(messages: list[Msg], path: Path) -> Path:
+    from rosbags.rosbag1 import Writer
+
+    typestore = get_typestore(TYPESTORES[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Writer(path) as writer:
+        connections = {}
+        for msg in messages:
+            if msg.topic not in connections:
+                connections[msg.topic] = writer.add_connection(
+                    msg.topic, msg.msgtype, typestore=typestore
+                )
+            data = typestore.serialize_ros1(_message(typestore, msg), msg.msgtype)
+            writer.write(connections[msg.topic], msg.t_ns, data)
+    return path
+
+
+def write_ros2_mcap(messages: list[Msg], path: Path) -> Path:
+    """An MCAP file of ROS 2 messages (CDR), as ``ros2 bag record -s mcap`` writes them."""
+    from mcap_ros2.writer import Writer
+
+    typestore = get_typestore(TYPESTORES[2])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as stream:
+        writer = Writer(stream)
+        schemas = {}
+        for msg in messages:
+            if msg.msgtype not in schemas:
+                text, _ = typestore.generate_msgdef(msg.msgtype, ros_version=2)
+                schemas[msg.msgtype] = writer.register_msgdef(msg.msgtype, text)
+            writer.write_message(
+                msg.topic,
+                schemas[msg.msgtype],
+                _as_dict(msg),
+                log_time=msg.t_ns,
+                publish_time=msg.t_ns,
+            )
+        writer.finish()
+    return path
+
+
+def _as_dict(msg: Msg) -> dict:
+    if msg.msgtype == JOINT_STATE:
+        stamp = {"sec": msg.t_ns // 10**9, "nanosec": msg.t_ns % 10**9}
+        n = len(msg.value)
+        return {
+            "header": {"stamp": stamp, "frame_id": "base"},
+            "name": [f"joint{i}" for i in range(n)],
+            "position": list(msg.value),
+            "velocity": [0.0] * n,
+            "effort": [],
+        }
+    if msg.msgtype == FLOAT_ARRAY:
+        return {"layout": {"dim": [], "data_offset": 0}, "data": list(msg.value)}
+    return {"data": msg.value}
+
+
+WRITERS = {
+    "ros2-mcap": lambda messages, folder: write_ros2_mcap(messages, folder / "episode.mcap"),
+    "ros2-bag": lambda messages, folder: write_ros2_bag(messages, folder / "episode"),
+    "ros1-bag": lambda messages, folder: write_ros1_bag(messages, folder / "episode.bag"),
+}
