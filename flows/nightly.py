@@ -12,6 +12,7 @@ from flows.stages import (
     ingest_new_logs,
     request_approval,
     roll_out,
+    roll_out_late_approvals,
     train_candidate,
 )
 from services import nights
@@ -52,6 +53,11 @@ def _mark_failed(flow, run, state) -> None:
 @flow(name="nightly-flywheel", on_failure=[_mark_failed], on_crashed=[_mark_failed])
 def nightly(scheme: str = "sirius", source: str | None = None) -> dict:
     night = open_night()
+    # A candidate approved after an earlier night stopped waiting goes out first, so that
+    # tonight's candidate is trained from, and judged against, the champion the fleet runs.
+    late = roll_out_late_approvals()
+    if late:
+        record_night(night, summary={"late_approvals": late})
     batch = ingest_new_logs(source)
     record_night(night, ingest_run_id=batch.run_id)
     dataset = build_dataset(scheme)

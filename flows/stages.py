@@ -56,11 +56,18 @@ def gate_task(candidate_id: str, evaluations):
     return record_verdict(get_settings().db_url, candidate_id, judge(evaluations))
 
 
-@task(name="request-approval", cache_policy=NO_CACHE)
+@task(name="wait-for-approval", cache_policy=NO_CACHE)
 def approval_task(candidate_id: str):
-    from services.approval.requests import request_approval
+    from services.approval.requests import wait_for_decision
 
-    return request_approval(get_settings(), candidate_id)
+    return wait_for_decision(get_settings(), candidate_id)
+
+
+@task(name="roll-out-late-approvals", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+def late_approvals_task() -> list[str]:
+    from services.rollout.controller import roll_out_late_approvals
+
+    return roll_out_late_approvals(get_settings(), actor="nightly")
 
 
 @task(name="rollout", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
@@ -99,3 +106,8 @@ def request_approval(candidate_id: str):
 @flow(name="roll-out")
 def roll_out(candidate_id: str):
     return rollout_task(candidate_id)
+
+
+@flow(name="roll-out-late-approvals")
+def roll_out_late_approvals():
+    return late_approvals_task()

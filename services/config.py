@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     model_name: str = "flywheel-policy"
     # Approve candidates that pass the gate without a fleet manager (simulated fleet, demos).
     auto_approve: bool = False
+    # How long a nightly run waits for a fleet manager to approve or reject a candidate that
+    # needs a human (gate inconclusive, or passed without auto-approval) before it ends the
+    # night with the candidate awaiting. None: 4 hours in production, 0 (do not hold the
+    # machine) embedded. A decision made later is rolled out at the start of the next night.
+    approval_wait_s: float | None = Field(default=None, ge=0)
+    # How often the waiting run looks at the decisions table.
+    approval_poll_s: float = Field(default=15.0, gt=0)
     # Who the CLI acts as (approvals, rollouts); default: the operating-system login name.
     user: str | None = None
     # Secret used to sign API tokens; production refuses a placeholder.
@@ -65,6 +72,12 @@ class Settings(BaseSettings):
     @cached_property
     def root(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def approval_wait(self) -> float:
+        if self.approval_wait_s is not None:
+            return self.approval_wait_s
+        return 4 * 3600.0 if self.mode == "production" else 0.0
 
     @property
     def db_url(self) -> str:

@@ -1,13 +1,23 @@
-"""The approve stage as the nightly flow sees it: decided, auto-approved, or waiting."""
+"""The approve stage as the nightly flow sees it: decided, auto-approved, or waiting.
+
+The flow waits on the decisions table: a fleet manager decides through the API, the web
+app or the CLI, from anywhere, and the waiting run sees the row on its next look. If no
+one decides within the wait, the night ends with the candidate awaiting; an approval given
+later is rolled out at the start of the next night (``approved_not_rolled_out``).
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from sqlalchemy import select
 
 from services.approval.decisions import approval_of, auto_approve
 from services.config import Settings
 from services.store import session_scope
-from services.store.models import Candidate
+from services.store.models import Candidate, Rollout
 
 
 @dataclass(frozen=True)
@@ -19,7 +29,8 @@ class ApprovalState:
 
 
 def request_approval(settings: Settings, candidate_id: str) -> ApprovalState:
-    with session_scope(settings.db_url) as session:
+    """The decision on a candidate now, auto-approving in demo mode where allowed."""
+    with session_scope(settings.db_url, write=True) as session:
         candidate = session.get(Candidate, candidate_id)
         if candidate is None:
             raise LookupError(f"unknown candidate {candidate_id}")
@@ -35,3 +46,36 @@ def request_approval(settings: Settings, candidate_id: str) -> ApprovalState:
                 f"(`flywheel approve {candidate.model_version} --reason ...`)",
             )
         return ApprovalState("ineligible", reason=f"candidate is {candidate.status}")
+
+
+def wait_for_decision(
+    settings: Settings,
+    candidate_id: str,
+    *,
+    timeout_s: float | None = None,
+    poll_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ApprovalState:
+    """Look at the decisions table until the candidate is decided or the wait runs out."""
+    timeout_s = settings.approval_wait if timeout_s is None else timeout_s
+    poll_s = settings.approval_poll_s if poll_s is None else poll_s
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = request_approval(settings, candidate_id)
+        remaining = deadline - time.monotonic()
+        if state.status != "awaiting" or remaining <= 0:
+            return state
+        sleep(min(poll_s, remaining))
+
+
+def approved_not_rolled_out(settings: Settings) -> list[str]:
+    """Approved candidates with no rollout yet, oldest first."""
+    with session_scope(settings.db_url) as session:
+        rolled = select(Rollout.candidate_id)
+        return list(
+            session.scalars(
+                select(Candidate.id)
+                .where(Candidate.status == "approved", Candidate.id.not_in(rolled))
+                .order_by(Candidate.created_at)
+            )
+        )

@@ -82,6 +82,43 @@ def start_rollout(settings: Settings, candidate_id: str, *, actor: str) -> Rollo
     return rollout
 
 
+def roll_out_late_approvals(settings: Settings, *, actor: str) -> list[str]:
+    """Roll out candidates approved after their night stopped waiting; returns the outcomes.
+
+    Only a candidate evaluated against the current champion may replace it. One whose
+    champion has changed since is marked superseded (it must be evaluated again), so it is
+    not retried every night.
+    """
+    from services.approval.requests import approved_not_rolled_out
+
+    outcomes = []
+    for candidate_id in approved_not_rolled_out(settings):
+        with session_scope(settings.db_url, write=True) as session:
+            candidate = session.get(Candidate, candidate_id)
+            champion = champion_of(session=session)
+            if candidate.parent_version != champion:
+                candidate.status = "superseded"
+                reason = (
+                    f"approved against champion {candidate.parent_version}, but the champion "
+                    f"is now {champion}: evaluate it again before it can roll out"
+                )
+                record_audit(
+                    session,
+                    actor=actor,
+                    action="supersede",
+                    subject_type="candidate",
+                    subject_id=candidate_id,
+                    before={"status": "approved"},
+                    after={"status": "superseded"},
+                    reason=reason,
+                )
+                outcomes.append(f"candidate {candidate_id} superseded: {reason}")
+                continue
+        rollout = start_rollout(settings, candidate_id, actor=actor)
+        outcomes.append(f"candidate {candidate_id} rolled out as champion {rollout.to_version}")
+    return outcomes
+
+
 def rollback(settings: Settings, *, actor: str, reason: str) -> Rollout:
     """Return the fleet and the champion to the version before the last rollout."""
     if not reason.strip():

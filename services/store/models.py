@@ -170,6 +170,7 @@ class Candidate(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     code_version: Mapped[str | None] = mapped_column(String(64))
     # registered | passed | failed | inconclusive | approved | rejected | deployed | rolled_back
+    # | superseded (approved, but the champion changed before it could roll out)
     status: Mapped[str] = mapped_column(String(16), default="registered")
     train_seconds: Mapped[float | None] = mapped_column(Float)
     final_loss: Mapped[float | None] = mapped_column(Float)

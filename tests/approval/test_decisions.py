@@ -9,7 +9,7 @@ from services.approval.decisions import (
     comment,
     reject,
 )
-from services.approval.requests import request_approval
+from services.approval.requests import request_approval, wait_for_decision
 from services.approval.users import add_user, get_user
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate
@@ -78,3 +78,31 @@ def test_auto_approval_only_for_passed_candidates_and_only_when_enabled(store_se
     with session_scope(store_settings.db_url) as session:
         audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "approve")).one()
         assert audit.actor == AUTO_APPROVER
+
+
+def test_the_night_waits_on_the_decisions_table_until_a_fleet_manager_decides(
+    store_settings, users
+):
+    _candidate(store_settings.db_url, "inconclusive")
+    looks = []
+
+    def fleet_manager_decides_while_we_wait(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 2:  # decided from elsewhere (API, web app, CLI) during the wait
+            with session_scope(store_settings.db_url) as session:
+                reject(session=session, candidate_id="c1", user=users["fm"], reason="push worse")
+
+    state = wait_for_decision(
+        store_settings, "c1", timeout_s=60, poll_s=5, sleep=fleet_manager_decides_while_we_wait
+    )
+    assert state.status == "rejected" and state.actor == "fatima" and looks == [5, 5]
+
+
+def test_the_wait_ends_with_the_candidate_awaiting_when_no_one_decides(store_settings):
+    _candidate(store_settings.db_url, "inconclusive")
+    state = wait_for_decision(store_settings, "c1", timeout_s=0.05, poll_s=0.01)
+    assert state.status == "awaiting" and "flywheel approve C1" in state.reason
+    # Embedded default: do not hold the machine; production waits hours.
+    assert store_settings.approval_wait == 0
+    production = store_settings.model_copy(update={"mode": "production"})
+    assert production.approval_wait == 4 * 3600

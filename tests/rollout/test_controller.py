@@ -10,6 +10,7 @@ from services.rollout.assignments import register_robots
 from services.rollout.controller import (
     RolloutError,
     reconcile_champion,
+    roll_out_late_approvals,
     rollback,
     start_rollout,
 )
@@ -126,3 +127,20 @@ def test_a_crash_between_ledger_and_alias_is_repaired_on_the_next_run(
     monkeypatch.setattr(controller, "reconcile_champion", reconcile_champion)
     assert reconcile_champion(settings) is True  # what the next night does first
     assert registry.champion_version(settings) == "2"
+
+
+def test_a_late_approval_rolls_out_next_night_unless_the_champion_moved_on(settings, register):
+    # c0 is champion 1; c1 and c2 were both evaluated against it and approved after their
+    # nights stopped waiting. The first to go replaces 1; the other is now stale.
+    _candidates(settings, register, ["approved", "approved", "approved"], [None, "1", "1"])
+    start_rollout(settings, "c0", actor="nightly")
+    outcomes = roll_out_late_approvals(settings, actor="nightly")
+    assert outcomes[0] == "candidate c1 rolled out as champion 2"
+    assert outcomes[1].startswith("candidate c2 superseded: approved against champion 1")
+    with session_scope(settings.db_url) as session:
+        assert champion_of(session=session) == "2"
+        assert session.get(Candidate, "c2").status == "superseded"
+        audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "supersede")).one()
+        assert audit.before == {"status": "approved"}
+    assert registry.champion_version(settings) == "2"
+    assert roll_out_late_approvals(settings, actor="nightly") == []  # nothing left to do
