@@ -1,7 +1,8 @@
-"""Commands over the data: init, ingest, episodes, datasets, training, lineage."""
+"""Commands over the data: init, ingest, episodes, export, datasets, training, lineage."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,15 +30,26 @@ def init() -> None:
 
 @app.command()
 def ingest(
-    source: Annotated[str | None, typer.Option(help="Folder or URI of fleet logs.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Folder or URI (file://, s3://) of fleet logs.")
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help="The fleet's mapping file (YAML/TOML): topics, embodiments."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ingest new fleet logs: summary of ingested, skipped and quarantined files."""
+    """Ingest new fleet logs: MCAP, ROS 1/2 bags, LeRobot v3.0 datasets, robomimic HDF5."""
     from services.fleetlogs.ingest import ingest_logs
+    from services.fleetlogs.mapping import MappingError, load_mapping
 
+    try:
+        fleet = load_mapping(mapping)
+    except MappingError as exc:
+        fail(str(exc))
     settings = ready()
     with console.status("ingesting fleet logs"):
-        summary = ingest_logs(settings, source=source)
+        summary = ingest_logs(settings, source=source, mapping=fleet)
     if as_json:
         return print_json(summary)
     console.print(
@@ -76,6 +88,29 @@ def episodes(
     if as_json:
         return print_json(records)
     print_table(records, fields, title=f"{len(records)} episodes")
+
+
+@app.command()
+def export(
+    destination: Annotated[Path, typer.Argument(help="New folder for the LeRobot v3.0 dataset.")],
+    task: Annotated[list[str] | None, typer.Option(help="Only this task (repeatable).")] = None,
+    robot: Annotated[list[str] | None, typer.Option(help="Only this robot (repeatable).")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="demo | deployment (repeatable).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Export the ingested episodes as a LeRobot v3.0 dataset."""
+    from services.fleetlogs.export import export_lerobot
+
+    try:
+        summary = export_lerobot(ready(), destination, tasks=task, robots=robot, kinds=kind)
+    except (FileExistsError, LookupError) as exc:
+        fail(str(exc))
+    if as_json:
+        return print_json(summary)
+    console.print(
+        f"exported {summary.episodes} episodes, {summary.frames} frames "
+        f"({summary.data_files} data files) to {summary.path}"
+    )
 
 
 @dataset_app.command("build")

@@ -110,7 +110,7 @@ class EpisodeStore:
         tasks = self._add_tasks({raw.task for _, _, raw in episodes})
         chunk_index, file_index = self._next_file()
         relative = DATA_PATH.format(chunk_index=chunk_index, file_index=file_index)
-        first = self._episodes_meta()
+        first = self.episodes_meta()
         index = int(pc.max(first["dataset_to_index"]).as_py() or 0) if first.num_rows else 0
         parts, rows = [], []
         for episode_id, episode_index, raw in episodes:
@@ -163,7 +163,7 @@ class EpisodeStore:
 
     def write_meta(self) -> None:
         """Rewrite info.json and stats.json from the per-episode rows of meta/episodes."""
-        episodes = self._episodes_meta()
+        episodes = self.episodes_meta()
         if not episodes.num_rows:
             for name in ("meta/info.json", "meta/stats.json"):
                 (self.root / name).unlink(missing_ok=True)
@@ -239,7 +239,7 @@ class EpisodeStore:
         store's episodes metadata says where each episode is.
         """
         if data_files is None:
-            meta = self._episodes_meta()
+            meta = self.episodes_meta()
             data_files = (
                 {
                     episode_id: DATA_PATH.format(chunk_index=chunk, file_index=file)
@@ -282,7 +282,8 @@ class EpisodeStore:
             for p in self.root.glob("meta/episodes/chunk-*/file-*.parquet")
         }
 
-    def _episodes_meta(self) -> pa.Table:
+    def episodes_meta(self) -> pa.Table:
+        """Every row of meta/episodes: one per episode, with its file, labels and stats."""
         tables = [pq.read_table(self._episodes_path(f)) for f in sorted(self._episode_files())]
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
@@ -312,7 +313,7 @@ class EpisodeStore:
         orphans = sorted(self.orphan_files(known))
         for relative in orphans:
             self.remove(relative)
-        if orphans or self.info().get("total_episodes", 0) != self._episodes_meta().num_rows:
+        if orphans or self.info().get("total_episodes", 0) != self.episodes_meta().num_rows:
             self.write_meta()
         return orphans
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from services.features import (
@@ -131,10 +132,13 @@ def _frames(path: Path) -> dict[str, np.ndarray]:
     result = {}
     for name in table.column_names:
         column = table[name].combine_chunks()
-        if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
-            sizes = set(np.diff(column.offsets.to_numpy()).tolist()) if len(column) else {0}
+        if pa.types.is_fixed_size_list(column.type):
+            flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+            result[name] = flat.reshape(len(column), column.type.list_size)
+        elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            sizes = set(pc.list_value_length(column).to_numpy(zero_copy_only=False).tolist())
             if len(sizes) > 1:  # ragged vectors: no single size to report against
-                raise LogFormatError(f"{path.name}: {name} vectors differ in size")
+                raise LogFormatError(f"{path.name}: {name} vectors differ in size {sorted(sizes)}")
             flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
             result[name] = flat.reshape(len(column), -1)
         else:
@@ -155,13 +159,15 @@ def _episode(row, frames, info, tasks, defaults, recorded_at) -> RawEpisode:
     intervened = intervention is not None and bool(np.asarray(intervention, bool).any())
     kind = row.get("kind") if row.get("kind") in EPISODE_KINDS else None
     kind = kind or ("deployment" if intervened else "demo")
-    if CONTROL_SOURCE in cut:
+    if kind == "demo":  # the operator drives a demonstration throughout
+        sources = [CONTROL_OPERATOR] * n
+    elif CONTROL_SOURCE in cut:
         sources = [str(s) for s in cut[CONTROL_SOURCE]]
     elif intervention is not None:
         sources = np.where(np.asarray(intervention, bool), CONTROL_OPERATOR, CONTROL_POLICY)
         sources = sources.tolist()
     else:
-        sources = [CONTROL_OPERATOR if kind == "demo" else CONTROL_POLICY] * n
+        sources = [CONTROL_POLICY] * n
     task_names = row.get("tasks") or [tasks.get(int(i)) for i in cut.get(TASK_INDEX, [])[:1]]
     task = defaults.get("task") or (task_names[0] if task_names else None)
     if not task:
