@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import h5py
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from services.fleetlogs.episode_store import EpisodeStore
@@ -20,30 +17,10 @@ from services.fleetlogs.mapping import Robomimic
 from services.fleetlogs.mcap_reader import LogFormatError
 from services.fleetlogs.mcap_writer import write_episode_mcap
 from services.fleetlogs.robomimic import read_robomimic
+from tests.fleetlogs.datasets import write_lerobot, write_robomimic
 from tests.fleetlogs.logs import recording
 
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-def write_robomimic(path: Path, lengths=(12, 9), *, broken: dict | None = None) -> Path:
-    """A robomimic-layout file: 3 + 2 state values from two obs keys, 7-D actions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        data = f.create_group("data")
-        data.attrs["env_args"] = json.dumps({"env_name": "Lift", "env_kwargs": {}})
-        for n, length in enumerate(lengths):
-            rng = np.random.default_rng(n)  # the same demo whenever the file is written
-            demo = data.create_group(f"demo_{n}")
-            demo.create_dataset("obs/robot0_eef_pos", data=rng.normal(size=(length, 3)))
-            demo.create_dataset("obs/robot0_gripper_qpos", data=rng.normal(size=(length, 2)))
-            demo.create_dataset("obs/agentview_image", data=np.zeros((length, 4, 4, 3), np.uint8))
-            demo.create_dataset("actions", data=rng.uniform(-1, 1, size=(length, 7)))
-            dones = np.zeros(length)
-            dones[-1] = n == 0  # the first demo ends by finishing the task
-            demo.create_dataset("dones", data=dones)
-        for name, change in (broken or {}).items():
-            change(data.require_group(name))
-    return path
 
 
 def test_robomimic_demos_become_demonstrations(tmp_path):
@@ -99,63 +76,6 @@ def test_broken_robomimic_files_and_demos_say_why(tmp_path):
         f.create_group("data")
     with pytest.raises(LogFormatError, match="zero-length file: no data/demo_N groups"):
         list(read_robomimic(tmp_path / "nodemos.hdf5", Robomimic(), {}, WHEN))
-
-
-def write_lerobot(root: Path, episodes=((10, None), (7, [3, 4]))) -> Path:
-    """A LeRobot v3.0 dataset as LeRobot writes it (tasks as the pandas index), with an
-    ``intervention`` column: episode n has length and the steps an operator intervened."""
-    rng = np.random.default_rng(0)
-    columns: dict[str, list] = {k: [] for k in ("episode_index", "frame_index", "timestamp")}
-    columns |= {"observation.state": [], "action": [], "task_index": [], "intervention": []}
-    columns["index"] = []
-    metas = []
-    for e, (length, intervened) in enumerate(episodes):
-        start = len(columns["index"])
-        for i in range(length):
-            columns["episode_index"].append(e)
-            columns["frame_index"].append(i)
-            columns["timestamp"].append(i / 30)
-            columns["observation.state"].append(rng.normal(size=6).astype(np.float32))
-            columns["action"].append(rng.normal(size=6).astype(np.float32))
-            columns["task_index"].append(e % 2)
-            columns["intervention"].append(bool(intervened and i in intervened))
-            columns["index"].append(start + i)
-        metas.append(
-            {
-                "episode_index": e,
-                "tasks": [["fold towel", "open drawer"][e % 2]],
-                "length": length,
-                "data/chunk_index": 0,
-                "data/file_index": 0,
-                "dataset_from_index": start,
-                "dataset_to_index": start + length,
-            }
-        )
-    (root / "data/chunk-000").mkdir(parents=True)
-    (root / "meta/episodes/chunk-000").mkdir(parents=True)
-    state = pa.list_(pa.float32(), 6)
-    table = pa.table(
-        {
-            k: pa.array(v, type=state) if k in ("observation.state", "action") else v
-            for k, v in columns.items()
-        }
-    )
-    pq.write_table(table, root / "data/chunk-000/file-000.parquet")
-    pq.write_table(pa.Table.from_pylist(metas), root / "meta/episodes/chunk-000/file-000.parquet")
-    tasks = pa.table({"task_index": [0, 1], "__index_level_0__": ["fold towel", "open drawer"]})
-    pq.write_table(tasks, root / "meta/tasks.parquet")
-    info = {
-        "codebase_version": "v3.0",
-        "robot_type": "so100",
-        "fps": 30,
-        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-        "features": {
-            "observation.state": {"dtype": "float32", "shape": [6]},
-            "action": {"dtype": "float32", "shape": [6]},
-        },
-    }
-    (root / "meta/info.json").write_text(json.dumps(info))
-    return root
 
 
 def test_a_lerobot_dataset_imports_and_keeps_its_interventions(tmp_path):

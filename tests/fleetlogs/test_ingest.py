@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,7 +17,19 @@ from services.fleetlogs.mcap_writer import write_episode_mcap
 from services.store import session_scope
 from services.store.db import engine_for
 from services.store.models import Episode, IngestRun, Intervention
+from tests.fleetlogs.datasets import write_lerobot, write_robomimic
 from tests.fleetlogs.logs import recording, write_bad_logs
+from tests.fleetlogs.ros_logs import (
+    FLOAT_ARRAY,
+    INT32,
+    STRING,
+    T0,
+    Msg,
+    episode_messages,
+    write_ros1_bag,
+    write_ros2_bag,
+    write_ros2_mcap,
+)
 
 __all__ = ["recording"]  # other packages' tests build their logs with it
 
@@ -200,3 +213,76 @@ def test_a_crash_leftover_data_file_is_removed_on_the_next_run(settings, fleet_d
     ingest_logs(settings, source=str(fleet_dir))
     assert sorted(p.name for p in data.iterdir()) == ["file-000.parquet"]
     assert json.loads((store.root / "meta/info.json").read_text())["total_frames"] == 50
+
+
+def write_mixed_fleet(logs: Path, tmp: Path) -> dict[str, str]:
+    """Good logs in every format (state 4, action 2) and bad ones; name -> reason fragment."""
+    messages = episode_messages()
+    good = write_ros1_bag(messages, logs / "ros1/good.bag").read_bytes()
+    write_ros2_bag(episode_messages(steps=12), logs / "ros2/good")
+    write_ros2_mcap(episode_messages(steps=14), logs / "ros2/good.mcap")
+    write_robomimic(logs / "demos/good.hdf5", lengths=(8,), state=(2, 2), action_dim=2)
+    write_lerobot(logs / "lerobot/good", episodes=((9, None),), state_dim=4, action_dim=2)
+    bad = logs / "bad"
+    bad.mkdir(parents=True)
+    (bad / "empty.bag").write_bytes(b"")
+    (bad / "not-a-log.bag").write_text("this is a shopping list, not a robot log\n")
+    (bad / "truncated.bag").write_bytes(good[: len(good) // 2])
+    (bad / "not-a-log.hdf5").write_text("a to-do list, not demonstrations\n")
+    (bad / "truncated.hdf5").write_bytes(
+        write_robomimic(tmp / "cut.hdf5", lengths=(30,), state=(2, 2), action_dim=2).read_bytes()[
+            :5000
+        ]
+    )
+    unknown = [Msg("/camera/info", STRING, T0, "x"), Msg("/tf", INT32, T0 + 1, 1)]
+    write_ros2_mcap(unknown, bad / "unknown-topics.mcap")
+    write_ros2_mcap(episode_messages(steps=3, info=None), bad / "no-robot.mcap")
+    nan = episode_messages(steps=6)
+    i = next(i for i, m in enumerate(nan) if m.topic == "/flywheel/action" and m.t_ns > T0)
+    nan[i] = Msg(nan[i].topic, nan[i].msgtype, nan[i].t_ns, [float("nan"), float("inf")])
+    write_ros2_mcap(nan, bad / "nan.mcap")
+    absurd = episode_messages(steps=4, outcome=None)
+    absurd.append(Msg("/flywheel/action", FLOAT_ARRAY, T0 + 10**17, [0.0, 0.0]))
+    write_ros1_bag(absurd, bad / "absurd-time.bag")
+    write_ros1_bag(episode_messages(steps=5, action_dim=3), bad / "wrong-action-size.bag")
+    write_ros2_bag(episode_messages(steps=1), bad / "one-step")
+    broken = write_ros2_bag(episode_messages(), bad / "damaged-db")
+    db = next(broken.glob("*.db3"))
+    db.write_bytes(db.read_bytes()[:4096])
+    old = write_lerobot(bad / "old-lerobot", episodes=((5, None),))
+    (old / "meta/info.json").write_text(json.dumps({"codebase_version": "v2.1"}))
+    return {
+        "empty.bag": "seems to be empty",
+        "not-a-log.bag": "File magic is invalid",
+        "truncated.bag": "unreadable bag",
+        "truncated.hdf5": "truncated or corrupt HDF5",
+        "not-a-log.hdf5": "not an HDF5 file (bad magic bytes)",
+        "unknown-topics.mcap": "no messages on the mapped state topic /joint_states (the log "
+        "has /camera/info, /tf)",
+        "no-robot.mcap": "does not say its robot_id and task",
+        "nan.mcap": "action has NaN/inf at step 1",
+        "absurd-time.bag": "absurd timestamp",
+        "wrong-action-size.bag": "action has 3 values, expected 2 for task bin-pick",
+        "one-step": "too short: 1 steps, fewer than 2",
+        "damaged-db": "database disk image is malformed",
+        "old-lerobot": "LeRobot dataset v2.1: Flywheel reads v3.0",
+    }
+
+
+def test_every_format_in_one_batch_good_ones_in_and_each_bad_one_quarantined(settings, tmp_path):
+    logs = tmp_path / "logs"
+    expected = write_mixed_fleet(logs, tmp_path)
+    before = snapshot(logs)
+    summary = ingest_logs(settings, source=str(logs))
+
+    reasons = {Path(uri.split("#")[0]).name: reason for uri, reason in summary.quarantined_files}
+    assert set(reasons) == set(expected)
+    for name, fragment in expected.items():
+        assert fragment in reasons[name], (name, reasons[name])
+    formats = Counter(e.source_format for e in list_episodes(settings, status="ok"))
+    assert formats == {"rosbag1": 1, "rosbag2": 1, "mcap": 1, "robomimic": 1, "lerobot": 1}
+    assert summary.ingested == 5
+    assert before == snapshot(logs)  # sqlite bags opened read-only, nothing written beside them
+    again = ingest_logs(settings, source=str(logs))
+    assert (again.ingested, again.quarantined) == (0, 0)
+    assert len(list_episodes(settings)) == 5 + len(expected)
