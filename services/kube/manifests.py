@@ -1,0 +1,348 @@
+"""The Kubernetes objects Flywheel writes at run time, built as plain dicts.
+
+- A policy server per robot group: a Deployment and a Service named ``policy-server-<group>``.
+  Robots of the group ask it for actions; the model it serves is the group's assignment, held
+  in three places that always move together: the ``FLYWHEEL_MODEL_VERSION`` and
+  ``FLYWHEEL_MODEL_URI`` environment variables of its container (what the server loads) and
+  the ``flywheel.dev/model-version`` annotation of the Deployment and its pod template (what
+  Flywheel reads back; changing the template also rolls the pods).
+- A KubeRay ``RayJob`` per training candidate, named after the candidate, that brings its own
+  Ray cluster and deletes it when the job ends.
+
+Every builder returns a manifest that ``validation.validate_manifest`` accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+PART_OF = "flywheel"
+GROUP_LABEL = "flywheel.dev/robot-group"
+CANDIDATE_ANNOTATION = "flywheel.dev/candidate-id"
+VERSION_ANNOTATION = "flywheel.dev/model-version"
+URI_ANNOTATION = "flywheel.dev/model-uri"
+# Hash of the RayJob spec: a second submission for the same candidate must ask for the same job.
+SPEC_HASH_ANNOTATION = "flywheel.dev/spec-hash"
+POLICY_SERVER_COMPONENT = "policy-server"
+TRAINING_COMPONENT = "training"
+CONTAINER = "policy-server"
+VERSION_ENV = "FLYWHEEL_MODEL_VERSION"
+URI_ENV = "FLYWHEEL_MODEL_URI"
+GROUP_ENV = "FLYWHEEL_ROBOT_GROUP"
+
+POLICY_SERVER_PREFIX = "policy-server-"
+# Service names are DNS-1035 labels of at most 63 characters.
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+MAX_GROUP_LEN = 63 - len(POLICY_SERVER_PREFIX)
+# KubeRay refuses longer RayJob names: it derives the cluster's and pods' names from them.
+MAX_RAYJOB_NAME = 47
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Requests and limits of one container (Kubernetes quantities: "500m", "2Gi")."""
+
+    cpu: str = "500m"
+    memory: str = "1Gi"
+    # Memory limit = request: a policy server that outgrows it is restarted, not the node.
+    cpu_limit: str | None = "2"
+    gpu: int = 0
+
+    def manifest(self) -> dict:
+        requests = {"cpu": self.cpu, "memory": self.memory}
+        limits = {"memory": self.memory}
+        if self.cpu_limit:
+            limits["cpu"] = self.cpu_limit
+        if self.gpu:
+            requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(self.gpu)
+        return {"requests": requests, "limits": limits}
+
+
+@dataclass(frozen=True)
+class PolicyServerConfig:
+    """How every group's policy server runs; only the model differs between groups."""
+
+    # Image of the inference server; it reads FLYWHEEL_MODEL_URI and serves HTTP on `port`.
+    image: str
+    # Arguments to the image's entrypoint; empty runs the image's default command.
+    args: tuple[str, ...] = ()
+    port: int = 8080
+    # Liveness and readiness path; the server answers 200 once the model is loaded.
+    health_path: str = "/health"
+    replicas: int = 2
+    resources: Resources = field(default_factory=Resources)
+    service_account: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+
+    def __post_init__(self) -> None:
+        if not self.image:
+            raise ValueError("policy server image is empty")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"policy server port {self.port} is not a TCP port")
+        if self.replicas < 0:
+            raise ValueError("policy server replicas must be >= 0")
+        if not self.health_path.startswith("/"):
+            raise ValueError(f"health path {self.health_path!r} must start with '/'")
+
+
+@dataclass(frozen=True)
+class RayClusterShape:
+    """The Ray cluster a training RayJob brings up: one head and `workers` workers."""
+
+    ray_version: str = "2.60.0"
+    workers: int = 1
+    head: Resources = field(default_factory=lambda: Resources(cpu="1", memory="4Gi"))
+    worker: Resources = field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError("a Ray cluster cannot have a negative number of workers")
+
+
+def check_group(group: str) -> str:
+    """Refuse a group name that cannot name a Deployment and Service (no silent renaming)."""
+    if not isinstance(group, str) or not DNS_LABEL.match(group) or len(group) > MAX_GROUP_LEN:
+        raise ValueError(
+            f"robot group {group!r} must be a DNS label: lowercase letters, digits and '-', "
+            f"starting with a letter, at most {MAX_GROUP_LEN} characters"
+        )
+    return group
+
+
+def check_version(version: str, model_uri: str) -> None:
+    if not isinstance(version, str) or not version.strip():
+        raise ValueError("model version is empty")
+    if not isinstance(model_uri, str) or not model_uri.strip():
+        raise ValueError("model URI is empty")
+
+
+def policy_server_name(group: str) -> str:
+    return POLICY_SERVER_PREFIX + check_group(group)
+
+
+def policy_server_labels(group: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "policy-server",
+        "app.kubernetes.io/component": POLICY_SERVER_COMPONENT,
+        "app.kubernetes.io/part-of": PART_OF,
+        GROUP_LABEL: check_group(group),
+    }
+
+
+def policy_server_selector() -> str:
+    """Label selector of every group's policy server."""
+    return (
+        f"app.kubernetes.io/component={POLICY_SERVER_COMPONENT},app.kubernetes.io/part-of={PART_OF}"
+    )
+
+
+def model_env(group: str, version: str, model_uri: str) -> list[dict]:
+    return [
+        {"name": VERSION_ENV, "value": version},
+        {"name": URI_ENV, "value": model_uri},
+        {"name": GROUP_ENV, "value": group},
+    ]
+
+
+def model_annotations(version: str, model_uri: str) -> dict[str, str]:
+    return {VERSION_ANNOTATION: version, URI_ANNOTATION: model_uri}
+
+
+def policy_server_deployment(
+    group: str, version: str, model_uri: str, config: PolicyServerConfig, *, namespace: str
+) -> dict:
+    check_version(version, model_uri)
+    labels = policy_server_labels(group)
+    http = {"path": config.health_path, "port": "http"}
+    container = {
+        "name": CONTAINER,
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "env": model_env(group, version, model_uri),
+        "ports": [{"name": "http", "containerPort": config.port, "protocol": "TCP"}],
+        "resources": config.resources.manifest(),
+        # Loading a model can take a while: readiness gates traffic, liveness only restarts a
+        # server that stopped answering long after it started.
+        "readinessProbe": {"httpGet": http, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {
+            "httpGet": http,
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+    }
+    if config.args:
+        container["args"] = list(config.args)
+    pod_spec: dict = {"containers": [container]}
+    if config.service_account:
+        pod_spec["serviceAccountName"] = config.service_account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": policy_server_name(group),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": model_annotations(version, model_uri),
+        },
+        "spec": {
+            "replicas": config.replicas,
+            "selector": {"matchLabels": {GROUP_LABEL: group, "app.kubernetes.io/part-of": PART_OF}},
+            # Never fewer ready servers than asked for while the model changes.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": model_annotations(version, model_uri),
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def policy_server_service(group: str, config: PolicyServerConfig, *, namespace: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": policy_server_name(group),
+            "namespace": namespace,
+            "labels": policy_server_labels(group),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {GROUP_LABEL: group, "app.kubernetes.io/part-of": PART_OF},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def version_patch(group: str, version: str, model_uri: str) -> dict:
+    """Strategic-merge patch that points a group's Deployment at another model.
+
+    Containers and env vars merge by name, so the patch touches only the three model variables
+    and the annotations; the rest of the Deployment stays as applied.
+    """
+    check_version(version, model_uri)
+    annotations = model_annotations(version, model_uri)
+    return {
+        "metadata": {"annotations": annotations},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": annotations},
+                "spec": {
+                    "containers": [{"name": CONTAINER, "env": model_env(group, version, model_uri)}]
+                },
+            }
+        },
+    }
+
+
+def training_job_name(candidate_id: str) -> str:
+    """RayJob name of a candidate: stable, DNS-1035, within KubeRay's length limit."""
+    if not isinstance(candidate_id, str) or not candidate_id.strip():
+        raise ValueError("candidate id is empty")
+    slug = re.sub(r"[^a-z0-9]+", "-", candidate_id.lower()).strip("-")
+    name = f"train-{slug}"
+    if len(name) <= MAX_RAYJOB_NAME and slug:
+        return name
+    # Too long (or nothing left after cleaning): keep a readable prefix and a hash of the id.
+    digest = hashlib.sha256(candidate_id.encode()).hexdigest()[:10]
+    prefix = name[: MAX_RAYJOB_NAME - len(digest) - 1].rstrip("-")
+    return f"{prefix}-{digest}"
+
+
+def _ray_pod(image: str, resources: Resources, env: dict[str, str], role: str) -> dict:
+    container = {
+        "name": f"ray-{role}",
+        "image": image,
+        "resources": resources.manifest(),
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+    }
+    if role == "head":
+        container["ports"] = [
+            {"name": "gcs", "containerPort": 6379},
+            {"name": "dashboard", "containerPort": 8265},
+            {"name": "client", "containerPort": 10001},
+        ]
+    return {"spec": {"containers": [container]}}
+
+
+def training_rayjob(
+    candidate_id: str,
+    *,
+    image: str,
+    entrypoint: str,
+    namespace: str,
+    shape: RayClusterShape,
+    runtime_env: dict | None = None,
+    env: dict[str, str] | None = None,
+    active_deadline_s: int | None = None,
+    backoff_limit: int = 0,
+    ttl_after_finished_s: int = 600,
+) -> dict:
+    """A RayJob that brings up its own Ray cluster, runs `entrypoint` once, and tears it down."""
+    if not image:
+        raise ValueError("training image is empty")
+    if not entrypoint or not entrypoint.strip():
+        raise ValueError("training entrypoint is empty")
+    if active_deadline_s is not None and active_deadline_s < 1:
+        raise ValueError("active_deadline_s must be a positive number of seconds")
+    env = dict(env or {})
+    env.setdefault("FLYWHEEL_CANDIDATE_ID", candidate_id)
+    workers = shape.workers
+    spec: dict = {
+        "entrypoint": entrypoint,
+        "submissionMode": "K8sJobMode",
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": ttl_after_finished_s,
+        "backoffLimit": backoff_limit,
+        "metadata": {"candidate": candidate_id[:256]},
+        "rayClusterSpec": {
+            "rayVersion": shape.ray_version,
+            "headGroupSpec": {
+                # The head schedules no training work: the workers do.
+                "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+                "template": _ray_pod(image, shape.head, env, "head"),
+            },
+            "workerGroupSpecs": [
+                {
+                    "groupName": "trainers",
+                    "replicas": workers,
+                    "minReplicas": workers,
+                    "maxReplicas": workers,
+                    "rayStartParams": {},
+                    "template": _ray_pod(image, shape.worker, env, "worker"),
+                }
+            ],
+        },
+    }
+    if runtime_env:
+        spec["runtimeEnvYAML"] = yaml.safe_dump(runtime_env, sort_keys=True)
+    if active_deadline_s is not None:
+        spec["activeDeadlineSeconds"] = active_deadline_s
+    spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {
+            "name": training_job_name(candidate_id),
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/component": TRAINING_COMPONENT,
+                "app.kubernetes.io/part-of": PART_OF,
+            },
+            "annotations": {CANDIDATE_ANNOTATION: candidate_id, SPEC_HASH_ANNOTATION: spec_hash},
+        },
+        "spec": spec,
+    }
