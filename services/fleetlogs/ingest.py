@@ -22,6 +22,7 @@ two at once do not duplicate anything. Source files are only ever read.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import uuid
 from collections import Counter
@@ -45,8 +46,8 @@ from services.validation.suite import frame_table, validate_frames
 log = logging.getLogger(__name__)
 
 # A chunk is written as one Parquet data file: these bound memory whatever the backlog.
-CHUNK_EPISODES = 200
-CHUNK_FRAMES = 250_000
+CHUNK_EPISODES = 1000
+CHUNK_FRAMES = 200_000
 
 
 @dataclass
@@ -76,22 +77,34 @@ class _Upload:
         return self.digest[:16]
 
 
-class _HashingStream:
-    """A read-only stream that hashes what passes through it."""
+class _HashingRaw(io.RawIOBase):
+    """A read-only raw stream that hashes what passes through it, block by block."""
 
     def __init__(self, stream) -> None:
         self._stream = stream
         self.sha256 = hashlib.sha256()
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
         self.sha256.update(data)
-        return data
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _HashingStream(io.BufferedReader):
+    """Buffered, so the MCAP reader's many small reads cost nothing; hashes the whole file."""
+
+    def __init__(self, stream) -> None:
+        self._hashing = _HashingRaw(stream)
+        super().__init__(self._hashing, buffer_size=HASH_BLOCK)
 
     def drain(self) -> str:
         while self.read(HASH_BLOCK):
             pass
-        return self.sha256.hexdigest()
+        return self._hashing.sha256.hexdigest()
 
 
 def episode_digest(raw: RawEpisode) -> str:
