@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     eval_episodes: int = Field(default=100, ge=1)
     # Most steps a dataset keeps (Sirius's memory cap); None keeps every episode.
     dataset_max_steps: int | None = Field(default=None, ge=1)
+    # Share of deployment episodes kept out of every training set (chosen by episode-id hash,
+    # so the same ones every night) for offline evaluation of candidates.
+    holdout_share: float = Field(default=0.1, ge=0, lt=1)
     # Optimiser steps of each night's fine-tuning run.
     train_steps: int = Field(default=3000, ge=1)
 

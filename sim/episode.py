@@ -94,15 +94,38 @@ class AutonomousResult:
     success: bool
     steps: int
     final_reward: float
+    # The trajectory, when recorded: states before each step, actions, rewards after.
+    states: np.ndarray | None = None
+    actions: np.ndarray | None = None
+    rewards: np.ndarray | None = None
 
 
-def run_autonomous(env: SimEnv, seed: int, policy: PolicyFn) -> AutonomousResult:
-    """The policy alone, no operator, nothing recorded: closed-loop evaluation."""
+def run_autonomous(
+    env: SimEnv, seed: int, policy: PolicyFn, *, record: bool = False
+) -> AutonomousResult:
+    """The policy alone, no operator: closed-loop evaluation. ``record`` keeps the trajectory
+    so a reviewer can look at a failure."""
     state = env.reset(seed)
     reward = 0.0
-    for step in range(env.max_steps):
-        result = env.step(policy(state, env.task))
-        state, reward = result.state, result.reward
-        if result.success:
-            return AutonomousResult(True, step + 1, reward)
-    return AutonomousResult(False, env.max_steps, reward)
+    states, actions, rewards = [], [], []
+    steps, success = 0, False
+    while steps < env.max_steps and not success:
+        action = policy(state, env.task)
+        if record:
+            states.append(state)
+            actions.append(action)
+        result = env.step(action)
+        state, reward, success = result.state, result.reward, result.success
+        steps += 1
+        if record:
+            rewards.append(reward)
+    if not record:
+        return AutonomousResult(success, steps, reward)
+    return AutonomousResult(
+        success,
+        steps,
+        reward,
+        np.asarray(states, np.float32),
+        np.asarray(actions, np.float32),
+        np.asarray(rewards, np.float32),
+    )

@@ -131,3 +131,26 @@ class IssuedToken(BaseModel):
     name: str
     role: Role
     token: str = Field(description="Shown once; only its hash is stored.")
+
+
+class Trajectory(BaseModel):
+    steps: int
+    states: list[list[float]]
+    actions: list[list[float]]
+    rewards: list[float]
+
+
+class EpisodeSide(BaseModel):
+    model_version: str
+    success: bool
+    steps: int
+    final_reward: float
+    trajectory: Trajectory | None = Field(description="None if it was not kept.")
+
+
+class EvaluationEpisodeOut(BaseModel):
+    candidate_id: str
+    task: str
+    seed: int
+    candidate: EpisodeSide
+    champion: EpisodeSide | None

@@ -11,7 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.config import Settings
 from services.evaluation.stats import wilson
+from services.evaluation.trajectories import read_trajectory, trajectory_path
 from services.lineage import lineage_of_model
 from services.store.models import AuditEvent, Candidate, Decision, Evaluation, EvaluationEpisode
 
@@ -204,3 +206,45 @@ def _failing_episodes(
         }
         for e in failed
     ]
+
+
+def evaluation_episode(
+    session: Session, settings: Settings, ref: str, task: str, seed: int
+) -> dict[str, Any]:
+    """One evaluation episode of a candidate with its trajectory, and the champion's episode
+    on the same seed next to it."""
+    candidate = find_candidate(session, ref)
+    evaluation = session.scalar(
+        select(Evaluation).where(Evaluation.candidate_id == candidate.id, Evaluation.task == task)
+    )
+    if evaluation is None or candidate.model_version is None:
+        raise NotFound(f"candidate {candidate.id} has no evaluation on task {task!r}")
+    sides = {"candidate": candidate.model_version, "champion": evaluation.champion_version}
+    answer: dict[str, Any] = {"candidate_id": candidate.id, "task": task, "seed": seed}
+    for side, version in sides.items():
+        row = (
+            session.scalar(
+                select(EvaluationEpisode).where(
+                    EvaluationEpisode.model_version == version,
+                    EvaluationEpisode.task == task,
+                    EvaluationEpisode.seed == seed,
+                    EvaluationEpisode.suite == evaluation.suite,
+                )
+            )
+            if version is not None
+            else None
+        )
+        if row is None:
+            if side == "candidate":
+                raise NotFound(f"no evaluation episode of {task!r} with seed {seed}")
+            answer[side] = None
+            continue
+        path = trajectory_path(settings, row.suite, version, task, seed)
+        answer[side] = {
+            "model_version": version,
+            "success": row.success,
+            "steps": row.steps,
+            "final_reward": row.final_reward,
+            "trajectory": read_trajectory(path) if path.exists() else None,
+        }
+    return answer

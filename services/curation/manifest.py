@@ -64,13 +64,19 @@ def build_dataset(
 ) -> DatasetSummary:
     """Mine every good episode into a weighted, content-addressed manifest.
 
-    ``max_steps`` caps the dataset's memory: see ``within_cap``.
+    ``max_steps`` caps the dataset's memory: see ``within_cap``. Held-out episodes
+    (``is_held_out``) never enter a dataset.
     """
     weighting = get_scheme(scheme)
+    holdout = settings.holdout_share
     with session_scope(settings.db_url) as session:
-        episodes = session.scalars(
-            select(Episode).where(Episode.status == "ok").order_by(Episode.id)
-        ).all()
+        episodes = [
+            e
+            for e in session.scalars(
+                select(Episode).where(Episode.status == "ok").order_by(Episode.id)
+            )
+            if not is_held_out(e, holdout)
+        ]
         used = set(session.scalars(select(DatasetEpisode.episode_id).distinct()))
     if not episodes:
         raise NoEpisodesError("no ingested episodes yet: run `flywheel ingest` first")
@@ -117,6 +123,7 @@ def build_dataset(
         "n_steps": n_steps,
         "max_steps": max_steps,
         "evicted_episodes": evicted,
+        "holdout_share": holdout,
     }
     dataset_id = _content_hash(header, table)
     replay_share = replayed_steps / n_steps if n_steps else 0.0
@@ -181,6 +188,29 @@ def within_cap(episodes: list[Episode], max_steps: int | None) -> list[Episode]:
         kept.append(episode)
         total += episode.steps or 0
     return kept
+
+
+def is_held_out(episode: Episode, share: float) -> bool:
+    """Whether a deployment episode belongs to the held-out set for offline evaluation.
+
+    Decided by the episode id (a content hash), so an episode is held out on every night
+    or never: no model is trained on an episode it is later scored on. Demonstrations are
+    never held out: there are few of them and the first policy needs them all.
+    """
+    if episode.kind != "deployment" or share <= 0:
+        return False
+    return int(hashlib.sha256(episode.id.encode()).hexdigest()[:8], 16) < share * 16**8
+
+
+def held_out_episodes(settings: Settings) -> list[Episode]:
+    with session_scope(settings.db_url) as session:
+        return [
+            e
+            for e in session.scalars(
+                select(Episode).where(Episode.status == "ok").order_by(Episode.id)
+            )
+            if is_held_out(e, settings.holdout_share)
+        ]
 
 
 def _content_hash(header: dict, table: pa.Table) -> str:

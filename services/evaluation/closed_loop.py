@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from services.config import Settings
 from services.evaluation.stats import Rate, wilson
+from services.evaluation.trajectories import trajectory_path, write_trajectory
 from services.store import session_scope
 from services.store.models import Candidate, Evaluation, EvaluationEpisode
 
@@ -38,7 +39,8 @@ class TaskEvaluation:
 
 
 def _run_episodes(checkpoint: str, items: list[tuple[str, int]]) -> list[tuple]:
-    """One worker's share: load the policy and the simulator once, run its episodes."""
+    """One worker's share: load the policy and the simulator once, run its episodes and
+    return each one's outcome and trajectory."""
     from policies.checkpoint import load_checkpoint
     from sim.episode import run_autonomous
     from sim.tasks import make_env
@@ -47,8 +49,19 @@ def _run_episodes(checkpoint: str, items: list[tuple[str, int]]) -> list[tuple]:
     envs = {task: make_env(task) for task in {t for t, _ in items}}
     results = []
     for task, seed in items:
-        r = run_autonomous(envs[task], seed, policy.act)
-        results.append((task, seed, bool(r.success), int(r.steps), float(r.final_reward)))
+        r = run_autonomous(envs[task], seed, policy.act, record=True)
+        results.append(
+            (
+                task,
+                seed,
+                bool(r.success),
+                int(r.steps),
+                float(r.final_reward),
+                r.states,
+                r.actions,
+                r.rewards,
+            )
+        )
     return results
 
 
@@ -85,8 +98,9 @@ def evaluate_version(
             r for part in ray.get([run.remote(str(checkpoint), s) for s in shares]) for r in part
         ]
         with session_scope(settings.db_url) as session:
-            for task, seed, success, steps, reward in results:
+            for task, seed, success, steps, reward, *trajectory in results:
                 done[(task, seed)] = success
+                write_trajectory(trajectory_path(settings, SUITE, version, task, seed), *trajectory)
                 session.add(
                     EvaluationEpisode(
                         model_version=version,
@@ -134,8 +148,13 @@ def store_evaluations(
     candidate_id: str,
     champion_version: str | None,
     evaluations: list[TaskEvaluation],
+    offline: dict[str, dict] | None = None,
 ) -> None:
-    """One row per task; re-evaluating the same candidate replaces nothing and adds nothing."""
+    """One row per task; re-evaluating the same candidate replaces nothing and adds nothing.
+
+    ``offline`` holds each task's offline metrics on held-out episodes, if any.
+    """
+    offline = offline or {}
     with session_scope(settings.db_url) as session:
         candidate = session.get(Candidate, candidate_id)
         if candidate is None:
@@ -165,6 +184,7 @@ def store_evaluations(
                         "candidate_ci": [ev.candidate.low, ev.candidate.high],
                         "champion_ci": [ev.champion.low, ev.champion.high] if ev.champion else None,
                         "failed_seeds": list(ev.failed_seeds),
+                        "offline": offline.get(ev.task),
                     },
                 )
             )

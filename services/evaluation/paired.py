@@ -9,12 +9,14 @@ from services.evaluation.closed_loop import (
     evaluate_version,
     store_evaluations,
 )
+from services.evaluation.offline import action_errors
 from services.store import session_scope
 from services.store.models import Candidate
 
 
 def evaluate_candidate(settings: Settings, candidate_id: str) -> list[TaskEvaluation]:
-    """Closed-loop success per task on seeds 0..eval_episodes-1, paired with the parent.
+    """Closed-loop success per task on seeds 0..eval_episodes-1, paired with the parent,
+    and offline action error on held-out operator segments.
 
     The baseline is the candidate's parent: the champion it was fine-tuned from and would
     replace. Stored episodes are reused, so re-running the stage costs nothing.
@@ -34,5 +36,10 @@ def evaluate_candidate(settings: Settings, candidate_id: str) -> list[TaskEvalua
     results = results_of(version)
     baseline = results_of(parent) if parent else None
     evaluations = compare(results, baseline)
-    store_evaluations(settings, candidate_id, parent, evaluations)
+    checkpoints = {"candidate": policy_checkpoint(settings, version)}
+    if parent:
+        checkpoints["champion"] = policy_checkpoint(settings, parent)
+    store_evaluations(
+        settings, candidate_id, parent, evaluations, offline=action_errors(checkpoints, settings)
+    )
     return evaluations

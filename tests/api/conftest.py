@@ -1,8 +1,11 @@
 """A review store with candidates, evaluations, a user per role and a robot."""
 
+import numpy as np
+
 from services.approval.users import add_user
 from services.evaluation.closed_loop import compare, store_evaluations
 from services.evaluation.gate import judge, record_verdict
+from services.evaluation.trajectories import trajectory_path, write_trajectory
 from services.rollout.assignments import assign, register_robots
 from services.store import session_scope
 from services.store.models import EvaluationEpisode
@@ -24,7 +27,15 @@ def seed_review_store(settings) -> dict[str, str]:
     add_candidate(url, "c4", version="4", status="registered", parent="2")
     for cid, k in (("c3", 30), ("c4", 5)):
         evaluations = compare({"pick-place": _outcomes(k)}, {"pick-place": _outcomes(12)})
-        store_evaluations(settings, cid, "2", evaluations)
+        offline = {
+            "pick-place": {
+                "held_out_episodes": 6,
+                "operator_steps": 120,
+                "candidate_action_mse": 0.02 if cid == "c3" else 0.09,
+                "champion_action_mse": 0.05,
+            }
+        }
+        store_evaluations(settings, cid, "2", evaluations, offline=offline)
         record_verdict(url, cid, judge(evaluations))
     with session_scope(url) as session:
         for version, k in (("2", 12), ("3", 30)):
@@ -40,6 +51,10 @@ def seed_review_store(settings) -> dict[str, str]:
                         final_reward=1.0 if ok else 0.1,
                     )
                 )
+        for version in ("2", "3"):  # a failure of 3 that 2 also failed, both kept
+            path = trajectory_path(settings, "closed-loop-v1", version, "pick-place", 35)
+            steps = np.arange(6, dtype=np.float32)
+            write_trajectory(path, np.c_[steps, -steps], np.c_[steps / 10], steps / 100)
         tokens = {role: add_user(session=session, name=f"u-{role}", role=role) for role in ROLES}
         register_robots(session=session, robot_ids=["robot-00"], tasks=["pick-place"])
         session.flush()

@@ -57,9 +57,25 @@ def test_candidate_list_and_detail_show_every_number_behind_the_verdict(api):
     assert task["difference_lower_bound"] > 0
     assert detail["gate"]["verdict"] == "pass" and detail["gate"]["numbers"]["p_value"] < 0.05
     assert detail["lineage"]["dataset"]["id"] == "d1"
+    assert detail["offline"]["pick-place"]["candidate_action_mse"] == 0.02
     failing = detail["failing_episodes"]
     assert [e["seed"] for e in failing] == list(range(30, 40))
     assert all(e["champion_succeeded"] is False for e in failing)
+
+
+def test_a_reviewer_opens_a_failure_next_to_the_champion_on_the_same_seed(api):
+    engineer = _auth(api, "engineer")
+    episode = api.get("/candidates/3/episodes/pick-place/35", headers=engineer).json()
+    assert episode["candidate"]["success"] is False and episode["candidate"]["model_version"] == "3"
+    assert episode["champion"]["model_version"] == "2" and episode["champion"]["success"] is False
+    trajectory = episode["candidate"]["trajectory"]
+    assert trajectory["steps"] == 6 and trajectory["states"][2] == [2.0, -2.0]
+    assert trajectory["actions"][5] == [pytest.approx(0.5)]
+    unkept = api.get("/candidates/3/episodes/pick-place/31", headers=engineer).json()
+    assert unkept["candidate"]["trajectory"] is None and unkept["champion"]["success"] is False
+    for path in ("/candidates/3/episodes/pick-place/400", "/candidates/3/episodes/push/1"):
+        missing = api.get(path, headers=engineer)
+        assert missing.status_code == 404 and "no evaluation" in missing.json()["detail"]
 
 
 def test_only_a_fleet_manager_approves_or_rejects(api):
@@ -177,6 +193,7 @@ def test_the_openapi_schema_declares_bearer_auth_and_every_route(api):
         "/candidates/{ref}/approve",
         "/candidates/{ref}/reject",
         "/candidates/{ref}/comments",
+        "/candidates/{ref}/episodes/{task}/{seed}",
         "/audit",
         "/users",
         "/users/me",

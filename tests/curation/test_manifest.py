@@ -2,11 +2,17 @@ from pathlib import Path
 
 import numpy as np
 
-from services.curation.manifest import build_dataset, load_training_data, read_manifest
+from services.curation.manifest import (
+    build_dataset,
+    held_out_episodes,
+    is_held_out,
+    load_training_data,
+    read_manifest,
+)
 from services.fleetlogs.ingest import ingest_logs
 from services.fleetlogs.mcap_writer import write_episode_mcap
 from services.store import session_scope
-from services.store.models import Dataset, DatasetEpisode
+from services.store.models import Dataset, DatasetEpisode, Episode
 from tests.fleetlogs.test_ingest import recording
 
 
@@ -62,3 +68,24 @@ def test_the_memory_cap_evicts_the_least_intervened_and_never_a_demo(settings):
     assert capped.class_counts["demo"] == 30 and capped.class_counts["intervention"] == 4
     # a cap smaller than the demos alone still keeps every demonstration
     assert build_dataset(settings, max_steps=10).class_counts["demo"] == 30
+
+
+def test_held_out_episodes_never_enter_a_dataset_and_are_the_same_every_night(settings):
+    held = settings.model_copy(update={"holdout_share": 0.5})
+    _upload(held, "demo", kind="demo", interventions=[], n=12)
+    for i in range(12):
+        _upload(held, f"deploy-{i}", n=20 + i)
+    with session_scope(held.db_url) as session:
+        episodes = session.query(Episode).all()
+    expected = {e.id for e in episodes if is_held_out(e, 0.5)}
+    assert 0 < len(expected) < 12  # 12 deployments at a share of one half
+    assert {e.id for e in held_out_episodes(held)} == expected
+    assert not any(is_held_out(e, 0.5) for e in episodes if e.kind == "demo")
+    dataset = build_dataset(held)
+    with session_scope(held.db_url) as session:
+        used = {
+            d.episode_id for d in session.query(DatasetEpisode).filter_by(dataset_id=dataset.id)
+        }
+    assert used == {e.id for e in episodes} - expected
+    assert read_manifest(held, dataset.id)[0]["holdout_share"] == 0.5
+    assert build_dataset(settings).id != dataset.id  # the share is part of the manifest

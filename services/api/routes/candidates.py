@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from services.api.deps import CandidateRef, CurrentUser, SessionDep, WriteSessionDep
-from services.api.schemas import CandidateDetail, CandidateSummary, CommentIn, DecisionOut, Reason
+from fastapi import APIRouter, Path
+
+from services.api.deps import (
+    CandidateRef,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    WriteSessionDep,
+)
+from services.api.schemas import (
+    CandidateDetail,
+    CandidateSummary,
+    CommentIn,
+    DecisionOut,
+    EvaluationEpisodeOut,
+    Reason,
+)
 from services.approval import decisions, review
 
 router = APIRouter(
@@ -32,6 +47,19 @@ def list_candidates(session: SessionDep, user: CurrentUser) -> list[dict]:
 @router.get("/{ref}", response_model=CandidateDetail, responses=_ERRORS)
 def get_candidate(ref: CandidateRef, session: SessionDep, user: CurrentUser) -> dict:
     return review.candidate_detail(session, ref)
+
+
+@router.get("/{ref}/episodes/{task}/{seed}", response_model=EvaluationEpisodeOut, responses=_ERRORS)
+def get_evaluation_episode(
+    ref: CandidateRef,
+    task: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")],
+    seed: Annotated[int, Path(ge=0, le=2**31 - 1)],
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> dict:
+    """One evaluation episode with its trajectory, and the champion's on the same seed."""
+    return review.evaluation_episode(session, settings, ref, task, seed)
 
 
 @router.post("/{ref}/approve", response_model=DecisionOut, responses=_DECISION_ERRORS)
