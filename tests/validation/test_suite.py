@@ -9,6 +9,7 @@ import numpy as np
 
 from services.fleetlogs.mcap_reader import read_episode_mcap
 from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.validation.embodiment import Embodiment
 from services.validation.suite import frame_table, validate_frames
 from tests.fleetlogs.logs import recording
 
@@ -76,3 +77,57 @@ def test_a_clean_batch_passes_and_an_empty_one_needs_no_suite(tmp_path):
     assert report.success and report.result["success"] is True
     assert validate_frames(frame_table([])).success
     assert not validate_frames(frame_table([("a", episode(tmp_path, "a"))]), min_steps=21).success
+
+
+def test_each_embodiment_has_its_own_suite(tmp_path):
+    arm = Embodiment(
+        name="arm",
+        robots=("arm-*",),
+        state_dim=4,
+        action_dim=2,
+        state_range=((-3, -3, -3, -3), (3, 3, 3, 3)),
+        action_range=(-0.5, 0.5),
+        control_sources=("policy",),
+        min_steps=10,
+    )
+    fine = episode(tmp_path, "fine", robot_id="arm-1", control_source=["policy"] * 20)
+    fine.states[:] = 0.0
+    fine.actions[:] = 0.1
+    wild = replace(fine, states=fine.states.copy(), actions=fine.actions.copy())
+    wild.states[4, 2] = 7.0  # past one joint's limit
+    wild.actions[[1, 2], 0] = -0.9
+    teleop = replace(fine, control_source=["policy"] * 10 + ["operator"] * 10)
+    short = replace(
+        fine,
+        states=fine.states[:5],
+        actions=fine.actions[:5],
+        timestamps=fine.timestamps[:5],
+        control_source=["policy"] * 5,
+        reasons=[None] * 5,
+    )
+    other = episode(tmp_path, "other", robot_id="cart-1")  # no embodiment: inferred, as before
+    batch = [("fine", fine), ("wild", wild), ("teleop", teleop), ("short", short), ("other", other)]
+
+    report = validate_frames(frame_table(batch, [arm]), embodiments=[arm])
+
+    assert set(report.failures) == {"wild", "teleop", "short"}
+    assert report.failures["wild"] == [
+        "observation.state outside its per-dimension limits of embodiment arm at step 4",
+        "action outside [-0.5, 0.5] of embodiment arm at 2 steps (1, 2)",
+    ]
+    assert report.failures["teleop"] == [
+        "control source 'operator' not allowed for embodiment arm "
+        "at 10 steps (10, 11, 12, 13, 14, ...)"
+    ]
+    assert report.failures["short"] == ["too short: 5 steps, fewer than 10"]
+    suites = {s["embodiment"]: s for s in report.result["suites"]}
+    assert set(suites) == {"arm", "inferred"} and suites["inferred"]["success"]
+    assert suites["arm"]["suite"] == "episode-frames-arm" and suites["arm"]["episodes"] == 4
+
+
+def test_an_embodiment_sets_the_sizes_it_expects(tmp_path):
+    arm = Embodiment(name="arm", state_dim=5, action_dim=2)
+    report = validate_frames(frame_table([("a", episode(tmp_path, "a"))], [arm]), embodiments=[arm])
+    assert report.failures == {
+        "a": ["observation.state has 4 values, expected 5 for task toy-reach"]
+    }
