@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from services.cli.base import (
     JsonFlag,
@@ -87,6 +88,12 @@ def episodes(
     records = [{f: getattr(r, f) for f in fields} for r in rows]
     if as_json:
         return print_json(records)
+    if status == "quarantined":  # the reasons in full: a table column would cut them to shreds
+        console.print(f"{len(rows)} quarantined episodes")
+        for row in rows:
+            console.print(f"  {row.id}  {row.source_uri} ({row.source_format})", highlight=False)
+            console.print(f"    [yellow]{escape(row.reason or '')}[/yellow]", highlight=False)
+        return None
     print_table(records, fields, title=f"{len(records)} episodes")
 
 
