@@ -19,7 +19,8 @@ schema encoding ``jsonschema``) on four topics:
     {"outcome" ("success" | "failure" | "aborted" | "unknown"), "steps"}
 
 Each message's ``log_time`` is the episode start plus ``t``, in nanoseconds. The simulated
-fleet writes exactly this; a real fleet's ROS 2 bags are mapped onto it by the readers.
+fleet writes exactly this. ROS logs (ROS 2 MCAP, ROS 1/2 bags) have a topic contract of their
+own, and a fleet's mapping file maps its own topics: ``ros.py`` and ``docs/ingest.md``.
 """
 
 from __future__ import annotations

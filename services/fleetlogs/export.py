@@ -89,7 +89,6 @@ def export_lerobot(
         if destination.exists():
             destination.rmdir()  # empty, checked above
         destination.parent.mkdir(parents=True, exist_ok=True)
-        (partial / ".lock").unlink(missing_ok=True)
         os.replace(partial, destination)
     finally:
         shutil.rmtree(partial, ignore_errors=True)

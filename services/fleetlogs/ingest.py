@@ -226,14 +226,15 @@ def ingest_logs(
         for orphan in store.repair(referenced - {None}):
             log.warning("removed %s: no episode refers to it (left by a crash)", orphan)
         chunk: list[_Upload] = []
+        frames = 0
         for unit in logs.discover():
             for group in _uploads(logs, unit, mapping, known, summary):
                 known.update(u.digest for u in group)
                 chunk += group
-                frames = sum(u.episode.steps for u in chunk if u.episode is not None)
+                frames += sum(u.episode.steps for u in group if u.episode is not None)
                 if len(chunk) >= CHUNK_EPISODES or frames >= CHUNK_FRAMES:
                     _ingest_chunk(settings, store, chunk, summary, source, mapping)
-                    chunk = []
+                    chunk, frames = [], 0
         # The last commit also closes the run: its counts are final by then.
         _ingest_chunk(settings, store, chunk, summary, source, mapping, finished=True)
     log.info(

@@ -40,9 +40,9 @@ from services.features import (
     TASK_INDEX,
     TIMESTAMP,
 )
+from services.fleetlogs.episode_store import DATA_PATH
 from services.fleetlogs.mcap_reader import LogFormatError, RawEpisode, intervention_spans
 
-DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 SUCCESS = "next.success"
 _OPTIONAL = (TASK_INDEX, INTERVENTION, CONTROL_SOURCE, SUCCESS, ROBOT_ID, POLICY_VERSION)
 

@@ -87,13 +87,12 @@ class TopicCollector:
     def episodes(self) -> list[RawEpisode]:
         """The aligned episodes; raises LogFormatError when the log cannot make one."""
         state, action = self.series["state"], self.series["action"]
-        for series in (state, action):
+        for role, series in (("state", state), ("action", action)):
             if not series.times:
                 others = sorted(self.seen - set(self.roles)) or ["none"]
                 raise LogFormatError(
-                    f"no messages on the mapped {_role(series, self.series)} topic "
-                    f"{series.topic.topic} (the log has {', '.join(others)}); check the "
-                    "fleet's mapping file"
+                    f"no messages on the mapped {role} topic {series.topic.topic} (the log "
+                    f"has {', '.join(others)}); check the fleet's mapping file"
                 )
         ticks, actions = self._ticks(action)
         state_times, state_values = _sorted(state)
@@ -214,10 +213,6 @@ class TopicCollector:
             if kind == "demo"
             else intervention_spans(sources, [None] * len(sources), [], info.get("operator_id")),
         )
-
-
-def _role(series: _Series, all_series: dict[str, _Series]) -> str:
-    return next(role for role, s in all_series.items() if s is series)
 
 
 def _sorted(series: _Series) -> tuple[np.ndarray, np.ndarray]:
