@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 RAY_GROUP, RAY_VERSION, RAYJOBS = "ray.io", "v1", "rayjobs"
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
 # KubeRay's jobDeploymentStatus values after which nothing more happens to a RayJob.
 TERMINAL_DEPLOYMENT = {"Complete", "Failed"}
 
@@ -140,36 +139,38 @@ class KubernetesBackend:
         validate_manifest(deployment)
         validate_manifest(service)
         name = deployment["metadata"]["name"]
-        try:
-            self.apps.create_namespaced_deployment(
+        self._create_or_patch(
+            "Deployment",
+            name,
+            create=lambda: self.apps.create_namespaced_deployment(
                 self.namespace,
                 client.V1Deployment.from_dict(deployment),
                 field_manager=self.field_manager,
-            )
-            log.info("created Deployment %s serving %s", name, version)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise self._error(exc, "create", "Deployment", name) from exc
-            self._patch_deployment(name, deployment)
-        try:
-            self.core.create_namespaced_service(
+            ),
+            patch=lambda: self.apps.patch_namespaced_deployment(
+                name,
+                self.namespace,
+                deployment,
+                field_manager=self.field_manager,
+                _content_type=STRATEGIC_MERGE,
+            ),
+        )
+        self._create_or_patch(
+            "Service",
+            name,
+            create=lambda: self.core.create_namespaced_service(
                 self.namespace,
                 client.V1Service.from_dict(service),
                 field_manager=self.field_manager,
-            )
-        except ApiException as exc:
-            if exc.status != 409:
-                raise self._error(exc, "create", "Service", name) from exc
-            try:
-                self.core.patch_namespaced_service(
-                    name,
-                    self.namespace,
-                    service,
-                    field_manager=self.field_manager,
-                    _content_type=STRATEGIC_MERGE,
-                )
-            except ApiException as exc2:
-                raise self._error(exc2, "patch", "Service", name) from exc2
+            ),
+            patch=lambda: self.core.patch_namespaced_service(
+                name,
+                self.namespace,
+                service,
+                field_manager=self.field_manager,
+                _content_type=STRATEGIC_MERGE,
+            ),
+        )
         return self.group_state(group)
 
     def set_group_version(self, group: str, version: str, model_uri: str) -> PolicyServerState:
@@ -199,6 +200,20 @@ class KubernetesBackend:
         except ApiException as exc:
             raise self._error(exc, "list", "Deployment", m.policy_server_selector()) from exc
         return sorted((_state(d) for d in listing.items), key=lambda s: s.group)
+
+    def _create_or_patch(self, kind: str, name: str, *, create, patch) -> None:
+        """Create; if the name is taken (409), patch the object to the wanted state instead."""
+        try:
+            create()
+            log.info("created %s %s/%s", kind, self.namespace, name)
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise self._error(exc, "create", kind, name) from exc
+        try:
+            patch()
+        except ApiException as exc:
+            raise self._error(exc, "patch", kind, name) from exc
 
     def _patch_deployment(self, name: str, patch: dict) -> None:
         try:

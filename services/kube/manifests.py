@@ -68,6 +68,7 @@ class PolicyServerConfig:
     """How every group's policy server runs; only the model differs between groups."""
 
     # Image of the inference server; it reads FLYWHEEL_MODEL_URI and serves HTTP on `port`.
+    # It must run as a non-root user: the pod refuses root (runAsNonRoot).
     image: str
     # Arguments to the image's entrypoint; empty runs the image's default command.
     args: tuple[str, ...] = ()

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from kubernetes import client
 
 from services.kube.backend import JobConflictError, KubeError, KubernetesBackend
-from services.kube.manifests import CONTAINER, URI_ENV, VERSION_ENV, training_job_name
+from services.kube.manifests import (
+    CONTAINER,
+    URI_ENV,
+    VERSION_ENV,
+    PolicyServerConfig,
+    training_job_name,
+)
 from tests.kube.conftest import NAMESPACE
 
 DEPLOYMENTS = "deployments"
@@ -223,3 +230,29 @@ def test_job_status_follows_the_operator(backend, api_client):
 def test_status_of_an_unknown_job_is_a_clear_error(backend):
     with pytest.raises(KubeError, match="read RayJob flywheel/train-nope: not found"):
         backend.job_status(training_job_name("nope"))
+
+
+def test_connect_reads_a_kubeconfig(apiserver, tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "stand-in", "cluster": {"server": apiserver.url}}],
+                "users": [{"name": "ci", "user": {"token": "not-checked"}}],
+                "contexts": [{"name": "ci", "context": {"cluster": "stand-in", "user": "ci"}}],
+                "current-context": "ci",
+            }
+        )
+    )
+    backend = KubernetesBackend.connect(
+        namespace=NAMESPACE,
+        policy_server=PolicyServerConfig(image="registry.example/policy-server:1.0"),
+        kubeconfig=str(kubeconfig),
+        context="ci",
+    )
+
+    backend.apply_policy_server("canary", "7", "models:/p/7")
+
+    assert backend.current_versions() == {"canary": "7"}
