@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 DEMO_HOME := .flywheel/demo
 
-.PHONY: setup demo test test-fast bench lint serve clean
+.PHONY: setup demo drill test test-fast bench lint serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,19 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 # Several nights of the loop on the embedded default with a simulated fleet of 4 robots,
-# from a fresh demo home; prints one row per night.
+# from a fresh demo home; prints one row per night. Two of the four robots are the canary
+# (one would take more than a shift to give the rollout tests enough episodes).
 demo: setup
 	rm -rf $(DEMO_HOME)
-	FLYWHEEL_HOME=$(DEMO_HOME) FLYWHEEL_AUTO_APPROVE=true $(VENV)/bin/flywheel nightly --nights 5 --robots 4
+	FLYWHEEL_HOME=$(DEMO_HOME) FLYWHEEL_AUTO_APPROVE=true FLYWHEEL_ROLLOUT_STAGES='[0.5, 1.0]' \
+		$(VENV)/bin/flywheel nightly --nights 5 --robots 4
+
+# The rollback drill: one night trains a champion, then a deliberately worse candidate goes
+# to the canary stage and the rollout controller rolls it back during the next shift.
+drill: setup
+	rm -rf .flywheel/drill
+	FLYWHEEL_HOME=.flywheel/drill FLYWHEEL_AUTO_APPROVE=true $(VENV)/bin/flywheel nightly --nights 1 --robots 4
+	FLYWHEEL_HOME=.flywheel/drill $(VENV)/bin/flywheel drill --robots 8 --episodes 8
 
 test: setup
 	$(PY) -m pytest

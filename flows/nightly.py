@@ -70,5 +70,9 @@ def nightly(scheme: str = "sirius", source: str | None = None) -> dict:
     approval = request_approval(candidate.id)
     if approval.status != "approved":
         return close_night(night, f"gate {verdict.verdict}; approval {approval.status}")
-    roll_out(candidate.id)
-    return close_night(night, f"gate {verdict.verdict}; approved by {approval.actor}; rolled out")
+    rollout = roll_out(candidate.id)
+    stage = rollout.stages[rollout.current_stage]["name"]
+    started = "champion on the whole fleet" if rollout.state == "completed" else f"{stage} stage"
+    return close_night(
+        night, f"gate {verdict.verdict}; approved by {approval.actor}; rollout: {started}"
+    )

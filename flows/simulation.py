@@ -16,14 +16,26 @@ from services.config import get_settings
 
 @task(name="fleet-shift", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
 def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int) -> dict:
-    """The fleet's working day; before there is any policy, the lab's demonstrations."""
+    """The fleet's working day; before there is any policy, the lab's demonstrations.
+
+    The robots talk to Flywheel through the robot-facing HTTP API (in process), and the
+    rollout controller looks at their heartbeats between windows of the shift.
+    """
+    import warnings
     from pathlib import Path
 
+    with warnings.catch_warnings():  # starlette's note about its httpx dependency
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from services.api.main import create_app
+    from services.rollout.controller import step_rollout
     from services.rollout.ledger import champion_of
-    from services.rollout.robot_api import LocalFleetClient
+    from services.rollout.robots import provision_robots
     from services.store import session_scope
     from sim.fleet import FleetConfig, robot_ids, run_shift
     from sim.lab import record_lab_demos
+    from sim.robot_client import ApiFleetClient
 
     settings = get_settings()
     log_dir = Path(settings.fleet_log_uri)
@@ -33,10 +45,19 @@ def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int
         paths = record_lab_demos(settings.tasks, lab_demos, log_dir)
         return {"night": night, "lab_demos": len(paths)}
     config = FleetConfig(robots=robots, episodes_per_robot=episodes_per_robot, tasks=settings.tasks)
-    client = LocalFleetClient(settings)
-    client.register(robot_ids(config), settings.tasks)
-    summary = run_shift(config, client, log_dir, night)
-    return {"night": night, "shift": summary}
+    with session_scope(settings.db_url, write=True) as session:
+        provision_robots(session=session, robot_ids=robot_ids(config), tasks=settings.tasks)
+    windows = []
+
+    def controller_looks() -> None:
+        window = step_rollout(settings)
+        if window is not None:
+            windows.append(window)
+
+    with TestClient(create_app()) as http:
+        client = ApiFleetClient(http, settings.root / "robot-models")
+        summary = run_shift(config, client, log_dir, night, after_window=controller_looks)
+    return {"night": night, "shift": summary, "rollout_windows": windows}
 
 
 @flow(name="simulated-nights")

@@ -45,6 +45,23 @@ class Settings(BaseSettings):
     approval_wait_s: float | None = Field(default=None, ge=0)
     # How often the waiting run looks at the decisions table.
     approval_poll_s: float = Field(default=15.0, gt=0)
+    # Staged rollout: share of the fleet on the candidate at each stage (the last, 1.0, makes
+    # it champion); episodes its robots must work per stage; the sequential test's error
+    # rates and the degradation (rate ratio against the champion) it is built to catch.
+    rollout_stages: tuple[float, ...] = (0.25, 0.5, 1.0)
+    rollout_min_episodes: int = Field(default=12, ge=1)
+    rollout_alpha: float = Field(default=0.05, gt=0, lt=1)
+    rollout_beta: float = Field(default=0.2, gt=0, lt=1)
+    rollout_worse_ratio: float = Field(default=2.0, gt=1)
+    rollout_failure_increase: float = Field(default=0.25, gt=0, lt=1)
+    # Kubernetes: when a namespace is set, the rollout controller keeps one policy-server
+    # Deployment per robot group on the version its robots run (services/kube). Inside the
+    # cluster the pod's service account is used; from outside, a kubeconfig and context.
+    kube_namespace: str | None = None
+    kube_in_cluster: bool = False
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+    policy_server_image: str = "flywheel-policy-server:latest"
     # Who the CLI acts as (approvals, rollouts); default: the operating-system login name.
     user: str | None = None
     # Secret used to sign API tokens; production refuses a placeholder.

@@ -133,3 +133,20 @@ def night_summary(settings: Settings, night_id: int) -> dict[str, Any]:
                 "gate_reason": gate.reason if gate else None,
             }
     return summary
+
+
+def rollout_outcomes(settings: Settings) -> dict[str, str]:
+    """Per candidate with a rollout: how it ended, or where it stands."""
+    from services.store.models import Rollout
+
+    outcomes = {}
+    with session_scope(settings.db_url) as session:
+        for r in session.scalars(select(Rollout).order_by(Rollout.id)):
+            stage = r.stages[r.current_stage]["name"] if r.stages else "-"
+            outcomes[r.candidate_id] = {
+                "completed": "champion",
+                "in_progress": f"at {stage}",
+                "rolled_back": f"rolled back at {stage}",
+                "aborted": f"aborted at {stage}",
+            }.get(r.state, r.state)
+    return outcomes

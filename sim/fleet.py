@@ -7,6 +7,7 @@ a client, and uploads one MCAP file per episode into the fleet log store.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +39,17 @@ class Assignment:
 class FleetClient(Protocol):
     def assignment(self, robot_id: str) -> Assignment: ...
 
+    def heartbeat(
+        self,
+        robot_id: str,
+        version: str | None,
+        *,
+        episodes: int,
+        failures: int,
+        interventions: int,
+        active_seconds: float,
+    ) -> None: ...
+
 
 @dataclass(frozen=True)
 class FleetConfig:
@@ -51,8 +63,12 @@ class FleetConfig:
     seed: int = 0
     # How the operators watching the robots behave.
     operator: OperatorConfig = field(default_factory=OperatorConfig)
+    # Rounds (one episode per robot) between two looks of the rollout controller.
+    window_rounds: int = 4
 
     def __post_init__(self) -> None:
+        if self.window_rounds < 1:
+            raise ValueError("window_rounds must be at least 1")
         if self.robots < 1 or self.episodes_per_robot < 1:
             raise ValueError("a fleet needs at least one robot working at least one episode")
         if not self.tasks:
@@ -85,17 +101,28 @@ def _episode_uuid(robot: str, night: int, episode: int, seed: int, version: str 
     return str(uuid.uuid5(NAMESPACE, f"{robot}/{night}/{episode}/{seed}/{version}"))
 
 
-def run_shift(config: FleetConfig, client: FleetClient, log_dir: Path, night: int) -> ShiftSummary:
+def run_shift(
+    config: FleetConfig,
+    client: FleetClient,
+    log_dir: Path,
+    night: int,
+    *,
+    after_window: Callable[[], None] | None = None,
+) -> ShiftSummary:
+    """A shift in rounds: each robot asks for its assignment, works one episode, uploads its
+    log and sends a heartbeat; ``after_window`` runs every ``window_rounds`` rounds (the
+    rollout controller looking at the heartbeats), so a stage change or a rollback reaches
+    the robots within the shift."""
     envs = {task: make_env(task) for task in config.tasks}
     operator = Operator(config.operator)
     counts = dict(episodes=0, autonomous=0, successes=0, interventions=0, operator=0, steps=0)
-    idle, files = [], []
-    for r, robot in enumerate(robot_ids(config)):
-        assignment = client.assignment(robot)
-        if assignment.policy is None:
-            idle.append(robot)
-            continue
-        for e in range(config.episodes_per_robot):
+    idle, files = set(), []
+    for e in range(config.episodes_per_robot):
+        for r, robot in enumerate(robot_ids(config)):
+            assignment = client.assignment(robot)
+            if assignment.policy is None:
+                idle.add(robot)
+                continue
             task = config.tasks[(r + e) % len(config.tasks)]
             seed = episode_seed(FLEET_SEEDS, config.seed, night, r, e)
             recording = run_episode(
@@ -106,12 +133,19 @@ def run_shift(config: FleetConfig, client: FleetClient, log_dir: Path, night: in
                 robot_id=robot,
                 policy_version=assignment.version,
                 started_at=EPOCH + timedelta(days=night, minutes=10 * e),
-                episode_uuid=str(
-                    uuid.uuid5(NAMESPACE, f"{robot}/{night}/{e}/{seed}/{assignment.version}")
-                ),
+                episode_uuid=_episode_uuid(robot, night, e, seed, assignment.version),
             )
             path = log_dir / robot / f"night-{night:03d}" / f"{recording.episode_uuid}.mcap"
             files.append(str(write_episode_mcap(recording, path)))
+            client.heartbeat(
+                robot,
+                assignment.version,
+                episodes=1,
+                # not completed on its own: it failed, or the operator had to step in
+                failures=int(recording.outcome != "success" or bool(recording.interventions)),
+                interventions=len(recording.interventions),
+                active_seconds=len(recording.states) / recording.control_hz,
+            )
             operator_steps = sum(s == "operator" for s in recording.control_source)
             counts["episodes"] += 1
             counts["successes"] += recording.outcome == "success"
@@ -119,6 +153,8 @@ def run_shift(config: FleetConfig, client: FleetClient, log_dir: Path, night: in
             counts["interventions"] += len(recording.interventions)
             counts["operator"] += operator_steps
             counts["steps"] += len(recording.states)
+        if after_window is not None and (e + 1) % config.window_rounds == 0:
+            after_window()
     return ShiftSummary(
         night=night,
         episodes=counts["episodes"],
@@ -127,6 +163,6 @@ def run_shift(config: FleetConfig, client: FleetClient, log_dir: Path, night: in
         interventions=counts["interventions"],
         operator_steps=counts["operator"],
         steps=counts["steps"],
-        idle_robots=tuple(idle),
+        idle_robots=tuple(sorted(idle)),
         files=tuple(files),
     )

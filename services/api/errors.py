@@ -6,8 +6,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.approval.decisions import DecisionConflict
-from services.approval.review import NotFound
 from services.approval.users import NoSuchUser, PermissionDenied, Unauthenticated, UserExists
+from services.errors import NotFound
+from services.rollout.controller import RolloutError
 
 STATUS = {
     Unauthenticated: 401,
@@ -16,6 +17,7 @@ STATUS = {
     NoSuchUser: 404,
     DecisionConflict: 409,
     UserExists: 409,
+    RolloutError: 409,
 }
 # Not LookupError or ValueError as such: a KeyError or a pydantic error inside a handler is a
 # server bug and must show as a 500, not pass as the client's fault.

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from services.api.deps import SessionDep
 from services.api.errors import install_error_handlers
-from services.api.routes import audit, candidates, robots, users
+from services.api.routes import audit, candidates, robots, rollouts, users
 
 
 def create_app() -> FastAPI:
@@ -18,7 +18,7 @@ def create_app() -> FastAPI:
         "Every endpoint but /health takes an API token: `Authorization: Bearer <token>`.",
     )
     install_error_handlers(app)
-    for module in (candidates, audit, users, robots):
+    for module in (candidates, rollouts, audit, users, robots):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])

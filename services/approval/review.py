@@ -12,14 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.config import Settings
+from services.errors import NotFound
 from services.evaluation.stats import wilson
 from services.evaluation.trajectories import read_trajectory, trajectory_path
 from services.lineage import lineage_of_model
 from services.store.models import AuditEvent, Candidate, Decision, Evaluation, EvaluationEpisode
-
-
-class NotFound(LookupError):
-    """No such candidate, user or record."""
 
 
 def find_candidate(session: Session, ref: str) -> Candidate:

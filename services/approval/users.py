@@ -95,6 +95,12 @@ def authenticate(*, session: Session, token: str) -> User:
     return user
 
 
+def require_role(user: User, *roles: str, action: str) -> None:
+    if user.role not in roles:
+        allowed = " or ".join(r.replace("-", " ") for r in roles)
+        raise PermissionDenied(f"{user.name} is a {user.role}: only a {allowed} may {action}")
+
+
 def list_users(*, session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.name)))
 

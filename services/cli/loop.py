@@ -90,16 +90,18 @@ def print_nights(reports: list[dict], settings: Settings) -> None:
         "candidate success",
         "champion success",
         "gate",
-        "promoted",
+        "rollout",
     ):
         table.add_column(column, overflow="fold")
+    from services.nights import rollout_outcomes
+
+    rollouts = rollout_outcomes(settings)
     notes = []
     for report in reports:
         fleet_ = report.get("fleet", {})
         cand = report.get("candidate") or {}
         n = cand.get("n") or 0
         worked = bool(fleet_.get("episodes"))
-        promoted = report.get("champion_after") != report.get("champion_before")
         table.add_row(
             str(report["night"]),
             str(report.get("champion_before") or "-"),
@@ -110,7 +112,7 @@ def print_nights(reports: list[dict], settings: Settings) -> None:
             format_rate(cand.get("successes"), n),
             format_rate(cand.get("champion_successes"), n),
             str(cand.get("verdict") or "-"),
-            "yes" if promoted else "no",
+            rollouts.get(cand.get("id"), "-"),
         )
         notes.append(f"night {report['night']}: {report.get('outcome', '')}")
     console.print(table)
@@ -133,3 +135,46 @@ def print_nights(reports: list[dict], settings: Settings) -> None:
         console.print(
             f"closed-loop success: first policy {first_rate} -> champion v{champion} {now_rate}"
         )
+
+
+@app.command()
+def drill(
+    robots: Annotated[int, typer.Option(min=2, help="Simulated robots.")] = 8,
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per robot in the shift.")] = 8,
+    as_json: JsonFlag = False,
+) -> None:
+    """Rollback drill: roll a deliberately worse candidate out to the canary and watch the
+    controller roll it back during the next shift (needs a champion: run `nightly` first)."""
+    settings = ready()  # before Prefect is imported
+    from flows.simulation import fleet_shift
+    from services.nights import nights_completed
+    from services.rollout.controller import rollouts_overview, start_rollout
+    from services.rollout.drill import DRILL_ACTOR, register_worse_candidate
+    from services.rollout.robots import provision_robots
+    from services.store import session_scope
+    from sim.fleet import FleetConfig, robot_ids
+
+    try:
+        candidate_id = register_worse_candidate(settings)
+    except RuntimeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+    config = FleetConfig(robots=robots, episodes_per_robot=episodes, tasks=settings.tasks)
+    with session_scope(settings.db_url, write=True) as session:
+        provision_robots(session=session, robot_ids=robot_ids(config), tasks=settings.tasks)
+    rollout = start_rollout(settings, candidate_id, actor=DRILL_ACTOR)
+    shift = fleet_shift.fn(nights_completed(settings), robots, episodes, lab_demos=0)
+    with session_scope(settings.db_url) as session:
+        [state] = [r for r in rollouts_overview(session)["rollouts"] if r["id"] == rollout.id]
+    if as_json:
+        return print_json({"rollout": state, "windows": shift.get("rollout_windows", [])})
+    console.print(
+        f"drill: model {state['to_version']} (champion {state['from_version']} with its output "
+        f"layer zeroed) started at the {state['stages'][0]['name']} stage"
+    )
+    for i, window in enumerate(shift.get("rollout_windows", []), 1):
+        if window.get("rollout") != rollout.id or "llr" not in window:
+            continue
+        llr = ", ".join(f"{k} {v:.2f}" for k, v in window["llr"].items())
+        console.print(f"window {i} ({window['stage']}): LLR {llr} -> {window['decision']}")
+    console.print(f"rollout {state['state']}: {state['reason']}")

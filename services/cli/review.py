@@ -252,47 +252,108 @@ def rollout_start(version: str) -> None:
 
 @rollout_app.command("status")
 def rollout_status(as_json: JsonFlag = False) -> None:
-    """Rollouts, newest first, and each robot's assignment."""
-    from sqlalchemy import select
-
-    from services.rollout.assignments import fleet
-    from services.rollout.ledger import champion_of
+    """The champion, recent rollouts with their stages, and each robot's assignment."""
+    from services.rollout.controller import rollouts_overview
     from services.store import session_scope
-    from services.store.models import Rollout
 
     with session_scope(ready().db_url) as session:
-        rollouts = [
-            {
-                "id": r.id,
-                "from": r.from_version,
-                "to": r.to_version,
-                "state": r.state,
-                "stages": [s["name"] for s in r.stages],
-                "reason": r.reason,
-                "finished_at": r.finished_at,
-            }
-            for r in session.scalars(select(Rollout).order_by(Rollout.id.desc()))
-        ]
-        robots = [
-            {"robot": r.id, "version": r.policy_version, "last_seen": r.last_seen}
-            for r in fleet(session=session)
-        ]
-        champion = champion_of(session=session)
+        overview = rollouts_overview(session)
     if as_json:
-        return print_json({"champion": champion, "rollouts": rollouts, "robots": robots})
-    console.print(f"champion: {champion}")
-    print_table(rollouts, ("id", "from", "to", "state", "reason"), title="rollouts")
-    print_table(robots, ("robot", "version", "last_seen"), title="fleet")
+        return print_json(overview)
+    console.print(f"champion: {overview['champion']}")
+    rows = [
+        {
+            **r,
+            "stages": " -> ".join(_stage_text(s) for s in r["stages"]),
+        }
+        for r in overview["rollouts"]
+    ]
+    print_table(
+        rows, ("id", "from_version", "to_version", "state", "stages", "reason"), title="rollouts"
+    )
+    print_table(overview["robots"], ("robot_id", "model_version", "last_seen"), title="fleet")
+
+
+def _stage_text(stage: dict) -> str:
+    text = f"{stage['name']} ({len(stage['robots'])} robots)"
+    return text if stage["outcome"] is None else f"{text}: {stage['outcome']}"
+
+
+@rollout_app.command("step")
+def rollout_step() -> None:
+    """Let the controller look at the heartbeats once now (one decision window)."""
+    from services.rollout.controller import step_rollout
+
+    window = step_rollout(ready())
+    print_json(window if window is not None else {"decision": "no rollout in progress"})
+
+
+@rollout_app.command("watch")
+def rollout_watch(
+    interval: Annotated[float, typer.Option(min=1, help="Seconds between windows.")] = 300,
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve GET /health on this port (for probes).")
+    ] = None,
+    windows: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many looks (default: never).")
+    ] = None,
+) -> None:
+    """Run the rollout controller: a decision window every INTERVAL seconds."""
+    import time
+
+    from services.rollout.controller import serve_health, step_rollout
+
+    settings = ready()
+    if health_port is not None:
+        serve_health(health_port)
+    looks = 0
+    while windows is None or looks < windows:
+        window = step_rollout(settings)
+        if window is not None and window.get("decision") != "no new data":
+            console.print(f"rollout {window['rollout']} {window['stage']}: {window['decision']}")
+        looks += 1
+        if windows is None or looks < windows:
+            time.sleep(interval)
+
+
+@rollout_app.command("abort")
+def rollout_abort(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
+    """Halt the rollout in progress and return its robots to the champion (fleet managers)."""
+    from services.rollout.controller import RolloutError, abort_rollout
+
+    settings = ready()
+    user = _fleet_manager(settings, "abort a rollout")
+    try:
+        rollout = abort_rollout(settings, actor=user, reason=reason)
+    except (RolloutError, ValueError) as exc:
+        fail(str(exc))
+    console.print(
+        f"aborted rollout {rollout.id} of {rollout.to_version}; fleet on {rollout.from_version}"
+    )
 
 
 @rollout_app.command("rollback")
 def rollout_rollback(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
-    """Return the fleet to the champion before the last rollout."""
+    """Return the fleet to the champion before the last completed rollout (fleet managers)."""
     from services.rollout.controller import RolloutError, rollback
 
     settings = ready()
+    user = _fleet_manager(settings, "roll back")
     try:
-        rolled = rollback(settings, actor=settings.user or getpass.getuser(), reason=reason)
+        rolled = rollback(settings, actor=user, reason=reason)
     except (RolloutError, ValueError) as exc:
         fail(str(exc))
     console.print(f"rolled back {rolled.to_version} -> {rolled.from_version}")
+
+
+def _fleet_manager(settings, action: str) -> str:
+    from services.approval import users
+    from services.store import session_scope
+
+    try:
+        with session_scope(settings.db_url) as session:
+            user = users.get_user(session=session, name=settings.user or getpass.getuser())
+            users.require_role(user, "fleet-manager", action=action)
+            return user.name
+    except (users.PermissionDenied, LookupError) as exc:
+        fail(str(exc))

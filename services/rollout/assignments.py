@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.errors import NotFound
 from services.store import record_audit
 from services.store.models import Robot, utcnow
 
@@ -41,7 +42,7 @@ def assignment_of(*, session: Session, robot_id: str) -> str | None:
     """The version a robot should run; marks the robot as seen (the robot asked)."""
     robot = session.get(Robot, robot_id)
     if robot is None:
-        raise LookupError(f"unknown robot {robot_id!r}: register it first")
+        raise NotFound(f"unknown robot {robot_id!r}: register it first")
     robot.last_seen = utcnow()
     return robot.policy_version
 
@@ -54,7 +55,7 @@ def assign(
     for robot_id in robot_ids:
         robot = session.get(Robot, robot_id)
         if robot is None:
-            raise LookupError(f"unknown robot {robot_id!r}")
+            raise NotFound(f"unknown robot {robot_id!r}")
         if robot.policy_version == version:
             continue
         record_audit(

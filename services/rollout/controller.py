@@ -1,85 +1,309 @@
-"""Rolling an approved candidate out to the fleet, and the champion ledger.
+"""Rolling an approved candidate out to the fleet in stages, and the champion ledger.
 
-The promotion ledger (``ledger.py``) is the record of who is champion; a rollout changes it
-by compare-and-set, in the same transaction as the fleet's assignments. The MLflow
-``champion`` alias moves only after that commits, and ``reconcile_champion`` repairs the
-alias if a crash fell between the two writes.
+A rollout moves through its plan's stages (``plan.py``): at each stage but the last, some
+robots run the candidate and the rest stay on the champion as the control group. The
+controller (``step_rollout``) looks at the robots' heartbeats window by window and runs a
+sequential test per watched metric (``sequential.py``): a breach rolls the candidate back
+on its own; enough exposure without one moves to the next stage. The last stage makes the
+candidate champion.
 
-This first version rolls out in one stage to every robot; staged canaries with automatic
-rollback on fleet metrics build on these same rows.
+The promotion ledger (``ledger.py``) is the record of who is champion; the last stage
+changes it by compare-and-set, in the same transaction as the fleet's assignments. Every
+transition is one transaction, so a controller killed at any point resumes from the stored
+stage, and the compare-and-set rules out a double promotion. The MLflow ``champion`` alias
+moves only after the ledger commits, and ``reconcile_champion`` repairs the alias if a crash
+fell between the two writes.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import copy
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from services.config import Settings
 from services.rollout.assignments import assign, fleet
-from services.rollout.ledger import champion_of, promote
+from services.rollout.kube_sync import sync_policy_servers
+from services.rollout.ledger import PromotionConflict, champion_of, lock_champion, promote
+from services.rollout.plan import METRICS, RolloutPlan
 from services.store import record_audit, session_scope
-from services.store.models import Candidate, Rollout, utcnow
+from services.store.models import Candidate, Heartbeat, Rollout, utcnow
+
+CONTROLLER = "rollout-controller"
 
 
 class RolloutError(Exception):
     """The rollout cannot start or change in the state it is in."""
 
 
-def start_rollout(settings: Settings, candidate_id: str, *, actor: str) -> Rollout:
-    """Roll an approved candidate out to every robot and make it champion (idempotent)."""
+def start_rollout(
+    settings: Settings, candidate_id: str, *, actor: str, plan: RolloutPlan | None = None
+) -> Rollout:
+    """Start rolling an approved candidate out: its first stage's robots switch to it.
+
+    Idempotent: a candidate that already has a rollout gets that one back. The first policy
+    (no champion to compare with) goes to the whole fleet at once.
+    """
+    plan = plan or RolloutPlan.from_settings(settings)
     with session_scope(settings.db_url, write=True) as session:
+        champion = lock_champion(session=session)
         candidate = session.get(Candidate, candidate_id)
         if candidate is None:
             raise LookupError(f"unknown candidate {candidate_id}")
-        done = session.scalar(select(Rollout).where(Rollout.candidate_id == candidate_id))
-        if done is not None:
-            rollout = done
-        else:
-            if candidate.status != "approved":
-                raise RolloutError(
-                    f"candidate {candidate_id} is {candidate.status}: only an approved candidate "
-                    "rolls out"
-                )
-            robots = [r.id for r in fleet(session=session)]
-            # The candidate was evaluated against its parent: only that champion may be replaced.
-            previous = candidate.parent_version
-            promote(
-                session=session,
-                expected=previous,
-                new=candidate.model_version,
-                candidate_id=candidate_id,
-                actor=actor,
-                reason=f"approved candidate {candidate_id}",
+        existing = session.scalar(select(Rollout).where(Rollout.candidate_id == candidate_id))
+        if existing is not None:
+            return existing
+        if candidate.status != "approved":
+            raise RolloutError(
+                f"candidate {candidate_id} is {candidate.status}: only an approved candidate "
+                "rolls out"
             )
-            rollout = Rollout(
-                candidate_id=candidate_id,
-                from_version=previous,
-                to_version=candidate.model_version,
-                stages=[{"name": "all", "share": 1.0, "robots": robots, "outcome": "completed"}],
-                state="completed",
-                reason=f"approved candidate {candidate_id}",
-                finished_at=utcnow(),
+        running = in_progress(session)
+        if running is not None:
+            raise RolloutError(
+                f"rollout {running.id} of model {running.to_version} is still in progress: "
+                "let it finish or abort it first"
             )
-            session.add(rollout)
-            assign(
-                session=session,
-                robot_ids=robots,
-                version=candidate.model_version,
-                actor=actor,
-                reason=f"rollout of candidate {candidate_id}",
+        # The candidate was evaluated against its parent: only that champion may be replaced.
+        if candidate.parent_version != champion:
+            raise PromotionConflict(
+                f"candidate {candidate_id} was evaluated against {candidate.parent_version}, "
+                f"but the champion is {champion}: evaluate it against the champion first"
             )
-            candidate.status = "deployed"
-            record_audit(
-                session,
-                actor=actor,
-                action="rollout",
-                subject_type="candidate",
-                subject_id=candidate_id,
-                before={"champion": previous},
-                after={"champion": candidate.model_version, "robots": len(robots)},
-                reason="approved; rolled out to the whole fleet",
-            )
+        robots = [r.id for r in fleet(session=session)]
+        stages = plan.stages(candidate_id, robots) if champion is not None else []
+        # A stage with every robot on the candidate leaves no control group: only the last
+        # stage may, and it is the promotion itself.
+        stages = [s for s in stages if s["share"] == 1.0 or len(s["robots"]) < len(robots)]
+        if not stages:
+            stages = RolloutPlan(shares=(1.0,)).stages(candidate_id, robots)
+        rollout = Rollout(
+            candidate_id=candidate_id,
+            from_version=champion,
+            to_version=candidate.model_version,
+            stages=stages,
+            current_stage=0,
+            state="in_progress",
+            reason=f"approved candidate {candidate_id}",
+        )
+        session.add(rollout)
+        session.flush()
+        record_audit(
+            session,
+            actor=actor,
+            action="start-rollout",
+            subject_type="rollout",
+            subject_id=str(rollout.id),
+            after={"stages": [(s["name"], len(s["robots"])) for s in stages]},
+            reason=rollout.reason,
+        )
+        _enter_stage(session, rollout, 0, actor=actor)
     reconcile_champion(settings)
     return rollout
+
+
+def in_progress(session: Session) -> Rollout | None:
+    return session.scalar(select(Rollout).where(Rollout.state == "in_progress"))
+
+
+def step_rollout(settings: Settings, *, actor: str = CONTROLLER) -> dict[str, Any] | None:
+    """One decision window of the rollout in progress; None if there is none.
+
+    Reads the heartbeats since the previous window, updates each metric's test, and rolls
+    back, moves to the next stage, or waits for more exposure. Returns the window record.
+    """
+    plan = RolloutPlan.from_settings(settings)
+    # A controller that died between a promotion and the alias move repairs it first.
+    reconcile_champion(settings)
+    with session_scope(settings.db_url, write=True) as session:
+        lock_champion(session=session)
+        rollout = in_progress(session)
+        if rollout is None:
+            return None
+        stages = copy.deepcopy(rollout.stages)
+        stage = stages[rollout.current_stage]
+        treatment, control, cursor = _window(session, rollout, stage)
+        if treatment["episodes"] == 0 and control["episodes"] == 0:
+            return {"rollout": rollout.id, "stage": stage["name"], "decision": "no new data"}
+        window: dict[str, Any] = {
+            "at": utcnow().isoformat(),
+            "treatment": treatment,
+            "control": control,
+            "llr": {},
+        }
+        total = stage.setdefault("control_total", {"episodes": 0, "failures": 0})
+        total["episodes"] += control["episodes"]
+        total["failures"] += control["failures"]
+        for metric in METRICS:
+            stage["llr"][metric] += plan.window_llr(metric, treatment, control, total)
+            window["llr"][metric] = stage["llr"][metric]
+        stage["episodes"] += treatment["episodes"]
+        stage["cursor"] = cursor
+        breached = [m for m in METRICS if plan.breached(m, stage["llr"][m])]
+        if breached:
+            window["decision"] = "rollback"
+        elif stage["episodes"] >= plan.min_episodes:
+            window["decision"] = "next stage"
+        else:
+            window["decision"] = "continue"
+        stage["windows"].append(window)
+        rollout.stages = stages
+        record = {"rollout": rollout.id, "stage": stage["name"], **window}
+        if breached:
+            reason = "; ".join(_breach_reason(m, stage, plan) for m in breached)
+            _return_to_champion(session, rollout, "rolled_back", actor=actor, reason=reason)
+        elif window["decision"] == "next stage":
+            stages[rollout.current_stage]["outcome"] = "passed"
+            rollout.stages = stages
+            _enter_stage(session, rollout, rollout.current_stage + 1, actor=actor)
+    reconcile_champion(settings)
+    return record
+
+
+def abort_rollout(settings: Settings, *, actor: str, reason: str) -> Rollout:
+    """Halt the rollout in progress and return its robots to the champion, by hand."""
+    if not reason or not reason.strip():
+        raise ValueError("aborting a rollout needs a reason")
+    with session_scope(settings.db_url, write=True) as session:
+        lock_champion(session=session)
+        rollout = in_progress(session)
+        if rollout is None:
+            raise RolloutError("no rollout is in progress: nothing to abort, nothing changed")
+        _return_to_champion(session, rollout, "aborted", actor=actor, reason=reason)
+    reconcile_champion(settings)
+    return rollout
+
+
+def _window(
+    session: Session, rollout: Rollout, stage: dict
+) -> tuple[dict[str, float], dict[str, float], int]:
+    """Sums of the heartbeats after the stage's cursor: candidate robots, champion robots."""
+    cursor = stage.get("cursor", 0)
+    rows = session.execute(
+        select(
+            Heartbeat.policy_version,
+            func.count(Heartbeat.id),
+            func.max(Heartbeat.id),
+            func.coalesce(func.sum(Heartbeat.episodes), 0),
+            func.coalesce(func.sum(Heartbeat.failures), 0),
+            func.coalesce(func.sum(Heartbeat.interventions), 0),
+            func.coalesce(func.sum(Heartbeat.active_seconds), 0.0),
+        )
+        .where(Heartbeat.id > cursor)
+        .group_by(Heartbeat.policy_version)
+    ).all()
+    groups = {}
+    newest = cursor
+    for version, _, last, episodes, failures, interventions, seconds in rows:
+        newest = max(newest, last)
+        groups[version] = {
+            "episodes": int(episodes),
+            "failures": int(failures),
+            "interventions": int(interventions),
+            "hours": float(seconds) / 3600,
+        }
+    empty = {"episodes": 0, "failures": 0, "interventions": 0, "hours": 0.0}
+    return (
+        groups.get(rollout.to_version, empty),
+        groups.get(rollout.from_version, empty),
+        newest,
+    )
+
+
+def _breach_reason(metric: str, stage: dict, plan: RolloutPlan) -> str:
+    t = {k: sum(w["treatment"][k] for w in stage["windows"]) for k in ("episodes", "hours", metric)}
+    c = {k: sum(w["control"][k] for w in stage["windows"]) for k in ("episodes", "hours", metric)}
+    exposure = METRICS[metric]
+    unit = "per episode" if exposure == "episodes" else "per robot-hour"
+    return (
+        f"{metric} {unit}: candidate {t[metric] / max(t[exposure], 1e-9):.2f} vs champion "
+        f"{c[metric] / max(c[exposure], 1e-9):.2f} at the {stage['name']} stage; SPRT "
+        f"log-likelihood ratio {stage['llr'][metric]:.2f} >= {plan.threshold(metric)} after "
+        f"{len(stage['windows'])} window(s)"
+    )
+
+
+def _enter_stage(session: Session, rollout: Rollout, index: int, *, actor: str) -> None:
+    stages = copy.deepcopy(rollout.stages)
+    stage = stages[index]
+    newest = session.scalar(select(func.max(Heartbeat.id))) or 0
+    stage.update(started_at=utcnow().isoformat(), cursor=newest)
+    before = {"stage": rollout.stages[rollout.current_stage]["name"] if index else None}
+    rollout.current_stage = index
+    candidate = session.get(Candidate, rollout.candidate_id)
+    if stage["share"] == 1.0:
+        promote(
+            session=session,
+            expected=rollout.from_version,
+            new=rollout.to_version,
+            candidate_id=rollout.candidate_id,
+            actor=actor,
+            reason=f"rollout {rollout.id} reached the whole fleet",
+        )
+        robots = [r.id for r in fleet(session=session)]
+        stage.update(robots=robots, outcome="completed")
+        rollout.state = "completed"
+        rollout.finished_at = utcnow()
+        candidate.status = "deployed"
+    else:
+        robots = stage["robots"]
+    assign(
+        session=session,
+        robot_ids=robots,
+        version=rollout.to_version,
+        actor=actor,
+        reason=f"rollout {rollout.id}, {stage['name']} stage",
+    )
+    rollout.stages = stages
+    record_audit(
+        session,
+        actor=actor,
+        action="rollout-stage",
+        subject_type="rollout",
+        subject_id=str(rollout.id),
+        before=before,
+        after={
+            "stage": stage["name"],
+            "robots": len(robots),
+            "champion": champion_of(session=session),
+        },
+        reason="champion on the whole fleet"
+        if stage["share"] == 1.0
+        else f"{len(robots)} robot(s) on {rollout.to_version}, the rest on the champion",
+    )
+
+
+def _return_to_champion(
+    session: Session, rollout: Rollout, state: str, *, actor: str, reason: str
+) -> None:
+    stages = copy.deepcopy(rollout.stages)
+    stages[rollout.current_stage]["outcome"] = state
+    rollout.stages = stages
+    robots = [r.id for r in fleet(session=session) if r.policy_version == rollout.to_version]
+    assign(
+        session=session,
+        robot_ids=robots,
+        version=rollout.from_version,
+        actor=actor,
+        reason=f"rollout {rollout.id} {state.replace('_', ' ')}: {reason}",
+    )
+    rollout.state = state
+    rollout.reason = reason
+    rollout.finished_at = utcnow()
+    candidate = session.get(Candidate, rollout.candidate_id)
+    candidate.status = "rolled_back"
+    record_audit(
+        session,
+        actor=actor,
+        action="rollback" if state == "rolled_back" else "abort-rollout",
+        subject_type="rollout",
+        subject_id=str(rollout.id),
+        before={"state": "in_progress", "stage": stages[rollout.current_stage]["name"]},
+        after={"state": state, "robots_returned": len(robots), "champion": rollout.from_version},
+        reason=reason,
+    )
 
 
 def roll_out_late_approvals(settings: Settings, *, actor: str) -> list[str]:
@@ -114,8 +338,15 @@ def roll_out_late_approvals(settings: Settings, *, actor: str) -> list[str]:
                 )
                 outcomes.append(f"candidate {candidate_id} superseded: {reason}")
                 continue
-        rollout = start_rollout(settings, candidate_id, actor=actor)
-        outcomes.append(f"candidate {candidate_id} rolled out as champion {rollout.to_version}")
+        try:
+            rollout = start_rollout(settings, candidate_id, actor=actor)
+        except RolloutError as exc:  # another rollout is still going: try again next night
+            outcomes.append(f"candidate {candidate_id} waits: {exc}")
+            continue
+        outcomes.append(
+            f"candidate {candidate_id} rollout {rollout.id} started: "
+            f"{rollout.stages[rollout.current_stage]['name']} stage"
+        )
     return outcomes
 
 
@@ -161,12 +392,77 @@ def rollback(settings: Settings, *, actor: str, reason: str) -> Rollout:
 
 
 def reconcile_champion(settings: Settings) -> bool:
-    """Move the MLflow alias to the ledger's champion if they differ; True if it moved."""
+    """Move the MLflow alias to the ledger's champion if they differ, and the cluster's policy
+    servers (when Flywheel runs on Kubernetes) to their groups' versions; True if the
+    alias moved."""
     from services.registry.mlflow_registry import champion_version, set_champion
 
     with session_scope(settings.db_url) as session:
         ledger = champion_of(session=session)
+    sync_policy_servers(settings)
     if ledger is None or champion_version(settings) == ledger:
         return False
     set_champion(settings, ledger)
     return True
+
+
+def rollouts_overview(session: Session, *, limit: int = 20) -> dict[str, Any]:
+    """The champion, recent rollouts with their stages and windows, and every robot's
+    assignment: what the rollouts page and `flywheel rollout status` show."""
+    rollouts = []
+    for r in session.scalars(select(Rollout).order_by(Rollout.id.desc()).limit(limit)):
+        rollouts.append(
+            {
+                "id": r.id,
+                "candidate_id": r.candidate_id,
+                "from_version": r.from_version,
+                "to_version": r.to_version,
+                "state": r.state,
+                "current_stage": r.stages[r.current_stage]["name"] if r.stages else None,
+                "reason": r.reason,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "stages": [
+                    {
+                        "name": s["name"],
+                        "share": s["share"],
+                        "robots": s["robots"],
+                        "outcome": s.get("outcome"),
+                        "episodes": s.get("episodes", 0),
+                        "llr": s.get("llr", {}),
+                        "windows": s.get("windows", []),
+                    }
+                    for s in r.stages
+                ],
+            }
+        )
+    robots = [
+        {
+            "robot_id": r.id,
+            "group": r.group,
+            "model_version": r.policy_version,
+            "last_seen": r.last_seen,
+        }
+        for r in fleet(session=session)
+    ]
+    return {"champion": champion_of(session=session), "rollouts": rollouts, "robots": robots}
+
+
+def serve_health(port: int) -> None:
+    """Answer GET /health on ``port`` from a daemon thread: the controller's liveness probe."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            ok = self.path == "/health"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"status": "ok"}' if ok else b'{"detail": "not found"}')
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Health)
+    threading.Thread(target=server.serve_forever, daemon=True, name="health").start()

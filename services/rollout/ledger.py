@@ -21,6 +21,18 @@ class PromotionConflict(Exception):
     """The champion is no longer the one the promotion expected to replace."""
 
 
+def lock_champion(*, session: Session) -> str | None:
+    """Take the champion row's lock for this transaction (PostgreSQL: SELECT ... FOR UPDATE;
+    SQLite writers are already serialised by BEGIN IMMEDIATE) and return the champion.
+
+    Every rollout transition takes it first, so two controllers or two fleet managers
+    starting rollouts at once act one after the other, each seeing the other's result.
+    """
+    return session.scalar(
+        select(Champion.version).where(Champion.id == CHAMPION_ROW).with_for_update()
+    )
+
+
 def champion_of(*, session: Session) -> str | None:
     return session.scalar(select(Champion.version).where(Champion.id == CHAMPION_ROW))
 

@@ -248,6 +248,23 @@ class Rollout(Base):
     finished_at: Mapped[datetime | None]
 
 
+class Heartbeat(Base):
+    """A robot's report: what it runs and what happened since its previous heartbeat."""
+
+    __tablename__ = "heartbeats"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    robot_id: Mapped[str] = mapped_column(ForeignKey("robots.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    policy_version: Mapped[str | None] = mapped_column(String(32))
+    # Counts since the previous heartbeat.
+    episodes: Mapped[int] = mapped_column(default=0)
+    failures: Mapped[int] = mapped_column(default=0)
+    interventions: Mapped[int] = mapped_column(default=0)
+    # Seconds the robot worked (episode time), the exposure behind per-robot-hour rates.
+    active_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class Champion(Base):
     """The one row saying which version is champion; changed only by compare-and-set."""
 

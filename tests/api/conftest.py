@@ -6,7 +6,7 @@ from services.approval.users import add_user
 from services.evaluation.closed_loop import compare, store_evaluations
 from services.evaluation.gate import judge, record_verdict
 from services.evaluation.trajectories import trajectory_path, write_trajectory
-from services.rollout.assignments import assign, register_robots
+from services.rollout.assignments import register_robots
 from services.store import session_scope
 from services.store.models import EvaluationEpisode
 from tests.conftest import add_candidate
@@ -56,7 +56,6 @@ def seed_review_store(settings) -> dict[str, str]:
             steps = np.arange(6, dtype=np.float32)
             write_trajectory(path, np.c_[steps, -steps], np.c_[steps / 10], steps / 100)
         tokens = {role: add_user(session=session, name=f"u-{role}", role=role) for role in ROLES}
+        # a robot with no assignment yet (an assigned one needs a model in the registry)
         register_robots(session=session, robot_ids=["robot-00"], tasks=["pick-place"])
-        session.flush()
-        assign(session=session, robot_ids=["robot-00"], version="2", actor="t", reason="test")
     return tokens

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from services.api.main import create_app
 from services.store import session_scope
-from services.store.models import AuditEvent, Candidate
+from services.store.models import AuditEvent, Candidate, Heartbeat, Robot, Rollout
 from tests.api.conftest import ROLES, seed_review_store
 
 
@@ -175,13 +175,38 @@ def test_only_an_admin_manages_users_and_a_new_token_replaces_the_old(api):
     assert api.post("/users/ghost/token", headers=admin).status_code == 404
 
 
-def test_a_robot_asks_for_its_assignment(api):
-    assert api.get("/robots/robot-00/assignment").json() == {
+def test_a_robot_reports_heartbeats_and_learns_its_assignment(api, store_settings):
+    answer = api.get("/robots/robot-00/assignment").json()
+    assert answer == {
         "robot_id": "robot-00",
-        "model_version": "2",
+        "model_version": None,
+        "model_uri": None,
+        "checksum": None,
     }
-    missing = api.get("/robots/robot-99/assignment")
-    assert missing.status_code == 404 and "unknown robot" in missing.json()["detail"]
+    beat = {
+        "policy_version": None,
+        "successes": 2,
+        "failures": 1,
+        "interventions": 4,
+        "active_seconds": 180,
+    }
+    made = api.post("/robots/robot-00/heartbeats", json=beat)
+    assert made.status_code == 201 and made.json()["model_version"] is None
+    with session_scope(store_settings.db_url) as session:
+        [stored] = session.scalars(select(Heartbeat)).all()
+        assert (stored.episodes, stored.failures, stored.interventions) == (3, 1, 4)
+        assert session.get(Robot, "robot-00").last_seen is not None
+    for bad in (
+        {**beat, "failures": -1},
+        {**beat, "successes": 2.5},
+        {**beat, "active_seconds": "x"},
+    ):
+        refused = api.post("/robots/robot-00/heartbeats", json=bad)
+        assert refused.status_code == 422 and refused.json()["detail"]
+    for path in ("/robots/robot-99/assignment",):
+        missing = api.get(path)
+        assert missing.status_code == 404 and "unknown robot" in missing.json()["detail"]
+    assert api.post("/robots/robot-99/heartbeats", json=beat).status_code == 404
 
 
 def test_the_openapi_schema_declares_bearer_auth_and_every_route(api):
@@ -195,7 +220,36 @@ def test_the_openapi_schema_declares_bearer_auth_and_every_route(api):
         "/candidates/{ref}/comments",
         "/candidates/{ref}/episodes/{task}/{seed}",
         "/audit",
+        "/rollouts",
+        "/rollouts/abort",
         "/users",
         "/users/me",
         "/users/{name}/token",
     } <= set(schema["paths"])
+
+
+def test_rollouts_are_shown_to_everyone_and_only_a_fleet_manager_aborts(api, store_settings):
+    for role in ROLES:
+        overview = api.get("/rollouts", headers=_auth(api, role)).json()
+        assert overview["rollouts"] == [] and overview["robots"][0]["robot_id"] == "robot-00"
+    fm = _auth(api, "fleet-manager")
+    idle = api.post("/rollouts/abort", json={"reason": "just in case"}, headers=fm)
+    assert idle.status_code == 409 and "nothing to abort" in idle.json()["detail"]
+    with session_scope(store_settings.db_url) as session:
+        session.add(
+            Rollout(
+                candidate_id="c3",
+                from_version="2",
+                to_version="3",
+                state="in_progress",
+                stages=[{"name": "canary", "share": 0.25, "robots": ["robot-00"], "outcome": None}],
+            )
+        )
+    for role in ("engineer", "admin"):
+        refused = api.post("/rollouts/abort", json={"reason": "no"}, headers=_auth(api, role))
+        assert refused.status_code == 403 and "only a fleet manager" in refused.json()["detail"]
+    aborted = api.post("/rollouts/abort", json={"reason": "grasps look off"}, headers=fm)
+    assert aborted.status_code == 200
+    assert aborted.json()["state"] == "aborted" and aborted.json()["reason"] == "grasps look off"
+    audit = api.get("/audit", headers=fm).json()[0]
+    assert audit["action"] == "abort-rollout" and audit["actor"] == "u-fleet-manager"

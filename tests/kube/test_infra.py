@@ -252,19 +252,12 @@ def resolve(argv: list[str]):
 
 def test_flywheel_containers_run_commands_the_cli_has():
     for argv in cli_commands(render("production")):
-        if argv[:2] == ["rollout", "watch"]:
-            continue  # checked below, until the controller command lands
         command, rest = resolve(argv)
         assert not hasattr(command, "commands"), argv
         options = {o for p in command.params for o in p.opts}
         assert {w for w in rest if w.startswith("--")} <= options, argv
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the rollout controller's long-running command (`flywheel rollout watch "
-    "--health-port`) is wired by the controller's owner; remove this mark when it lands",
-)
 def test_the_rollout_controller_command_exists():
     (argv,) = [a for a in cli_commands(render("production")) if a[:1] == ["rollout"]]
     command, rest = resolve(argv)

@@ -15,11 +15,14 @@ from services.rollout.controller import (
     start_rollout,
 )
 from services.rollout.ledger import PromotionConflict, champion_of
+from services.rollout.plan import RolloutPlan
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Robot
 from tests.conftest import add_candidate
 
 pytestmark = pytest.mark.slow
+# Straight to the whole fleet: the ledger tests need no canary.
+WHOLE_FLEET = RolloutPlan(shares=(1.0,))
 
 
 def _candidates(settings, register, statuses, parents=None):
@@ -42,7 +45,7 @@ def test_only_approved_candidates_roll_out_and_the_alias_follows_the_ledger(
 
     first = start_rollout(settings, "c0", actor="fatima")
     assert start_rollout(settings, "c0", actor="fatima").id == first.id  # idempotent
-    second = start_rollout(settings, "c2", actor="fatima")
+    second = start_rollout(settings, "c2", actor="fatima", plan=WHOLE_FLEET)
     assert (second.from_version, second.to_version) == ("1", "3")
     with session_scope(settings.db_url) as session:
         assert champion_of(session=session) == "3"
@@ -89,7 +92,7 @@ def test_ten_concurrent_promotions_give_one_champion_and_nine_conflicts(store_se
 
     def attempt(i: int) -> str:
         try:
-            start_rollout(store_settings, f"c{i}", actor=f"manager-{i}")
+            start_rollout(store_settings, f"c{i}", actor=f"manager-{i}", plan=WHOLE_FLEET)
             return "promoted"
         except PromotionConflict:
             return "conflict"
@@ -122,7 +125,7 @@ def test_a_crash_between_ledger_and_alias_is_repaired_on_the_next_run(
 
     monkeypatch.setattr(controller, "reconcile_champion", crash)
     with pytest.raises(SystemExit):
-        start_rollout(settings, "c1", actor="nightly")
+        start_rollout(settings, "c1", actor="nightly", plan=WHOLE_FLEET)
     assert registry.champion_version(settings) == "1"  # the alias lags behind the ledger
     monkeypatch.setattr(controller, "reconcile_champion", reconcile_champion)
     assert reconcile_champion(settings) is True  # what the next night does first
@@ -130,12 +133,13 @@ def test_a_crash_between_ledger_and_alias_is_repaired_on_the_next_run(
 
 
 def test_a_late_approval_rolls_out_next_night_unless_the_champion_moved_on(settings, register):
+    settings = settings.model_copy(update={"rollout_stages": (1.0,)})
     # c0 is champion 1; c1 and c2 were both evaluated against it and approved after their
     # nights stopped waiting. The first to go replaces 1; the other is now stale.
     _candidates(settings, register, ["approved", "approved", "approved"], [None, "1", "1"])
     start_rollout(settings, "c0", actor="nightly")
     outcomes = roll_out_late_approvals(settings, actor="nightly")
-    assert outcomes[0] == "candidate c1 rolled out as champion 2"
+    assert outcomes[0] == "candidate c1 rollout 2 started: fleet stage"
     assert outcomes[1].startswith("candidate c2 superseded: approved against champion 1")
     with session_scope(settings.db_url) as session:
         assert champion_of(session=session) == "2"

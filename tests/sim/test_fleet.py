@@ -75,17 +75,30 @@ def test_lab_demos_only_cover_the_lab_workspace(tmp_path):
 
 
 class _Client:
+    def __init__(self) -> None:
+        self.heartbeats = []
+
     def assignment(self, robot_id):
         if robot_id == "robot-01":
             return Assignment(version=None, policy=None)
         return Assignment(version="7", policy=_stalled)
 
+    def heartbeat(self, robot_id, version, **counts):
+        self.heartbeats.append((robot_id, version, counts))
+
 
 def test_a_shift_uploads_one_file_per_episode_and_is_reproducible(tmp_path):
-    config = FleetConfig(robots=2, episodes_per_robot=3, tasks=("toy-reach",))
-    summary = run_shift(config, _Client(), tmp_path / "a", night=2)
+    config = FleetConfig(robots=2, episodes_per_robot=3, tasks=("toy-reach",), window_rounds=2)
+    client, windows = _Client(), []
+    summary = run_shift(
+        config, client, tmp_path / "a", night=2, after_window=lambda: windows.append(1)
+    )
     assert summary.episodes == 3 and summary.idle_robots == ("robot-01",)
     assert summary.interventions >= 3
+    # a heartbeat per episode; the controller looked once (after round 2 of 3)
+    assert [(r, v, c["episodes"]) for r, v, c in client.heartbeats] == [("robot-00", "7", 1)] * 3
+    assert sum(c["interventions"] for *_, c in client.heartbeats) == summary.interventions
+    assert windows == [1]
     files = sorted((tmp_path / "a").rglob("*.mcap"))
     assert len(files) == 3 and all(f.parent.name == "night-002" for f in files)
     again = run_shift(config, _Client(), tmp_path / "b", night=2)

@@ -20,6 +20,9 @@ TABLES = {
     "rollouts",
     "nightly_runs",
     "audit_log",
+    "champion",
+    "promotions",
+    "heartbeats",
 }
 
 
@@ -59,3 +62,14 @@ def test_failed_transaction_leaves_nothing(settings):
         raise RuntimeError("crash mid-stage")
     with session_scope(settings.db_url) as session:
         assert session.get(Episode, "half") is None
+
+
+def test_the_migrations_create_exactly_the_models_schema(settings):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from services.store.models import Base
+
+    with engine_for(settings.db_url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == [], "a model changed without a migration (alembic revision --autogenerate)"

@@ -1,29 +1,67 @@
-"""The robot-facing API: a robot asks which model version to run."""
+"""The robot-facing API: a robot asks what to run and reports how it is doing.
+
+Robots are provisioned by an admin (``flywheel`` registers the simulated ones); they are
+identified by id. Robot credentials (per-robot tokens or mTLS at the ingress) are left to
+the deployment; the review API's user tokens are for people.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel
+from typing import Annotated
 
-from services.api.deps import SessionDep
-from services.rollout.assignments import assignment_of
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
+
+from services.api.deps import SettingsDep, WriteSessionDep
+from services.rollout.robots import record_heartbeat, robot_assignment
 
 router = APIRouter(prefix="/robots", tags=["robots"])
+
+RobotId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+_NOT_FOUND = {404: {"description": "No such robot."}}
 
 
 class AssignmentPublic(BaseModel):
     robot_id: str
     model_version: str | None
+    model_uri: str | None = Field(description="Where to download the model (MLflow URI).")
+    checksum: str | None = Field(description="sha256 over the checkpoint's files.")
 
 
-@router.get(
-    "/{robot_id}/assignment",
+class HeartbeatIn(BaseModel):
+    """What happened since the previous heartbeat. Episodes are counted by how they ended
+    (success, or anything else), so the counts cannot contradict each other."""
+
+    policy_version: str | None = Field(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")
+    successes: int = Field(ge=0, le=100_000, description="Episodes that ended in success.")
+    failures: int = Field(ge=0, le=100_000, description="Episodes that did not.")
+    interventions: int = Field(ge=0, le=1_000_000)
+    active_seconds: float = Field(ge=0, le=7 * 24 * 3600, description="Time worked.")
+
+
+@router.get("/{robot_id}/assignment", response_model=AssignmentPublic, responses=_NOT_FOUND)
+def get_assignment(robot_id: RobotId, session: WriteSessionDep, settings: SettingsDep):
+    return robot_assignment(session=session, settings=settings, robot_id=robot_id)
+
+
+@router.post(
+    "/{robot_id}/heartbeats",
     response_model=AssignmentPublic,
-    responses={404: {"description": "No such robot."}},
+    status_code=201,
+    responses=_NOT_FOUND | {400: {"description": "Malformed JSON body."}},
 )
-def get_assignment(robot_id: str, session: SessionDep) -> AssignmentPublic:
-    try:
-        version = assignment_of(session=session, robot_id=robot_id)
-    except LookupError as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from exc
-    return AssignmentPublic(robot_id=robot_id, model_version=version)
+def post_heartbeat(
+    robot_id: RobotId, body: HeartbeatIn, session: WriteSessionDep, settings: SettingsDep
+):
+    """Report since the previous heartbeat; the answer is the robot's current assignment."""
+    record_heartbeat(
+        session=session,
+        robot_id=robot_id,
+        policy_version=body.policy_version,
+        episodes=body.successes + body.failures,
+        failures=body.failures,
+        interventions=body.interventions,
+        active_seconds=body.active_seconds,
+    )
+    session.flush()
+    return robot_assignment(session=session, settings=settings, robot_id=robot_id)

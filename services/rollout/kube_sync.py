@@ -1,0 +1,58 @@
+"""Keep the cluster's policy servers on the versions the fleet's assignments say.
+
+The database is the source of truth: the controller commits a transition first, then calls
+``sync_policy_servers``, which is idempotent (create-or-patch; a group already on its version
+is left alone), so a controller that died in between repairs it on its next call.
+
+One policy-server Deployment per robot group. A group follows its robots when they all run
+one version; while a stage splits a group (canary robots on the candidate, the rest on the
+champion), its server stays on the champion and the canary robots run the candidate from
+the model they downloaded through the robot-facing API.
+
+Nothing here runs without ``FLYWHEEL_KUBE_NAMESPACE``; there is no Kubernetes API server on
+the development machine, so the tests use the stand-in server in ``tests/kube``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from services.config import Settings
+from services.rollout.assignments import fleet
+from services.store import session_scope
+
+
+def group_versions(settings: Settings) -> dict[str, str]:
+    """Per robot group, the one version all its robots run (split groups left out)."""
+    versions: dict[str, set] = defaultdict(set)
+    with session_scope(settings.db_url) as session:
+        for robot in fleet(session=session):
+            versions[robot.group].add(robot.policy_version)
+    return {g: v.pop() for g, v in versions.items() if len(v) == 1 and None not in v}
+
+
+def sync_policy_servers(settings: Settings, backend=None) -> dict[str, str]:
+    """Apply each group's version to its policy server; returns what was applied."""
+    if backend is None:
+        if settings.kube_namespace is None:
+            return {}
+        backend = kube_backend(settings)
+    wanted = group_versions(settings)
+    current = backend.current_versions()
+    for group, version in wanted.items():
+        if current.get(group) != version:
+            backend.apply_policy_server(group, version, f"models:/{settings.model_name}/{version}")
+    return wanted
+
+
+def kube_backend(settings: Settings):
+    from services.kube.backend import KubernetesBackend
+    from services.kube.manifests import PolicyServerConfig
+
+    return KubernetesBackend.connect(
+        namespace=settings.kube_namespace,
+        policy_server=PolicyServerConfig(image=settings.policy_server_image),
+        in_cluster=settings.kube_in_cluster,
+        kubeconfig=settings.kubeconfig,
+        context=settings.kube_context,
+    )

@@ -1,0 +1,102 @@
+"""The robot side of the rollout: provisioning, assignments with download URI and checksum,
+and heartbeats.
+
+Robots reach these through the robot-facing API (``services/api/routes/robots.py``); the
+simulated fleet does too, over HTTP, as real robots would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.config import Settings
+from services.errors import NotFound
+from services.rollout.assignments import assign, assignment_of, register_robots
+from services.rollout.ledger import champion_of
+from services.store.models import Heartbeat, Robot, utcnow
+
+
+def provision_robots(
+    *, session: Session, robot_ids: Sequence[str], tasks: Sequence[str], group: str = "default"
+) -> None:
+    """Register robots (an admin's job, not the robots'); a new robot starts on the champion."""
+    robots = register_robots(session=session, robot_ids=robot_ids, tasks=tasks, group=group)
+    session.flush()
+    champion = champion_of(session=session)
+    fresh = [r.id for r in robots if r.policy_version is None]
+    if champion and fresh:
+        assign(
+            session=session,
+            robot_ids=fresh,
+            version=champion,
+            actor="fleet",
+            reason="new robot starts on the champion",
+        )
+
+
+def robot_assignment(*, session: Session, settings: Settings, robot_id: str) -> dict[str, Any]:
+    """What a robot should run: model version, where to download it, and its checksum."""
+    version = assignment_of(session=session, robot_id=robot_id)
+    if version is None:
+        return {"robot_id": robot_id, "model_version": None, "model_uri": None, "checksum": None}
+    from services.registry.mlflow_registry import policy_checkpoint
+
+    return {
+        "robot_id": robot_id,
+        "model_version": version,
+        "model_uri": f"models:/{settings.model_name}/{version}",
+        "checksum": checkpoint_checksum(policy_checkpoint(settings, version)),
+    }
+
+
+def record_heartbeat(
+    *,
+    session: Session,
+    robot_id: str,
+    policy_version: str | None,
+    episodes: int = 0,
+    failures: int = 0,
+    interventions: int = 0,
+    active_seconds: float = 0.0,
+) -> Heartbeat:
+    """Store what a robot reports since its previous heartbeat."""
+    robot = session.get(Robot, robot_id)
+    if robot is None:
+        raise NotFound(f"unknown robot {robot_id!r}: register it first")
+    if failures > episodes:
+        raise ValueError(f"{failures} failures in {episodes} episodes")
+    robot.last_seen = utcnow()
+    heartbeat = Heartbeat(
+        robot_id=robot_id,
+        policy_version=policy_version,
+        episodes=episodes,
+        failures=failures,
+        interventions=interventions,
+        active_seconds=active_seconds,
+    )
+    session.add(heartbeat)
+    return heartbeat
+
+
+@cache
+def _checksum(path: str, signature: tuple) -> str:
+    digest = hashlib.sha256()
+    root = Path(path)
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file.read_bytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def checkpoint_checksum(path: Path) -> str:
+    """SHA-256 over a checkpoint folder's files (names and bytes), as a robot verifies it."""
+    signature = tuple(
+        (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))
+    )
+    return _checksum(str(path), signature)

@@ -1,0 +1,80 @@
+"""A simulated robot's side of the robot-facing API, over HTTP like a real robot.
+
+Each robot asks for its assignment, downloads the assigned model from its URI once per
+version, checks the checksum before running it, and reports heartbeats. ``http`` is any
+httpx-style client: ``httpx.Client(base_url=...)`` against a running Flywheel API, or
+FastAPI's in-process ``TestClient`` (the same routes, without a socket).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sim.fleet import Assignment
+
+
+class RobotApiError(RuntimeError):
+    """The API refused a request, or a model failed its checksum."""
+
+
+class ApiFleetClient:
+    def __init__(self, http, model_cache: Path) -> None:
+        self.http = http
+        self.model_cache = Path(model_cache)
+        self._policies: dict[tuple[str, str], object] = {}
+
+    def assignment(self, robot_id: str) -> Assignment:
+        answer = self._call("GET", f"/robots/{robot_id}/assignment")
+        if answer["model_version"] is None:
+            return Assignment(version=None, policy=None)
+        policy = self._policy(answer["model_version"], answer["model_uri"], answer["checksum"])
+        return Assignment(version=answer["model_version"], policy=policy.act)
+
+    def heartbeat(
+        self,
+        robot_id: str,
+        version: str | None,
+        *,
+        episodes: int,
+        failures: int,
+        interventions: int,
+        active_seconds: float,
+    ) -> None:
+        self._call(
+            "POST",
+            f"/robots/{robot_id}/heartbeats",
+            json={
+                "policy_version": version,
+                "successes": episodes - failures,
+                "failures": failures,
+                "interventions": interventions,
+                "active_seconds": active_seconds,
+            },
+        )
+
+    def _call(self, method: str, path: str, **kwargs) -> dict:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise RobotApiError(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json()
+
+    def _policy(self, version: str, uri: str, checksum: str):
+        key = (version, checksum)
+        if key not in self._policies:
+            import mlflow
+
+            from policies.checkpoint import load_checkpoint
+            from services.rollout.robots import checkpoint_checksum
+
+            target = self.model_cache / version
+            checkpoint = target / "artifacts" / "checkpoint"
+            if not checkpoint.exists() or checkpoint_checksum(checkpoint) != checksum:
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True)
+                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target))
+            got = checkpoint_checksum(checkpoint)
+            if got != checksum:
+                raise RobotApiError(f"model {version} from {uri}: checksum {got} != {checksum}")
+            self._policies[key] = load_checkpoint(checkpoint)
+        return self._policies[key]
