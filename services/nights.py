@@ -147,6 +147,6 @@ def rollout_outcomes(settings: Settings) -> dict[str, str]:
                 "completed": "champion",
                 "in_progress": f"at {stage}",
                 "rolled_back": f"rolled back at {stage}",
-                "aborted": f"aborted at {stage}",
+                "halted": f"halted at {stage}",
             }.get(r.state, r.state)
     return outcomes

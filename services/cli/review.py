@@ -316,19 +316,19 @@ def rollout_watch(
             time.sleep(interval)
 
 
-@rollout_app.command("abort")
-def rollout_abort(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
+@rollout_app.command("halt")
+def rollout_halt(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
     """Halt the rollout in progress and return its robots to the champion (fleet managers)."""
-    from services.rollout.controller import RolloutError, abort_rollout
+    from services.rollout.controller import RolloutError, halt_rollout
 
     settings = ready()
-    user = _fleet_manager(settings, "abort a rollout")
+    user = _fleet_manager(settings, "halt a rollout")
     try:
-        rollout = abort_rollout(settings, actor=user, reason=reason)
+        rollout = halt_rollout(settings, actor=user, reason=reason)
     except (RolloutError, ValueError) as exc:
         fail(str(exc))
     console.print(
-        f"aborted rollout {rollout.id} of {rollout.to_version}; fleet on {rollout.from_version}"
+        f"halted rollout {rollout.id} of {rollout.to_version}; fleet on {rollout.from_version}"
     )
 
 

@@ -64,7 +64,7 @@ def start_rollout(
         if running is not None:
             raise RolloutError(
                 f"rollout {running.id} of model {running.to_version} is still in progress: "
-                "let it finish or abort it first"
+                "let it finish or halt it first"
             )
         # The candidate was evaluated against its parent: only that champion may be replaced.
         if candidate.parent_version != champion:
@@ -162,16 +162,16 @@ def step_rollout(settings: Settings, *, actor: str = CONTROLLER) -> dict[str, An
     return record
 
 
-def abort_rollout(settings: Settings, *, actor: str, reason: str) -> Rollout:
+def halt_rollout(settings: Settings, *, actor: str, reason: str) -> Rollout:
     """Halt the rollout in progress and return its robots to the champion, by hand."""
     if not reason or not reason.strip():
-        raise ValueError("aborting a rollout needs a reason")
+        raise ValueError("halting a rollout needs a reason")
     with session_scope(settings.db_url, write=True) as session:
         lock_champion(session=session)
         rollout = in_progress(session)
         if rollout is None:
-            raise RolloutError("no rollout is in progress: nothing to abort, nothing changed")
-        _return_to_champion(session, rollout, "aborted", actor=actor, reason=reason)
+            raise RolloutError("no rollout is in progress: nothing to halt, nothing changed")
+        _return_to_champion(session, rollout, "halted", actor=actor, reason=reason)
     reconcile_champion(settings)
     return rollout
 
@@ -297,7 +297,7 @@ def _return_to_champion(
     record_audit(
         session,
         actor=actor,
-        action="rollback" if state == "rolled_back" else "abort-rollout",
+        action="rollback" if state == "rolled_back" else "halt-rollout",
         subject_type="rollout",
         subject_id=str(rollout.id),
         before={"state": "in_progress", "stage": stages[rollout.current_stage]["name"]},

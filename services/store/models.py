@@ -238,7 +238,7 @@ class Rollout(Base):
     candidate_id: Mapped[str] = mapped_column(ForeignKey("candidates.id"), index=True)
     from_version: Mapped[str | None] = mapped_column(String(32))
     to_version: Mapped[str] = mapped_column(String(32))
-    # in_progress | completed | halted | rolled_back
+    # in_progress | completed | halted (by hand) | rolled_back (by the controller)
     state: Mapped[str] = mapped_column(String(16), default="in_progress")
     # [{"name": "canary", "share": 0.1, "robots": [...], "outcome": ...}, ...]
     stages: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

@@ -221,20 +221,20 @@ def test_the_openapi_schema_declares_bearer_auth_and_every_route(api):
         "/candidates/{ref}/episodes/{task}/{seed}",
         "/audit",
         "/rollouts",
-        "/rollouts/abort",
+        "/rollouts/halt",
         "/users",
         "/users/me",
         "/users/{name}/token",
     } <= set(schema["paths"])
 
 
-def test_rollouts_are_shown_to_everyone_and_only_a_fleet_manager_aborts(api, store_settings):
+def test_rollouts_are_shown_to_everyone_and_only_a_fleet_manager_halts(api, store_settings):
     for role in ROLES:
         overview = api.get("/rollouts", headers=_auth(api, role)).json()
         assert overview["rollouts"] == [] and overview["robots"][0]["robot_id"] == "robot-00"
     fm = _auth(api, "fleet-manager")
-    idle = api.post("/rollouts/abort", json={"reason": "just in case"}, headers=fm)
-    assert idle.status_code == 409 and "nothing to abort" in idle.json()["detail"]
+    idle = api.post("/rollouts/halt", json={"reason": "just in case"}, headers=fm)
+    assert idle.status_code == 409 and "nothing to halt" in idle.json()["detail"]
     with session_scope(store_settings.db_url) as session:
         session.add(
             Rollout(
@@ -246,10 +246,10 @@ def test_rollouts_are_shown_to_everyone_and_only_a_fleet_manager_aborts(api, sto
             )
         )
     for role in ("engineer", "admin"):
-        refused = api.post("/rollouts/abort", json={"reason": "no"}, headers=_auth(api, role))
+        refused = api.post("/rollouts/halt", json={"reason": "no"}, headers=_auth(api, role))
         assert refused.status_code == 403 and "only a fleet manager" in refused.json()["detail"]
-    aborted = api.post("/rollouts/abort", json={"reason": "grasps look off"}, headers=fm)
-    assert aborted.status_code == 200
-    assert aborted.json()["state"] == "aborted" and aborted.json()["reason"] == "grasps look off"
+    halted = api.post("/rollouts/halt", json={"reason": "grasps look off"}, headers=fm)
+    assert halted.status_code == 200
+    assert halted.json()["state"] == "halted" and halted.json()["reason"] == "grasps look off"
     audit = api.get("/audit", headers=fm).json()[0]
-    assert audit["action"] == "abort-rollout" and audit["actor"] == "u-fleet-manager"
+    assert audit["action"] == "halt-rollout" and audit["actor"] == "u-fleet-manager"

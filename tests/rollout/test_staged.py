@@ -1,4 +1,4 @@
-"""Staged rollouts: canary and control group, automatic rollback, aborts, crashes."""
+"""Staged rollouts: canary and control group, automatic rollback, halts, crashes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy import select
 from services.registry import mlflow_registry as registry
 from services.rollout.controller import (
     RolloutError,
-    abort_rollout,
+    halt_rollout,
     reconcile_champion,
     start_rollout,
     step_rollout,
@@ -115,17 +115,17 @@ def test_a_worse_candidate_is_rolled_back_at_the_canary_within_two_windows(setti
     assert registry.champion_version(settings) == "1"
 
 
-def test_a_fleet_manager_aborts_by_hand_and_an_abort_with_nothing_running_changes_nothing(
+def test_a_fleet_manager_halts_by_hand_and_a_halt_with_nothing_running_changes_nothing(
     settings, rollout
 ):
-    aborted = abort_rollout(settings, actor="fatima", reason="site B reports odd grasps")
-    assert aborted.state == "aborted" and set(_robots(settings).values()) == {"1"}
+    halted = halt_rollout(settings, actor="fatima", reason="site B reports odd grasps")
+    assert halted.state == "halted" and set(_robots(settings).values()) == {"1"}
     with session_scope(settings.db_url) as session:
         before = session.scalars(select(AuditEvent)).all()
-    with pytest.raises(RolloutError, match="nothing to abort"):
-        abort_rollout(settings, actor="fatima", reason="again")
+    with pytest.raises(RolloutError, match="nothing to halt"):
+        halt_rollout(settings, actor="fatima", reason="again")
     with pytest.raises(ValueError, match="reason"):
-        abort_rollout(settings, actor="fatima", reason=" ")
+        halt_rollout(settings, actor="fatima", reason=" ")
     with session_scope(settings.db_url) as session:
         assert len(session.scalars(select(AuditEvent)).all()) == len(before)
         assert champion_of(session=session) == "1"

@@ -65,17 +65,17 @@ def overview(session: SessionDep, user: CurrentUser) -> dict:
 
 
 @router.post(
-    "/abort",
+    "/halt",
     response_model=RolloutOut,
     responses={
-        403: {"description": "Only a fleet manager may abort."},
+        403: {"description": "Only a fleet manager may halt."},
         409: {"description": "No rollout is in progress."},
     },
 )
-def abort(body: Reason, settings: SettingsDep, session: SessionDep, user: CurrentUser) -> dict:
+def halt(body: Reason, settings: SettingsDep, session: SessionDep, user: CurrentUser) -> dict:
     """Halt the rollout in progress and return its robots to the champion."""
-    require_role(user, "fleet-manager", action="abort a rollout")
-    rollout = controller.abort_rollout(settings, actor=user.name, reason=body.reason)
-    session.commit()  # end the read snapshot taken before the abort
+    require_role(user, "fleet-manager", action="halt a rollout")
+    rollout = controller.halt_rollout(settings, actor=user.name, reason=body.reason)
+    session.commit()  # end the read snapshot taken before the halt
     [out] = [r for r in controller.rollouts_overview(session)["rollouts"] if r["id"] == rollout.id]
     return out
