@@ -35,6 +35,11 @@ def train_task(dataset_id: str, flow_run_id: str | None):
     from services.training.config import TrainConfig
 
     settings = get_settings()
+    if settings.kube_namespace is not None:  # on Kubernetes: a KubeRay RayJob does the work
+        from services.training.candidates import candidate_summary
+        from services.training.kube_job import train_on_kubernetes
+
+        return candidate_summary(settings, train_on_kubernetes(settings, dataset_id))
     # resume: a retried or re-run night continues its candidate's interrupted Ray run.
     config = TrainConfig(steps=settings.train_steps, resume=True)
     return train_and_register(

@@ -55,13 +55,16 @@ class Settings(BaseSettings):
     rollout_worse_ratio: float = Field(default=2.0, gt=1)
     rollout_failure_increase: float = Field(default=0.25, gt=0, lt=1)
     # Kubernetes: when a namespace is set, the rollout controller keeps one policy-server
-    # Deployment per robot group on the version its robots run (services/kube). Inside the
+    # Deployment per robot group on the version its robots run, and the train stage runs as
+    # a KubeRay RayJob (services/kube). Inside the
     # cluster the pod's service account is used; from outside, a kubeconfig and context.
     kube_namespace: str | None = None
     kube_in_cluster: bool = False
     kubeconfig: str | None = None
     kube_context: str | None = None
     policy_server_image: str = "flywheel-policy-server:latest"
+    # The image a KubeRay training job runs (the Flywheel image, with Ray and torch).
+    training_image: str = "flywheel:latest"
     # Who the CLI acts as (approvals, rollouts); default: the operating-system login name.
     user: str | None = None
     # Secret used to sign API tokens; production refuses a placeholder.

@@ -119,6 +119,14 @@ def train_and_register(
         return _summary(candidate, trained=True)
 
 
+def candidate_summary(settings: Settings, candidate_id: str) -> CandidateSummary:
+    with session_scope(settings.db_url) as session:
+        candidate = session.get(Candidate, candidate_id)
+        if candidate is None:
+            raise LookupError(f"unknown candidate {candidate_id}")
+        return _summary(candidate, trained=True)
+
+
 def _summary(candidate: Candidate, *, trained: bool) -> CandidateSummary:
     return CandidateSummary(
         id=candidate.id,
