@@ -41,7 +41,7 @@ def train_task(dataset_id: str, flow_run_id: str | None):
 
         return candidate_summary(settings, train_on_kubernetes(settings, dataset_id))
     # resume: a retried or re-run night continues its candidate's interrupted Ray run.
-    config = TrainConfig(steps=settings.train_steps, resume=True)
+    config = TrainConfig(policy=settings.policy, steps=settings.train_steps, resume=True)
     return train_and_register(
         settings, dataset_id=dataset_id, config=config, flow_run_id=flow_run_id
     )

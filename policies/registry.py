@@ -12,7 +12,7 @@ from torch import nn
 
 _POLICIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 # Modules that register policies when imported; the registry imports them on first use.
-_BUILTIN = ("policies.mlp",)
+_BUILTIN = ("policies.mlp", "policies.act")
 
 
 def register_policy(name: str, model: Callable[[Any], nn.Module]):

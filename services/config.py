@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # Share of deployment episodes kept out of every training set (chosen by episode-id hash,
     # so the same ones every night) for offline evaluation of candidates.
     holdout_share: float = Field(default=0.1, ge=0, lt=1)
+    # The registered policy each night trains ("mlp" or "act", see policies/); switching
+    # trains the next candidate afresh instead of fine-tuning the champion.
+    policy: str = "mlp"
     # Optimiser steps of each night's fine-tuning run.
     train_steps: int = Field(default=3000, ge=1)
 

@@ -160,7 +160,9 @@ def train(
 
     try:
         settings = ready()
-        config = TrainConfig(steps=settings.train_steps, resume=resume, overwrite=overwrite)
+        config = TrainConfig(
+            policy=settings.policy, steps=settings.train_steps, resume=resume, overwrite=overwrite
+        )
         with console.status(f"training on dataset {dataset}"):
             summary = train_and_register(settings, dataset_id=dataset, config=config)
     except (LookupError, ValueError) as exc:

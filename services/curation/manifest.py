@@ -32,7 +32,7 @@ from services.features import ACTION, CONTROL_SOURCE, EPISODE_ID, FRAME_INDEX, O
 from services.fleetlogs.episode_store import EpisodeStore
 from services.store import session_scope
 from services.store.models import Dataset, DatasetEpisode, Episode
-from services.training.data import TrainingData
+from services.training.data import TrainingData, actions_ahead
 
 STEP_CLASS = "step_class"
 WEIGHT = "weight"
@@ -261,6 +261,12 @@ def load_training_data(settings: Settings, dataset_id: str) -> TrainingData:
     frames = EpisodeStore(settings.episode_store).read_frames(
         sorted(set(steps[EPISODE_ID])), data_files=data_files
     )
+    # Actions ahead come from every frame of the episode, weighted or not.
+    frames = frames.sort_values([EPISODE_ID, FRAME_INDEX], kind="stable").reset_index(drop=True)
+    ahead, ahead_mask = actions_ahead(
+        np.stack(frames[ACTION].to_numpy()).astype(np.float32), frames[EPISODE_ID].to_numpy()
+    )
+    frames["_row"] = np.arange(len(frames))
     joined = steps.merge(frames, on=[EPISODE_ID, FRAME_INDEX], how="inner", validate="one_to_one")
     if len(joined) != len(steps):
         raise RuntimeError(
@@ -276,4 +282,6 @@ def load_training_data(settings: Settings, dataset_id: str) -> TrainingData:
         weights=joined[WEIGHT].to_numpy(dtype=np.float32),
         tasks=tasks,
         dataset_id=dataset_id,
+        actions_ahead=ahead[joined["_row"].to_numpy()],
+        ahead_mask=ahead_mask[joined["_row"].to_numpy()],
     )

@@ -6,6 +6,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Steps ahead kept for action-chunking policies (their chunk may be at most this long).
+HORIZON = 16
+
+
+def actions_ahead(
+    actions: np.ndarray, episode_ids: np.ndarray, horizon: int = HORIZON
+) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by episode then frame: each row's action and the ``horizon - 1``
+    after it within its episode, padded with the episode's last action, and the mask."""
+    n = len(actions)
+    starts = np.flatnonzero(np.r_[True, episode_ids[1:] != episode_ids[:-1]])
+    ends = np.r_[starts[1:], n]
+    end_of_row = np.repeat(ends, ends - starts)
+    ahead = np.empty((n, horizon, actions.shape[1]), np.float32)
+    mask = np.empty((n, horizon), bool)
+    rows = np.arange(n)
+    for h in range(horizon):
+        idx = rows + h
+        mask[:, h] = idx < end_of_row
+        ahead[:, h] = actions[np.minimum(idx, end_of_row - 1)]
+    return ahead, mask
+
 
 @dataclass(frozen=True)
 class TrainingData:
@@ -21,6 +43,11 @@ class TrainingData:
     tasks: tuple[str, ...]
     # Content hash of the manifest these arrays came from.
     dataset_id: str
+    # (N, H, action_dim) float32: the actions of the step and the H - 1 after it in the same
+    # episode (the targets of action-chunking policies), padded with the episode's last
+    # action; ``ahead_mask`` (N, H) bool says which are real. None: single-step data only.
+    actions_ahead: np.ndarray | None = None
+    ahead_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.states)
@@ -28,6 +55,20 @@ class TrainingData:
             raise ValueError("states, actions, task_index and weights must have the same length")
         if n == 0:
             raise ValueError(f"dataset {self.dataset_id} has no steps to train on")
+        if (self.actions_ahead is None) != (self.ahead_mask is None):
+            raise ValueError("actions_ahead and ahead_mask go together")
+        if self.actions_ahead is not None and (
+            self.actions_ahead.shape[:1] + self.actions_ahead.shape[2:] != self.actions.shape
+            or self.ahead_mask.shape != self.actions_ahead.shape[:2]
+        ):
+            raise ValueError("actions_ahead must be (N, H, action_dim) with an (N, H) mask")
+
+    def chunks(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Targets and mask of ``size``-step action chunks: (N, size, A) and (N, size)."""
+        if self.actions_ahead is None or self.actions_ahead.shape[1] < size:
+            have = 1 if self.actions_ahead is None else self.actions_ahead.shape[1]
+            raise ValueError(f"a chunk of {size} actions needs {size} steps ahead; data has {have}")
+        return self.actions_ahead[:, :size], self.ahead_mask[:, :size]
 
     @property
     def state_dim(self) -> int:

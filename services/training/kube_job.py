@@ -42,7 +42,7 @@ def train_on_kubernetes(
 
     with session_scope(settings.db_url) as session:
         parent = champion_of(session=session)
-    config = TrainConfig(steps=settings.train_steps, resume=True)
+    config = TrainConfig(policy=settings.policy, steps=settings.train_steps, resume=True)
     candidate_id = candidate_id_for(dataset_id, parent, config, code_version())
     backend = backend or kube_backend(settings)
     status = backend.submit_training_job(

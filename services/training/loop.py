@@ -96,11 +96,21 @@ class Run:
         actions = torch.from_numpy(data.actions)
         tasks = torch.from_numpy(data.task_index)
         weights = torch.from_numpy(data.weights)
+        # An action-chunking policy fits the next `chunk` actions of every step at once.
+        chunk = getattr(self.model, "chunk_size", 1)
+        if chunk > 1:
+            targets, mask = (torch.from_numpy(a) for a in data.chunks(chunk))
+            mask = mask.float()
         self.model.train()
         window: list[float] = []
         while self.step < config.steps:
             idx = torch.randint(0, len(states), (config.batch_size,), generator=self.sampler)
-            error = (self.model(states[idx], tasks[idx]) - actions[idx]).pow(2).mean(dim=1)
+            if chunk > 1:
+                predicted = self.model.forward_chunk(states[idx], tasks[idx])
+                per_step = (predicted - targets[idx]).pow(2).mean(dim=2)
+                error = (per_step * mask[idx]).sum(dim=1) / mask[idx].sum(dim=1)
+            else:
+                error = (self.model(states[idx], tasks[idx]) - actions[idx]).pow(2).mean(dim=1)
             loss = (error * weights[idx]).sum() / weights[idx].sum().clamp_min(1e-8)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -16,6 +16,7 @@ TASKS = ("pick-place", "push")
 # below; a change here means a change in what a stored checkpoint of that policy does.
 GOLDEN = {
     "mlp": [[0.12091643, -0.18508701, 0.31055167], [0.06748347, -0.18079475, 0.26719755]],
+    "act": [[0.39595926, -0.02285276, -0.51212484], [0.50982821, -0.36446220, 0.09352503]],
 }
 
 
@@ -38,6 +39,11 @@ def test_policy_contract(name, tmp_path):
         actions = model(states, tasks)
     assert actions.shape == (2, 3) and actions.abs().max() <= 1.0
     np.testing.assert_allclose(actions.numpy(), GOLDEN[name], atol=1e-6)
+    chunk = getattr(model, "chunk_size", 1)
+    if chunk > 1:  # an action-chunking policy runs the first action of its chunk
+        with torch.no_grad():
+            chunks = model.forward_chunk(states, tasks)
+        assert chunks.shape == (2, chunk, 3) and torch.equal(chunks[:, 0], actions)
 
     data = np.random.default_rng(0).normal(size=(50, 5)).astype(np.float32)
     stats = NormalizationStats.from_arrays(data, np.zeros((50, 3), np.float32))
@@ -47,7 +53,10 @@ def test_policy_contract(name, tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.model.state_dict()[key])
     state = data[0]
-    expected = model(torch.from_numpy(stats.normalize_state(state[None])), torch.tensor([1]))
+    # Under inference mode, as robots run it (a transformer takes PyTorch's fused fast path
+    # there, which differs from the autograd path in the last bits).
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(stats.normalize_state(state[None])), torch.tensor([1]))
     assert np.array_equal(loaded.act(state, "push"), expected.detach().numpy()[0])
     with pytest.raises(ValueError, match="not trained on task"):
         loaded.act(state, "drawer-open")

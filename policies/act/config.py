@@ -1,0 +1,48 @@
+"""Configuration of the action-chunking transformer policy (state-based, ACT-like)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policies.registry import register_policy
+
+
+def _model(config):
+    from policies.act.model import ACTPolicy
+
+    return ACTPolicy(config)
+
+
+@register_policy("act", _model)
+@dataclass(frozen=True)
+class ACTConfig:
+    # Size of `observation.state`.
+    state_dim: int
+    # Size of `action`.
+    action_dim: int
+    # Task names in index order: a learned task token conditions the policy, so one policy
+    # serves every task of the fleet.
+    tasks: tuple[str, ...]
+    # Feed-forward widths of the transformer layers (the first is used); named like the
+    # MLP's so the training configuration builds either.
+    hidden: tuple[int, ...] = (256,)
+    # Width of the tokens.
+    d_model: int = 64
+    # Attention heads per layer.
+    heads: int = 4
+    # Encoder and decoder layers.
+    layers: int = 2
+    # Actions predicted per step (the chunk); the robot executes the first of each chunk.
+    chunk_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.state_dim < 1 or self.action_dim < 1:
+            raise ValueError("state_dim and action_dim must be positive")
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be non-empty and unique, got {self.tasks}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+        if self.d_model < 1 or self.heads < 1 or self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
+        if self.layers < 1 or self.chunk_size < 1:
+            raise ValueError("layers and chunk_size must be at least 1")
