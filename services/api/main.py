@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from services.api import metrics, pages
 from services.api.deps import SessionDep
 from services.api.errors import install_error_handlers
 from services.api.routes import audit, candidates, robots, rollouts, users
@@ -20,6 +21,8 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     for module in (candidates, rollouts, audit, users, robots):
         app.include_router(module.router)
+    pages.install(app)
+    app.include_router(metrics.router)
 
     @app.get("/health", tags=["health"])
     def health(session: SessionDep) -> dict[str, str]:

@@ -1,0 +1,159 @@
+"""The review pages in a real headless Chromium (Debian's), driven by Playwright.
+
+Screenshots go to tests/dashboards/screenshots/ (ignored by git) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from services.api.main import create_app
+from services.config import Settings, configure_runtime
+from services.store import migrate
+from tests.dashboards.conftest import seed_fleet_store
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).parent / "screenshots"
+# The flags the machine's own probe ran Debian's Chromium with (no sandbox as root, no GPU,
+# nothing fetched from the network).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed (/usr/bin/chromium): `make browser` installs it",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a free port of 127.0.0.1, on a seeded store, for the whole module."""
+    tmp = tmp_path_factory.mktemp("pages")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FLYWHEEL_HOME", str(tmp / "home"))
+        for key in ("FLYWHEEL_DATABASE_URL", "FLYWHEEL_MLFLOW_TRACKING_URI", "FLYWHEEL_MODE"):
+            env.delenv(key, raising=False)
+        settings = Settings()
+        configure_runtime(settings)
+        migrate(settings.db_url)
+        tokens = seed_fleet_store(settings, tmp)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+        app_server = uvicorn.Server(config)
+        thread = threading.Thread(target=app_server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not app_server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", tokens
+        app_server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(exist_ok=True)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        yield context
+        context.close()
+    print(f"\nscreenshots in {SHOTS}")
+
+
+def _sign_in(browser, server, role):
+    url, tokens = server
+    browser.clear_cookies()
+    page = browser.new_page()
+    page.goto(f"{url}/ui/candidates/3")
+    assert "/ui/login" in page.url  # no session yet: the login form, then back here
+    page.fill("input[name=token]", tokens[role])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/ui/candidates/3")
+    assert page.inner_text("#viewer").startswith(f"u-{role}")
+    return page
+
+
+def _rendered(page, plot_id: str) -> None:
+    """Plotly drew the figure: an SVG with the figure's traces inside the plot's div."""
+    page.wait_for_selector(f"#plot-{plot_id} svg.main-svg g.trace", timeout=15_000)
+
+
+def test_an_engineer_reviews_a_candidate_and_cannot_approve(browser, server):
+    page = _sign_in(browser, server, "engineer")
+    for plot in ("tasks", "curve", "eval-pick-place-35"):
+        _rendered(page, plot)
+    fleet_plots = page.locator(".plot[id^=plot-fleet-]")
+    assert fleet_plots.count() == 3
+    _rendered(page, fleet_plots.first.get_attribute("id").removeprefix("plot-"))
+    # the operator's takeover is a shaded rectangle behind the lines
+    assert page.locator(".plot[id^=plot-fleet-] .layer-below .shapelayer path").count() >= 1
+    page.screenshot(path=SHOTS / "candidate-engineer.png", full_page=True)
+
+    assert page.locator("button", has_text="Approve").count() == 0
+    assert "Only a fleet manager may approve" in page.inner_text("main")
+    # the server refuses even a hand-made post with a valid session and CSRF nonce
+    csrf = page.locator("input[name=csrf]").first.input_value()
+    answer = page.request.post(
+        f"{server[0]}/ui/candidates/c3/approve", form={"csrf": csrf, "reason": "I insist"}
+    )
+    assert answer.status == 403
+    page.close()
+
+
+def test_a_fleet_manager_approves_and_the_audit_log_shows_it(browser, server):
+    page = _sign_in(browser, server, "fleet-manager")
+    _rendered(page, "tasks")
+    page.fill("form.approve input[name=reason]", "beats v2 by 18 points; canary looks good")
+    page.click("form.approve button")
+    page.wait_for_selector("#decisions >> text=beats v2 by 18 points")
+    assert page.locator("button", has_text="Approve").count() == 0  # decided: no more forms
+    page.screenshot(path=SHOTS / "candidate-approved.png", full_page=True)
+
+    page.click("nav >> text=Audit log")
+    row = page.locator("#audit tbody tr").first
+    assert "u-fleet-manager" in row.inner_text() and "approve" in row.inner_text()
+    page.screenshot(path=SHOTS / "audit.png", full_page=True)
+    page.close()
+
+
+def test_overview_and_rollouts_draw_their_plots(browser, server):
+    page = _sign_in(browser, server, "fleet-manager")
+    page.click("nav >> text=Overview")
+    for plot in ("fleet-success", "interventions", "evaluations", "champions"):
+        _rendered(page, plot)
+    assert page.inner_text("#champion") == "v2"
+    page.screenshot(path=SHOTS / "overview.png", full_page=True)
+
+    page.click("nav >> text=Rollouts")
+    _rendered(page, "rollout-1")
+    assert page.locator("button", has_text="Halt").count() == 1
+    page.screenshot(path=SHOTS / "rollouts.png", full_page=True)
+    page.close()
