@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 DEMO_HOME := .flywheel/demo
 
-.PHONY: setup demo drill test test-fast bench lint serve clean
+.PHONY: setup demo drill test test-fast bench lint serve clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ drill: setup
 	FLYWHEEL_HOME=.flywheel/drill FLYWHEEL_AUTO_APPROVE=true $(VENV)/bin/flywheel nightly --nights 1 --robots 4
 	FLYWHEEL_HOME=.flywheel/drill $(VENV)/bin/flywheel drill --robots 8 --episodes 8
 
-test: setup
+# Debian's Chromium for the browser tests (tests/dashboards); without it they skip and say why.
+browser:
+	@command -v chromium >/dev/null || apt-get install -y -q chromium || \
+		{ apt-get update -q && apt-get install -y -q chromium; } || \
+		echo "chromium not installed: the browser tests will skip"
+
+test: setup browser
 	$(PY) -m pytest
 
 test-fast: setup

@@ -51,7 +51,9 @@ def fleet_success(nights: list[dict]) -> go.Figure:
         figure.add_scatter(
             x=x, y=[_pct(n["fleet"].get(key)) for n in shown], mode="lines+markers", name=name
         )
-    figure.update_layout(title="Fleet success per night (%)", xaxis_title="night", **_LAYOUT)
+    figure.update_layout(
+        title="Fleet success per night (%)", xaxis=dict(title="night", dtick=1), **_LAYOUT
+    )
     figure.update_yaxes(range=[0, 100])
     return figure
 
@@ -68,7 +70,10 @@ def fleet_interventions(nights: list[dict]) -> go.Figure:
         )
     )
     figure.update_layout(
-        title="Interventions per robot-hour", xaxis_title="night", **_LAYOUT, showlegend=False
+        title="Interventions per robot-hour",
+        xaxis=dict(title="night", dtick=1),
+        **_LAYOUT,
+        showlegend=False,
     )
     figure.update_yaxes(rangemode="tozero")
     return figure
@@ -212,7 +217,7 @@ def rollout_watch(rollout: dict, thresholds: dict[str, float]) -> go.Figure:
             row=1,
             col=1,
         )
-    for metric, threshold in thresholds.items():
+    for metric in thresholds:
         figure.add_scatter(
             x=x,
             y=[w["llr"].get(metric) for _, w in windows],
@@ -221,12 +226,14 @@ def rollout_watch(rollout: dict, thresholds: dict[str, float]) -> go.Figure:
             row=2,
             col=1,
         )
+    for threshold in sorted(set(thresholds.values())):
+        names = " and ".join(m for m, t in thresholds.items() if t == threshold)
         figure.add_hline(
             y=threshold,
             line_dash="dash",
             row=2,
             col=1,
-            annotation_text=f"roll back: {metric}",
+            annotation_text=f"rolls back: {names}",
             annotation_position="top left",
         )
     figure.update_layout(

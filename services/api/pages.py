@@ -232,7 +232,8 @@ def candidate(
         figures[key] = charts.trajectory(
             episode["states"],
             episode["actions"],
-            title=f"{episode['robot_id']}, {episode['task']}: {episode['outcome']}",
+            title=f"{episode['robot_id']} on v{episode['policy_version']}, {episode['task']}: "
+            f"{episode['outcome']}, {episode['interventions']} intervention(s)",
             operator_spans=episode["operator_spans"],
         )
         fleet.append({**episode, "figure": key})
