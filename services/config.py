@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     policy_server_image: str = "flywheel-policy-server:latest"
     # The image a KubeRay training job runs (the Flywheel image, with Ray and torch).
     training_image: str = "flywheel:latest"
+    # Base URLs of the MLflow and Prefect UIs (e.g. http://mlflow:5000, http://prefect:4200),
+    # for links from a candidate's page; unset: no links.
+    mlflow_ui_url: str | None = None
+    prefect_ui_url: str | None = None
     # Who the CLI acts as (approvals, rollouts); default: the operating-system login name.
     user: str | None = None
     # Secret used to sign API tokens; production refuses a placeholder.

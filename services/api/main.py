@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from sqlalchemy import text
+from fastapi import FastAPI, HTTPException
 
 from services.api import metrics, pages
-from services.api.deps import SessionDep
+from services.api.deps import SettingsDep
 from services.api.errors import install_error_handlers
 from services.api.routes import audit, candidates, robots, rollouts, users
+from services.dependencies import DependencyUnavailable, check_database
 
 
 def create_app() -> FastAPI:
     app = FastAPI(
         title="Flywheel",
         version="0.1.0",
-        description="Review candidates, approve rollouts, read the audit log. "
-        "Every endpoint but /health takes an API token: `Authorization: Bearer <token>`.",
+        description="Review candidates, approve rollouts, read the audit log. Every endpoint "
+        "but /health, /live and /robots takes an API token: `Authorization: Bearer <token>`.",
     )
     install_error_handlers(app)
     for module in (candidates, rollouts, audit, users, robots):
@@ -24,9 +24,22 @@ def create_app() -> FastAPI:
     pages.install(app)
     app.include_router(metrics.router)
 
-    @app.get("/health", tags=["health"])
-    def health(session: SessionDep) -> dict[str, str]:
-        session.execute(text("SELECT 1"))
+    @app.get("/live", tags=["health"])
+    def live() -> dict[str, str]:
+        """Liveness: the process answers (depends on nothing else)."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/health",
+        tags=["health"],
+        responses={503: {"description": "The database cannot be reached; the detail says why."}},
+    )
+    def health(settings: SettingsDep) -> dict[str, str]:
+        """Readiness: the database answers."""
+        try:
+            check_database(settings)
+        except DependencyUnavailable as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from exc
         return {"status": "ok"}
 
     return app

@@ -22,7 +22,6 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.api import charts, evidence
 from services.api.deps import CandidateRef, SessionDep, SettingsDep, WriteSessionDep
@@ -30,7 +29,7 @@ from services.api.errors import STATUS
 from services.approval import decisions, review
 from services.approval.decisions import APPROVER_ROLES
 from services.approval.users import Unauthenticated, authenticate
-from services.config import Settings
+from services.config import Settings, get_settings
 from services.errors import NotFound
 from services.rollout import controller
 from services.rollout.ledger import PromotionConflict, champion_of
@@ -45,20 +44,6 @@ COOKIE = "flywheel_session"
 SESSION_HOURS = 12
 # Failing evaluation episodes whose trajectories the candidate page plots (all are listed).
 PLOTTED_FAILURES = 4
-
-
-class LinkSettings(BaseSettings):
-    """Where the MLflow and Prefect UIs are, for links from a candidate; unset: no links.
-
-    TODO(config owner): move into services/config.py as mlflow_ui_url and prefect_ui_url.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", frozen=True, extra="ignore")
-
-    # Base URL of the MLflow UI, e.g. http://mlflow:5000
-    mlflow_ui_url: str | None = None
-    # Base URL of the Prefect UI, e.g. http://prefect:4200
-    prefect_ui_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -375,7 +360,7 @@ def _awaiting(status: str, decided: list[dict]) -> bool:
 
 
 def _links(detail: dict) -> dict[str, str]:
-    links = LinkSettings()
+    links = get_settings()
     out = {}
     if links.mlflow_ui_url and detail["mlflow_run_id"]:
         out["mlflow"] = f"{links.mlflow_ui_url.rstrip('/')}/#/runs/{detail['mlflow_run_id']}"

@@ -38,9 +38,17 @@ def load_settings() -> Settings:
 
 def ready() -> Settings:
     """Settings with a migrated store (every command but init may be the first one run)."""
+    from services.dependencies import DependencyUnavailable, check_database
     from services.store import migrate
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValueError as exc:  # pydantic's validation error: a setting is wrong
+        fail(f"invalid settings: {exc}")
+    try:
+        check_database(settings)
+    except DependencyUnavailable as exc:
+        fail(str(exc))
     migrate(settings.db_url)
     return settings
 

@@ -11,7 +11,9 @@ from services.cli.base import (
     JsonFlag,
     app,
     console,
+    fail,
     format_rate,
+    load_settings,
     print_json,
     ready,
 )
@@ -67,12 +69,21 @@ def nightly(
 def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
+    wait_attempts: Annotated[
+        int, typer.Option(min=1, help="Tries to reach the database before giving up.")
+    ] = 10,
 ) -> None:
     """Serve the Flywheel API."""
     import uvicorn
 
     from services.api.main import create_app
+    from services.dependencies import DependencyUnavailable, check_database, wait_for
 
+    settings = load_settings()
+    try:  # a database that is still starting gets a bounded wait
+        wait_for(lambda: check_database(settings), attempts=wait_attempts)
+    except DependencyUnavailable as exc:
+        fail(f"{exc}; gave up after {wait_attempts} attempts")
     ready()
     uvicorn.run(create_app(), host=host, port=port)
 
