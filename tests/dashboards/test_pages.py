@@ -109,3 +109,14 @@ def test_plotly_is_served_locally_and_pages_stay_out_of_the_api_schema(site):
     answer = site.get("/vendor/plotly.min.js")
     assert answer.status_code == 200 and b"plotly" in answer.content[:2000].lower()
     assert not [p for p in site.get("/openapi.json").json()["paths"] if p.startswith("/ui")]
+
+
+def test_the_overview_shows_a_night_without_a_fleet_shift(site):
+    """The first night has only lab demonstrations: no fleet figures to show."""
+    from services.store.models import NightlyRun
+
+    with session_scope(site.settings.db_url) as session:
+        session.add(NightlyRun(state="completed", summary={"outcome": "lab demos only"}))
+    _login(site, "engineer")
+    overview = site.get("/ui")
+    assert overview.status_code == 200 and "lab demos" in overview.text
