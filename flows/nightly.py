@@ -20,13 +20,18 @@ from services.config import get_settings
 
 
 @task(name="open-night", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
-def open_night() -> int:
+def open_night() -> tuple[int | None, str | None]:
+    """Tonight's night id, or (None, why) when another nightly run is in progress."""
     from services.rollout.controller import reconcile_champion
 
     settings = get_settings()
+    try:
+        night = nights.open_night(settings, flow_run_id=flow_run.get_id())
+    except nights.NightInProgress as exc:
+        return None, str(exc)
     # A crash between a promotion and the MLflow alias move is repaired before anything else.
     reconcile_champion(settings)
-    return nights.open_night(settings, flow_run_id=flow_run.get_id())
+    return night, None
 
 
 @task(name="record-night", cache_policy=NO_CACHE)
@@ -52,7 +57,9 @@ def _mark_failed(flow, run, state) -> None:
 
 @flow(name="nightly-flywheel", on_failure=[_mark_failed], on_crashed=[_mark_failed])
 def nightly(scheme: str = "sirius", source: str | None = None) -> dict:
-    night = open_night()
+    night, busy = open_night()
+    if night is None:
+        return {"outcome": f"skipped: {busy}", "in_progress": True}
     # A candidate approved after an earlier night stopped waiting goes out first, so that
     # tonight's candidate is trained from, and judged against, the champion the fleet runs.
     late = roll_out_late_approvals()

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # The registered policy each night trains ("mlp" or "act", see policies/); switching
     # trains the next candidate afresh instead of fine-tuning the champion.
     policy: str = "mlp"
+    # How long a nightly run holds its lease without finishing a stage; a run on another
+    # host that stays silent longer is taken for dead and the next trigger takes over.
+    night_lease_s: float = Field(default=6 * 3600, gt=0)
     # Optimiser steps of each night's fine-tuning run.
     train_steps: int = Field(default=3000, ge=1)
 

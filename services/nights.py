@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -11,19 +14,67 @@ from services.store import session_scope
 from services.store.models import Episode, NightlyRun, utcnow
 
 
-def open_night(settings: Settings, *, flow_run_id: str | None) -> int:
-    from services.rollout.ledger import champion_of
+class NightInProgress(RuntimeError):
+    """Another nightly run of this fleet is running: one at a time."""
 
-    with session_scope(settings.db_url) as session:
-        night = NightlyRun(flow_run_id=flow_run_id, champion_before=champion_of(session=session))
+
+def open_night(settings: Settings, *, flow_run_id: str | None) -> int:
+    """Open tonight's run, unless one is already running (one nightly run per fleet).
+
+    Triggers that arrive together queue on one lock (the champion row: PostgreSQL's row
+    lock, SQLite's write lock); the first opens the night, the others see it running and
+    raise NightInProgress. A running night whose process is gone (same host) or whose lease
+    ran out is marked abandoned and the new run takes over; every stage's output is keyed
+    by content, so it resumes where the dead one stopped.
+    """
+    from services.rollout.ledger import lock_champion
+
+    with session_scope(settings.db_url, write=True) as session:
+        champion = lock_champion(session=session)
+        for running in session.scalars(select(NightlyRun).where(NightlyRun.state == "running")):
+            if _alive(running):
+                started = f"{running.started_at:%Y-%m-%d %H:%M}"
+                raise NightInProgress(
+                    f"night {running.id} is in progress (flow run {running.flow_run_id}, "
+                    f"{running.host} pid {running.pid}, started {started} UTC): "
+                    "one nightly run at a time"
+                )
+            running.state = "abandoned"
+            running.finished_at = utcnow()
+            running.summary = {
+                **running.summary,
+                "outcome": "abandoned: its process is gone; a later run took over",
+            }
+        night = NightlyRun(
+            flow_run_id=flow_run_id,
+            champion_before=champion,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            lease_until=utcnow() + timedelta(seconds=settings.night_lease_s),
+        )
         session.add(night)
         session.flush()
         return night.id
 
 
+def _alive(night: NightlyRun) -> bool:
+    if night.lease_until is not None and night.lease_until < utcnow():
+        return False
+    if night.host == socket.gethostname() and night.pid is not None:
+        try:
+            os.kill(night.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's live process
+            return True
+    return True
+
+
 def update_night(settings: Settings, night_id: int, **fields: Any) -> None:
+    """Record a stage's output and renew the night's lease."""
     with session_scope(settings.db_url) as session:
         night = session.get(NightlyRun, night_id)
+        night.lease_until = utcnow() + timedelta(seconds=settings.night_lease_s)
         for key, value in fields.items():
             if key == "summary":
                 value = {**night.summary, **value}

@@ -60,9 +60,13 @@ def nightly(
                 reports.append(nightly_flow())
         if not as_json:
             console.print(f"night {night} of {nights}: {reports[-1].get('outcome', '')}")
+        if reports[-1].get("in_progress"):
+            break  # another nightly run holds the fleet: it reported why
     if as_json:
         return print_json(reports)
-    print_nights(reports, settings)
+    ran = [r for r in reports if not r.get("in_progress")]
+    if ran:
+        print_nights(ran, settings)
 
 
 @app.command()

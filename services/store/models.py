@@ -307,9 +307,14 @@ class NightlyRun(Base):
     candidate_id: Mapped[str | None] = mapped_column(ForeignKey("candidates.id"))
     champion_before: Mapped[str | None] = mapped_column(String(32))
     champion_after: Mapped[str | None] = mapped_column(String(32))
-    # running | completed | failed
+    # running | completed | failed | abandoned (its process died; a later run took over)
     state: Mapped[str] = mapped_column(String(16), default="running")
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Who runs it: a running night on this host whose process is gone, or whose lease ran
+    # out, no longer blocks the next one (see services/nights.py).
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None]
+    lease_until: Mapped[datetime | None]
 
 
 class AuditEvent(Base):
