@@ -193,3 +193,30 @@ def drill(
         llr = ", ".join(f"{k} {v:.2f}" for k, v in window["llr"].items())
         console.print(f"window {i} ({window['stage']}): LLR {llr} -> {window['decision']}")
     console.print(f"rollout {state['state']}: {state['reason']}")
+
+
+@app.command()
+def deploy(
+    cron: Annotated[str, typer.Option(help="When the night starts (cron).")] = "0 2 * * *",
+    timezone: Annotated[str, typer.Option(help="Time zone of the schedule.")] = "UTC",
+    work_pool: Annotated[str, typer.Option(help="Prefect work pool (created if missing).")] = (
+        "flywheel"
+    ),
+    pool_type: Annotated[str, typer.Option(help="process | kubernetes")] = "process",
+) -> None:
+    """Register the nightly flow as a Prefect deployment on a cron schedule (needs a Prefect
+    server: PREFECT_API_URL)."""
+    ready()  # before Prefect is imported
+    from flows.deploy import DeployError, deploy_nightly
+
+    try:
+        deployment = deploy_nightly(
+            cron=cron, timezone=timezone, work_pool=work_pool, pool_type=pool_type
+        )
+    except DeployError as exc:
+        fail(str(exc))
+    console.print(
+        f"deployment nightly-flywheel/nightly ({deployment}): '{cron}' {timezone} on work pool "
+        f"{work_pool}, one run at a time; start a worker with `prefect worker start --pool "
+        f"{work_pool}`"
+    )
