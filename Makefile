@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 DEMO_HOME := .flywheel/demo
 
-.PHONY: setup demo drill test test-fast bench lint serve clean browser
+.PHONY: setup demo drill test test-fast bench lint serve up down clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ lint: setup
 
 serve: setup
 	$(VENV)/bin/flywheel serve
+
+# Production mode on this machine: Prefect, MLflow and the API on the local PostgreSQL
+# (FLYWHEEL_HOME defaults to .flywheel/prod); `make down` stops them by their process ids.
+PROD_HOME ?= .flywheel/prod
+up: setup
+	FLYWHEEL_HOME=$(PROD_HOME) $(VENV)/bin/flywheel up
+
+down: setup
+	FLYWHEEL_HOME=$(PROD_HOME) $(VENV)/bin/flywheel down
 
 clean:
 	rm -rf $(VENV) .flywheel

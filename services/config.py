@@ -169,6 +169,8 @@ def configure_runtime(settings: Settings) -> None:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
+        # MLflow writes run links to stdout against a tracking server: it would corrupt --json.
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_DEDUP_LOGS": "1",
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",

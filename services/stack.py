@@ -1,0 +1,230 @@
+"""Production mode on one machine: `flywheel up` / `flywheel down` (`make up` / `make down`).
+
+`up` creates Flywheel's databases on the PostgreSQL server, then starts and waits for:
+a Prefect server and an MLflow tracking server (both on PostgreSQL) and the Flywheel API in
+production mode. Training and evaluation use the Ray that each Flywheel process starts for
+itself (FLYWHEEL_RAY_ADDRESS unset). A separate Ray head is left out on purpose: on the
+development machine Ray advertises the host's address 192.0.2.2, which this sandbox does
+not route, so no driver could join a head started with `ray start --head` here; on a real
+host, start one and set FLYWHEEL_RAY_ADDRESS.
+
+The process ids, logs and the environment that points every `flywheel` command at the
+services live in FLYWHEEL_HOME/run/; `down` stops each process group by its id.
+Production settings refuse SQLite and placeholder secrets; `up` generates the secret key
+once and keeps it in FLYWHEEL_HOME/run/secret_key (mode 0600).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+class StackError(RuntimeError):
+    """A service did not start; the message names it and ends with its log."""
+
+
+@dataclass(frozen=True)
+class Stack:
+    home: Path
+    # A PostgreSQL URL with the right to create databases; Flywheel's live beside it.
+    admin_url: str = DEFAULT_ADMIN_URL
+    # Database names get this prefix: flywheel, flywheel_mlflow, flywheel_prefect.
+    prefix: str = "flywheel"
+    ports: dict[str, int] = field(
+        default_factory=lambda: {"prefect": 4200, "mlflow": 5000, "api": 8000}
+    )
+    host: str = "127.0.0.1"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home.resolve() / "run"
+
+    @property
+    def env_file(self) -> Path:
+        return self.run_dir / "production.env"
+
+    def database_url(self, suffix: str = "", driver: str = "psycopg") -> str:
+        url = make_url(self.admin_url).set(
+            drivername=f"postgresql+{driver}", database=self.prefix + suffix
+        )
+        return url.render_as_string(hide_password=False)
+
+    def environment(self) -> dict[str, str]:
+        """What every `flywheel` command needs to use this stack."""
+        h, p = self.host, self.ports
+        return {
+            "FLYWHEEL_HOME": str(self.home.resolve()),
+            "FLYWHEEL_MODE": "production",
+            "FLYWHEEL_DATABASE_URL": self.database_url(),
+            "FLYWHEEL_MLFLOW_TRACKING_URI": f"http://{h}:{p['mlflow']}",
+            "FLYWHEEL_SECRET_KEY": self._secret_key(),
+            "PREFECT_API_URL": f"http://{h}:{p['prefect']}/api",
+        }
+
+    def _secret_key(self) -> str:
+        path = self.run_dir / "secret_key"
+        if not path.exists():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def up(stack: Stack, *, timeout_s: float = 120) -> dict[str, str]:
+    """Start what is not running yet; returns the environment (also in stack.env_file)."""
+    stack.run_dir.mkdir(parents=True, exist_ok=True)
+    _create_databases(stack)
+    env = stack.environment()
+    stack.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    stack.env_file.chmod(0o600)
+    base = {**os.environ, **env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    bin_dir = Path(sys.executable).parent
+    h, p = stack.host, stack.ports
+    services = {
+        "prefect": (
+            [str(bin_dir / "prefect"), "server", "start", "--host", h, "--port", str(p["prefect"])],
+            {
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": stack.database_url("_prefect", "asyncpg"),
+                "PREFECT_HOME": str(stack.home.resolve() / "prefect"),
+            },
+            f"http://{h}:{p['prefect']}/api/health",
+        ),
+        "mlflow": (
+            [
+                str(bin_dir / "mlflow"),
+                "server",
+                "--host",
+                h,
+                "--port",
+                str(p["mlflow"]),
+                "--backend-store-uri",
+                stack.database_url("_mlflow"),
+                "--artifacts-destination",
+                str(stack.home.resolve() / "mlartifacts"),
+                "--workers",
+                "1",
+            ],
+            {"MLFLOW_DISABLE_TELEMETRY": "true"},
+            f"http://{h}:{p['mlflow']}/health",
+        ),
+        "api": (
+            [str(bin_dir / "flywheel"), "serve", "--host", h, "--port", str(p["api"])],
+            {},
+            f"http://{h}:{p['api']}/health",
+        ),
+    }
+    for name, (argv, extra, health) in services.items():
+        if _running(stack, name):
+            continue
+        log = (stack.run_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            argv,
+            env={**base, **extra},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        (stack.run_dir / f"{name}.pid").write_text(str(process.pid))
+        _wait_ready(stack, name, process, health, timeout_s)
+    return env
+
+
+def down(stack: Stack, *, timeout_s: float = 20) -> list[str]:
+    """Stop every service this stack started, by process id; returns their names."""
+    stopped = []
+    for name in ("api", "mlflow", "prefect"):
+        pid_file = stack.run_dir / f"{name}.pid"
+        if not pid_file.exists():
+            continue
+        pid = int(pid_file.read_text())
+        _stop_group(pid, timeout_s)
+        pid_file.unlink()
+        stopped.append(name)
+    return stopped
+
+
+def status(stack: Stack) -> dict[str, bool]:
+    return {name: _running(stack, name) for name in ("prefect", "mlflow", "api")}
+
+
+def _create_databases(stack: Stack) -> None:
+    admin = create_engine(stack.admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            existing = set(conn.scalars(text("SELECT datname FROM pg_database")))
+            for suffix in ("", "_mlflow", "_prefect"):
+                name = stack.prefix + suffix
+                if name not in existing:
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        raise StackError(
+            f"cannot create Flywheel's databases with {make_url(stack.admin_url)!r}: {exc}"
+        ) from exc
+    finally:
+        admin.dispose()
+
+
+def _running(stack: Stack, name: str) -> bool:
+    pid_file = stack.run_dir / f"{name}.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    return True
+
+
+def _wait_ready(stack, name, process, health: str | None, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        if health is not None:
+            try:
+                with urllib.request.urlopen(health, timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+        time.sleep(1)
+    log = (stack.run_dir / f"{name}.log").read_text(errors="replace")[-2000:]
+    _stop_group(process.pid, 5)
+    raise StackError(f"{name} did not become ready in {timeout_s:.0f} s; its log ends:\n{log}")
+
+
+def _stop_group(pid: int, timeout_s: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            _reap(pid)
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our child (else it is not ours to wait on)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
