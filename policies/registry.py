@@ -28,6 +28,16 @@ def register_policy(name: str, model: Callable[[Any], nn.Module]):
     return decorate
 
 
+def check_common_fields(config: Any) -> None:
+    """What every policy config shares: dimensions, the task vocabulary, hidden widths."""
+    if config.state_dim < 1 or config.action_dim < 1:
+        raise ValueError("state_dim and action_dim must be positive")
+    if not config.tasks or len(set(config.tasks)) != len(config.tasks):
+        raise ValueError(f"tasks must be non-empty and unique, got {config.tasks}")
+    if not config.hidden or min(config.hidden) < 1:
+        raise ValueError(f"hidden widths must be positive, got {config.hidden}")
+
+
 def _load_builtins() -> None:
     for module in _BUILTIN:
         importlib.import_module(module)

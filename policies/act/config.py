@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.registry import register_policy
+from policies.registry import check_common_fields, register_policy
 
 
 def _model(config):
@@ -36,12 +36,7 @@ class ACTConfig:
     chunk_size: int = 8
 
     def __post_init__(self) -> None:
-        if self.state_dim < 1 or self.action_dim < 1:
-            raise ValueError("state_dim and action_dim must be positive")
-        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must be non-empty and unique, got {self.tasks}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+        check_common_fields(self)
         if self.d_model < 1 or self.heads < 1 or self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
         if self.layers < 1 or self.chunk_size < 1:

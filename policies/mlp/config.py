@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.registry import register_policy
+from policies.registry import check_common_fields, register_policy
 
 
 def _model(config):
@@ -29,11 +29,6 @@ class MLPConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.state_dim < 1 or self.action_dim < 1:
-            raise ValueError("state_dim and action_dim must be positive")
-        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must be non-empty and unique, got {self.tasks}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+        check_common_fields(self)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")

@@ -76,3 +76,19 @@ def test_checkpoints_are_written_atomically(tmp_path):
     save_checkpoint(path, make_policy(config), config, stats, meta={"second": True})
     assert load_checkpoint(path).meta == {"second": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+@pytest.mark.parametrize("name", available_policies())
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"state_dim": 0}, "must be positive"),
+        ({"tasks": ()}, "non-empty and unique"),
+        ({"tasks": ("push", "push")}, "non-empty and unique"),
+        ({"hidden": (0,)}, "hidden widths"),
+    ],
+)
+def test_every_policy_refuses_a_malformed_config(name, fields, message):
+    good = {"state_dim": 5, "action_dim": 3, "tasks": TASKS, "hidden": (16,)}
+    with pytest.raises(ValueError, match=message):
+        config_class(name)(**{**good, **fields})
