@@ -56,7 +56,8 @@ def _mark_failed(flow, run, state) -> None:
 
 
 @flow(name="nightly-flywheel", on_failure=[_mark_failed], on_crashed=[_mark_failed])
-def nightly(scheme: str = "sirius", source: str | None = None) -> dict:
+def nightly(scheme: str | None = None, source: str | None = None) -> dict:
+    """One night of the loop; ``scheme`` overrides the weighting setting (FLYWHEEL_SCHEME)."""
     night, busy = open_night()
     if night is None:
         return {"outcome": f"skipped: {busy}", "in_progress": True}

@@ -42,11 +42,16 @@ def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int
     with session_scope(settings.db_url) as session:
         champion = champion_of(session=session)
     if champion is None:
-        paths = record_lab_demos(settings.tasks, lab_demos, log_dir)
+        paths = record_lab_demos(settings.tasks, lab_demos, log_dir, seed=settings.sim_seed)
         return {"night": night, "lab_demos": len(paths)}
-    config = FleetConfig(robots=robots, episodes_per_robot=episodes_per_robot, tasks=settings.tasks)
+    config = FleetConfig(
+        robots=robots,
+        episodes_per_robot=episodes_per_robot,
+        tasks=settings.shift_tasks,
+        seed=settings.sim_seed,
+    )
     with session_scope(settings.db_url, write=True) as session:
-        provision_robots(session=session, robot_ids=robot_ids(config), tasks=settings.tasks)
+        provision_robots(session=session, robot_ids=robot_ids(config), tasks=config.tasks)
     windows = []
 
     def controller_looks() -> None:

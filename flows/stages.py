@@ -22,11 +22,16 @@ def ingest_task(source: str | None):
 
 
 @task(name="build-dataset", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
-def build_dataset_task(scheme: str):
+def build_dataset_task(scheme: str | None):
     from services.curation.manifest import build_dataset
 
     settings = get_settings()
-    return build_dataset(settings, scheme=scheme, max_steps=settings.dataset_max_steps)
+    return build_dataset(
+        settings,
+        scheme=scheme or settings.scheme,
+        max_steps=settings.dataset_max_steps,
+        replay=settings.replay_share,
+    )
 
 
 @task(name="train-candidate", retries=1, retry_delay_seconds=[10], cache_policy=NO_CACHE)
@@ -88,7 +93,7 @@ def ingest_new_logs(source: str | None = None):
 
 
 @flow(name="build-dataset")
-def build_dataset(scheme: str = "sirius"):
+def build_dataset(scheme: str | None = None):
     return build_dataset_task(scheme)
 
 

@@ -73,12 +73,22 @@ class Settings(BaseSettings):
     user: str | None = None
     # Secret used to sign API tokens; production refuses a placeholder.
     secret_key: str = "dev-secret"
-    # Tasks the simulated fleet and the evaluation run.
+    # Tasks the policy serves: the lab's demonstrations and the evaluation cover all of them.
     tasks: tuple[str, ...] = ("pick-place",)
+    # Tasks the simulated fleet's robots work (a subset of ``tasks``); default: all of them.
+    # Narrowing it mid-run is a shift in the task mix: old tasks are still evaluated.
+    fleet_tasks: tuple[str, ...] | None = None
+    # Seeds the simulated fleet's and the lab's initial conditions (benchmarks vary it).
+    sim_seed: int = Field(default=0, ge=0)
     # Fixed evaluation seeds per task (candidate and champion run on the same ones).
     eval_episodes: int = Field(default=100, ge=1)
     # Most steps a dataset keeps (Sirius's memory cap); None keeps every episode.
     dataset_max_steps: int | None = Field(default=None, ge=1)
+    # How each night weights the steps of its dataset: sirius, iwr, hg-dagger or uniform.
+    scheme: str = "sirius"
+    # Share of a dataset's steps replayed from episodes the champion was trained on; None
+    # replays all of them, 0 trains on new episodes alone (see services/curation/manifest).
+    replay_share: float | None = Field(default=None, ge=0, lt=1)
     # Share of deployment episodes kept out of every training set (chosen by episode-id hash,
     # so the same ones every night) for offline evaluation of candidates.
     holdout_share: float = Field(default=0.1, ge=0, lt=1)
@@ -90,6 +100,23 @@ class Settings(BaseSettings):
     night_lease_s: float = Field(default=6 * 3600, gt=0)
     # Optimiser steps of each night's fine-tuning run.
     train_steps: int = Field(default=3000, ge=1)
+
+    @model_validator(mode="after")
+    def _fleet_works_known_tasks(self) -> Settings:
+        if self.fleet_tasks is not None:
+            if not self.fleet_tasks:
+                raise ValueError("FLYWHEEL_FLEET_TASKS names no task: leave it unset for all")
+            extra = sorted(set(self.fleet_tasks) - set(self.tasks))
+            if extra:
+                raise ValueError(
+                    f"FLYWHEEL_FLEET_TASKS names {extra}, which FLYWHEEL_TASKS does not list"
+                )
+        return self
+
+    @property
+    def shift_tasks(self) -> tuple[str, ...]:
+        """The tasks the fleet works tonight."""
+        return self.fleet_tasks or self.tasks
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:

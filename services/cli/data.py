@@ -122,9 +122,21 @@ def export(
 
 @dataset_app.command("build")
 def dataset_build(
-    scheme: Annotated[str, typer.Option(help="sirius | iwr | hg-dagger | uniform")] = "sirius",
+    scheme: Annotated[
+        str | None,
+        typer.Option(help="sirius | iwr | hg-dagger | uniform (default: FLYWHEEL_SCHEME)."),
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Memory cap (default: FLYWHEEL_DATASET_MAX_STEPS).")
+    ] = None,
+    replay: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=0.99,
+            help="Share of steps replayed from episodes the champion has seen "
+            "(default: FLYWHEEL_REPLAY_SHARE; unset: all of them).",
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -133,8 +145,12 @@ def dataset_build(
 
     try:
         settings = ready()
-        cap = max_steps or settings.dataset_max_steps
-        summary = build_dataset(settings, scheme=scheme, max_steps=cap)
+        summary = build_dataset(
+            settings,
+            scheme=scheme or settings.scheme,
+            max_steps=max_steps or settings.dataset_max_steps,
+            replay=settings.replay_share if replay is None else replay,
+        )
     except (NoEpisodesError, ValueError) as exc:
         fail(str(exc))
     if as_json:

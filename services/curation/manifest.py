@@ -4,7 +4,11 @@ A manifest is content-addressed: its id is the SHA-256 of everything in it, so b
 same dataset twice gives the same id and writes nothing new. Each round aggregates every
 good episode so far (the replay of earlier data that keeps old tasks from being forgotten),
 as Sirius does; ``replay_share`` records how much of it earlier datasets already held.
-Training reads only manifests (``load_training_data``).
+A set ``replay`` share limits that replay instead: the episodes the champion has not been
+trained on, plus just enough of the ones it has (chosen by content hash, so the same ones
+every time) to make up that share of the steps; 0 trains on the new episodes alone, which
+is how a fleet forgets a task it no longer works. Training reads only manifests
+(``load_training_data``).
 """
 
 from __future__ import annotations
@@ -61,12 +65,17 @@ def build_dataset(
     scheme: str = "sirius",
     window: int = SIRIUS_PRE_INTERVENTION_WINDOW,
     max_steps: int | None = None,
+    replay: float | None = None,
 ) -> DatasetSummary:
     """Mine every good episode into a weighted, content-addressed manifest.
 
-    ``max_steps`` caps the dataset's memory: see ``within_cap``. Held-out episodes
-    (``is_held_out``) never enter a dataset.
+    ``max_steps`` caps the dataset's memory: see ``within_cap``. ``replay`` (in [0, 1))
+    limits the share of steps from episodes the champion was already trained on: see
+    ``with_replay``; None keeps them all. Held-out episodes (``is_held_out``) never enter a
+    dataset.
     """
+    if replay is not None and not 0 <= replay < 1:
+        raise ValueError(f"replay share must be in [0, 1), got {replay}")
     weighting = get_scheme(scheme)
     holdout = settings.holdout_share
     with session_scope(settings.db_url) as session:
@@ -78,8 +87,16 @@ def build_dataset(
             if not is_held_out(e, holdout)
         ]
         used = set(session.scalars(select(DatasetEpisode.episode_id).distinct()))
+        seen = champion_episodes(session) if replay is not None else set()
     if not episodes:
         raise NoEpisodesError("no ingested episodes yet: run `flywheel ingest` first")
+    if replay is not None:
+        episodes = with_replay(episodes, seen, replay)
+        if not episodes:
+            raise NoEpisodesError(
+                "no episodes the champion has not been trained on, and no replay share to "
+                "train on old ones"
+            )
     kept = within_cap(episodes, max_steps)
     evicted = len(episodes) - len(kept)
     episodes = sorted(kept, key=lambda e: e.id)
@@ -125,6 +142,8 @@ def build_dataset(
         "evicted_episodes": evicted,
         "holdout_share": holdout,
     }
+    if replay is not None:  # absent when all is replayed: earlier manifests keep their ids
+        header["replay"] = replay
     dataset_id = _content_hash(header, table)
     replay_share = replayed_steps / n_steps if n_steps else 0.0
     path = settings.datasets_dir / dataset_id
@@ -165,6 +184,48 @@ def build_dataset(
         class_counts=class_counts,
         created=created,
     )
+
+
+def champion_episodes(session) -> set[str]:
+    """The episodes the champion was trained on: its dataset and its ancestors' (a model
+    fine-tuned from its parent carries what the parent learnt)."""
+    from services.rollout.ledger import champion_of
+    from services.store.models import Candidate
+
+    seen: set[str] = set()
+    version = champion_of(session=session)
+    visited: set[str] = set()
+    while version is not None and version not in visited:
+        visited.add(version)
+        candidate = session.scalar(select(Candidate).where(Candidate.model_version == version))
+        if candidate is None:
+            break
+        if candidate.dataset_id is not None:
+            seen.update(
+                session.scalars(
+                    select(DatasetEpisode.episode_id).where(
+                        DatasetEpisode.dataset_id == candidate.dataset_id
+                    )
+                )
+            )
+        version = candidate.parent_version
+    return seen
+
+
+def with_replay(episodes: list[Episode], seen: set[str], share: float) -> list[Episode]:
+    """The unseen episodes, plus seen ones (in content-hash order) until they make up about
+    ``share`` of the steps."""
+    new = [e for e in episodes if e.id not in seen]
+    old = sorted((e for e in episodes if e.id in seen), key=lambda e: e.id)
+    new_steps = sum(e.steps or 0 for e in new)
+    budget = share / (1 - share) * new_steps
+    replayed, total = [], 0
+    for episode in old:
+        if total + (episode.steps or 0) > budget:
+            break
+        replayed.append(episode)
+        total += episode.steps or 0
+    return new + replayed
 
 
 def within_cap(episodes: list[Episode], max_steps: int | None) -> list[Episode]:

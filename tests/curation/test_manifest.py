@@ -89,3 +89,71 @@ def test_held_out_episodes_never_enter_a_dataset_and_are_the_same_every_night(se
     assert used == {e.id for e in episodes} - expected
     assert read_manifest(held, dataset.id)[0]["holdout_share"] == 0.5
     assert build_dataset(settings).id != dataset.id  # the share is part of the manifest
+
+
+def _make_champion(settings, dataset_id: str, version: str, parent: str | None) -> None:
+    from services.rollout.ledger import promote
+    from services.store.models import Candidate
+
+    with session_scope(settings.db_url, write=True) as session:
+        session.add(
+            Candidate(
+                id=f"cand-{version}",
+                model_name="flywheel-policy",
+                policy="mlp",
+                model_version=version,
+                dataset_id=dataset_id,
+                parent_version=parent,
+                status="registered",
+            )
+        )
+        promote(
+            session=session,
+            expected=parent,
+            new=version,
+            candidate_id=f"cand-{version}",
+            actor="test",
+            reason="test",
+        )
+
+
+def _episodes_of(settings, dataset_id: str) -> set[str]:
+    with session_scope(settings.db_url) as session:
+        rows = session.query(DatasetEpisode).filter_by(dataset_id=dataset_id)
+        return {d.episode_id for d in rows}
+
+
+def test_a_replay_share_keeps_new_episodes_and_only_that_share_of_what_the_champion_saw(
+    settings,
+):
+    _upload(settings, "demo", kind="demo", interventions=[], n=30)
+    _upload(settings, "night-1", n=30)
+    first = build_dataset(settings, replay=0.0)  # no champion yet: everything is new
+    assert first.n_episodes == 2
+    _make_champion(settings, first.id, "1", None)
+    _upload(settings, "night-2", n=40)
+    second = build_dataset(settings, replay=0.0)
+    assert second.n_episodes == 1 and second.n_steps == 40  # night 2 alone
+    _make_champion(settings, second.id, "2", "1")
+    _upload(settings, "night-3", n=30)
+    # v2 carries what v1 learnt: nights 1 and 2 and the demo are all seen, night 3 is new
+    half = build_dataset(settings, replay=0.5)
+    assert half.n_steps <= 60 and half.n_episodes == 2  # 30 new + one seen of <= 30 steps
+    assert read_manifest(settings, half.id)[0]["replay"] == 0.5
+    everything = build_dataset(settings)
+    assert everything.n_episodes == 4 and "replay" not in read_manifest(settings, everything.id)[0]
+    assert _episodes_of(settings, half.id) < _episodes_of(settings, everything.id)
+
+
+def test_no_replay_and_nothing_new_is_a_clear_error(settings):
+    import pytest
+
+    from services.curation.manifest import NoEpisodesError
+
+    _upload(settings, "night-1", n=30)
+    first = build_dataset(settings)
+    _make_champion(settings, first.id, "1", None)
+    with pytest.raises(NoEpisodesError, match="not been trained on"):
+        build_dataset(settings, replay=0.0)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        build_dataset(settings, replay=1.0)

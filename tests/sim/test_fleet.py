@@ -119,3 +119,17 @@ def test_metaworld_expert_solves_pick_place_and_lab_covers_half():
     assert result.success and result.steps < env.max_steps
     inside = [(env.reset(s), env.in_lab_workspace())[1] for s in range(40)]
     assert 10 < sum(inside) < 30
+
+
+def test_the_fleet_may_work_fewer_tasks_than_the_policy_serves(monkeypatch):
+    from pydantic import ValidationError
+
+    from services.config import Settings
+
+    monkeypatch.setenv("FLYWHEEL_TASKS", '["reach", "push", "pick-place"]')
+    assert Settings().shift_tasks == ("reach", "push", "pick-place")
+    monkeypatch.setenv("FLYWHEEL_FLEET_TASKS", '["pick-place"]')
+    assert Settings().shift_tasks == ("pick-place",)
+    monkeypatch.setenv("FLYWHEEL_FLEET_TASKS", '["drawer-open"]')
+    with pytest.raises(ValidationError, match="FLYWHEEL_TASKS does not list"):
+        Settings()
