@@ -15,8 +15,9 @@ Crash safety: a chunk of episodes (bounded in episodes and frames, so memory sta
 whatever the backlog) is written as one Parquet data file first and its index rows after it
 in one transaction; if that transaction fails the data file is deleted, and a crash in between
 leaves a data file no row refers to, which the next run removes (``EpisodeStore.repair``). The
-episodes of one stream always share a chunk. One ingest at a time holds the store's lock, so
-two at once do not duplicate anything. Source files are only ever read.
+episodes of one stream always share a chunk. Ingests may run at once, on one machine or
+several: they take turns only to commit a chunk, and one that finds an episode indexed by
+another at that point skips it (``index.py``). Source files are only ever read.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from services.config import Settings
+from services.fleetlogs import index
 from services.fleetlogs.episode_store import EpisodeStore
 from services.fleetlogs.lerobot_import import read_lerobot
 from services.fleetlogs.mapping import FleetMapping
@@ -39,8 +41,8 @@ from services.fleetlogs.mcap_reader import LogFormatError, RawEpisode, read_mcap
 from services.fleetlogs.robomimic import read_robomimic
 from services.fleetlogs.ros import read_rosbag
 from services.fleetlogs.sources import CONTAINERS, HASH_BLOCK, LogUnit, Source
-from services.store import record_audit, session_scope
-from services.store.models import Episode, IngestRun, Intervention, utcnow
+from services.store import session_scope
+from services.store.models import Episode
 from services.validation.suite import frame_table, validate_frames
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,9 @@ def episode_digest(raw: RawEpisode) -> str:
     digest = hashlib.sha256()
     for array in (raw.states, raw.actions, raw.timestamps):
         digest.update(array.tobytes())
-    for text in (*raw.control_source, raw.task, raw.robot_id, raw.kind, raw.outcome):
-        digest.update(str(text).encode() + b"\0")
+    # Each label NUL-terminated, hashed in one update (the same bytes as one update each).
+    labels = (*raw.control_source, raw.task, raw.robot_id, raw.kind, raw.outcome)
+    digest.update("".join(f"{text}\0" for text in labels).encode())
     digest.update(str(raw.policy_version).encode())
     return digest.hexdigest()
 
@@ -219,24 +222,21 @@ def ingest_logs(
     logs = Source(source)
     store = EpisodeStore(settings.episode_store)
     summary = IngestSummary(run_id=run_id or uuid.uuid4().hex[:16])
-    with store.lock():
-        with session_scope(settings.db_url) as session:
-            known = set(session.scalars(select(Episode.content_hash)))
-            referenced = set(session.scalars(select(Episode.data_file).distinct()))
-        for orphan in store.repair(referenced - {None}):
-            log.warning("removed %s: no episode refers to it (left by a crash)", orphan)
-        chunk: list[_Upload] = []
-        frames = 0
-        for unit in logs.discover():
-            for group in _uploads(logs, unit, mapping, known, summary):
-                known.update(u.digest for u in group)
-                chunk += group
-                frames += sum(u.episode.steps for u in group if u.episode is not None)
-                if len(chunk) >= CHUNK_EPISODES or frames >= CHUNK_FRAMES:
-                    _ingest_chunk(settings, store, chunk, summary, source, mapping)
-                    chunk, frames = [], 0
-        # The last commit also closes the run: its counts are final by then.
-        _ingest_chunk(settings, store, chunk, summary, source, mapping, finished=True)
+    index.repair(settings.db_url, store)
+    with session_scope(settings.db_url) as session:
+        known = set(session.scalars(select(Episode.content_hash)))
+    chunk: list[_Upload] = []
+    frames = 0
+    for unit in logs.discover():
+        for group in _uploads(logs, unit, mapping, known, summary):
+            known.update(u.digest for u in group)
+            chunk += group
+            frames += sum(u.episode.steps for u in group if u.episode is not None)
+            if len(chunk) >= CHUNK_EPISODES or frames >= CHUNK_FRAMES:
+                _ingest_chunk(settings, store, chunk, summary, source, mapping)
+                chunk, frames = [], 0
+    # The last commit also closes the run: its counts are final by then.
+    _ingest_chunk(settings, store, chunk, summary, source, mapping, finished=True)
     log.info(
         "ingest %s: %d ingested, %d skipped, %d quarantined",
         summary.run_id,
@@ -269,47 +269,21 @@ def _ingest_chunk(
         results.append(report.result)
         for upload in parsed:
             upload.reason = report.reason(upload.episode_id) or _shape_reason(upload, dims)
-    good = [u for u in parsed if u.reason is None]
-    bad = [u for u in chunk if u.reason is not None]
-
-    data_file = None
-    with session_scope(settings.db_url) as session:
-        first = session.scalar(select(func.coalesce(func.max(Episode.episode_index), -1))) + 1
-    if good:
-        data_file = store.write_batch(
-            [(u.episode_id, first + i, u.episode) for i, u in enumerate(good)]
-        )
-    try:
-        with session_scope(settings.db_url) as session:
-            run = session.get(IngestRun, summary.run_id)
-            if run is None:
-                run = IngestRun(id=summary.run_id, source=source)
-                session.add(run)
-                session.flush()  # the episodes below refer to it
-            session.add_all(
-                _episode_row(u, summary.run_id, data_file, first + i) for i, u in enumerate(good)
-            )
-            session.add_all(_episode_row(u, summary.run_id) for u in bad)
-            session.flush()  # the interventions below refer to the episodes
-            session.add_all(_intervention_rows(good))
-            for upload in bad:
-                record_audit(
-                    session,
-                    actor="ingest",
-                    action="quarantine",
-                    subject_type="episode",
-                    subject_id=upload.episode_id,
-                    after={"source": upload.uri},
-                    reason=upload.reason,
-                )
-            run.validation = [*(run.validation or []), *results]
-            _count_run(session, run, skipped=summary.skipped, finished=finished)
-    except BaseException:
-        if data_file is not None:
-            store.remove(data_file)
-        raise
-    if data_file is not None:
-        store.write_meta()
+    # Another ingest (on this machine or another) may index some of these first: they are
+    # skipped, as if this one had found them indexed when it started.
+    indexed, lost = index.commit_chunk(
+        settings.db_url,
+        store,
+        chunk,
+        run_id=summary.run_id,
+        source=source,
+        validation=results,
+        skipped=summary.skipped,
+        finished=finished,
+    )
+    good = [u for u in indexed if u.reason is None]
+    bad = [u for u in indexed if u.reason is not None]
+    summary.skipped += lost
     summary.ingested += len(good)
     summary.quarantined += len(bad)
     summary.episode_ids += [u.episode_id for u in good]
@@ -341,64 +315,6 @@ def _shape_reason(upload: _Upload, dims: dict[str, tuple[int, int]]) -> str | No
         f"(state {expected[0]}, action {expected[1]}): the LeRobot layout holds one shape per "
         "feature, so ingest this embodiment into its own FLYWHEEL_HOME"
     )
-
-
-def _count_run(session, run: IngestRun, *, skipped: int, finished: bool) -> None:
-    """The run's counts, derived from its rows (a retried run id keeps adding up right)."""
-    counts = dict(
-        session.execute(
-            select(Episode.status, func.count())
-            .where(Episode.ingest_run_id == run.id)
-            .group_by(Episode.status)
-        ).all()
-    )
-    run.ingested = counts.get("ok", 0)
-    run.quarantined = counts.get("quarantined", 0)
-    run.skipped = skipped
-    if finished:
-        run.finished_at = utcnow()
-
-
-def _episode_row(
-    upload: _Upload, run_id: str, data_file: str | None = None, episode_index: int | None = None
-) -> Episode:
-    raw = upload.episode
-    ok = upload.reason is None
-    return Episode(
-        id=upload.episode_id,
-        content_hash=upload.digest,
-        episode_index=episode_index if ok else None,
-        # What the header says, even when quarantined: which robot sends bad logs matters.
-        robot_id=raw.robot_id if raw else None,
-        task=raw.task if raw else None,
-        policy_version=raw.policy_version if raw else None,
-        kind=raw.kind if raw else None,
-        started_at=raw.started_at if raw else None,
-        duration_s=raw.duration_s if raw and ok else None,
-        steps=raw.steps if raw else None,
-        outcome=raw.outcome if raw else None,
-        n_interventions=len(raw.interventions) if raw and ok else 0,
-        source_uri=upload.uri,
-        source_format=upload.format,
-        ingest_run_id=run_id,
-        status="ok" if ok else "quarantined",
-        reason=upload.reason,
-        data_file=data_file if ok else None,
-    )
-
-
-def _intervention_rows(good: list[_Upload]) -> Iterator[Intervention]:
-    for upload in good:
-        for n, span in enumerate(upload.episode.interventions):
-            yield Intervention(
-                id=f"{upload.episode_id}-{n}",
-                episode_id=upload.episode_id,
-                start_step=span.start_step,
-                end_step=span.end_step,
-                kind=span.kind,
-                operator_id=span.operator_id,
-                reason=span.reason,
-            )
 
 
 def list_episodes(settings: Settings, status: str | None = None) -> list[Episode]:
