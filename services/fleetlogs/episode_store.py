@@ -17,6 +17,7 @@ rows of meta/episodes, so ``write_meta`` can rebuild them after any crash.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 from collections import Counter
@@ -112,53 +113,57 @@ class EpisodeStore:
         relative = DATA_PATH.format(chunk_index=chunk_index, file_index=file_index)
         first = self.episodes_meta()
         index = int(pc.max(first["dataset_to_index"]).as_py() or 0) if first.num_rows else 0
-        parts, rows = [], []
-        for episode_id, episode_index, raw in episodes:
-            n = raw.steps
-            intervention = np.asarray(raw.control_source) == CONTROL_OPERATOR
-            parts.append(
-                {
-                    OBSERVATION_STATE: raw.states,
-                    ACTION: raw.actions,
-                    TIMESTAMP: raw.timestamps.astype(np.float32),
-                    FRAME_INDEX: np.arange(n),
-                    EPISODE_INDEX: np.full(n, episode_index),
-                    INDEX: np.arange(index, index + n),
-                    TASK_INDEX: np.full(n, tasks[raw.task]),
-                    EPISODE_ID: np.full(n, episode_id, dtype=object),
-                    CONTROL_SOURCE: np.asarray(raw.control_source, dtype=object),
-                    # A demo is all operator by design; only deployments have interventions.
-                    INTERVENTION: intervention & (raw.kind != "demo"),
-                    POLICY_VERSION: np.full(n, raw.policy_version or "", dtype=object),
-                    ROBOT_ID: np.full(n, raw.robot_id, dtype=object),
-                }
-            )
-            rows.append(
-                {
-                    EPISODE_INDEX: episode_index,
-                    EPISODE_ID: episode_id,
-                    "tasks": [raw.task],
-                    "length": n,
-                    "data/chunk_index": chunk_index,
-                    "data/file_index": file_index,
-                    "dataset_from_index": index,
-                    "dataset_to_index": index + n,
-                    ROBOT_ID: raw.robot_id,
-                    POLICY_VERSION: raw.policy_version or "",
-                    "kind": raw.kind,
-                    "outcome": raw.outcome,
-                    "fps": raw.control_hz,
-                    **_episode_stats(raw),
-                }
-            )
-            index += n
-        raw0 = episodes[0][2]
-        schema = _data_schema(raw0.states.shape[1], raw0.actions.shape[1])
-        table = _table(parts, schema)
-        _write_atomic(self.root / relative, lambda p: pq.write_table(table, p))
-        _write_atomic(
-            self._episodes_path(relative), lambda p: pq.write_table(pa.Table.from_pylist(rows), p)
-        )
+        raws = [raw for _, _, raw in episodes]
+        lengths = np.array([raw.steps for raw in raws], dtype=np.int64)
+        starts = np.r_[0, np.cumsum(lengths)[:-1]]
+        total = int(lengths.sum())
+        states = np.concatenate([raw.states for raw in raws]).astype(np.float32, copy=False)
+        actions = np.concatenate([raw.actions for raw in raws]).astype(np.float32, copy=False)
+        timestamps = np.concatenate([raw.timestamps for raw in raws])
+        # Per step, which episode of the batch it belongs to: one value per episode is spread
+        # over its steps with a take, not built step by step.
+        owner = pa.array(np.repeat(np.arange(len(raws)), lengths))
+        sources = list(itertools.chain.from_iterable(raw.control_source for raw in raws))
+        is_demo = np.repeat([raw.kind == "demo" for raw in raws], lengths)
+        columns = {
+            OBSERVATION_STATE: pa.FixedSizeListArray.from_arrays(
+                states.reshape(-1), states.shape[1]
+            ),
+            ACTION: pa.FixedSizeListArray.from_arrays(actions.reshape(-1), actions.shape[1]),
+            TIMESTAMP: pa.array(timestamps.astype(np.float32)),
+            FRAME_INDEX: pa.array(np.arange(total) - np.repeat(starts, lengths)),
+            EPISODE_INDEX: pa.array(np.repeat([i for _, i, _ in episodes], lengths)),
+            INDEX: pa.array(np.arange(index, index + total)),
+            TASK_INDEX: pa.array(np.repeat([tasks[raw.task] for raw in raws], lengths)),
+            EPISODE_ID: _spread([episode_id for episode_id, _, _ in episodes], owner),
+            CONTROL_SOURCE: pa.array(sources, pa.string()),
+            # A demo is all operator by design; only deployments have interventions.
+            INTERVENTION: pa.array((np.asarray(sources) == CONTROL_OPERATOR) & ~is_demo),
+            POLICY_VERSION: _spread([raw.policy_version or "" for raw in raws], owner),
+            ROBOT_ID: _spread([raw.robot_id for raw in raws], owner),
+        }
+        schema = _data_schema(states.shape[1], actions.shape[1])
+        table = pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+        rows = {
+            EPISODE_INDEX: [i for _, i, _ in episodes],
+            EPISODE_ID: [episode_id for episode_id, _, _ in episodes],
+            "tasks": [[raw.task] for raw in raws],
+            "length": lengths.tolist(),
+            "data/chunk_index": [chunk_index] * len(raws),
+            "data/file_index": [file_index] * len(raws),
+            "dataset_from_index": (index + starts).tolist(),
+            "dataset_to_index": (index + starts + lengths).tolist(),
+            ROBOT_ID: [raw.robot_id for raw in raws],
+            POLICY_VERSION: [raw.policy_version or "" for raw in raws],
+            "kind": [raw.kind for raw in raws],
+            "outcome": [raw.outcome for raw in raws],
+            "fps": [raw.control_hz for raw in raws],
+        }
+        for feature, values in ((OBSERVATION_STATE, states), (ACTION, actions)):
+            rows.update(_episode_stats(feature, values, starts, lengths))
+        rows.update(_episode_stats(TIMESTAMP, timestamps[:, None], starts, lengths))
+        _write_atomic(self.root / relative, lambda p: _write_parquet(table, p))
+        _write_atomic(self._episodes_path(relative), lambda p: pq.write_table(pa.table(rows), p))
         return relative
 
     def write_meta(self) -> None:
@@ -323,31 +328,47 @@ def _chunk_file(relative: str) -> tuple[int, int]:
     return int(chunk.removeprefix("chunk-")), int(name.removeprefix("file-").split(".")[0])
 
 
-def _table(parts: list[dict[str, np.ndarray]], schema: pa.Schema) -> pa.Table:
-    arrays = []
-    for field in schema:
-        values = np.concatenate([p[field.name] for p in parts])
-        if pa.types.is_fixed_size_list(field.type):
-            flat = values.astype(np.float32).reshape(-1)
-            arrays.append(pa.FixedSizeListArray.from_arrays(flat, field.type.list_size))
-        else:
-            arrays.append(pa.array(values, type=field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
+def _vectors(values: np.ndarray) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(values.reshape(-1), values.shape[1])
 
 
-def _episode_stats(raw: RawEpisode) -> dict[str, Any]:
-    """LeRobot v3's per-episode stats columns: ``stats/<feature>/<mean|std|min|max|count>``."""
-    result = {}
-    for feature, values in (
-        (OBSERVATION_STATE, raw.states),
-        (ACTION, raw.actions),
-        (TIMESTAMP, raw.timestamps[:, None]),
-    ):
-        v = values.astype(np.float64)
-        computed = (v.mean(0), v.std(0), v.min(0), v.max(0), [len(v)])
-        for stat, value in zip(STATS, computed, strict=True):
-            result[f"stats/{feature}/{stat}"] = np.asarray(value).tolist()
-    return result
+def _spread(values: list[str], owner: pa.Array) -> pa.Array:
+    """One string per episode, repeated over the episode's steps."""
+    return pc.take(pa.array(values, pa.string()), owner)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    # Dictionary encoding only where values repeat: tried on float vectors it costs more time
+    # than the rest of the write and saves nothing (and the file reads back slower).
+    repeating = [f.name for f in table.schema if not pa.types.is_floating(_value_type(f.type))]
+    pq.write_table(table, path, use_dictionary=repeating)
+
+
+def _value_type(field_type: pa.DataType) -> pa.DataType:
+    return field_type.value_type if pa.types.is_fixed_size_list(field_type) else field_type
+
+
+def _episode_stats(
+    feature: str, values: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> dict[str, list]:
+    """LeRobot v3's per-episode stats columns, ``stats/<feature>/<mean|std|min|max|count>``,
+    for episodes lying end to end in ``values`` (each at least one step)."""
+    counts = lengths[:, None].astype(np.float64)
+    mean = np.add.reduceat(values, starts, axis=0, dtype=np.float64) / counts
+    # E[x^2] - mean^2 in float64: exact enough for float32 values, and one pass fewer than
+    # centring them first.
+    square = np.add.reduceat(np.square(values, dtype=np.float64), starts, axis=0) / counts
+    computed = (
+        mean,
+        np.sqrt(np.maximum(square - mean**2, 0.0)),
+        np.minimum.reduceat(values, starts, axis=0).astype(np.float64),
+        np.maximum.reduceat(values, starts, axis=0).astype(np.float64),
+        lengths[:, None],
+    )
+    return {
+        f"stats/{feature}/{stat}": value.tolist()
+        for stat, value in zip(STATS, computed, strict=True)
+    }
 
 
 def _merge_stats(episodes: pa.Table, feature: str) -> dict[str, list]:

@@ -128,22 +128,36 @@ def _frames(path: Path) -> dict[str, np.ndarray]:
         table = pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowException, KeyError) as exc:
         raise LogFormatError(f"{path.name}: unreadable data file ({exc})") from exc
-    table = table.sort_by([(EPISODE_INDEX, "ascending"), (FRAME_INDEX, "ascending")])
+    if not _in_order(table):
+        table = table.sort_by([(EPISODE_INDEX, "ascending"), (FRAME_INDEX, "ascending")])
     result = {}
     for name in table.column_names:
         column = table[name].combine_chunks()
         if pa.types.is_fixed_size_list(column.type):
-            flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-            result[name] = flat.reshape(len(column), column.type.list_size)
+            result[name] = _floats(column.flatten()).reshape(len(column), column.type.list_size)
         elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-            sizes = set(pc.list_value_length(column).to_numpy(zero_copy_only=False).tolist())
+            sizes = pc.unique(pc.list_value_length(column)).to_pylist()
             if len(sizes) > 1:  # ragged vectors: no single size to report against
                 raise LogFormatError(f"{path.name}: {name} vectors differ in size {sorted(sizes)}")
-            flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-            result[name] = flat.reshape(len(column), -1)
+            result[name] = _floats(column.flatten()).reshape(len(column), -1)
         else:
             result[name] = column.to_numpy(zero_copy_only=False)
     return result
+
+
+def _in_order(table: pa.Table) -> bool:
+    """Whether frames already run by episode, then frame (as LeRobot writes them)."""
+    if table.num_rows < 2:
+        return True
+    episode = table[EPISODE_INDEX].to_numpy()
+    frame = table[FRAME_INDEX].to_numpy()
+    step = np.diff(episode)
+    return bool(((step > 0) | ((step == 0) & (np.diff(frame) > 0))).all())
+
+
+def _floats(values: pa.Array) -> np.ndarray:
+    """Vector values as float32, the store's type (LeRobot's too: no copy when they are)."""
+    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
 
 
 def _episode(row, frames, info, tasks, defaults, recorded_at) -> RawEpisode:
@@ -187,8 +201,8 @@ def _episode(row, frames, info, tasks, defaults, recorded_at) -> RawEpisode:
         operator_id=defaults.get("operator_id"),
         started_at=recorded_at,
         control_hz=float(row.get("fps") or info["fps"]),
-        states=cut[OBSERVATION_STATE].astype(np.float32),
-        actions=cut[ACTION].astype(np.float32),
+        states=cut[OBSERVATION_STATE],
+        actions=cut[ACTION],
         timestamps=np.asarray(cut[TIMESTAMP], dtype=np.float64),
         control_source=sources,
         reasons=[None] * n,

@@ -80,26 +80,30 @@ def _env_name(data) -> str | None:
 def _demo(group, name, config: Robomimic, defaults, task: str, recorded_at) -> RawEpisode:
     import h5py
 
-    if "actions" not in group:
+    # Each dataset is looked up once: h5py's lookups, not the reads, are most of the cost.
+    members = dict(group.items())
+    if "actions" not in members:
         raise LogFormatError(f"{name}: no actions")
-    actions = np.asarray(group["actions"][()], dtype=np.float64)
+    actions = np.asarray(members["actions"][()], dtype=np.float32)
     if actions.ndim == 1:
         actions = actions[:, None]
-    obs = group.get("obs")
+    obs = members.get("obs")
     if not isinstance(obs, h5py.Group):
         raise LogFormatError(f"{name}: no obs group")
-    keys = list(config.obs_keys) or sorted(k for k in obs if obs[k].ndim <= 2)
-    missing = [k for k in keys if k not in obs]
+    datasets = dict(obs.items())
+    keys = list(config.obs_keys) or sorted(k for k, d in datasets.items() if d.ndim <= 2)
+    missing = [k for k in keys if k not in datasets]
     if missing or not keys:
         raise LogFormatError(f"{name}: obs has no {', '.join(missing) or 'low-dimensional keys'}")
-    parts = [np.asarray(obs[k][()], dtype=np.float64).reshape(len(obs[k]), -1) for k in keys]
+    parts = [np.asarray(datasets[k][()], dtype=np.float32) for k in keys]
+    parts = [p.reshape(len(p), -1) for p in parts]
     n = len(actions)
     if n == 0:
         raise LogFormatError(f"zero-length episode: {name} has no steps")
     wrong = [k for k, p in zip(keys, parts, strict=True) if len(p) != n]
     if wrong:
         raise LogFormatError(f"{name}: obs {', '.join(wrong)} and actions differ in length")
-    dones = np.asarray(group["dones"][()]) if "dones" in group else np.zeros(0)
+    dones = np.asarray(members["dones"][()]) if "dones" in members else np.zeros(0)
     outcome = "success" if len(dones) and bool(dones[-1]) else "unknown"
     return RawEpisode(
         episode_uuid="",
@@ -110,8 +114,8 @@ def _demo(group, name, config: Robomimic, defaults, task: str, recorded_at) -> R
         operator_id=defaults.get("operator_id"),
         started_at=recorded_at,
         control_hz=config.control_hz,
-        states=np.concatenate(parts, axis=1).astype(np.float32),
-        actions=actions.astype(np.float32),
+        states=parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1),
+        actions=actions,
         timestamps=np.arange(n) / config.control_hz,
         control_source=[CONTROL_OPERATOR] * n,
         reasons=[None] * n,

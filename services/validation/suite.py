@@ -60,16 +60,14 @@ def frame_table(
     episodes: Iterable[tuple[str, RawEpisode]], embodiments: Sequence[Embodiment] = ()
 ) -> pd.DataFrame:
     """One row per frame of every (episode id, RawEpisode), with the columns the suites check."""
+    episodes = list(episodes)
+    if not episodes:
+        return pd.DataFrame(columns=[*INDEX_COLUMNS, "embodiment", "state_dim", "action_dim"])
     columns: dict[str, list] = defaultdict(list)
-    for episode_id, raw in episodes:
-        n = raw.steps
+    lengths = np.array([raw.steps for _, raw in episodes], dtype=np.int64)
+    for _, raw in episodes:
         embodiment = embodiment_for(embodiments, raw.robot_id, raw.task)
-        columns[EPISODE_ID].append(np.full(n, episode_id, dtype=object))
-        columns[FRAME_INDEX].append(np.arange(n))
-        columns["task"].append(np.full(n, raw.task, dtype=object))
-        columns["embodiment"].append(np.full(n, embodiment.name, dtype=object))
-        columns["state_dim"].append(np.full(n, raw.states.shape[1]))
-        columns["action_dim"].append(np.full(n, raw.actions.shape[1]))
+        columns["embodiment"].append(embodiment.name)
         columns["state_finite"].append(np.isfinite(raw.states).all(axis=1))
         columns["action_finite"].append(np.isfinite(raw.actions).all(axis=1))
         columns["state_in_range"].append(_in_range(raw.states, embodiment.state_range))
@@ -78,10 +76,24 @@ def frame_table(
         # The first frame has no predecessor: NaN, which the range checks skip.
         columns["dt"].append(np.r_[np.nan, np.diff(raw.timestamps)])
         columns[CONTROL_SOURCE].append(np.asarray(raw.control_source, dtype=object))
-        columns["episode_steps"].append(np.full(n, n))
-    if not columns:
-        return pd.DataFrame(columns=[*INDEX_COLUMNS, "embodiment", "state_dim", "action_dim"])
-    return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
+
+    def per_episode(values: list) -> np.ndarray:
+        """One value per episode, on each of its frames (categorical: a few distinct values)."""
+        return np.repeat(np.asarray(values, dtype=object), lengths)
+
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    return pd.DataFrame(
+        {
+            EPISODE_ID: per_episode([episode_id for episode_id, _ in episodes]),
+            FRAME_INDEX: np.arange(lengths.sum()) - np.repeat(starts, lengths),
+            "task": per_episode([raw.task for _, raw in episodes]),
+            "embodiment": per_episode(columns.pop("embodiment")),
+            "state_dim": np.repeat([raw.states.shape[1] for _, raw in episodes], lengths),
+            "action_dim": np.repeat([raw.actions.shape[1] for _, raw in episodes], lengths),
+            **{name: np.concatenate(parts) for name, parts in columns.items()},
+            "episode_steps": np.repeat(lengths, lengths),
+        }
+    )
 
 
 def _in_range(values: np.ndarray, bounds) -> np.ndarray:
@@ -262,9 +274,10 @@ def validate_frames(
         if min_steps is not None:
             embodiment = replace(embodiment, min_steps=min_steps)
         group = group.assign(
-            expected_state_dim=embodiment.state_dim or group["task"].map(lambda t: inferred[t][0]),
+            expected_state_dim=embodiment.state_dim
+            or group["task"].map({t: d[0] for t, d in inferred.items()}),
             expected_action_dim=embodiment.action_dim
-            or group["task"].map(lambda t: inferred[t][1]),
+            or group["task"].map({t: d[1] for t, d in inferred.items()}),
         )
         checks = _checks(embodiment)
         suite = gx.ExpectationSuite(
