@@ -18,6 +18,11 @@ schema encoding ``jsonschema``) on four topics:
 ``/flywheel/outcome``  once, last.
     {"outcome" ("success" | "failure" | "aborted" | "unknown"), "steps"}
 
+A metadata record named ``flywheel.episode`` repeats the episode's facts as strings
+(``episode_uuid``, ``robot_id``, ``task``, ``policy_version``, ``kind``, ``operator_id``,
+``outcome``, ``start_ns``, ``end_ns``). The messages win where both say something; a robot
+that cannot log an outcome message may write the outcome there instead.
+
 Each message's ``log_time`` is the episode start plus ``t``, in nanoseconds. The simulated
 fleet writes exactly this. ROS logs (ROS 2 MCAP, ROS 1/2 bags) have a topic contract of their
 own, and a fleet's mapping file maps its own topics: ``ros.py`` and ``docs/ingest.md``.
@@ -29,6 +34,9 @@ EPISODE_TOPIC = "/flywheel/episode"
 STEP_TOPIC = "/flywheel/step"
 INTERVENTION_TOPIC = "/flywheel/intervention"
 OUTCOME_TOPIC = "/flywheel/outcome"
+
+# The metadata record with the episode's facts (``mapping.Metadata``'s default name).
+METADATA_NAME = "flywheel.episode"
 
 MESSAGE_ENCODING = "json"
 SCHEMA_ENCODING = "jsonschema"

@@ -21,6 +21,8 @@ the defaults are Flywheel's ROS topic contract (see ``docs/ingest.md``)::
       - {name: ur5e, robots: ["arm-*"], state_dim: 6, action_dim: 6,
          action_range: [-3.2, 3.2], control_sources: [policy, operator], min_steps: 10}
     robomimic: {obs_keys: [robot0_eef_pos, robot0_gripper_qpos], control_hz: 20}
+    metadata:                # MCAP metadata records with episode facts (null: read none)
+      {name: episode, keys: {robot_id: robot, outcome: result}, values: {SUCCEEDED: success}}
 
 A field path is dotted (``twist.linear.x``); the fields of one topic are concatenated in
 order into one float vector.
@@ -38,6 +40,7 @@ from typing import Any
 import yaml
 
 from services.features import CONTROL_POLICY, CONTROL_SOURCES, OUTCOMES
+from services.fleetlogs import contract
 from services.validation.embodiment import Embodiment
 
 CLOCKS = ("log_time", "header")
@@ -88,6 +91,54 @@ def _check_values(topic: TopicField, allowed: tuple[str, ...], role: str) -> Non
         raise ValueError(f"{role} values map to {wrong}; each must be one of {allowed}")
 
 
+# Episode facts an MCAP metadata record may hold, besides the outcome and the episode's span.
+METADATA_FIELDS = (
+    "robot_id",
+    "task",
+    "kind",
+    "policy_version",
+    "operator_id",
+    "episode_uuid",
+    "outcome",
+    "start_ns",
+    "end_ns",
+)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Which MCAP metadata records describe episodes, and what their keys are called.
+
+    Each record of this name is one episode's facts; ``start_ns``/``end_ns`` (log time, ns)
+    bound the episode in a log of several, and a record without them covers the whole log.
+    The log's topics win over a record, and a record over the mapping's defaults.
+    """
+
+    # The records' name (MCAP metadata records are named maps of strings).
+    name: str = contract.METADATA_NAME
+    # Flywheel field -> the record's key for it, where the fleet's name differs.
+    keys: Mapping[str, str] = field(default_factory=dict)
+    # The record's outcome values, as written, to Flywheel's outcomes (identity when empty).
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.keys) - set(METADATA_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"metadata.keys names unknown fields {unknown}; known: {METADATA_FIELDS}"
+            )
+        wrong = sorted(v for v in self.values.values() if v not in OUTCOMES)
+        if wrong:
+            raise ValueError(
+                f"metadata outcome values map to {wrong}; each must be one of {OUTCOMES}"
+            )
+
+    def fields(self, record: Mapping[str, str]) -> dict[str, str]:
+        """The Flywheel fields of one record that has them (empty values count as unsaid)."""
+        found = {f: record.get(self.keys.get(f, f)) for f in METADATA_FIELDS}
+        return {f: v for f, v in found.items() if v not in (None, "")}
+
+
 @dataclass(frozen=True)
 class Robomimic:
     # Low-dimensional observation keys under data/demo_N/obs, concatenated into
@@ -112,6 +163,8 @@ class FleetMapping:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     embodiments: tuple[Embodiment, ...] = ()
     robomimic: Robomimic = field(default_factory=Robomimic)
+    # MCAP metadata records with episode facts; None: the fleet's records are not read.
+    metadata: Metadata | None = field(default_factory=Metadata)
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
@@ -127,7 +180,15 @@ class FleetMapping:
 
 
 DEFAULT_KEYS = ("robot_id", "task", "kind", "policy_version", "operator_id")
-_SECTIONS = ("topics", "clock", "control_hz", "defaults", "embodiments", "robomimic")
+_SECTIONS = (
+    "topics",
+    "clock",
+    "control_hz",
+    "defaults",
+    "embodiments",
+    "robomimic",
+    "metadata",
+)
 _TOPIC_ROLES = ("state", "action", "control_source", "outcome", "episode")
 
 
@@ -169,6 +230,20 @@ def parse_mapping(raw: Mapping[str, Any]) -> FleetMapping:
                 for k, v in (raw.get("robomimic") or {}).items()
             }
         ),
+        metadata=_metadata(raw["metadata"]) if "metadata" in raw else Metadata(),
+    )
+
+
+def _metadata(raw: Any) -> Metadata | None:
+    if raw is None:  # `metadata: null`: this fleet's metadata records say nothing to Flywheel
+        return None
+    _known(raw, ("name", "keys", "values"), "key of metadata")
+    keys = dict(raw.get("keys") or {})
+    _known(keys, METADATA_FIELDS, "field of metadata.keys")
+    return Metadata(
+        name=str(raw.get("name", Metadata.name)),
+        keys={k: str(v) for k, v in keys.items()},
+        values={str(k): v for k, v in (raw.get("values") or {}).items()},
     )
 
 

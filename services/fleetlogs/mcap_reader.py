@@ -23,7 +23,8 @@ from typing import BinaryIO
 
 import numpy as np
 from mcap.exceptions import EndOfFile, InvalidMagic, McapError
-from mcap.reader import NonSeekingReader
+from mcap.records import Channel, Message, Metadata, Schema
+from mcap.stream_reader import StreamReader
 
 from services.features import CONTROL_OPERATOR, CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.fleetlogs import contract
@@ -88,21 +89,17 @@ class _Steps:
         self.sources: list[str] = []
         self.reasons: list[str | None] = []
 
-    def add(self, payload: dict, header: dict | None) -> None:
+    def add(self, payload: dict, dims: tuple[int, int]) -> None:
         i = len(self.states)
-        if header is None:
-            raise LogFormatError(f"step {i} comes before the {contract.EPISODE_TOPIC} header")
         if payload.get("step", i) != i:
             raise LogFormatError(
                 f"steps missing or out of order: expected step {i}, got {payload.get('step')!r}"
             )
-        for key, dim_key in (("state", "state_dim"), ("action", "action_dim")):
+        for key, dim in zip(("state", "action"), dims, strict=True):
             values = payload.get(key)
-            if not isinstance(values, list) or len(values) != header[dim_key]:
+            if not isinstance(values, list) or len(values) != dim:
                 size = len(values) if isinstance(values, list) else "no"
-                raise LogFormatError(
-                    f"step {i}: {key} has {size} values, header says {header[dim_key]}"
-                )
+                raise LogFormatError(f"step {i}: {key} has {size} values, header says {dim}")
         source = payload.get("control_source")
         if source not in CONTROL_SOURCES:
             raise LogFormatError(f"step {i}: unknown control source {source!r}")
@@ -119,7 +116,8 @@ def read_episode_mcap(source: str | os.PathLike | BinaryIO | bytes) -> RawEpisod
     """Read one upload in Flywheel's JSON contract from a path, a binary stream (read once,
     never seeked) or bytes."""
     with _opened(source) as stream:
-        return _contract_episode(_records(stream))
+        metadata: list[Metadata] = []
+        return _contract_episode(_records(stream, metadata), metadata, FleetMapping())
 
 
 def read_mcap(
@@ -132,16 +130,20 @@ def read_mcap(
     """
     from services.fleetlogs.ros import episodes_from_ros2_mcap
 
+    mapping = mapping or FleetMapping()
     with _opened(source) as stream:
-        records = _records(stream)
+        # Metadata records may come anywhere (writers put them at the end): the readers
+        # look at them once every message has streamed past.
+        metadata: list[Metadata] = []
+        records = _records(stream, metadata)
         first = next(records, None)
         if first is None:
             raise LogFormatError("no messages: the MCAP file is empty of data")
         records = itertools.chain([first], records)
         if first[1].message_encoding == contract.MESSAGE_ENCODING:
-            return [_contract_episode(records)]
+            return [_contract_episode(records, metadata, mapping)]
         if first[1].message_encoding == "cdr":
-            return episodes_from_ros2_mcap(records, mapping or FleetMapping())
+            return episodes_from_ros2_mcap(records, mapping, metadata)
         raise LogFormatError(
             f"message encoding {first[1].message_encoding!r} on {first[1].topic}: Flywheel reads "
             "its JSON contract and ROS 2 (cdr)"
@@ -159,18 +161,38 @@ def _opened(source: str | os.PathLike | BinaryIO | bytes) -> Iterator[BinaryIO]:
         yield source
 
 
-def _records(stream: BinaryIO) -> Iterator[tuple]:
-    """``(schema, channel, message)`` in file order; damage raises LogFormatError."""
+def _records(stream: BinaryIO, metadata: list[Metadata]) -> Iterator[tuple]:
+    """``(schema, channel, message)`` in file order, appending each metadata record to
+    ``metadata`` as it passes; damage raises LogFormatError.
+
+    One pass over the stream for both: mcap's ``NonSeekingReader`` answers one query per
+    stream (``iter_messages`` or ``iter_metadata``), so this walks its records the same way.
+    """
     counted = _CountingStream(stream)
     magic = counted.head(len(MCAP_MAGIC))
     if not magic:
         raise LogFormatError("empty file")
     if magic != MCAP_MAGIC:
         raise LogFormatError("not an MCAP file (bad magic bytes)")
-    reader = NonSeekingReader(counted, validate_crcs=True, record_size_limit=RECORD_SIZE_LIMIT)
+    reader = StreamReader(counted, validate_crcs=True, record_size_limit=RECORD_SIZE_LIMIT)
+    schemas: dict[int, Schema] = {}
+    channels: dict[int, Channel] = {}
     try:
         # File order, not log-time order: sorting would hold every message in memory.
-        yield from reader.iter_messages(log_time_order=False)
+        for record in reader.records:
+            if isinstance(record, Message):
+                channel = channels.get(record.channel_id)
+                if channel is None:
+                    raise McapError(f"no channel record found with id {record.channel_id}")
+                yield schemas.get(channel.schema_id), channel, record
+            elif isinstance(record, Channel):
+                if record.schema_id != 0 and record.schema_id not in schemas:
+                    raise McapError(f"no schema record found with id {record.schema_id}")
+                channels[record.id] = record
+            elif isinstance(record, Schema):
+                schemas[record.id] = record
+            elif isinstance(record, Metadata):
+                metadata.append(record)
     except LogFormatError:
         raise
     except InvalidMagic as exc:  # the opening magic was fine: this is the closing one
@@ -183,8 +205,11 @@ def _records(stream: BinaryIO) -> Iterator[tuple]:
         raise LogFormatError(f"corrupt MCAP ({type(exc).__name__}: {exc})") from exc
 
 
-def _contract_episode(records: Iterable[tuple]) -> RawEpisode:
-    header: dict | None = None
+def _contract_episode(
+    records: Iterable[tuple], metadata: list[Metadata], mapping: FleetMapping
+) -> RawEpisode:
+    payload: dict | None = None  # the header message as logged
+    dims: tuple[int, int] | None = None
     steps = _Steps()
     spans: list[dict] = []
     outcome: dict | None = None
@@ -192,27 +217,65 @@ def _contract_episode(records: Iterable[tuple]) -> RawEpisode:
     for _, channel, message in records:
         topic = channel.topic
         if topic == contract.STEP_TOPIC:
-            steps.add(_decode(topic, message.data), header)
+            dims = dims or _dims(payload, len(steps.states))
+            steps.add(_decode(topic, message.data), dims)
         elif topic == contract.EPISODE_TOPIC:
-            header = _header(_decode(topic, message.data))
+            payload, dims = _decode(topic, message.data), None
         elif topic == contract.INTERVENTION_TOPIC:
             spans.append(_decode(topic, message.data))
         elif topic == contract.OUTCOME_TOPIC:
             outcome = _decode(topic, message.data)
         else:
             topics.add(topic)
-    if header is None:
+    if payload is None:
         unknown = f" (it has {', '.join(sorted(topics))})" if topics else ""
         raise LogFormatError(
             f"no {contract.EPISODE_TOPIC} message: not a Flywheel episode log{unknown}"
         )
+    # The header message wins; the file's metadata record fills in what it leaves out.
+    facts = file_metadata(metadata, mapping)
+    header = _header({**facts, **{k: v for k, v in payload.items() if v is not None}})
     if not steps.states:
         raise LogFormatError("zero-length episode: no steps")
-    if outcome is None:
-        raise LogFormatError(f"no {contract.OUTCOME_TOPIC} message: the upload is incomplete")
-    if outcome.get("outcome") not in OUTCOMES:
-        raise LogFormatError(f"unknown outcome {outcome.get('outcome')!r}")
-    return _episode(header, steps, spans, outcome["outcome"])
+    label = outcome.get("outcome") if outcome is not None else facts.get("outcome")
+    if label is None:
+        raise LogFormatError(
+            f"no {contract.OUTCOME_TOPIC} message and no outcome in the file's metadata: the "
+            "upload is incomplete"
+        )
+    if label not in OUTCOMES:
+        raise LogFormatError(f"unknown outcome {label!r}")
+    return _episode(header, steps, spans, label)
+
+
+def episode_metadata(metadata: list[Metadata], mapping: FleetMapping) -> list[dict[str, str]]:
+    """The episode facts of the log's metadata records named as the mapping says, in file
+    order, with outcomes translated to Flywheel's; [] when the mapping reads none."""
+    config = mapping.metadata
+    if config is None:
+        return []
+    result = []
+    for record in metadata:
+        if record.name != config.name:
+            continue
+        facts = config.fields(record.metadata)
+        if "outcome" in facts and config.values:
+            facts["outcome"] = config.values.get(facts["outcome"], facts["outcome"])
+        if facts.get("outcome", OUTCOMES[0]) not in OUTCOMES:
+            raise LogFormatError(
+                f"outcome {facts['outcome']!r} in metadata record {record.name!r} is none of "
+                f"{OUTCOMES}; map it under metadata.values in the fleet's mapping file"
+            )
+        result.append(facts)
+    return result
+
+
+def file_metadata(metadata: list[Metadata], mapping: FleetMapping) -> dict[str, str]:
+    """Every record's facts merged, a later record's over an earlier's (one episode a file)."""
+    merged: dict[str, str] = {}
+    for facts in episode_metadata(metadata, mapping):
+        merged.update(facts)
+    return merged
 
 
 class _CountingStream:
@@ -247,6 +310,19 @@ def _decode(topic: str, data: bytes) -> dict:
     if not isinstance(payload, dict):
         raise LogFormatError(f"{topic}: message is not a JSON object")
     return payload
+
+
+def _dims(payload: dict | None, step: int) -> tuple[int, int]:
+    """The sizes the steps are checked against as they stream: the header message's own."""
+    if payload is None:
+        raise LogFormatError(f"step {step} comes before the {contract.EPISODE_TOPIC} header")
+    missing = [key for key in ("state_dim", "action_dim") if payload.get(key) is None]
+    if missing:
+        raise LogFormatError(f"episode header is incomplete: missing {', '.join(missing)}")
+    try:
+        return int(payload["state_dim"]), int(payload["action_dim"])
+    except (TypeError, ValueError) as exc:
+        raise LogFormatError(f"episode header is malformed: {exc}") from exc
 
 
 def _header(payload: dict) -> dict:

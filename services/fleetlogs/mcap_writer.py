@@ -132,6 +132,22 @@ def write_episode_mcap(recording: EpisodeRecording, path: Path) -> Path:
                 start_ns + span.end_step * period_ns,
             )
         emit(contract.OUTCOME_TOPIC, {"outcome": recording.outcome, "steps": len(states)}, end_ns)
+        # The same facts as a metadata record, for tools that list a file's episode without
+        # reading its messages (``mcap info``, Foxglove); the topics stay authoritative.
+        facts = {
+            "episode_uuid": recording.episode_uuid,
+            "robot_id": recording.robot_id,
+            "task": recording.task,
+            "policy_version": recording.policy_version,
+            "kind": recording.kind,
+            "operator_id": recording.operator_id,
+            "outcome": recording.outcome,
+            "start_ns": start_ns,
+            "end_ns": end_ns,
+        }
+        writer.add_metadata(
+            contract.METADATA_NAME, {k: str(v) for k, v in facts.items() if v is not None}
+        )
         writer.finish()
         stream.flush()
         os.fsync(stream.fileno())

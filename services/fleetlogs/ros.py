@@ -37,9 +37,18 @@ import numpy as np
 
 from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.fleetlogs.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
-from services.fleetlogs.mcap_reader import LogFormatError, RawEpisode, intervention_spans
+from services.fleetlogs.mcap_reader import (
+    LogFormatError,
+    RawEpisode,
+    episode_metadata,
+    intervention_spans,
+)
 
 ROLES = ("state", "action", "control_source", "outcome", "episode")
+# Facts of a metadata record that say who ran what (the rest: its outcome and span).
+INFO_FIELDS = ("robot_id", "task", "kind", "policy_version", "operator_id", "episode_uuid")
+# A metadata record without a start began before the log; one without an end ends after it.
+NO_START, NO_END = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
 
 @dataclass
@@ -63,6 +72,8 @@ class TopicCollector:
         }
         self.roles = {s.topic.topic: role for role, s in self.series.items()}
         self.seen: set[str] = set()
+        # Episode facts from the log's metadata records (``mcap_reader.episode_metadata``).
+        self.metadata: list[dict[str, str]] = []
 
     def wants(self, topic: str) -> bool:
         self.seen.add(topic)
@@ -142,9 +153,16 @@ class TopicCollector:
         return np.where(held >= 0, labels[np.maximum(held, 0)], DEFAULT_CONTROL_SOURCE)
 
     def _outcomes(self) -> tuple[list[str], np.ndarray]:
+        """Each episode's outcome and the time it ends at: from the outcome topic, or, in a
+        log with no outcome message, from the metadata records (a record with no end covers
+        the rest of the log)."""
         series = self.series.get("outcome")
         if series is None or not series.times:
-            return [], np.zeros(0, dtype=np.int64)
+            records = [m for m in self.metadata if "outcome" in m or "end_ns" in m]
+            ends = [_ns(m, "end_ns", NO_END) for m in records]
+            order = np.argsort(ends, kind="stable")
+            labels = [records[i].get("outcome", "unknown") for i in order.tolist()]
+            return labels, np.asarray(ends, dtype=np.int64)[order]
         times, values = _sorted(series)
         labels = []
         for value in values.tolist():
@@ -158,7 +176,13 @@ class TopicCollector:
         return labels, times
 
     def _info(self, at: int) -> dict:
+        """Who ran what: the episode-info topic's latest message at or before ``at``, over the
+        latest metadata record starting at or before it, over the mapping's defaults."""
         info = dict(self.mapping.defaults)
+        started = [m for m in self.metadata if _ns(m, "start_ns", NO_START) <= at]
+        if started:
+            latest = max(started, key=lambda m: _ns(m, "start_ns", NO_START))
+            info.update({k: v for k, v in latest.items() if k in INFO_FIELDS})
         series = self.series.get("episode")
         if series is not None and series.times:
             times, values = _sorted(series)
@@ -215,6 +239,18 @@ class TopicCollector:
         )
 
 
+def _ns(facts: dict[str, str], key: str, default: int) -> int:
+    """A metadata record's start or end, in log-time nanoseconds."""
+    if key not in facts:
+        return default
+    try:
+        return int(facts[key])
+    except ValueError:
+        raise LogFormatError(
+            f"metadata {key} {facts[key]!r} is not a time in nanoseconds"
+        ) from None
+
+
 def _sorted(series: _Series) -> tuple[np.ndarray, np.ndarray]:
     """Times ascending (stable) with their values, for lookups of the latest at or before."""
     times = np.asarray(series.times, dtype=np.int64)
@@ -264,8 +300,11 @@ def _stamp(message: Any, fallback_ns: int) -> int:
 # -- the containers --------------------------------------------------------------------------
 
 
-def episodes_from_ros2_mcap(messages: Iterable, mapping: FleetMapping) -> list[RawEpisode]:
-    """Episodes from an MCAP's ``(schema, channel, message)`` records with CDR payloads."""
+def episodes_from_ros2_mcap(
+    messages: Iterable, mapping: FleetMapping, metadata: list | None = None
+) -> list[RawEpisode]:
+    """Episodes from an MCAP's ``(schema, channel, message)`` records with CDR payloads;
+    ``metadata`` fills with the file's metadata records as the messages stream past."""
     from mcap_ros2.decoder import DecoderFactory
 
     factory = DecoderFactory()
@@ -291,6 +330,7 @@ def episodes_from_ros2_mcap(messages: Iterable, mapping: FleetMapping) -> list[R
         except Exception as exc:  # a message cut short or not of its schema
             raise LogFormatError(f"{channel.topic}: undecodable message ({exc})") from exc
         collector.add(channel.topic, message.log_time, decoded)
+    collector.metadata = episode_metadata(metadata or [], mapping)
     return collector.episodes()
 
 

@@ -69,8 +69,15 @@ def step(i, t=None, state=None, action=None, source="policy") -> dict:
     }
 
 
-def write_raw(path: Path, steps: list[dict], header: dict | None = None, outcome=True) -> Path:
-    """An MCAP file with hand-written messages, for what the writer refuses to make."""
+def write_raw(
+    path: Path,
+    steps: list[dict],
+    header: dict | None = None,
+    outcome=True,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """An MCAP file with hand-written messages, for what the writer refuses to make; with
+    ``metadata``, a ``flywheel.episode`` metadata record of those facts after them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         writer = Writer(f)
@@ -89,6 +96,8 @@ def write_raw(path: Path, steps: list[dict], header: dict | None = None, outcome
             emit(contract.STEP_TOPIC, payload, i + 1)
         if outcome:
             emit(contract.OUTCOME_TOPIC, {"outcome": "failure", "steps": len(steps)}, 999)
+        if metadata is not None:
+            writer.add_metadata(contract.METADATA_NAME, metadata)
         writer.finish()
     return path
 

@@ -130,8 +130,11 @@ def write_ros1_bag(messages: list[Msg], path: Path) -> Path:
     return path
 
 
-def write_ros2_mcap(messages: list[Msg], path: Path) -> Path:
-    """An MCAP file of ROS 2 messages (CDR), as ``ros2 bag record -s mcap`` writes them."""
+def write_ros2_mcap(
+    messages: list[Msg], path: Path, metadata: list[tuple[str, dict[str, str]]] = ()
+) -> Path:
+    """An MCAP file of ROS 2 messages (CDR), as ``ros2 bag record -s mcap`` writes them, with
+    ``metadata`` records (name, map of strings) after the messages."""
     from mcap_ros2.writer import Writer
 
     typestore = get_typestore(TYPESTORES[2])
@@ -150,6 +153,8 @@ def write_ros2_mcap(messages: list[Msg], path: Path) -> Path:
                 log_time=msg.t_ns,
                 publish_time=msg.t_ns,
             )
+        for name, data in metadata:
+            writer.add_metadata(name, data)
         writer.finish()
     return path
 
