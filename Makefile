@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 DEMO_HOME := .flywheel/demo
 
-.PHONY: setup demo drill test test-fast bench lint serve up down clean browser
+.PHONY: setup demo drill test test-fast bench bench-flywheel lint serve up down clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,8 +45,15 @@ test: setup browser
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
+# The ingest and training benchmarks, and the flywheel benchmark's quick mode (< 10 min);
+# `make bench-flywheel` is its full run (about an hour here). Results: bench/results/.
 bench: setup
-	@set -e; for b in $(wildcard bench/*.py); do echo "== $$b"; $(PY) $$b; done
+	$(PY) bench/ingest.py
+	$(PY) bench/train.py
+	$(PY) bench/flywheel.py --quick
+
+bench-flywheel: setup
+	$(PY) bench/flywheel.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

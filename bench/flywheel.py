@@ -1,0 +1,407 @@
+"""The flywheel benchmark: does the loop make the simulated fleet better, and by how much?
+
+Every arm runs the real loop (the fleet's shift through the robot API, MCAP upload, ingest,
+Great Expectations, curation, Ray training, closed-loop evaluation, the gate, auto-approval
+and a one-stage rollout) in its own FLYWHEEL_HOME, for several nights and seeds, from the
+same weak start: a few lab demonstrations per task that cover half of the workspace. The
+arms differ only in what a night does with the fleet's data (ARMS below); every arm has the
+same fleet, shift and operator, so the same operator budget.
+
+Midway the task mix shifts: from night SHIFT on, the fleet works only the last task, while
+every task is still evaluated, so a policy that forgets the others shows it.
+
+    .venv/bin/python bench/flywheel.py --quick     # under 10 minutes: 1 seed, 3 nights, 3 arms
+    .venv/bin/python bench/flywheel.py             # the full run: 3 seeds, 5 nights, 7 arms
+
+Results (markdown, CSV, PNG) land in bench/results/ (``--out``); see docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: `python bench/flywheel.py`
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    # What the arm's nights do; "none" keeps the lab's first policy on the fleet.
+    label: str
+    scheme: str = "sirius"
+    learns: bool = True
+    # Share replayed from what the champion has seen (None: all of it; 0: none).
+    replay: float | None = None
+    # Memory cap as a share of the steps the fleet and the lab produce over the run.
+    cap_share: float | None = None
+
+
+ARMS = {
+    arm.name: arm
+    for arm in (
+        Arm("none", "no flywheel: the lab's policy stays on the fleet", learns=False),
+        Arm("naive", "naive retraining on all data, every step weighted the same", "uniform"),
+        Arm("hg-dagger", "HG-DAgger: interventions only, added to the demos", "hg-dagger"),
+        Arm("iwr", "IWR: intervention and other samples 50/50", "iwr"),
+        Arm("sirius", "Sirius weighting, replaying all earlier data", "sirius"),
+        Arm(
+            "sirius-cap", "Sirius with a memory cap (least-intervened evicted first)", cap_share=0.5
+        ),
+        Arm("sirius-no-replay", "Sirius on each night's new episodes only", replay=0.0),
+    )
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    tasks: tuple[str, ...] = ("reach", "push", "pick-place")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    nights: int = 5
+    # From this night on the fleet works only the last task (None: no shift).
+    shift_night: int | None = 4
+    robots: int = 4
+    episodes_per_robot: int = 8
+    lab_demos: int = 5
+    # The gate's fixed evaluation seeds per task (0..n-1): the per-night success figures.
+    eval_episodes: int = 25
+    # Independent seeds on which each promotion is checked again (is the new champion worse?).
+    audit_episodes: int = 20
+    train_steps: int = 1500
+    arms: tuple[str, ...] = tuple(ARMS)
+    jobs: int = 3
+
+    @property
+    def run_steps(self) -> int:
+        """About how many steps the lab and the fleet produce over the run (for the cap)."""
+        steps_per_episode = 120
+        fleet = self.nights * self.robots * self.episodes_per_robot
+        return (fleet + self.lab_demos * len(self.tasks)) * steps_per_episode
+
+
+QUICK = BenchConfig(
+    seeds=(0,),
+    nights=3,
+    shift_night=None,
+    episodes_per_robot=6,
+    eval_episodes=20,
+    audit_episodes=10,
+    train_steps=1500,
+    arms=("none", "iwr", "sirius"),
+    jobs=3,
+)
+
+AUDIT_SEEDS = 5_000_000  # evaluation seed range, apart from the gate's 0..n-1
+MANAGER = "bench-fleet-manager"
+# The benchmark's fleet manager, for what the gate leaves to a human (inconclusive): approve
+# when the candidate is better overall by the gate's own paired test and no task's success
+# falls more than this far below the champion's; otherwise reject.
+MANAGER_ALPHA = 0.05
+MANAGER_MARGIN = 0.10
+
+
+# --- one arm, one seed: a worker process of its own -------------------------------------
+
+
+def arm_environment(arm: Arm, seed: int, config: BenchConfig, home: Path) -> dict[str, str]:
+    env = {
+        "FLYWHEEL_HOME": str(home),
+        "FLYWHEEL_TASKS": json.dumps(list(config.tasks)),
+        "FLYWHEEL_SIM_SEED": str(seed),
+        "FLYWHEEL_SCHEME": arm.scheme,
+        "FLYWHEEL_EVAL_EPISODES": str(config.eval_episodes),
+        "FLYWHEEL_TRAIN_STEPS": str(config.train_steps),
+        "FLYWHEEL_AUTO_APPROVE": "true",
+        # A passing candidate goes to the whole fleet at once: one stage per night.
+        "FLYWHEEL_ROLLOUT_STAGES": "[1.0]",
+        # Every operator-labelled episode trains: offline hold-out is not what is measured.
+        "FLYWHEEL_HOLDOUT_SHARE": "0",
+    }
+    if arm.replay is not None:
+        env["FLYWHEEL_REPLAY_SHARE"] = str(arm.replay)
+    if arm.cap_share is not None:
+        env["FLYWHEEL_DATASET_MAX_STEPS"] = str(int(arm.cap_share * config.run_steps))
+    return env
+
+
+def run_arm(arm: Arm, seed: int, config: BenchConfig, home: Path, out: Path) -> None:
+    """Night 0 (lab demos, first policy), then the nights; one JSON line per night."""
+    from services.config import configure_runtime, get_settings
+    from services.store import migrate
+
+    settings = get_settings()
+    configure_runtime(settings)
+    migrate(settings.db_url)
+    from flows.nightly import nightly
+    from flows.simulation import fleet_shift
+    from services.training.job import shutdown_ray
+
+    try:
+        with out.open("w") as sink:
+            for night in range(config.nights + 1):
+                shifted = config.shift_night is not None and night >= config.shift_night
+                if shifted:
+                    os.environ["FLYWHEEL_FLEET_TASKS"] = json.dumps([config.tasks[-1]])
+                started = time.perf_counter()
+                shift = fleet_shift(
+                    night, config.robots, config.episodes_per_robot, config.lab_demos
+                )
+                report = nightly() if (arm.learns or night == 0) else None
+                decision = fleet_manager_review(report)
+                record = night_record(arm, seed, night, shift, report, config)
+                if decision:
+                    record["candidate"]["manager"] = decision
+                record["night_seconds"] = time.perf_counter() - started
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+    finally:
+        shutdown_ray()
+
+
+def fleet_manager_review(report: dict | None) -> str | None:
+    """Decide an inconclusive candidate as the benchmark's fleet manager, and roll an
+    approved one out before the next shift (what the next night would do first)."""
+    from sqlalchemy import select
+
+    from services.approval.decisions import approve, reject
+    from services.approval.users import add_user, get_user
+    from services.config import get_settings
+    from services.rollout.controller import roll_out_late_approvals
+    from services.store import session_scope
+    from services.store.models import Decision, User
+
+    candidate = (report or {}).get("candidate")
+    if not candidate or candidate["verdict"] != "inconclusive":
+        return None
+    settings = get_settings()
+    with session_scope(settings.db_url, write=True) as session:
+        if session.get(User, MANAGER) is None:
+            add_user(session=session, name=MANAGER, role="fleet-manager")
+            session.flush()
+        gate = session.scalar(
+            select(Decision).where(
+                Decision.candidate_id == candidate["id"], Decision.kind == "gate"
+            )
+        )
+        numbers = gate.details
+        worst = max(
+            t["champion"]["rate"] - t["candidate"]["rate"] for t in numbers["tasks"].values()
+        )
+        better = numbers["p_value"] < MANAGER_ALPHA
+        user = get_user(session=session, name=MANAGER)
+        if better and worst <= MANAGER_MARGIN:
+            approve(
+                session=session,
+                candidate_id=candidate["id"],
+                user=user,
+                reason=f"better overall (p={numbers['p_value']:.3f}); worst task drop "
+                f"{worst:+.0%} within {MANAGER_MARGIN:.0%}",
+            )
+            verdict = "approved"
+        else:
+            reject(
+                session=session,
+                candidate_id=candidate["id"],
+                user=user,
+                reason=f"p={numbers['p_value']:.3f}, worst task drop {worst:+.0%}",
+            )
+            verdict = "rejected"
+    if verdict == "approved":
+        roll_out_late_approvals(settings, actor=MANAGER)
+    return verdict
+
+
+def night_record(
+    arm: Arm, seed: int, night: int, shift: dict, report: dict | None, config: BenchConfig
+) -> dict:
+    from services.config import get_settings
+    from services.evaluation.closed_loop import evaluate_version
+    from services.registry.mlflow_registry import policy_checkpoint
+    from services.rollout.ledger import champion_of
+    from services.store import session_scope
+    from services.store.models import Candidate, Dataset
+    from sim.tasks import make_env
+
+    settings = get_settings()
+    with session_scope(settings.db_url) as session:
+        champion = champion_of(session=session)
+    record: dict = {
+        "arm": arm.name,
+        "seed": seed,
+        "night": night,
+        "fleet_tasks": list(settings.shift_tasks),
+        "champion": champion,
+    }
+    summary = shift.get("shift")
+    if summary is not None:
+        hz = make_env(config.tasks[0]).control_hz
+        record["shift"] = {
+            "episodes": summary.episodes,
+            "successes": summary.successes,
+            "autonomous_successes": summary.autonomous_successes,
+            "interventions": summary.interventions,
+            "operator_steps": summary.operator_steps,
+            "steps": summary.steps,
+            "robot_hours": summary.steps / hz / 3600,
+            "operator_hours": summary.operator_steps / hz / 3600,
+        }
+    candidate = (report or {}).get("candidate")
+    if candidate:
+        with session_scope(settings.db_url) as session:
+            row = session.get(Candidate, candidate["id"])
+            dataset = session.get(Dataset, row.dataset_id)
+            record["candidate"] = {
+                "version": candidate["version"],
+                "parent": candidate["parent"],
+                "verdict": candidate["verdict"],
+                "promoted": champion == candidate["version"],
+                "train_seconds": row.train_seconds,
+                "dataset_steps": dataset.n_steps,
+                "dataset_episodes": dataset.n_episodes,
+            }
+    if champion is None:
+        return record
+    seeds = range(config.eval_episodes)
+    outcomes = evaluate_version(
+        settings, champion, policy_checkpoint(settings, champion), config.tasks, seeds
+    )
+    record["eval"] = {t: [bool(outcomes[t][s]) for s in seeds] for t in config.tasks}
+    promoted = record.get("candidate", {}).get("promoted")
+    if promoted and record["candidate"]["parent"]:  # checked again on seeds the gate never saw
+        audit = range(AUDIT_SEEDS, AUDIT_SEEDS + config.audit_episodes)
+        parent = record["candidate"]["parent"]
+        record["audit"] = {
+            role: {
+                t: [bool(o[s]) for s in audit]
+                for t, o in evaluate_version(
+                    settings, version, policy_checkpoint(settings, version), config.tasks, audit
+                ).items()
+            }
+            for role, version in (("candidate", champion), ("parent", parent))
+        }
+    return record
+
+
+# --- the driver: every (arm, seed) as a worker process, then the figures -----------------
+
+
+def run_all(config: BenchConfig, work: Path, out: Path) -> list[dict]:
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(ARMS[a], s) for s in config.seeds for a in config.arms]
+
+    def one(job: tuple[Arm, int]) -> Path | str:
+        arm, seed = job
+        home = work / f"{arm.name}-s{seed}"
+        shutil.rmtree(home, ignore_errors=True)
+        lines = work / f"{arm.name}-s{seed}.jsonl"
+        env = {**os.environ, **arm_environment(arm, seed, config, home)}
+        started = time.perf_counter()
+        with (work / f"{arm.name}-s{seed}.log").open("w") as log:
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    arm.name,
+                    str(seed),
+                    "--config",
+                    json.dumps(asdict(config)),
+                    "--lines",
+                    str(lines),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        took = time.perf_counter() - started
+        if proc.returncode != 0:  # the other arms go on; the report names the failure
+            failure = (
+                f"arm {arm.name} seed {seed} failed (exit {proc.returncode}) after {took:.0f} s; "
+                f"see {work / f'{arm.name}-s{seed}.log'}"
+            )
+            print(f"  {failure}", flush=True)
+            return failure
+        print(f"  {arm.name:17s} seed {seed}: {took:5.0f} s", flush=True)
+        return lines
+
+    with ThreadPoolExecutor(max_workers=config.jobs) as pool:
+        results = list(pool.map(one, jobs))
+    failures = [r for r in results if isinstance(r, str)]
+    if failures:
+        raise SystemExit("flywheel benchmark: " + "; ".join(failures))
+    return [json.loads(line) for f in results for line in f.read_text().splitlines()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 3 nights, 3 arms")
+    parser.add_argument("--seeds", type=int, help="number of seeds")
+    parser.add_argument("--nights", type=int, help="nights after the lab's night 0")
+    parser.add_argument("--arms", help=f"comma-separated, of: {', '.join(ARMS)}")
+    parser.add_argument("--jobs", type=int, help="arms run side by side (default 2)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--work", type=Path, default=ROOT / ".flywheel" / "bench")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="redo the figures from the worker files under --work",
+    )
+    parser.add_argument("--worker", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--lines", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        raw = json.loads(args.config)
+        config = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        arm, seed = ARMS[args.worker[0]], int(args.worker[1])
+        return run_arm(arm, seed, config, Path(os.environ["FLYWHEEL_HOME"]), args.lines)
+
+    config = QUICK if args.quick else BenchConfig()
+    if args.seeds:
+        config = replace(config, seeds=tuple(range(args.seeds)))
+    if args.nights:
+        config = replace(config, nights=args.nights)
+    if args.arms:
+        unknown = set(args.arms.split(",")) - set(ARMS)
+        if unknown:
+            parser.error(f"unknown arms {sorted(unknown)}; known: {', '.join(ARMS)}")
+        config = replace(config, arms=tuple(args.arms.split(",")))
+    if args.jobs:
+        config = replace(config, jobs=args.jobs)
+    mode = "quick" if args.quick else "full"
+    work = args.work / mode
+
+    from bench.flywheel_report import write_report
+
+    started = time.perf_counter()
+    if args.report_only:
+        records = [
+            json.loads(line)
+            for f in sorted(work.glob("*.jsonl"))
+            for line in f.read_text().splitlines()
+        ]
+    else:
+        print(
+            f"flywheel benchmark ({mode}): {len(config.arms)} arms x {len(config.seeds)} "
+            f"seeds x {config.nights} nights, tasks {', '.join(config.tasks)}",
+            flush=True,
+        )
+        records = run_all(config, work, args.out)
+    minutes = (time.perf_counter() - started) / 60
+    write_report(records, config, args.out, mode, minutes)
+
+
+if __name__ == "__main__":
+    main()
