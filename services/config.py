@@ -32,8 +32,16 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     # Where the fleet uploads its logs: a folder or an object-store URI; default: home/fleet-logs.
     fleet_logs: str | None = None
-    # Ray cluster address; None starts a local Ray owned by Flywheel.
+    # Ray cluster address (host:port of the GCS, or "auto") that Flywheel's Ray drivers join:
+    # closed-loop evaluation, and training when this process already is a Ray job's driver
+    # (a KubeRay RayJob). None: each process starts a local Ray of its own.
     ray_address: str | None = None
+    # Ray job submission address (the dashboard, http://host:8265): the train stage submits
+    # its training there as a Ray job. None (and no ray_address): Flywheel starts a local
+    # Ray head with the dashboard under home/ray for each training job and stops it after.
+    # A head that requires a token (Ray's default) gets it from ~/.ray/auth_token, or from
+    # RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH; RAY_AUTH_MODE=disabled for one that does not.
+    ray_job_address: str | None = None
     # Name of the registered model in MLflow that candidates and the champion belong to.
     model_name: str = "flywheel-policy"
     # Approve candidates that pass the gate without a fleet manager (simulated fleet, demos).
@@ -202,6 +210,9 @@ def configure_runtime(settings: Settings) -> None:
         # MLflow writes run links to stdout against a tracking server: it would corrupt --json.
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # Ray heads require a token by default; drivers and job clients send it only in
+        # token mode (see services/training/ray_head.py).
+        "RAY_AUTH_MODE": "token",
         "RAY_DEDUP_LOGS": "1",
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
         "RAY_AIR_NEW_OUTPUT": "0",

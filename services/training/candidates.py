@@ -49,14 +49,13 @@ def train_and_register(
     flow_run_id: str | None = None,
 ) -> CandidateSummary:
     """Fine-tune the ledger's champion (or train the first policy) on ``dataset_id``."""
-    from services.curation.manifest import load_training_data
     from services.registry.mlflow_registry import (
         code_version,
         policy_checkpoint,
         register_candidate,
     )
     from services.rollout.ledger import champion_of
-    from services.training.job import train_candidate
+    from services.training.ray_job import train
 
     config = config or TrainConfig()
     code = code_version()
@@ -73,12 +72,11 @@ def train_and_register(
             return _summary(existing, trained=False)
         manifest_path = settings.datasets_dir / dataset_id / "manifest.json"
 
-    data = load_training_data(settings, dataset_id)
     parent_checkpoint = policy_checkpoint(settings, parent) if parent else None
-    result = train_candidate(
+    result = train(
         settings,
-        data,
         candidate_id=candidate_id,
+        dataset_id=dataset_id,
         parent_checkpoint=parent_checkpoint,
         config=config,
     )
@@ -90,7 +88,7 @@ def train_and_register(
         parent_version=parent,
         flow_run_id=flow_run_id,
         code_version=code,
-        params={**asdict(config), "n_steps": len(data), "tasks": ",".join(data.tasks)},
+        params={**asdict(config), "n_steps": result.samples, "tasks": ",".join(result.tasks)},
         losses=result.losses,
         manifest_path=manifest_path,
     )

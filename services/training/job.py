@@ -1,4 +1,4 @@
-"""Running a training job on Ray Train: a local Ray owned by Flywheel, or any cluster by address.
+"""Ray Train in this process: what a training job's driver runs (services/training/ray_job.py).
 
 The run is named after the candidate, so a driver that crashes and runs again restores the
 same run from its last checkpoint; ``overwrite`` starts it over. The final checkpoint is
@@ -7,7 +7,7 @@ copied to ``checkpoints/<candidate id>`` atomically; once there, training is not
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import shutil
 import time
@@ -18,9 +18,7 @@ from services.config import Settings
 from services.training.config import TrainConfig
 from services.training.data import TrainingData
 from services.training.loop import WorkerFault, train_loop
-
-# Ray puts Unix sockets under its temp folder; their paths must stay under ~107 bytes.
-MAX_RAY_TEMP_LEN = 48
+from services.training.ray_head import temp_dir_for
 
 
 @dataclass(frozen=True)
@@ -29,14 +27,21 @@ class TrainResult:
     final_loss: float | None
     losses: list[tuple[int, float]]
     seconds: float
+    # Steps in the training data, and its task names.
+    samples: int | None = None
+    tasks: tuple[str, ...] = ()
+
+
+def published(final: Path, seconds: float = 0.0) -> TrainResult:
+    """The result of the training whose checkpoint was published to ``final``."""
+    meta = json.loads((final / "meta.json").read_text())
+    losses = [(int(step), float(loss)) for step, loss in meta.get("losses", [])]
+    tasks = tuple(meta.get("tasks", ()))
+    return TrainResult(final, meta.get("final_loss"), losses, seconds, meta.get("samples"), tasks)
 
 
 def ray_temp_dir(settings: Settings) -> Path:
-    wanted = settings.ray_dir
-    if len(str(wanted)) <= MAX_RAY_TEMP_LEN:
-        return wanted
-    # Too deep for Ray's socket paths: a short folder named after the home it belongs to.
-    return Path("/tmp") / f"flywheel-ray-{hashlib.sha1(str(wanted).encode()).hexdigest()[:10]}"
+    return temp_dir_for(settings.ray_dir)
 
 
 def ensure_ray(settings: Settings) -> None:
@@ -79,11 +84,7 @@ def train_candidate(
     kills the worker once mid-run, to prove that the run resumes from its last checkpoint."""
     final = settings.checkpoints_dir / candidate_id
     if final.exists() and not config.overwrite:
-        from policies.checkpoint import load_checkpoint
-
-        meta = load_checkpoint(final).meta
-        losses = [(int(step), float(loss)) for step, loss in meta.get("losses", [])]
-        return TrainResult(final, meta.get("final_loss"), losses, 0.0)
+        return published(final)
 
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -122,21 +123,26 @@ def train_candidate(
         raise RuntimeError(f"training of candidate {candidate_id} ended without a checkpoint")
     losses = [(int(step), float(loss)) for step, loss in result.metrics.get("losses", [])]
     final_loss = losses[-1][1] if losses else None
-    _publish(result.checkpoint, final, losses, final_loss)
-    return TrainResult(final, final_loss, losses, time.perf_counter() - started)
+    _publish(
+        result.checkpoint,
+        final,
+        losses=losses,
+        final_loss=final_loss,
+        samples=len(data),
+        tasks=list(data.tasks),
+    )
+    return published(final, time.perf_counter() - started)
 
 
-def _publish(checkpoint, final: Path, losses: list, final_loss: float | None) -> None:
+def _publish(checkpoint, final: Path, **meta_extra) -> None:
     """Copy Ray's last checkpoint to its permanent place, all at once."""
-    import json
-
     tmp = final.with_name(f".{final.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     with checkpoint.as_directory() as folder:
         shutil.copytree(folder, tmp)
     (tmp / "train_state.pt").unlink(missing_ok=True)
     meta = json.loads((tmp / "meta.json").read_text())
-    meta.update(losses=losses, final_loss=final_loss)
+    meta.update(meta_extra)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     if final.exists():
         shutil.rmtree(final)

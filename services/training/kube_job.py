@@ -49,7 +49,8 @@ def train_on_kubernetes(
         candidate_id,
         settings.training_image,
         f"flywheel train --dataset {dataset_id} --resume",
-        env={"FLYWHEEL_TRAIN_STEPS": str(settings.train_steps)},
+        # auto: `flywheel train` in the RayJob trains on that job's own cluster, in process.
+        env={"FLYWHEEL_TRAIN_STEPS": str(settings.train_steps), "FLYWHEEL_RAY_ADDRESS": "auto"},
     )
     deadline = time.monotonic() + timeout_s
     while not status.finished:
