@@ -29,6 +29,7 @@ from services.config import Settings
 from services.curation.weights import (
     SIRIUS_PRE_INTERVENTION_WINDOW,
     STEP_CLASSES,
+    WeightingScheme,
     get_scheme,
     label_steps,
 )
@@ -109,13 +110,15 @@ def build_dataset(
     episode_ids = frames[EPISODE_ID].to_numpy()
     classes = np.empty(len(frames), dtype=object)
     failed = np.zeros(len(frames), dtype=bool)
+    step_tasks = np.empty(len(frames), dtype=object)
     bounds = np.flatnonzero(np.r_[True, episode_ids[1:] != episode_ids[:-1], True])
     for start, end in zip(bounds[:-1], bounds[1:], strict=True):
         episode = by_episode[episode_ids[start]]
         sources = frames[CONTROL_SOURCE].to_numpy()[start:end]
         classes[start:end] = label_steps(episode.kind or "deployment", sources, window)
         failed[start:end] = episode.outcome != "success"
-    weights = weighting.weights(classes, failed)
+        step_tasks[start:end] = episode.task
+    weights = weights_per_task(weighting, classes, failed, step_tasks)
 
     table = pa.table(
         {
@@ -184,6 +187,24 @@ def build_dataset(
         class_counts=class_counts,
         created=created,
     )
+
+
+def weights_per_task(
+    weighting: WeightingScheme, classes: np.ndarray, failed: np.ndarray, tasks: np.ndarray
+) -> np.ndarray:
+    """The scheme's class shares applied within each task; each task keeps the share of the
+    loss its kept steps have.
+
+    Applied to the whole multi-task dataset at once, "interventions carry half of the loss"
+    hands that half to the task with the most takeovers, and a task the fleet already does
+    well (few takeovers, short successful episodes) all but drops out of training and is
+    forgotten. With one task this is the scheme's own weighting.
+    """
+    weights = np.zeros(len(classes), dtype=np.float32)
+    for task in dict.fromkeys(tasks):
+        mask = tasks == task
+        weights[mask] = weighting.weights(classes[mask], failed[mask])
+    return weights
 
 
 def champion_episodes(session) -> set[str]:

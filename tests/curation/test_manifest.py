@@ -13,7 +13,7 @@ from services.fleetlogs.ingest import ingest_logs
 from services.fleetlogs.mcap_writer import write_episode_mcap
 from services.store import session_scope
 from services.store.models import Dataset, DatasetEpisode, Episode
-from tests.fleetlogs.test_ingest import recording
+from tests.fleetlogs.logs import recording
 
 
 def _upload(settings, name: str, **changes) -> None:
@@ -157,3 +157,22 @@ def test_no_replay_and_nothing_new_is_a_clear_error(settings):
         build_dataset(settings, replay=0.0)
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         build_dataset(settings, replay=1.0)
+
+
+def test_class_shares_apply_within_each_task_so_a_quiet_task_keeps_its_share(settings):
+    # task A: takeovers in every episode; task B: clean autonomous successes only
+    for i in range(4):
+        _upload(settings, f"a-{i}", n=40)
+    quiet = ["policy"] * 20
+    for i in range(2):
+        _upload(settings, f"b-{i}", n=20, task="toy-push", control_source=quiet, interventions=[])
+    dataset = build_dataset(settings, scheme="sirius")
+    data = load_training_data(settings, dataset.id)
+    b = data.task_index == data.tasks.index("toy-push")
+    # B keeps the share of the loss its steps have (40 of 200), not what is left after A's
+    # interventions take half of everything
+    assert np.isclose(data.weights[b].sum(), 40, rtol=1e-5)
+    assert np.isclose(data.weights.mean(), 1.0, atol=1e-5)
+    # within A, the interventions (4 of every 40 steps) carry about half of A's weight
+    a_interventions = ~b & (data.weights > 2)
+    assert np.isclose(data.weights[a_interventions].sum() / data.weights[~b].sum(), 0.5, atol=0.01)
