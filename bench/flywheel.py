@@ -141,30 +141,37 @@ def run_arm(arm: Arm, seed: int, config: BenchConfig, home: Path, out: Path) -> 
     settings = get_settings()
     configure_runtime(settings)
     migrate(settings.db_url)
+    from services.training.job import shutdown_ray
+    from services.training.ray_head import local_head
+
+    # One Ray head for the arm's nights, as `flywheel up` keeps one: each night's training is
+    # a Ray job submitted to it, without a head started and stopped per night.
+    with local_head(settings.ray_dir) as head, out.open("w") as sink:
+        os.environ["FLYWHEEL_RAY_JOB_ADDRESS"] = head.job_address
+        try:
+            for night in range(config.nights + 1):
+                sink.write(json.dumps(run_night(arm, seed, night, config)) + "\n")
+                sink.flush()
+        finally:
+            shutdown_ray()
+
+
+def run_night(arm: Arm, seed: int, night: int, config: BenchConfig) -> dict:
+    """The fleet's shift, then (for a learning arm, or night 0) the nightly flow."""
     from flows.nightly import nightly
     from flows.simulation import fleet_shift
-    from services.training.job import shutdown_ray
 
-    try:
-        with out.open("w") as sink:
-            for night in range(config.nights + 1):
-                shifted = config.shift_night is not None and night >= config.shift_night
-                if shifted:
-                    os.environ["FLYWHEEL_FLEET_TASKS"] = json.dumps([config.tasks[-1]])
-                started = time.perf_counter()
-                shift = fleet_shift(
-                    night, config.robots, config.episodes_per_robot, config.lab_demos
-                )
-                report = nightly() if (arm.learns or night == 0) else None
-                decision = fleet_manager_review(report)
-                record = night_record(arm, seed, night, shift, report, config)
-                if decision:
-                    record["candidate"]["manager"] = decision
-                record["night_seconds"] = time.perf_counter() - started
-                sink.write(json.dumps(record) + "\n")
-                sink.flush()
-    finally:
-        shutdown_ray()
+    if config.shift_night is not None and night >= config.shift_night:
+        os.environ["FLYWHEEL_FLEET_TASKS"] = json.dumps([config.tasks[-1]])
+    started = time.perf_counter()
+    shift = fleet_shift(night, config.robots, config.episodes_per_robot, config.lab_demos)
+    report = nightly() if (arm.learns or night == 0) else None
+    decision = fleet_manager_review(report)
+    record = night_record(arm, seed, night, shift, report, config)
+    if decision:
+        record["candidate"]["manager"] = decision
+    record["night_seconds"] = time.perf_counter() - started
+    return record
 
 
 def fleet_manager_review(report: dict | None) -> str | None:
@@ -349,7 +356,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="number of seeds")
     parser.add_argument("--nights", type=int, help="nights after the lab's night 0")
     parser.add_argument("--arms", help=f"comma-separated, of: {', '.join(ARMS)}")
-    parser.add_argument("--jobs", type=int, help="arms run side by side (default 2)")
+    parser.add_argument("--jobs", type=int, help="arms run side by side (default 3)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--work", type=Path, default=ROOT / ".flywheel" / "bench")
     parser.add_argument(
