@@ -1,12 +1,10 @@
 """Production mode on one machine: `flywheel up` / `flywheel down` (`make up` / `make down`).
 
 `up` creates Flywheel's databases on the PostgreSQL server, then starts and waits for:
-a Prefect server and an MLflow tracking server (both on PostgreSQL) and the Flywheel API in
-production mode. Training and evaluation use the Ray that each Flywheel process starts for
-itself (FLYWHEEL_RAY_ADDRESS unset). A separate Ray head is left out on purpose: on the
-development machine Ray advertises the host's address 192.0.2.2, which this sandbox does
-not route, so no driver could join a head started with `ray start --head` here; on a real
-host, start one and set FLYWHEEL_RAY_ADDRESS.
+a Prefect server and an MLflow tracking server (both on PostgreSQL), the Flywheel API in
+production mode, and a Ray head with its job API (services/training/ray_head.py): nights
+submit their training to it as Ray jobs (FLYWHEEL_RAY_JOB_ADDRESS) and evaluate on it
+(FLYWHEEL_RAY_ADDRESS).
 
 The process ids, logs and the environment that points every `flywheel` command at the
 services live in FLYWHEEL_HOME/run/; `down` stops each process group by its id.
@@ -30,7 +28,10 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from services.training.ray_head import RayHeadError, start_head, stop_head
+
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+SERVICES = ("prefect", "mlflow", "api", "ray")
 
 
 class StackError(RuntimeError):
@@ -45,7 +46,13 @@ class Stack:
     # Database names get this prefix: flywheel, flywheel_mlflow, flywheel_prefect.
     prefix: str = "flywheel"
     ports: dict[str, int] = field(
-        default_factory=lambda: {"prefect": 4200, "mlflow": 5000, "api": 8000}
+        default_factory=lambda: {
+            "prefect": 4200,
+            "mlflow": 5000,
+            "api": 8000,
+            "ray": 6379,
+            "ray_dashboard": 8265,
+        }
     )
     host: str = "127.0.0.1"
 
@@ -73,6 +80,8 @@ class Stack:
             "FLYWHEEL_MLFLOW_TRACKING_URI": f"http://{h}:{p['mlflow']}",
             "FLYWHEEL_SECRET_KEY": self._secret_key(),
             "PREFECT_API_URL": f"http://{h}:{p['prefect']}/api",
+            "FLYWHEEL_RAY_ADDRESS": f"{h}:{p['ray']}",
+            "FLYWHEEL_RAY_JOB_ADDRESS": f"http://{h}:{p['ray_dashboard']}",
         }
 
     def _secret_key(self) -> str:
@@ -141,25 +150,42 @@ def up(stack: Stack, *, timeout_s: float = 120) -> dict[str, str]:
         )
         (stack.run_dir / f"{name}.pid").write_text(str(process.pid))
         _wait_ready(stack, name, process, health, timeout_s)
+    if not _running(stack, "ray"):
+        try:
+            head = start_head(
+                stack.home.resolve() / "ray" / "head",
+                stack.run_dir / "ray.log",
+                host=h,
+                port=p["ray"],
+                dashboard_port=p["ray_dashboard"],
+                env=base,
+                timeout_s=timeout_s,
+            )
+        except RayHeadError as exc:
+            raise StackError(str(exc)) from exc
+        (stack.run_dir / "ray.pid").write_text(str(head.pid))
     return env
 
 
 def down(stack: Stack, *, timeout_s: float = 20) -> list[str]:
     """Stop every service this stack started, by process id; returns their names."""
     stopped = []
-    for name in ("api", "mlflow", "prefect"):
+    for name in ("api", "ray", "mlflow", "prefect"):
         pid_file = stack.run_dir / f"{name}.pid"
         if not pid_file.exists():
             continue
         pid = int(pid_file.read_text())
-        _stop_group(pid, timeout_s)
+        if name == "ray":
+            stop_head(pid, timeout_s=timeout_s)
+        else:
+            _stop_group(pid, timeout_s)
         pid_file.unlink()
         stopped.append(name)
     return stopped
 
 
 def status(stack: Stack) -> dict[str, bool]:
-    return {name: _running(stack, name) for name in ("prefect", "mlflow", "api")}
+    return {name: _running(stack, name) for name in SERVICES}
 
 
 def _create_databases(stack: Stack) -> None:

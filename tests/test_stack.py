@@ -30,7 +30,7 @@ def stack(tmp_path):
     stack = Stack(
         home=tmp_path / "home",
         prefix=f"flywheel_up_{uuid.uuid4().hex[:8]}",
-        ports={"prefect": _free_port(), "mlflow": _free_port(), "api": _free_port()},
+        ports={name: _free_port() for name in ("prefect", "mlflow", "api", "ray", "ray_dashboard")},
     )
     yield stack
     down(stack)
@@ -41,9 +41,28 @@ def stack(tmp_path):
     admin.dispose()
 
 
+def _ray_jobs(env: dict[str, str]) -> dict[str, str]:
+    """The head's jobs and their status, asked in a process of its own: Ray reads
+    RAY_AUTH_MODE once per process, and this one may have started Ray without a token."""
+    ask = (
+        "import json, sys; from ray.job_submission import JobSubmissionClient; "
+        "jobs = JobSubmissionClient(sys.argv[1]).list_jobs(); "
+        "print(json.dumps({j.submission_id: j.status.value for j in jobs}))"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", ask, env["FLYWHEEL_RAY_JOB_ADDRESS"]],
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(answer.stdout)
+
+
 def test_a_night_runs_end_to_end_in_production_mode_and_down_stops_everything(stack):
     env = up(stack)
-    assert status(stack) == {"prefect": True, "mlflow": True, "api": True}
+    assert status(stack) == {"prefect": True, "mlflow": True, "api": True, "ray": True}
     assert env["FLYWHEEL_DATABASE_URL"].startswith("postgresql")
     assert env["FLYWHEEL_MODE"] == "production" and len(env["FLYWHEEL_SECRET_KEY"]) > 30
     assert up(stack) == env  # already up: starts nothing, same settings
@@ -69,6 +88,10 @@ def test_a_night_runs_end_to_end_in_production_mode_and_down_stops_everything(st
     first, second = json.loads(done.stdout)  # nothing but the JSON on stdout
     assert first["candidate"]["verdict"] == "pass" and first["champion_after"] == "1"
     assert second["fleet"]["episodes"] == 8 and second["candidate"]["parent"] == "1"
+    # both nights trained as Ray jobs on the stack's head, one per candidate
+    assert _ray_jobs(env) == {
+        f"train-{night['candidate']['id']}": "SUCCEEDED" for night in (first, second)
+    }
     # the nights are in PostgreSQL, the models in the MLflow server's registry
     engine = create_engine(env["FLYWHEEL_DATABASE_URL"])
     with engine.connect() as conn:
@@ -79,8 +102,8 @@ def test_a_night_runs_end_to_end_in_production_mode_and_down_stops_everything(st
     with urllib.request.urlopen(f"{registry}?name=flywheel-policy", timeout=5) as answer:
         assert json.loads(answer.read())["registered_model"]["name"] == "flywheel-policy"
 
-    assert down(stack) == ["api", "mlflow", "prefect"]
-    assert status(stack) == {"prefect": False, "mlflow": False, "api": False}
+    assert down(stack) == ["api", "ray", "mlflow", "prefect"]
+    assert not any(status(stack).values())
 
 
 def test_production_mode_refuses_sqlite_and_placeholder_secrets(tmp_path):

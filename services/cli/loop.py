@@ -92,6 +92,36 @@ def serve(
     uvicorn.run(create_app(), host=host, port=port)
 
 
+@app.command()
+def up(
+    admin_url: Annotated[
+        str, typer.Option(help="PostgreSQL URL allowed to create Flywheel's databases.")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+) -> None:
+    """Production mode on this machine: Prefect, MLflow, the API and a Ray head."""
+    from services.stack import Stack, StackError, status
+    from services.stack import up as start
+
+    stack = Stack(home=load_settings().home, admin_url=admin_url)
+    try:
+        start(stack)
+    except StackError as exc:
+        fail(str(exc))
+    running = ", ".join(name for name, on in status(stack).items() if on)
+    console.print(f"running: {running}; environment: {stack.env_file}")
+    console.print(f"use it with: set -a; . {stack.env_file}; set +a")
+
+
+@app.command()
+def down() -> None:
+    """Stop what `flywheel up` started, by process id."""
+    from services.stack import Stack
+    from services.stack import down as stop
+
+    stopped = stop(Stack(home=load_settings().home))
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
 def print_nights(reports: list[dict], settings: Settings) -> None:
     """One row per night: the fleet's figures, then the candidate against the champion."""
     table = Table(title="Flywheel nights")
