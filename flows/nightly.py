@@ -44,6 +44,16 @@ def champion_dataset() -> str | None:
     return nights.champion_dataset(get_settings())
 
 
+@task(name="ingest-run-of-night", cache_policy=NO_CACHE)
+def ingest_run_of(night_id: int) -> str | None:
+    return nights.ingest_run_of(get_settings(), night_id)
+
+
+@task(name="rolled-out-candidate", cache_policy=NO_CACHE)
+def rolled_out_candidate(night_id: int, dataset_id: str) -> str | None:
+    return nights.rolled_out_candidate(get_settings(), night_id, dataset_id)
+
+
 @task(name="close-night", cache_policy=NO_CACHE)
 def close_night(night_id: int, outcome: str) -> dict:
     settings = get_settings()
@@ -66,19 +76,22 @@ def nightly(scheme: str | None = None, source: str | None = None) -> dict:
     late = roll_out_late_approvals()
     if late:
         record_night(night, summary={"late_approvals": late})
-    batch = ingest_new_logs(source)
+    # A night that took over from a dead run goes on with that run's ingest run and candidate.
+    batch = ingest_new_logs(source, run_id=ingest_run_of(night))
     record_night(night, ingest_run_id=batch.run_id)
     dataset = build_dataset(scheme)
     record_night(night, dataset_id=dataset.id)
-    if dataset.id == champion_dataset():
-        return close_night(night, "no new episodes since the champion was trained")
-    candidate = train_candidate(dataset.id)
-    record_night(night, candidate_id=candidate.id)
-    _, verdict = evaluate_candidate(candidate.id)
-    approval = request_approval(candidate.id)
+    candidate_id = rolled_out_candidate(night, dataset.id)
+    if candidate_id is None:
+        if dataset.id == champion_dataset():
+            return close_night(night, "no new episodes since the champion was trained")
+        candidate_id = train_candidate(dataset.id).id
+        record_night(night, candidate_id=candidate_id)
+    _, verdict = evaluate_candidate(candidate_id)
+    approval = request_approval(candidate_id)
     if approval.status != "approved":
         return close_night(night, f"gate {verdict.verdict}; approval {approval.status}")
-    rollout = roll_out(candidate.id)
+    rollout = roll_out(candidate_id)
     stage = rollout.stages[rollout.current_stage]["name"]
     started = "champion on the whole fleet" if rollout.state == "completed" else f"{stage} stage"
     return close_night(

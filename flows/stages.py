@@ -15,10 +15,10 @@ from services.config import get_settings
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
-def ingest_task(source: str | None):
+def ingest_task(source: str | None, run_id: str | None):
     from services.fleetlogs.ingest import ingest_logs
 
-    return ingest_logs(get_settings(), source=source)
+    return ingest_logs(get_settings(), source=source, run_id=run_id)
 
 
 @task(name="build-dataset", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
@@ -88,8 +88,9 @@ def rollout_task(candidate_id: str):
 
 
 @flow(name="ingest-logs")
-def ingest_new_logs(source: str | None = None):
-    return ingest_task(source)
+def ingest_new_logs(source: str | None = None, run_id: str | None = None):
+    """``run_id``: an ingest run to continue (a dead nightly run's); None starts a new one."""
+    return ingest_task(source, run_id)
 
 
 @flow(name="build-dataset")

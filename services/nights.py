@@ -13,6 +13,9 @@ from services.config import Settings
 from services.store import session_scope
 from services.store.models import Episode, NightlyRun, utcnow
 
+# What a run taking over from a dead one carries on with: the night is the same night.
+CARRIED = ("ingest_run_id", "champion_before", "dataset_id", "candidate_id")
+
 
 class NightInProgress(RuntimeError):
     """Another nightly run of this fleet is running: one at a time."""
@@ -25,13 +28,17 @@ def open_night(settings: Settings, *, flow_run_id: str | None) -> int:
     lock, SQLite's write lock); the first opens the night, the others see it running and
     raise NightInProgress. A running night whose process is gone (same host) or whose lease
     ran out is marked abandoned and the new run takes over; every stage's output is keyed
-    by content, so it resumes where the dead one stopped.
+    by content, so it resumes where the dead one stopped. The new run carries on the dead
+    one's night (``CARRIED``): its ingest run, champion before, dataset and candidate, so that
+    the night's report counts what the dead run did.
     """
     from services.rollout.ledger import lock_champion
 
     with session_scope(settings.db_url, write=True) as session:
         champion = lock_champion(session=session)
-        for running in session.scalars(select(NightlyRun).where(NightlyRun.state == "running")):
+        carried: dict[str, Any] = {"champion_before": champion}
+        running_nights = select(NightlyRun).where(NightlyRun.state == "running")
+        for running in session.scalars(running_nights.order_by(NightlyRun.id)):
             if _alive(running):
                 started = f"{running.started_at:%Y-%m-%d %H:%M}"
                 raise NightInProgress(
@@ -39,6 +46,8 @@ def open_night(settings: Settings, *, flow_run_id: str | None) -> int:
                     f"{running.host} pid {running.pid}, started {started} UTC): "
                     "one nightly run at a time"
                 )
+            carried = {key: getattr(running, key) for key in CARRIED}
+            carried["summary"] = {k: v for k, v in running.summary.items() if k != "outcome"}
             running.state = "abandoned"
             running.finished_at = utcnow()
             running.summary = {
@@ -46,8 +55,8 @@ def open_night(settings: Settings, *, flow_run_id: str | None) -> int:
                 "outcome": "abandoned: its process is gone; a later run took over",
             }
         night = NightlyRun(
+            **carried,
             flow_run_id=flow_run_id,
-            champion_before=champion,
             host=socket.gethostname(),
             pid=os.getpid(),
             lease_until=utcnow() + timedelta(seconds=settings.night_lease_s),
@@ -128,6 +137,27 @@ def fleet_figures(settings: Settings, ingest_run_id: str | None) -> dict[str, An
         "interventions_per_episode": interventions / n,
         "interventions_per_robot_hour": interventions / hours if hours else None,
     }
+
+
+def ingest_run_of(settings: Settings, night_id: int) -> str | None:
+    """The ingest run the night has (carried on from a dead run), for ingest to continue."""
+    with session_scope(settings.db_url) as session:
+        return session.get(NightlyRun, night_id).ingest_run_id
+
+
+def rolled_out_candidate(settings: Settings, night_id: int, dataset_id: str) -> str | None:
+    """The night's candidate, if a dead run of the night trained it on this dataset and
+    started its rollout: it may be champion already, so the night goes on with it instead
+    of stopping for want of new episodes or fine-tuning it on its own data."""
+    from services.store.models import Candidate, Rollout
+
+    with session_scope(settings.db_url) as session:
+        return session.scalar(
+            select(Candidate.id)
+            .join(NightlyRun, NightlyRun.candidate_id == Candidate.id)
+            .join(Rollout, Rollout.candidate_id == Candidate.id)
+            .where(NightlyRun.id == night_id, Candidate.dataset_id == dataset_id)
+        )
 
 
 def champion_dataset(settings: Settings) -> str | None:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from services.approval.decisions import approval_of, auto_approve
 from services.config import Settings
 from services.store import session_scope
-from services.store.models import Candidate, Rollout
+from services.store.models import Candidate, NightlyRun, Rollout
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,24 @@ def wait_for_decision(
 
 
 def approved_not_rolled_out(settings: Settings) -> list[str]:
-    """Approved candidates with no rollout yet, oldest first."""
+    """Approved candidates with no rollout yet, oldest first.
+
+    A candidate of a night still running (one that took over from a dead run carries its
+    candidate) is left to that night, which rolls it out in its own order.
+    """
     with session_scope(settings.db_url) as session:
         rolled = select(Rollout.candidate_id)
+        tonight = select(NightlyRun.candidate_id).where(
+            NightlyRun.state == "running", NightlyRun.candidate_id.is_not(None)
+        )
         return list(
             session.scalars(
                 select(Candidate.id)
-                .where(Candidate.status == "approved", Candidate.id.not_in(rolled))
+                .where(
+                    Candidate.status == "approved",
+                    Candidate.id.not_in(rolled),
+                    Candidate.id.not_in(tonight),
+                )
                 .order_by(Candidate.created_at)
             )
         )

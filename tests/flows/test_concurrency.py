@@ -35,13 +35,24 @@ def test_twenty_simultaneous_triggers_open_exactly_one_night(store_settings):
 def test_a_night_whose_process_died_is_taken_over(settings):
     child = subprocess.Popen(["true"])
     child.wait()
+    late = {"late_approvals": ["candidate c0 rollout 1 started: canary stage"]}
     with session_scope(settings.db_url) as session:
-        session.add(NightlyRun(state="running", host=os.uname().nodename, pid=child.pid))
+        session.add(
+            NightlyRun(
+                state="running",
+                host=os.uname().nodename,
+                pid=child.pid,
+                champion_before="3",
+                summary=late,
+            )
+        )
     night = nights.open_night(settings, flow_run_id="after-crash")
     with session_scope(settings.db_url) as session:
         dead, new = session.scalars(select(NightlyRun).order_by(NightlyRun.id)).all()
         assert dead.state == "abandoned" and "took over" in dead.summary["outcome"]
         assert new.id == night and new.state == "running"
+        # the same night goes on: its report starts from what the dead run had done
+        assert new.champion_before == "3" and new.summary == late
 
 
 def test_a_silent_run_elsewhere_blocks_until_its_lease_runs_out(settings):
