@@ -83,6 +83,10 @@ def register_candidate(
         return existing
     client = _client(settings)
     experiment_id = _experiment_id(settings, client)
+    # A registration killed after its run opened, before the version was created, left the
+    # run behind: it is deleted, so that the candidate ends with one run, the registered one.
+    for stale in client.search_runs([experiment_id], f"tags.candidate_id = '{candidate_id}'"):
+        client.delete_run(stale.info.run_id)
     lineage = {
         "candidate_id": candidate_id,
         "dataset_id": dataset_id,
