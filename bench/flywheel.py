@@ -350,6 +350,23 @@ def run_all(config: BenchConfig, work: Path, out: Path) -> list[dict]:
     return [json.loads(line) for f in results for line in f.read_text().splitlines()]
 
 
+def complete_seeds(records: list[dict], config: BenchConfig) -> list[dict]:
+    """The records of the seeds that every arm has finished (a run stopped part-way)."""
+    nights = {(r["arm"], r["seed"]): 0 for r in records}
+    for r in records:
+        nights[(r["arm"], r["seed"])] += 1
+    arms = sorted({arm for arm, _ in nights})
+    seeds = sorted(
+        s
+        for s in {seed for _, seed in nights}
+        if all(nights.get((a, s), 0) == config.nights + 1 for a in arms)
+    )
+    dropped = sorted({seed for _, seed in nights} - set(seeds))
+    if dropped:
+        print(f"(seeds {dropped} are not finished by every arm: left out)", flush=True)
+    return [r for r in records if r["seed"] in seeds]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 nights, 3 arms")
@@ -394,11 +411,14 @@ def main() -> None:
 
     started = time.perf_counter()
     if args.report_only:
-        records = [
-            json.loads(line)
-            for f in sorted(work.glob("*.jsonl"))
-            for line in f.read_text().splitlines()
-        ]
+        records = complete_seeds(
+            [
+                json.loads(line)
+                for f in sorted(work.glob("*.jsonl"))
+                for line in f.read_text().splitlines()
+            ],
+            config,
+        )
     else:
         print(
             f"flywheel benchmark ({mode}): {len(config.arms)} arms x {len(config.seeds)} "
