@@ -31,8 +31,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-# Ray puts Unix sockets under its temp folder; their paths must stay under ~107 bytes.
-MAX_RAY_TEMP_LEN = 48
+# Ray puts Unix sockets under its temp folder, in session_<date>_<time>_<usec>_<pid>/sockets/
+# (up to 64 more characters); a socket's path must stay under 108 bytes.
+MAX_RAY_TEMP_LEN = 40
 # Ray's listening ports besides the GCS and the dashboard; each gets a free ephemeral port.
 INTERNAL_PORTS = (
     "ray-client-server-port",
