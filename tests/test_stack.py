@@ -42,12 +42,14 @@ def stack(tmp_path):
 
 
 def _ray_jobs(env: dict[str, str]) -> dict[str, str]:
-    """The head's jobs and their status, asked in a process of its own: Ray reads
-    RAY_AUTH_MODE once per process, and this one may have started Ray without a token."""
+    """The head's submitted jobs and their status (a driver that joined the head, such as the
+    evaluation's, is listed too, without a submission id), asked in a process of its own:
+    Ray reads RAY_AUTH_MODE once per process, and this one may have started Ray without a
+    token."""
     ask = (
         "import json, sys; from ray.job_submission import JobSubmissionClient; "
         "jobs = JobSubmissionClient(sys.argv[1]).list_jobs(); "
-        "print(json.dumps({j.submission_id: j.status.value for j in jobs}))"
+        "print(json.dumps({j.submission_id: j.status.value for j in jobs if j.submission_id}))"
     )
     answer = subprocess.run(
         [sys.executable, "-c", ask, env["FLYWHEEL_RAY_JOB_ADDRESS"]],

@@ -243,7 +243,7 @@ def with_replay(episodes: list[Episode], seen: set[str], share: float) -> list[E
     replayed, total = [], 0
     for episode in old:
         if total + (episode.steps or 0) > budget:
-            break
+            continue  # a shorter one may still fit
         replayed.append(episode)
         total += episode.steps or 0
     return new + replayed
