@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -69,6 +69,16 @@ class TrainingData:
             have = 1 if self.actions_ahead is None else self.actions_ahead.shape[1]
             raise ValueError(f"a chunk of {size} actions needs {size} steps ahead; data has {have}")
         return self.actions_ahead[:, :size], self.ahead_mask[:, :size]
+
+    def in_vocabulary(self, tasks: tuple[str, ...]) -> TrainingData:
+        """The same steps with task indices into ``tasks``, a superset of this data's tasks:
+        a fine-tuned policy keeps serving every task its parent served, including those
+        tonight's dataset has no steps of."""
+        missing = sorted(set(self.tasks) - set(tasks))
+        if missing:
+            raise ValueError(f"tasks {missing} are not in the vocabulary {tasks}")
+        remap = np.array([tasks.index(t) for t in self.tasks], dtype=np.int64)
+        return replace(self, task_index=remap[self.task_index], tasks=tuple(tasks))
 
     @property
     def state_dim(self) -> int:

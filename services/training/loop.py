@@ -49,13 +49,16 @@ class Run:
     @classmethod
     def start(cls, config: TrainConfig, data: TrainingData, parent: str | None) -> Run:
         torch.manual_seed(config.seed)
+        parent_policy = load_checkpoint(Path(parent)) if parent is not None else None
+        if parent_policy is not None and set(data.tasks) <= set(parent_policy.config.tasks):
+            # tonight's data may cover fewer tasks (the fleet's task mix shifted): the
+            # candidate keeps the parent's tasks, so it still serves the others
+            data = data.in_vocabulary(tuple(parent_policy.config.tasks))
         stats = NormalizationStats.from_arrays(data.states, data.actions)
         cfg = policy_config(config, data)
         model = make_policy(cfg)
-        if parent is not None:
-            parent_policy = load_checkpoint(Path(parent))
-            if parent_policy.config == cfg:  # fine-tune; a changed task set trains afresh
-                model.load_state_dict(parent_policy.model.state_dict())
+        if parent_policy is not None and parent_policy.config == cfg:
+            model.load_state_dict(parent_policy.model.state_dict())  # fine-tune; else afresh
         optimizer = torch.optim.Adam(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )

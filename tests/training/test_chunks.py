@@ -70,3 +70,34 @@ def test_a_chunk_longer_than_the_data_looks_ahead_is_refused():
     flat = TrainingData(data.states, data.actions, data.task_index, data.weights, data.tasks, "d")
     with pytest.raises(ValueError, match="data has 1"):
         flat.chunks(8)
+
+
+def _data(tasks: tuple[str, ...], task_of_steps: list[int], seed: int = 0) -> TrainingData:
+    rng = np.random.default_rng(seed)
+    n = len(task_of_steps)
+    return TrainingData(
+        states=rng.normal(size=(n, 4)).astype(np.float32),
+        actions=rng.uniform(-1, 1, size=(n, 2)).astype(np.float32),
+        task_index=np.asarray(task_of_steps, dtype=np.int64),
+        weights=np.ones(n, np.float32),
+        tasks=tasks,
+        dataset_id="d",
+    )
+
+
+def test_fine_tuning_on_data_of_fewer_tasks_keeps_every_task_of_the_parent(tmp_path):
+    import torch
+
+    from policies.checkpoint import load_checkpoint
+
+    config = TrainConfig(steps=1, batch_size=8)
+    parent = Run.start(config, _data(("push", "reach"), [0, 1] * 20), parent=None)
+    parent.save(tmp_path / "parent")
+    # tonight the fleet worked reach only: the data's vocabulary is ("reach",)
+    child = Run.start(config, _data(("reach",), [0] * 20, seed=1), parent=str(tmp_path / "parent"))
+    assert child.policy_config.tasks == ("push", "reach")
+    assert set(child.data.task_index.tolist()) == {1}  # reach keeps the parent's index
+    parent_weights = load_checkpoint(tmp_path / "parent").model.state_dict()
+    assert all(torch.equal(v, child.model.state_dict()[k]) for k, v in parent_weights.items())
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        _data(("pick-place",), [0]).in_vocabulary(("push", "reach"))
