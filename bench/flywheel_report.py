@@ -176,13 +176,17 @@ def headline(res: Results) -> list[str]:
     window = [n for n in last_mixed if n <= 3]
     n3 = max(window) if window else None
     if n3 is not None:
+        last = res.nights[-1]
         for arm in res.arms:
             gain, lo, hi = paired_ci(res.outcomes(arm, n3), res.outcomes(arm, 0))
+            end, end_lo, end_hi = paired_ci(res.outcomes(arm, last), res.outcomes(arm, 0))
             ok = "meets" if lo >= TARGETS["gain"] else "short of"
             lines.append(
                 f"- **{arm}**: success {res.success(arm, 0)[0]:.0%} at night 0 -> "
                 f"{res.success(arm, n3)[0]:.0%} at night {n3}: gain {gain:+.0%} "
-                f"[{lo:+.0%}, {hi:+.0%}] ({ok} the +40-point target)"
+                f"[{lo:+.0%}, {hi:+.0%}] ({ok} the +40-point target); "
+                f"{res.success(arm, last)[0]:.0%} at night {last}: {end:+.0%} "
+                f"[{end_lo:+.0%}, {end_hi:+.0%}]"
             )
     if {"sirius", "iwr"} <= set(res.arms):
         diffs = []
