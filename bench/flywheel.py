@@ -426,7 +426,7 @@ def main() -> None:
             flush=True,
         )
         records = run_all(config, work, args.out)
-    minutes = (time.perf_counter() - started) / 60
+    minutes = None if args.report_only else (time.perf_counter() - started) / 60
     write_report(records, config, args.out, mode, minutes)
 
 

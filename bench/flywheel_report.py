@@ -354,7 +354,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_report(records: list[dict], config, out: Path, mode: str, minutes: float) -> None:
+def write_report(records: list[dict], config, out: Path, mode: str, minutes: float | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     res = Results(records, tuple(config.tasks))
     rows = night_rows(res)
@@ -379,7 +379,7 @@ def write_report(records: list[dict], config, out: Path, mode: str, minutes: flo
                 if config.shift_night
                 else ""
             )
-            + f". Wall time {minutes:.0f} min.",
+            + (f". Wall time {minutes:.0f} min." if minutes is not None else "."),
             "",
             "## Against the targets",
             "",
