@@ -85,15 +85,19 @@ def write_episode_mcap(recording: EpisodeRecording, path: Path) -> Path:
                 data=json.dumps(payload).encode(),
             )
 
+        # Who and what the episode is: in the episode message and in the metadata record.
+        identity = {
+            "episode_uuid": recording.episode_uuid,
+            "robot_id": recording.robot_id,
+            "task": recording.task,
+            "policy_version": recording.policy_version,
+            "kind": recording.kind,
+            "operator_id": recording.operator_id,
+        }
         emit(
             contract.EPISODE_TOPIC,
             {
-                "episode_uuid": recording.episode_uuid,
-                "robot_id": recording.robot_id,
-                "task": recording.task,
-                "policy_version": recording.policy_version,
-                "kind": recording.kind,
-                "operator_id": recording.operator_id,
+                **identity,
                 "started_at": recording.started_at.isoformat(),
                 "control_hz": recording.control_hz,
                 "state_dim": int(recording.states.shape[1]),
@@ -135,12 +139,7 @@ def write_episode_mcap(recording: EpisodeRecording, path: Path) -> Path:
         # The same facts as a metadata record, for tools that list a file's episode without
         # reading its messages (``mcap info``, Foxglove); the topics stay authoritative.
         facts = {
-            "episode_uuid": recording.episode_uuid,
-            "robot_id": recording.robot_id,
-            "task": recording.task,
-            "policy_version": recording.policy_version,
-            "kind": recording.kind,
-            "operator_id": recording.operator_id,
+            **identity,
             "outcome": recording.outcome,
             "start_ns": start_ns,
             "end_ns": end_ns,
