@@ -133,7 +133,7 @@ def arm_environment(arm: Arm, seed: int, config: BenchConfig, home: Path) -> dic
     return env
 
 
-def run_arm(arm: Arm, seed: int, config: BenchConfig, home: Path, out: Path) -> None:
+def run_arm(arm: Arm, seed: int, config: BenchConfig, out: Path) -> None:
     """Night 0 (lab demos, first policy), then the nights; one JSON line per night."""
     from services.config import configure_runtime, get_settings
     from services.store import migrate
@@ -390,7 +390,7 @@ def main() -> None:
         raw = json.loads(args.config)
         config = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
         arm, seed = ARMS[args.worker[0]], int(args.worker[1])
-        return run_arm(arm, seed, config, Path(os.environ["FLYWHEEL_HOME"]), args.lines)
+        return run_arm(arm, seed, config, args.lines)
 
     config = QUICK if args.quick else BenchConfig()
     if args.seeds:
