@@ -8,7 +8,7 @@ starts, so that Ray's idle processes do not share its CPUs, and with one torch t
 Ray gives a worker with one CPU (OMP_NUM_THREADS=1): with torch's default of one thread per
 core it runs about 10x slower on a busy 2-core machine.
 
-    .venv/bin/python bench/train.py [--steps 4000] [--samples 50000]
+    .venv/bin/python bench/train.py [--steps 100000] [--samples 50000] [--checkpoint-every 1000]
 """
 
 from __future__ import annotations
@@ -69,17 +69,19 @@ def plain(data: TrainingData, config: TrainConfig, folder: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--checkpoint-every", type=int, default=1000)
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
     settings = Settings(home=home)
     configure_runtime(settings)
     data = synthetic(args.samples)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_every=1000)
-    short = TrainConfig(steps=args.steps // 4, batch_size=args.batch, checkpoint_every=1000)
+    every = args.checkpoint_every
+    config = TrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_every=every)
+    short = TrainConfig(steps=args.steps // 4, batch_size=args.batch, checkpoint_every=every)
 
     plain_full = plain(data, config, home / "plain")
     started = time.perf_counter()
@@ -110,7 +112,7 @@ def main() -> None:
     ]
     print(
         f"model: mlp 39->256->256->4, {args.samples} samples, batch {args.batch}, "
-        f"{args.steps} steps, checkpoint every 1000"
+        f"{args.steps} steps, checkpoint every {every}"
     )
     print(f"Ray start-up (ray.init, local, no dashboard): {ray_startup:.1f} s")
     print(f"{'':24} {'seconds':>8} {'samples/s':>10}")
