@@ -70,6 +70,27 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """One Ray head for the session's training jobs, as production keeps one (`flywheel up`).
+
+    The embedded default starts a head per training job (10-20 s each, on every night of
+    every test that trains); tests/training/test_ray_job.py covers that path on its own."""
+    from services.training.ray_head import start_head, stop_head
+
+    folder = tmp_path_factory.mktemp("ray-head")
+    head = start_head(folder / "head", folder / "head.log")
+    yield head
+    stop_head(head.pid)
+
+
+@pytest.fixture
+def ray_jobs(ray_head, monkeypatch) -> str:
+    """Training jobs of this test go to the session's Ray head; returns its job address."""
+    monkeypatch.setenv("FLYWHEEL_RAY_JOB_ADDRESS", ray_head.job_address)
+    return ray_head.job_address
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shutdown_ray_at_end():
     """Tests share one local Ray (started by the first training run); stop it at the end."""

@@ -18,7 +18,7 @@ from services.store.models import (
     Robot,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_jobs")]
 
 
 @pytest.fixture
