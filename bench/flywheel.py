@@ -371,6 +371,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 nights, 3 arms")
     parser.add_argument("--seeds", type=int, help="number of seeds")
+    parser.add_argument(
+        "--add-seeds",
+        help="comma-separated seeds to run and pool with the records already kept in --out",
+    )
     parser.add_argument("--nights", type=int, help="nights after the lab's night 0")
     parser.add_argument("--arms", help=f"comma-separated, of: {', '.join(ARMS)}")
     parser.add_argument("--jobs", type=int, help="arms run side by side (default 3)")
@@ -395,6 +399,13 @@ def main() -> None:
     config = QUICK if args.quick else BenchConfig()
     if args.seeds:
         config = replace(config, seeds=tuple(range(args.seeds)))
+    earlier: list[dict] = []
+    if args.add_seeds:
+        try:
+            added = tuple(int(x) for x in args.add_seeds.split(","))
+        except ValueError:
+            parser.error(f"--add-seeds takes seeds like 3,4, not {args.add_seeds!r}")
+        config = replace(config, seeds=added)
     if args.nights:
         config = replace(config, nights=args.nights)
     if args.arms:
@@ -409,15 +420,22 @@ def main() -> None:
 
     from bench.flywheel_report import write_report
 
+    # Every night's record (evaluation outcomes per seed, the shift, the candidate) is kept
+    # next to the figures, so a later run can redo or extend them without the work folder.
+    kept = args.out / f"flywheel-{mode}-records.jsonl"
+    if args.add_seeds and kept.exists():
+        earlier = [
+            r
+            for r in map(json.loads, kept.read_text().splitlines())
+            if r["seed"] not in config.seeds
+        ]
     started = time.perf_counter()
     if args.report_only:
+        files = sorted(work.glob("*.jsonl")) or ([kept] if kept.exists() else [])
+        if not files:
+            parser.error(f"no worker files under {work} and no {kept}: nothing to report")
         records = complete_seeds(
-            [
-                json.loads(line)
-                for f in sorted(work.glob("*.jsonl"))
-                for line in f.read_text().splitlines()
-            ],
-            config,
+            [json.loads(line) for f in files for line in f.read_text().splitlines()], config
         )
     else:
         print(
@@ -426,8 +444,11 @@ def main() -> None:
             flush=True,
         )
         records = run_all(config, work, args.out)
+        if earlier:
+            records = complete_seeds(earlier + records, config)
     minutes = None if args.report_only else (time.perf_counter() - started) / 60
     write_report(records, config, args.out, mode, minutes)
+    kept.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 if __name__ == "__main__":
