@@ -100,6 +100,19 @@ def test_a_night_runs_end_to_end_in_production_mode_and_down_stops_everything(st
         completed = text("SELECT count(*) FROM nightly_runs WHERE state = 'completed'")
         assert conn.scalar(completed) == 2
     engine.dispose()
+    # lineage on PostgreSQL: the second model back to the robots and interventions behind it
+    done = subprocess.run(
+        [flywheel, "lineage", "--model", second["candidate"]["version"]],
+        env={**os.environ, **env, **toy},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    chain = json.loads(done.stdout)["chain"]
+    assert [m["model_version"] for m in chain] == [second["candidate"]["version"], "1"]
+    assert set(chain[0]["episodes_by_robot"]) == {"lab", "robot-00", "robot-01"}
+    assert chain[0]["interventions"] > 0 and chain[1]["interventions"] == 0
     registry = f"{env['FLYWHEEL_MLFLOW_TRACKING_URI']}/api/2.0/mlflow/registered-models/get"
     with urllib.request.urlopen(f"{registry}?name=flywheel-policy", timeout=5) as answer:
         assert json.loads(answer.read())["registered_model"]["name"] == "flywheel-policy"

@@ -22,11 +22,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_jobs")]
 
 
 @pytest.fixture
-def toy_settings(request, tmp_path, monkeypatch, prefect_harness) -> Settings:
-    """The toy task end to end; parametrised indirectly with "postgres" to swap the store."""
+def toy_settings(tmp_path, monkeypatch, prefect_harness) -> Settings:
+    """The toy task end to end on the embedded default (SQLite)."""
     monkeypatch.delenv("FLYWHEEL_DATABASE_URL", raising=False)
-    if getattr(request, "param", "sqlite") == "postgres":
-        monkeypatch.setenv("FLYWHEEL_DATABASE_URL", request.getfixturevalue("postgres_url"))
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FLYWHEEL_TASKS", '["toy-reach"]')
     monkeypatch.setenv("FLYWHEEL_EVAL_EPISODES", "20")
@@ -38,9 +36,7 @@ def toy_settings(request, tmp_path, monkeypatch, prefect_harness) -> Settings:
     return settings
 
 
-@pytest.mark.parametrize(
-    "toy_settings", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
+# On SQLite; tests/test_stack.py runs the same two nights on PostgreSQL in production mode.
 def test_two_nights_train_a_champion_then_a_candidate_from_the_fleets_interventions(toy_settings):
     from flows.nightly import nightly
     from flows.simulation import simulate_nights
