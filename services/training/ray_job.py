@@ -98,7 +98,8 @@ def run_job(
                 *([f"--parent {shlex.quote(str(parent_checkpoint))}"] if parent_checkpoint else []),
             ]
         )
-        client.submit_job(
+        _submit(
+            client,
             entrypoint=entrypoint,
             submission_id=job_id,
             runtime_env={"env_vars": {"FLYWHEEL_HOME": str(settings.root)}},
@@ -125,6 +126,24 @@ def run_job(
             "does the Ray cluster share FLYWHEEL_HOME with this process?"
         )
     return published(final, time.perf_counter() - started)
+
+
+# A head's job API answers before its node's agent has registered to run jobs; on a busy
+# machine that takes a while, and the API says so with this message.
+AGENT_NOT_READY = "No available agent to submit job"
+
+
+def _submit(client, *, agent_wait_s: float = 120.0, **job) -> None:
+    """Submit the job, waiting up to ``agent_wait_s`` for the head's job agent to come up."""
+    deadline = time.monotonic() + agent_wait_s
+    while True:
+        try:
+            client.submit_job(**job)
+            return
+        except RuntimeError as exc:
+            if AGENT_NOT_READY not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def _job_id(jobs: dict, candidate_id: str) -> str:

@@ -80,3 +80,33 @@ def test_a_long_home_gets_a_short_ray_folder_whose_socket_paths_fit():
     for folder in (Path("/tmp/h"), Path("/tmp/benchwork/full/sirius-no-replay-s0/ray/head")):
         assert len(f"{temp_dir_for(folder)}/{session}".encode()) <= 107
     assert temp_dir_for(Path("/tmp/h")) == Path("/tmp/h")
+
+
+class _Client:
+    """A job API whose agent comes up after ``not_ready`` refusals."""
+
+    def __init__(self, not_ready: int, error: str = "") -> None:
+        self.not_ready, self.error, self.submitted = not_ready, error, []
+
+    def submit_job(self, **job) -> None:
+        if self.error:
+            raise RuntimeError(self.error)
+        if self.not_ready:
+            self.not_ready -= 1
+            raise RuntimeError(
+                "Request failed with status code 500: No available agent to "
+                "submit job, please try again later.."
+            )
+        self.submitted.append(job)
+
+
+def test_a_submission_waits_for_the_heads_job_agent_and_other_errors_fail_at_once():
+    from services.training.ray_job import _submit
+
+    client = _Client(not_ready=2)
+    _submit(client, entrypoint="python -V", submission_id="train-x")
+    assert client.submitted == [{"entrypoint": "python -V", "submission_id": "train-x"}]
+    with pytest.raises(RuntimeError, match="No available agent"):
+        _submit(_Client(not_ready=99), agent_wait_s=0, entrypoint="python -V")
+    with pytest.raises(RuntimeError, match="bad runtime_env"):
+        _submit(_Client(not_ready=0, error="bad runtime_env"), entrypoint="python -V")
