@@ -74,8 +74,9 @@ def prefect_harness():
 def ray_head(tmp_path_factory):
     """One Ray head for the session's training jobs, as production keeps one (`flywheel up`).
 
-    The embedded default starts a head per training job (10-20 s each, on every night of
-    every test that trains); tests/training/test_ray_job.py covers that path on its own."""
+    The embedded default starts and stops a head per training job (about 6 s on a quiet
+    machine, far more under load, on every night of every test that trains);
+    tests/training/test_ray_job.py covers that path on its own."""
     from services.training.ray_head import start_head, stop_head
 
     folder = tmp_path_factory.mktemp("ray-head")

@@ -100,6 +100,7 @@ def run_job(
         )
         _submit(
             client,
+            poll_s=poll_s,
             entrypoint=entrypoint,
             submission_id=job_id,
             runtime_env={"env_vars": {"FLYWHEEL_HOME": str(settings.root)}},
@@ -133,7 +134,7 @@ def run_job(
 AGENT_NOT_READY = "No available agent to submit job"
 
 
-def _submit(client, *, agent_wait_s: float = 120.0, **job) -> None:
+def _submit(client, *, poll_s: float, agent_wait_s: float = 120.0, **job) -> None:
     """Submit the job, waiting up to ``agent_wait_s`` for the head's job agent to come up."""
     deadline = time.monotonic() + agent_wait_s
     while True:
@@ -143,7 +144,7 @@ def _submit(client, *, agent_wait_s: float = 120.0, **job) -> None:
         except RuntimeError as exc:
             if AGENT_NOT_READY not in str(exc) or time.monotonic() > deadline:
                 raise
-            time.sleep(2)
+            time.sleep(poll_s)
 
 
 def _job_id(jobs: dict, candidate_id: str) -> str:

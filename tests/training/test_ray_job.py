@@ -104,9 +104,9 @@ def test_a_submission_waits_for_the_heads_job_agent_and_other_errors_fail_at_onc
     from services.training.ray_job import _submit
 
     client = _Client(not_ready=2)
-    _submit(client, entrypoint="python -V", submission_id="train-x")
+    _submit(client, poll_s=0, entrypoint="python -V", submission_id="train-x")
     assert client.submitted == [{"entrypoint": "python -V", "submission_id": "train-x"}]
     with pytest.raises(RuntimeError, match="No available agent"):
-        _submit(_Client(not_ready=99), agent_wait_s=0, entrypoint="python -V")
+        _submit(_Client(not_ready=99), poll_s=0, agent_wait_s=0, entrypoint="python -V")
     with pytest.raises(RuntimeError, match="bad runtime_env"):
-        _submit(_Client(not_ready=0, error="bad runtime_env"), entrypoint="python -V")
+        _submit(_Client(error="bad runtime_env", not_ready=0), poll_s=0, entrypoint="python -V")
