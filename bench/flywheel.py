@@ -401,6 +401,8 @@ def main() -> None:
         config = replace(config, seeds=tuple(range(args.seeds)))
     earlier: list[dict] = []
     if args.add_seeds:
+        if args.seeds or args.report_only:
+            parser.error("--add-seeds runs the seeds it names: not with --seeds or --report-only")
         try:
             added = tuple(int(x) for x in args.add_seeds.split(","))
         except ValueError:
