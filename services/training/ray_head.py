@@ -10,8 +10,8 @@ The GCS and dashboard listen where asked; Ray's other listening ports are free e
 ones, so two heads on one machine do not collide and none falls in 10002-19999, the range
 Ray's worker processes take.
 
-Ray 2.60 heads require a token (``~/.ray/auth_token``, made by the first head);
-``configure_runtime`` sets ``RAY_AUTH_MODE=token`` so that Flywheel's drivers and job clients
+Ray 2.60 heads require a token (``~/.ray/auth_token``); ``ray start`` refuses to run without
+one, so ``start_head`` has Ray make it first on a machine that has none. ``configure_runtime`` sets ``RAY_AUTH_MODE=token`` so that Flywheel's drivers and job clients
 send it. Without the token a driver is refused, which is what once looked like the node
 address (192.0.2.2 on the development machine) being unreachable: it is reachable.
 """
@@ -102,11 +102,13 @@ def start_head(
     ]
     # Job entrypoints run `python`: this interpreter, the one with Flywheel installed.
     path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    head_env = {**os.environ, **(env or {}), "PATH": path, "RAY_AUTH_MODE": "token"}
+    ensure_auth_token(head_env)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
             argv,
-            env={**os.environ, **(env or {}), "PATH": path, "RAY_AUTH_MODE": "token"},
+            env=head_env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -121,6 +123,26 @@ def start_head(
     stop_head(process.pid, timeout_s=10)
     tail = log.read_text(errors="replace")[-2000:]
     raise RayHeadError(f"the Ray head did not start in {timeout_s:.0f} s; its log ends:\n{tail}")
+
+
+def ensure_auth_token(env: dict[str, str]) -> None:
+    """Have Ray make its token (``~/.ray/auth_token``) unless ``env`` already points at one:
+    a fresh machine has none, and ``ray start --head`` in token mode refuses to start."""
+    if env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    home = Path(env.get("HOME") or Path.home())
+    if (home / ".ray" / "auth_token").exists():
+        return
+    made = subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"],
+        env=env,
+        stdout=subprocess.DEVNULL,  # it prints the token: keep that out of logs
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        raise RayHeadError(f"could not make Ray's auth token: {made.stderr.strip()[-2000:]}")
 
 
 def stop_head(pid: int, *, timeout_s: float = 30) -> None:
