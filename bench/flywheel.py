@@ -19,9 +19,11 @@ Results (markdown, CSV, PNG) land in bench/results/ (``--out``); see docs/benchm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -133,8 +135,8 @@ def arm_environment(arm: Arm, seed: int, config: BenchConfig, home: Path) -> dic
     return env
 
 
-def run_arm(arm: Arm, seed: int, config: BenchConfig, out: Path) -> None:
-    """Night 0 (lab demos, first policy), then the nights; one JSON line per night."""
+def run_arm(arm: Arm, seed: int, config: BenchConfig, out: Path, nights: tuple[int, int]) -> None:
+    """Nights ``first..last`` (night 0: lab demos, the first policy); one JSON line each."""
     from services.config import configure_runtime, get_settings
     from services.store import migrate
 
@@ -149,7 +151,7 @@ def run_arm(arm: Arm, seed: int, config: BenchConfig, out: Path) -> None:
     with local_head(settings.ray_dir) as head, out.open("w") as sink:
         os.environ["FLYWHEEL_RAY_JOB_ADDRESS"] = head.job_address
         try:
-            for night in range(config.nights + 1):
+            for night in range(nights[0], nights[1] + 1):
                 sink.write(json.dumps(run_night(arm, seed, night, config)) + "\n")
                 sink.flush()
         finally:
@@ -302,18 +304,17 @@ def night_record(
 
 
 def run_all(config: BenchConfig, work: Path, out: Path) -> list[dict]:
+    """Night 0 once per seed (the lab: identical in every arm), then every (arm, seed) from a
+    copy of that seed's lab home, each in a worker process of its own."""
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(ARMS[a], s) for s in config.seeds for a in config.arms]
 
-    def one(job: tuple[Arm, int]) -> Path | str:
-        arm, seed = job
-        home = work / f"{arm.name}-s{seed}"
-        shutil.rmtree(home, ignore_errors=True)
-        lines = work / f"{arm.name}-s{seed}.jsonl"
+    def worker(arm: Arm, seed: int, name: str, nights: tuple[int, int]) -> Path:
+        lines, log_file = work / f"{name}-s{seed}.jsonl", work / f"{name}-s{seed}.log"
+        home = work / f"{name}-s{seed}"
         env = {**os.environ, **arm_environment(arm, seed, config, home)}
         started = time.perf_counter()
-        with (work / f"{arm.name}-s{seed}.log").open("w") as log:
+        with log_file.open("w") as log:
             proc = subprocess.run(
                 [
                     sys.executable,
@@ -325,6 +326,8 @@ def run_all(config: BenchConfig, work: Path, out: Path) -> list[dict]:
                     json.dumps(asdict(config)),
                     "--lines",
                     str(lines),
+                    "--worker-nights",
+                    *map(str, nights),
                 ],
                 env=env,
                 stdout=log,
@@ -332,22 +335,98 @@ def run_all(config: BenchConfig, work: Path, out: Path) -> list[dict]:
                 check=False,
             )
         took = time.perf_counter() - started
-        if proc.returncode != 0:  # the other arms go on; the report names the failure
-            failure = (
-                f"arm {arm.name} seed {seed} failed (exit {proc.returncode}) after {took:.0f} s; "
-                f"see {work / f'{arm.name}-s{seed}.log'}"
+        if proc.returncode != 0:
+            raise WorkerFailed(
+                f"{name} seed {seed} failed (exit {proc.returncode}) after {took:.0f} s; "
+                f"see {log_file}"
             )
-            print(f"  {failure}", flush=True)
-            return failure
-        print(f"  {arm.name:17s} seed {seed}: {took:5.0f} s", flush=True)
+        print(f"  {name:17s} seed {seed}: {took:5.0f} s", flush=True)
         return lines
 
+    def lab(seed: int) -> list[dict]:
+        shutil.rmtree(work / f"lab-s{seed}", ignore_errors=True)
+        lines = worker(ARMS["none"], seed, "lab", (0, 0))
+        settle_home(work / f"lab-s{seed}")
+        return [json.loads(line) for line in lines.read_text().splitlines()]
+
+    def arm_run(arm: Arm, seed: int) -> list[dict]:
+        night_zero = labs[seed].result()
+        home = work / f"{arm.name}-s{seed}"
+        shutil.rmtree(home, ignore_errors=True)
+        copy_home(work / f"lab-s{seed}", home)
+        lines = worker(arm, seed, arm.name, (1, config.nights))
+        later = [json.loads(line) for line in lines.read_text().splitlines()]
+        return [{**record, "arm": arm.name} for record in night_zero] + later
+
+    # Labs first: an arm's thread waits for its seed's lab, which by then has a thread.
     with ThreadPoolExecutor(max_workers=config.jobs) as pool:
-        results = list(pool.map(one, jobs))
-    failures = [r for r in results if isinstance(r, str)]
+        labs = {seed: pool.submit(lab, seed) for seed in config.seeds}
+        runs = [pool.submit(arm_run, ARMS[a], s) for s in config.seeds for a in config.arms]
+        records: list[dict] = []
+        failures: dict[str, None] = {}  # a failed lab fails each of its arms: named once
+        for run in runs:  # the other arms go on; the report names the failures
+            try:
+                records += run.result()
+            except WorkerFailed as failure:
+                failures[str(failure)] = None
     if failures:
+        for failure in failures:
+            print(f"  {failure}", flush=True)
         raise SystemExit("flywheel benchmark: " + "; ".join(failures))
-    return [json.loads(line) for f in results for line in f.read_text().splitlines()]
+    return records
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process exited with an error; the message names its log."""
+
+
+def settle_home(home: Path) -> None:
+    """Fold SQLite's write-ahead logs into the database files, once the home's worker has
+    ended, so that a copy of the ``.db`` files alone holds everything."""
+    for database in home.glob("*.db"):
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise RuntimeError(f"{database} is still in use: its home cannot be copied yet")
+
+
+def copy_home(source: Path, target: Path) -> None:
+    """Copy a settled FLYWHEEL_HOME and make it stand on its own: the paths that Flywheel's
+    and MLflow's databases and MLflow's MLmodel files hold are rewritten from source to
+    target. Ray's head folder stays behind (each worker starts a head of its own)."""
+    unsettled = [p for p in source.glob("*.db-wal") if p.stat().st_size]
+    if unsettled:
+        raise RuntimeError(f"{unsettled[0]} holds writes not yet in its database: settle first")
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("ray", "*.db-wal", "*.db-shm"))
+    old, new = str(source), str(target)
+    for path in target.rglob("*"):
+        if not path.is_file() or path.stat().st_size == 0:
+            continue
+        data = path.read_bytes()
+        if old.encode() not in data:
+            continue
+        if data.startswith(b"SQLite format 3\0"):
+            relocate_sqlite(path, old, new)
+        else:
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                raise RuntimeError(f"{path} holds {old} and is neither SQLite nor text") from None
+            path.write_text(text.replace(old, new))
+
+
+def relocate_sqlite(path: Path, old: str, new: str) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name, kind = column[1], column[2].upper()
+                if any(word in kind for word in ("CHAR", "TEXT", "CLOB", "JSON")) or not kind:
+                    db.execute(
+                        f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?) '
+                        f'WHERE instr("{name}", ?) > 0',
+                        (old, new, old),
+                    )
 
 
 def complete_seeds(records: list[dict], config: BenchConfig) -> list[dict]:
@@ -388,13 +467,14 @@ def main() -> None:
     parser.add_argument("--worker", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--lines", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-nights", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         raw = json.loads(args.config)
         config = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
         arm, seed = ARMS[args.worker[0]], int(args.worker[1])
-        return run_arm(arm, seed, config, args.lines)
+        return run_arm(arm, seed, config, args.lines, tuple(args.worker_nights))
 
     config = QUICK if args.quick else BenchConfig()
     if args.seeds:
