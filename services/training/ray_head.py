@@ -11,9 +11,10 @@ ones, so two heads on one machine do not collide and none falls in 10002-19999, 
 Ray's worker processes take.
 
 Ray 2.60 heads require a token (``~/.ray/auth_token``); ``ray start`` refuses to run without
-one, so ``start_head`` has Ray make it first on a machine that has none. ``configure_runtime`` sets ``RAY_AUTH_MODE=token`` so that Flywheel's drivers and job clients
-send it. Without the token a driver is refused, which is what once looked like the node
-address (192.0.2.2 on the development machine) being unreachable: it is reachable.
+one, so ``start_head`` has Ray make it first on a machine that has none. ``configure_runtime``
+sets ``RAY_AUTH_MODE=token`` so that Flywheel's drivers and job clients send it. Without the
+token a driver is refused, which is what once looked like the node address (192.0.2.2 on the
+development machine) being unreachable: it is reachable.
 """
 
 from __future__ import annotations
