@@ -85,13 +85,17 @@ class Results:
     def shift_sum(self, arm: str, night: int, key: str) -> float:
         return sum(r["shift"][key] for r in self.get(arm, night) if "shift" in r)
 
-    def forgetting(self, arm: str, night: int) -> float | None:
-        """Mean over seeds of the mean drop of tasks the fleet no longer works."""
+    def forgetting(self, arm: str, night: int, *, candidate: bool = False) -> float | None:
+        """Mean over seeds of the mean drop of tasks the fleet no longer works: of the night's
+        champion, or (``candidate``) of the candidate the gate judged that night, promoted or
+        not, against the best champion before the shift."""
         drops = []
         for seed in self.seeds:
-            now = self.by.get((arm, seed, night))
-            if now is None or "eval" not in now:
+            record = self.by.get((arm, seed, night))
+            now = (record or {}).get("candidate", {}) if candidate else record
+            if not now or "eval" not in now:
                 continue
+            now = {**now, "fleet_tasks": record["fleet_tasks"]}
             dropped = [t for t in self.tasks if t not in now["fleet_tasks"]]
             if not dropped:
                 return None
@@ -153,6 +157,7 @@ def night_rows(res: Results) -> list[dict]:
                     successes_per_robot_hour=successes / robot_hours,
                 )
             row["forgetting"] = res.forgetting(arm, night)
+            row["candidate_forgetting"] = res.forgetting(arm, night, candidate=True)
             cands = [r["candidate"] for r in recs if "candidate" in r]
             if cands:
                 row.update(
@@ -211,10 +216,21 @@ def headline(res: Results) -> list[str]:
     last = res.nights[-1]
     for arm in ("sirius", "sirius-no-replay"):
         f = res.forgetting(arm, last) if arm in res.arms else None
-        if f is not None:
-            lines.append(
-                f"- **{arm}** forgetting at night {last}: {f:.3f} (target <= 0.05 with replay)"
+        if f is None:
+            continue
+        line = f"- **{arm}** forgetting at night {last}: {f:.3f} (target <= 0.05 with replay)"
+        after = [
+            c
+            for n in res.nights
+            if (c := res.forgetting(arm, n, candidate=True)) is not None
+            and res.forgetting(arm, n) is not None
+        ]
+        if after:
+            line += (
+                f"; its candidates after the shift, promoted or not: {np.mean(after):.3f} "
+                f"(mean over {len(after)} nights)"
             )
+        lines.append(line)
     worse, total, below = 0, 0, []
     for (arm, seed, night), r in sorted(res.by.items()):
         if "audit" not in r:
@@ -266,6 +282,7 @@ def markdown_table(rows: list[dict], tasks: tuple[str, ...]) -> str:
         ("ROHE", "return_on_human_effort", "f2"),
         ("successes / robot-h", "successes_per_robot_hour", "int"),
         ("forgetting", "forgetting", "f3"),
+        ("candidate forgetting", "candidate_forgetting", "f3"),
         ("dataset steps", "dataset_steps", "int"),
         ("train s", "train_seconds", "int"),
         ("promoted", "promoted", "str"),

@@ -7,11 +7,15 @@ sized arm: 39-D state, 4-D action, 200 steps at 10 Hz), then, each in a fresh pr
         (mcap + json, mcap-ros2-support, rosbags, h5py, pyarrow);
 - ingest: ``ingest_logs`` on a fresh FLYWHEEL_HOME (hash, decode, align, validate with Great
         Expectations, write Parquet, index in SQLite), on a quarter of the corpus and on all
-        of it, to show that peak memory stays flat as the corpus grows.
+        of it, to show that peak memory stays flat as the corpus grows;
+- floor (robomimic, LeRobot: the formats whose library only copies arrays): the least any
+        ingest that keeps the frames must do, with libraries alone: the raw decode, SHA-256 of
+        the source bytes, the frames written to Parquet as the episode store writes them.
 
-It prints MB/s and episodes/s for both, the ratio ingest/raw (the goal is >= 0.8), the same
-ratio in CPU seconds (steadier on a shared machine) and peak RSS. The corpus lives in a
-scratch folder that is removed afterwards (check ``df -h``).
+It prints MB/s and episodes/s for both, the ratio raw/ingest (the goal is >= 0.8), the same
+ratio in CPU seconds (steadier on a shared machine), the ceiling raw/floor (the best ratio
+that storing the frames allows at all) and peak RSS. The corpus lives in a scratch folder
+that is removed afterwards (check ``df -h``).
 
     .venv/bin/python bench/ingest.py [--size-mb 500] [--formats mcap,ros1-bag,...] [--quick]
 """
@@ -19,6 +23,7 @@ scratch folder that is removed afterwards (check ``df -h``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -206,6 +211,96 @@ def raw_decode(kind: str, root: Path) -> int:
     return count
 
 
+# The formats whose library only copies arrays: for them the raw decode is far cheaper than
+# anything that keeps the frames, and the store floor below says how much.
+ARRAY_FORMATS = ("robomimic", "lerobot")
+
+
+def _decoded_arrays(kind: str, root: Path):
+    """(state, action) arrays per episode, decoded by the format library alone."""
+    if kind == "robomimic":
+        import h5py
+
+        for path in sorted(root.rglob("*.hdf5")):
+            with h5py.File(path) as f:
+                for name in f["data"]:
+                    demo = f["data"][name]
+                    demo["dones"][()]
+                    yield demo["obs/robot_state"][()], demo["actions"][()]
+        return
+    import pyarrow.parquet as pq
+
+    for path in sorted(root.rglob("data/chunk-*/*.parquet")):
+        table = pq.read_table(path)
+        owners = table.column("episode_index").to_numpy()
+        states, actions = (_matrix(table.column(name)) for name in ("observation.state", "action"))
+        for episode in np.unique(owners):
+            rows = owners == episode
+            yield states[rows], actions[rows]
+
+
+def _matrix(column) -> np.ndarray:
+    """A fixed-size-list or list column as a (rows, width) array, without a copy per row."""
+    values = column.combine_chunks()
+    flat = values.flatten().to_numpy()
+    return flat.reshape(len(values), -1)
+
+
+def store_floor(kind: str, root: Path) -> int:
+    """The least that an ingest which keeps the frames must do, with libraries alone: the raw
+    decode, a SHA-256 of every source byte (content ids), and the decoded frames written to
+    Parquet as the episode store writes them (float32 vectors, no dictionary on floats), in
+    files of CHUNK_FRAMES. No validation, no index, no metadata."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from services.fleetlogs.ingest import CHUNK_FRAMES
+
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        with open(path, "rb") as stream:
+            hashlib.file_digest(stream, "sha256")
+    out = Path(tempfile.mkdtemp(prefix="floor-", dir=root.parent))
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    count = files = 0
+
+    def flush() -> None:
+        nonlocal pending, files, count
+        if not pending:
+            return
+        states = np.concatenate([s for s, _ in pending]).astype(np.float32)
+        actions = np.concatenate([a for _, a in pending]).astype(np.float32)
+        lengths = [len(s) for s, _ in pending]
+        table = pa.table(
+            {
+                "observation.state": pa.FixedSizeListArray.from_arrays(
+                    states.reshape(-1), states.shape[1]
+                ),
+                "action": pa.FixedSizeListArray.from_arrays(actions.reshape(-1), actions.shape[1]),
+                "episode_index": np.repeat(np.arange(len(pending)) + count, lengths),
+                "frame_index": np.concatenate([np.arange(n) for n in lengths]),
+            }
+        )
+        pq.write_table(table, out / f"file-{files:03d}.parquet", use_dictionary=["episode_index"])
+        files += 1
+        count += len(pending)
+        pending = []
+
+    try:
+        frames = 0
+        for states, actions in _decoded_arrays(kind, root):
+            pending.append((states, actions))
+            frames += len(states)
+            if frames >= CHUNK_FRAMES:
+                flush()
+                frames = 0
+        flush()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return count
+
+
 def prepared_settings(home: Path):
     """A fresh FLYWHEEL_HOME with its store migrated (not part of what is timed)."""
     os.environ["FLYWHEEL_HOME"] = str(home)
@@ -237,14 +332,33 @@ def _measure(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _child(what: str, kind: str, source: str, home: str | None) -> None:
-    if what == "ingest":
-        # Import cost (GX, SQLAlchemy) and migrations are paid once a night, not per log.
-        import great_expectations  # noqa: F401
+# What each format's raw decode imports: imported before the clock starts, as Flywheel's are.
+LIBRARIES = {
+    "mcap": "mcap.reader",
+    "ros2-mcap": "mcap_ros2.reader",
+    "ros1-bag": "rosbags.highlevel",
+    "ros2-bag": "rosbags.highlevel",
+    "robomimic": "h5py",
+    "lerobot": "pyarrow.parquet",
+}
 
+
+def _child(what: str, kind: str, source: str, home: str | None) -> None:
+    importlib.import_module(LIBRARIES[kind])
+    if what in ("ingest", "floor"):
+        # Import cost (GX, SQLAlchemy, pyarrow) and migrations are paid once a night, not per log.
+        importlib.import_module("pyarrow.parquet")
+        importlib.import_module("services.fleetlogs.ingest")
+    if what == "ingest":
+        importlib.import_module("great_expectations")
         settings = prepared_settings(Path(home))
     started, cpu = time.perf_counter(), time.process_time()
-    episodes = raw_decode(kind, Path(source)) if what == "raw" else ingest(Path(source), settings)
+    if what == "raw":
+        episodes = raw_decode(kind, Path(source))
+    elif what == "floor":
+        episodes = store_floor(kind, Path(source))
+    else:
+        episodes = ingest(Path(source), settings)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "cpu": cpu, "episodes": episodes, "peak_mib": peak}))
@@ -269,7 +383,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="flywheel-bench-", dir=args.scratch))
     header = (
         f"{'format':<10} {'corpus':>9} {'episodes':>8} | {'raw MB/s':>8} {'ep/s':>7} | "
-        f"{'ingest MB/s':>11} {'ep/s':>7} | {'ratio':>5} {'cpu':>5} | peak RSS MiB (1/4 -> all)"
+        f"{'ingest MB/s':>11} {'ep/s':>7} | {'ratio':>5} {'cpu':>5} | "
+        f"{'floor MB/s':>10} {'ceil':>5} {'cpu':>5} | peak RSS MiB (1/4 -> all)"
     )
     print(f"corpus {size_mb:g} MB per format under {scratch}\n{header}\n{'-' * len(header)}")
     try:
@@ -284,11 +399,19 @@ def main() -> None:
             # The same ratio in CPU seconds: on a shared machine the wall clock also measures
             # whoever else ran at the time.
             cpu_ratio = raw["cpu"] / full["cpu"]
+            # The best ratio any ingest that stores the frames could reach: raw / store floor.
+            floor_text = f"{'-':>10} {'-':>5} {'-':>5}"
+            if kind in ARRAY_FORMATS:
+                floor = _measure(["floor", kind, str(corpus)])
+                floor_text = (
+                    f"{mb / floor['seconds']:>10.1f} {raw['seconds'] / floor['seconds']:>5.2f} "
+                    f"{raw['cpu'] / floor['cpu']:>5.2f}"
+                )
             print(
                 f"{kind:<10} {mb:>6.0f} MB {full['episodes']:>8} | "
                 f"{mb / raw['seconds']:>8.1f} {raw['episodes'] / raw['seconds']:>7.1f} | "
                 f"{mb / full['seconds']:>11.1f} {full['episodes'] / full['seconds']:>7.1f} | "
-                f"{ratio:>5.2f} {cpu_ratio:>5.2f} | "
+                f"{ratio:>5.2f} {cpu_ratio:>5.2f} | {floor_text} | "
                 f"{quarter['peak_mib']:.0f} -> {full['peak_mib']:.0f}",
                 flush=True,
             )

@@ -66,3 +66,25 @@ def test_paired_differences_get_an_interval_that_excludes_zero_only_with_evidenc
     assert d == 0.8 and 0 < lo < d < hi <= 1
     d, lo, hi = paired_ci(np.array([1, 0] * 20), np.array([0, 1] * 20))
     assert d == 0 and lo < 0 < hi
+
+
+def test_a_refused_candidate_that_forgot_shows_though_the_champion_did_not():
+    cand = {"dataset_steps": 1, "train_seconds": 1, "promoted": False, "verdict": "fail"}
+    records = [
+        _record("sirius-no-replay", 0, 0, [1, 1, 0, 0], [0, 0, 0, 0]),
+        _record("sirius-no-replay", 0, 1, [1, 1, 1, 0], [0, 0, 0, 0]),  # reach at best: 0.75
+        _record(
+            "sirius-no-replay",
+            0,
+            2,
+            [1, 1, 1, 0],  # the champion stays: no forgetting on the fleet
+            [0, 0, 0, 0],
+            fleet=("pick-place",),
+            candidate={**cand, "eval": {"reach": [0, 0, 0, 0], "pick-place": [1, 1, 1, 1]}},
+        ),
+    ]
+    res = Results(records, TASKS)
+    assert res.forgetting("sirius-no-replay", 2) == 0.0
+    assert res.forgetting("sirius-no-replay", 2, candidate=True) == 0.75
+    assert next(r for r in night_rows(res) if r["night"] == 2)["candidate_forgetting"] == 0.75
+    assert any("candidates after the shift, promoted or not: 0.750" in x for x in headline(res))
