@@ -280,23 +280,21 @@ def night_record(
     if champion is None:
         return record
     seeds = range(config.eval_episodes)
-    if candidate:
-        # The candidate as the gate saw it, promoted or not (stored by the gate's evaluation,
-        # so read back, not run again): forgetting shows here first, as the gate refuses it.
-        outcomes = evaluate_version(
-            settings,
-            candidate["version"],
-            policy_checkpoint(settings, candidate["version"]),
-            config.tasks,
-            seeds,
-        )
-        record["candidate"]["eval"] = {
-            t: [bool(outcomes[t][s]) for s in seeds] for t in config.tasks
-        }
     outcomes = evaluate_version(
         settings, champion, policy_checkpoint(settings, champion), config.tasks, seeds
     )
     record["eval"] = {t: [bool(outcomes[t][s]) for s in seeds] for t in config.tasks}
+    if candidate:
+        # The candidate as the gate saw it, promoted or not (stored by the gate's evaluation,
+        # so read back, not run again): forgetting shows here first, as the gate refuses it.
+        version = candidate["version"]
+        if version != champion:
+            outcomes = evaluate_version(
+                settings, version, policy_checkpoint(settings, version), config.tasks, seeds
+            )
+        record["candidate"]["eval"] = {
+            t: [bool(outcomes[t][s]) for s in seeds] for t in config.tasks
+        }
     promoted = record.get("candidate", {}).get("promoted")
     if promoted and record["candidate"]["parent"]:  # checked again on seeds the gate never saw
         audit = range(AUDIT_SEEDS, AUDIT_SEEDS + config.audit_episodes)

@@ -91,12 +91,12 @@ class Results:
         not, against the best champion before the shift."""
         drops = []
         for seed in self.seeds:
-            record = self.by.get((arm, seed, night))
-            now = (record or {}).get("candidate", {}) if candidate else record
-            if not now or "eval" not in now:
+            record = self.by.get((arm, seed, night)) or {}
+            judged = record.get("candidate", {}) if candidate else record
+            if "eval" not in judged:
                 continue
-            now = {**now, "fleet_tasks": record["fleet_tasks"]}
-            dropped = [t for t in self.tasks if t not in now["fleet_tasks"]]
+            now = judged["eval"]
+            dropped = [t for t in self.tasks if t not in record["fleet_tasks"]]
             if not dropped:
                 return None
             before = [
@@ -110,7 +110,7 @@ class Results:
             if not before:
                 return None
             per_task = [
-                max(0.0, max(np.mean(b["eval"][t]) for b in before) - np.mean(now["eval"][t]))
+                max(0.0, max(np.mean(b["eval"][t]) for b in before) - np.mean(now[t]))
                 for t in dropped
             ]
             drops.append(float(np.mean(per_task)))

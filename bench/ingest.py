@@ -190,17 +190,7 @@ def raw_decode(kind: str, root: Path) -> int:
                     reader.deserialize(data, connection.msgtype)
         return len(paths)
     if kind == "robomimic":
-        import h5py
-
-        count = 0
-        for path in sorted(root.rglob("*.hdf5")):
-            with h5py.File(path) as f:
-                for name in f["data"]:
-                    demo = f["data"][name]
-                    for key in ("obs/robot_state", "actions", "dones"):
-                        demo[key][()]
-                    count += 1
-        return count
+        return sum(1 for _ in _decoded_arrays(kind, root))
     import pyarrow.parquet as pq
 
     count = 0
