@@ -43,7 +43,7 @@ from services.fleetlogs.ros import read_rosbag
 from services.fleetlogs.sources import CONTAINERS, HASH_BLOCK, LogUnit, Source
 from services.store import session_scope
 from services.store.models import Episode
-from services.validation.suite import frame_table, validate_frames
+from services.validation.suite import episode_facts, validate_episodes
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,18 @@ class _HashingRaw(io.RawIOBase):
     def __init__(self, stream) -> None:
         self._stream = stream
         self.sha256 = hashlib.sha256()
+        self._position = 0
 
     def readable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        """Bytes read so far (a reader's message about a truncated file names it)."""
+        return self._position
+
     def readinto(self, buffer) -> int:
         data = self._stream.read(len(buffer))
+        self._position += len(data)
         self.sha256.update(data)
         buffer[: len(data)] = data
         return len(data)
@@ -261,8 +267,8 @@ def _ingest_chunk(
     results: list[dict] = []
     if parsed:
         dims = _dims(store, parsed)
-        report = validate_frames(
-            frame_table(((u.episode_id, u.episode) for u in parsed), mapping.embodiments),
+        report = validate_episodes(
+            episode_facts(((u.episode_id, u.episode) for u in parsed), mapping.embodiments),
             dims=dims,
             embodiments=mapping.embodiments,
         )

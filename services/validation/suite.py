@@ -1,11 +1,14 @@
-"""The Great Expectations suites for the frames of an ingest batch, one per embodiment.
+"""The Great Expectations suites for the episodes of an ingest batch, one per embodiment.
 
 One run per embodiment per batch, not per file: importing Great Expectations costs seconds, so
-it is imported and its context set up lazily, once per process. Each frame becomes one row with
-scalar columns derived from its vectors (their size, whether every value is finite and inside
-the embodiment's ranges, time since the previous frame of its episode); failing rows map back
-to their episode and step through ``unexpected_index_list``, so one bad episode is quarantined
-with a specific reason while the rest of the batch goes on.
+it is imported and its context set up lazily, once per process. Each episode becomes one row of
+facts reduced from its frames with numpy (its sizes and length, and how many of its steps break
+each per-step check: non-finite values, values outside the embodiment's ranges, a clock that is
+missing, absurd, runs backwards or jumps, a control source the embodiment does not allow). The
+suite expects every count to be zero; the steps behind a count are kept aside, so an episode
+that fails is quarantined with a specific reason (``observation.state has NaN/inf at 2 steps
+(1, 2)``) while the rest of the batch goes on. Checking facts per episode rather than every
+frame costs the suite the same whatever the episodes' length.
 
 An embodiment (``embodiment.py``) sets the suite's parameters: state and action sizes, value
 ranges (joint limits), minimum length, and which control sources it may log. Checks every suite
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from services.features import CONTROL_SOURCE, CONTROL_SOURCES, EPISODE_ID, FRAME_INDEX, TIMESTAMP
+from services.features import CONTROL_SOURCES, EPISODE_ID
 from services.validation.embodiment import Embodiment, embodiment_for
 
 if TYPE_CHECKING:
@@ -34,8 +37,8 @@ if TYPE_CHECKING:
 MAX_STEP_GAP_S = 10.0
 # Longest plausible episode, in seconds.
 MAX_EPISODE_S = 24 * 3600.0
-# Columns that locate a failing frame: its episode, its step, and its task for the message.
-INDEX_COLUMNS = [EPISODE_ID, FRAME_INDEX, "task"]
+# Columns that name a failing episode in the suite's results.
+INDEX_COLUMNS = [EPISODE_ID, "task"]
 # Steps listed in a reason before it says "...".
 SHOWN_STEPS = 5
 
@@ -56,82 +59,37 @@ class ValidationReport:
         return "; ".join(reasons) if reasons else None
 
 
-def frame_table(
-    episodes: Iterable[tuple[str, RawEpisode]], embodiments: Sequence[Embodiment] = ()
-) -> pd.DataFrame:
-    """One row per frame of every (episode id, RawEpisode), with the columns the suites check."""
-    episodes = list(episodes)
-    if not episodes:
-        return pd.DataFrame(columns=[*INDEX_COLUMNS, "embodiment", "state_dim", "action_dim"])
-    columns: dict[str, list] = defaultdict(list)
-    lengths = np.array([raw.steps for _, raw in episodes], dtype=np.int64)
-    for _, raw in episodes:
-        embodiment = embodiment_for(embodiments, raw.robot_id, raw.task)
-        columns["embodiment"].append(embodiment.name)
-        columns["state_finite"].append(np.isfinite(raw.states).all(axis=1))
-        columns["action_finite"].append(np.isfinite(raw.actions).all(axis=1))
-        columns["state_in_range"].append(_in_range(raw.states, embodiment.state_range))
-        columns["action_in_range"].append(_in_range(raw.actions, embodiment.action_range))
-        columns[TIMESTAMP].append(raw.timestamps)
-        # The first frame has no predecessor: NaN, which the range checks skip.
-        columns["dt"].append(np.r_[np.nan, np.diff(raw.timestamps)])
-        columns[CONTROL_SOURCE].append(np.asarray(raw.control_source, dtype=object))
+@dataclass(frozen=True)
+class _StepCheck:
+    """A per-step check: the fact column counting the steps that break it, and why they do."""
 
-    def per_episode(values: list) -> np.ndarray:
-        """One value per episode, on each of its frames (categorical: a few distinct values)."""
-        return np.repeat(np.asarray(values, dtype=object), lengths)
-
-    starts = np.r_[0, np.cumsum(lengths)[:-1]]
-    return pd.DataFrame(
-        {
-            EPISODE_ID: per_episode([episode_id for episode_id, _ in episodes]),
-            FRAME_INDEX: np.arange(lengths.sum()) - np.repeat(starts, lengths),
-            "task": per_episode([raw.task for _, raw in episodes]),
-            "embodiment": per_episode(columns.pop("embodiment")),
-            "state_dim": np.repeat([raw.states.shape[1] for _, raw in episodes], lengths),
-            "action_dim": np.repeat([raw.actions.shape[1] for _, raw in episodes], lengths),
-            **{name: np.concatenate(parts) for name, parts in columns.items()},
-            "episode_steps": np.repeat(lengths, lengths),
-        }
-    )
+    column: str
+    # The steps of one episode that break the check, as a boolean mask.
+    broken: Callable[[RawEpisode, Embodiment], np.ndarray]
+    # The reason, from the episode, its embodiment and the broken steps' text ("at step 4").
+    describe: Callable[[RawEpisode, Embodiment, np.ndarray, str], str]
 
 
-def _in_range(values: np.ndarray, bounds) -> np.ndarray:
-    """Per row: no value outside (low, high). NaN is not out of range: the finite check has it."""
+def _dt(raw: RawEpisode) -> np.ndarray:
+    """Seconds since the previous step; the first step has none (NaN, which no check fails)."""
+    return np.r_[np.nan, np.diff(raw.timestamps)]
+
+
+def _out_of_range(values: np.ndarray, bounds) -> np.ndarray:
+    """Per row: some value outside (low, high). NaN is not out of range: the finite check has
+    it. A row of the wrong size is left to the size check."""
     if bounds is None:
-        return np.ones(len(values), dtype=bool)
+        return np.zeros(len(values), dtype=bool)
     low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
     if values.shape[1:] and low.shape and low.shape[0] != values.shape[1]:
-        return np.ones(len(values), dtype=bool)  # the size check reports this episode
-    return ~((values < low) | (values > high)).any(axis=1)
+        return np.zeros(len(values), dtype=bool)
+    return ((values < low) | (values > high)).any(axis=1)
 
 
-def expected_dims(
-    frames: pd.DataFrame, known: Mapping[str, tuple[int, int]] | None = None
-) -> dict[str, tuple[int, int]]:
-    """(state_dim, action_dim) per task: the known ones, else the batch's most common."""
-    result = dict(known or {})
-    per_episode = frames.drop_duplicates(EPISODE_ID)
-    for task, group in per_episode.groupby("task"):
-        if task not in result:
-            counts = Counter(zip(group["state_dim"], group["action_dim"], strict=True))
-            result[task] = tuple(map(int, counts.most_common(1)[0][0]))
-    return result
-
-
-@dataclass(frozen=True)
-class _Check:
-    expectation: Any
-    # Builds the reason from the failing rows of one episode (index columns and tested values).
-    describe: Callable[[list[dict]], str]
-
-
-def _where(rows: list[dict]) -> str:
-    steps = sorted(int(r[FRAME_INDEX]) for r in rows)
-    if len(steps) == 1:
-        return f"at step {steps[0]}"
-    shown = ", ".join(map(str, steps[:SHOWN_STEPS])) + (", ..." if len(steps) > SHOWN_STEPS else "")
-    return f"at {len(steps)} steps ({shown})"
+def _source_text(source: str, embodiment: Embodiment) -> str:
+    if source in CONTROL_SOURCES:
+        return f"control source {source!r} not allowed for embodiment {embodiment.name}"
+    return f"unknown control source {source!r}"
 
 
 def _range_text(bounds) -> str:
@@ -141,26 +99,141 @@ def _range_text(bounds) -> str:
     return f"[{low:g}, {high:g}]"
 
 
-def _source_text(source: str, embodiment: Embodiment) -> str:
-    if source in CONTROL_SOURCES:
-        return f"control source {source!r} not allowed for embodiment {embodiment.name}"
-    return f"unknown control source {source!r}"
+def _bad_sources(raw: RawEpisode, embodiment: Embodiment) -> np.ndarray:
+    allowed = set(embodiment.control_sources)
+    if set(raw.control_source) <= allowed:  # the common case, without a pass per step
+        return np.zeros(raw.steps, dtype=bool)
+    return np.array([source not in allowed for source in raw.control_source], dtype=bool)
 
 
-def _checks(embodiment: Embodiment) -> list[_Check]:
+STEP_CHECKS = (
+    _StepCheck(
+        "state_nonfinite_steps",
+        lambda raw, _: ~np.isfinite(raw.states).all(axis=1),
+        lambda raw, e, steps, where: f"observation.state has NaN/inf {where}",
+    ),
+    _StepCheck(
+        "action_nonfinite_steps",
+        lambda raw, _: ~np.isfinite(raw.actions).all(axis=1),
+        lambda raw, e, steps, where: f"action has NaN/inf {where}",
+    ),
+    _StepCheck(
+        "timestamp_missing_steps",
+        lambda raw, _: np.isnan(raw.timestamps),
+        lambda raw, e, steps, where: f"timestamp missing or NaN {where}",
+    ),
+    _StepCheck(
+        "timestamp_absurd_steps",
+        lambda raw, _: (raw.timestamps < 0) | (raw.timestamps > MAX_EPISODE_S),
+        lambda raw, e, steps, where: (
+            f"absurd timestamp (negative or over {MAX_EPISODE_S / 3600:.0f} h into the "
+            f"episode) {where}"
+        ),
+    ),
+    _StepCheck(
+        "clock_backwards_steps",
+        lambda raw, _: _dt(raw) <= 0,
+        lambda raw, e, steps, where: f"timestamps go backwards or repeat {where}",
+    ),
+    _StepCheck(
+        "clock_jump_steps",
+        lambda raw, _: _dt(raw) > MAX_STEP_GAP_S,
+        lambda raw, e, steps, where: f"clock jumps over {MAX_STEP_GAP_S:g} s between steps {where}",
+    ),
+    _StepCheck(
+        "control_source_not_allowed_steps",
+        _bad_sources,
+        lambda raw, e, steps, where: f"{_source_text(raw.control_source[steps[0]], e)} {where}",
+    ),
+    _StepCheck(
+        "state_out_of_range_steps",
+        lambda raw, e: _out_of_range(raw.states, e.state_range),
+        lambda raw, e, steps, where: (
+            f"observation.state outside {_range_text(e.state_range)} of embodiment {e.name} {where}"
+        ),
+    ),
+    _StepCheck(
+        "action_out_of_range_steps",
+        lambda raw, e: _out_of_range(raw.actions, e.action_range),
+        lambda raw, e, steps, where: (
+            f"action outside {_range_text(e.action_range)} of embodiment {e.name} {where}"
+        ),
+    ),
+)
+
+
+def _where(steps: np.ndarray) -> str:
+    if len(steps) == 1:
+        return f"at step {steps[0]}"
+    shown = ", ".join(map(str, steps[:SHOWN_STEPS].tolist()))
+    return f"at {len(steps)} steps ({shown}{', ...' if len(steps) > SHOWN_STEPS else ''})"
+
+
+@dataclass
+class EpisodeFacts:
+    """The batch's facts table (one row per episode, the columns the suites check) and, for
+    every count that is not zero, the reason naming its steps."""
+
+    table: pd.DataFrame
+    # (episode id, fact column) -> the reason for the steps it counts.
+    reasons: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def episode_facts(
+    episodes: Iterable[tuple[str, RawEpisode]], embodiments: Sequence[Embodiment] = ()
+) -> EpisodeFacts:
+    """One row of facts per (episode id, RawEpisode), checked against its embodiment."""
+    rows: dict[str, list] = defaultdict(list)
+    reasons: dict[tuple[str, str], str] = {}
+    for episode_id, raw in episodes:
+        embodiment = embodiment_for(embodiments, raw.robot_id, raw.task)
+        rows[EPISODE_ID].append(episode_id)
+        rows["task"].append(raw.task)
+        rows["embodiment"].append(embodiment.name)
+        rows["steps"].append(raw.steps)
+        rows["state_dim"].append(raw.state_dim)
+        rows["action_dim"].append(raw.action_dim)
+        for check in STEP_CHECKS:
+            steps = np.flatnonzero(check.broken(raw, embodiment))
+            rows[check.column].append(len(steps))
+            if len(steps):
+                reasons[episode_id, check.column] = check.describe(
+                    raw, embodiment, steps, _where(steps)
+                )
+    columns = [EPISODE_ID, "task", "embodiment", "steps", "state_dim", "action_dim"]
+    columns += [check.column for check in STEP_CHECKS]
+    return EpisodeFacts(pd.DataFrame({c: rows[c] for c in columns}, columns=columns), reasons)
+
+
+def expected_dims(
+    facts: pd.DataFrame, known: Mapping[str, tuple[int, int]] | None = None
+) -> dict[str, tuple[int, int]]:
+    """(state_dim, action_dim) per task: the known ones, else the batch's most common."""
+    result = dict(known or {})
+    for task, group in facts.groupby("task"):
+        if task not in result:
+            counts = Counter(zip(group["state_dim"], group["action_dim"], strict=True))
+            result[task] = tuple(map(int, counts.most_common(1)[0][0]))
+    return result
+
+
+@dataclass(frozen=True)
+class _Check:
+    expectation: Any
+    # Builds the reason for one failing episode from its row of facts.
+    describe: Callable[[dict], str]
+
+
+def _checks(embodiment: Embodiment, reasons: Mapping[tuple[str, str], str]) -> list[_Check]:
     import great_expectations as gx
 
     e = gx.expectations
-
-    def between(column: str, **bounds) -> Any:
-        return e.ExpectColumnValuesToBeBetween(column=column, **bounds)
-
     checks = [
         _Check(
             e.ExpectColumnPairValuesToBeEqual(column_A="state_dim", column_B="expected_state_dim"),
             lambda r: (
-                f"observation.state has {r[0]['state_dim']} values, expected "
-                f"{r[0]['expected_state_dim']} for task {r[0]['task']}"
+                f"observation.state has {r['state_dim']} values, expected "
+                f"{r['expected_state_dim']} for task {r['task']}"
             ),
         ),
         _Check(
@@ -168,65 +241,31 @@ def _checks(embodiment: Embodiment) -> list[_Check]:
                 column_A="action_dim", column_B="expected_action_dim"
             ),
             lambda r: (
-                f"action has {r[0]['action_dim']} values, expected "
-                f"{r[0]['expected_action_dim']} for task {r[0]['task']}"
-            ),
-        ),
-        _Check(
-            e.ExpectColumnValuesToBeInSet(column="state_finite", value_set=[True]),
-            lambda r: f"observation.state has NaN/inf {_where(r)}",
-        ),
-        _Check(
-            e.ExpectColumnValuesToBeInSet(column="action_finite", value_set=[True]),
-            lambda r: f"action has NaN/inf {_where(r)}",
-        ),
-        _Check(
-            e.ExpectColumnValuesToNotBeNull(column=TIMESTAMP),
-            lambda r: f"timestamp missing or NaN {_where(r)}",
-        ),
-        _Check(
-            between(TIMESTAMP, min_value=0, max_value=MAX_EPISODE_S),
-            lambda r: (
-                f"absurd timestamp (negative or over {MAX_EPISODE_S / 3600:.0f} h into "
-                f"the episode) {_where(r)}"
-            ),
-        ),
-        _Check(
-            between("dt", min_value=0, strict_min=True),
-            lambda r: f"timestamps go backwards or repeat {_where(r)}",
-        ),
-        _Check(
-            between("dt", max_value=MAX_STEP_GAP_S),
-            lambda r: f"clock jumps over {MAX_STEP_GAP_S:g} s between steps {_where(r)}",
-        ),
-        _Check(
-            e.ExpectColumnValuesToBeInSet(
-                column=CONTROL_SOURCE, value_set=list(embodiment.control_sources)
-            ),
-            lambda r: _source_text(r[0][CONTROL_SOURCE], embodiment) + f" {_where(r)}",
-        ),
-        _Check(
-            between("episode_steps", min_value=embodiment.min_steps),
-            lambda r: (
-                f"too short: {r[0]['episode_steps']} steps, fewer than {embodiment.min_steps}"
+                f"action has {r['action_dim']} values, expected "
+                f"{r['expected_action_dim']} for task {r['task']}"
             ),
         ),
     ]
-    for column, feature, bounds in (
-        ("state_in_range", "observation.state", embodiment.state_range),
-        ("action_in_range", "action", embodiment.action_range),
-    ):
-        if bounds is not None:
-            text = _range_text(bounds)
-            checks.append(
-                _Check(
-                    e.ExpectColumnValuesToBeInSet(column=column, value_set=[True]),
-                    lambda r, feature=feature, text=text: (
-                        f"{feature} outside {text} of embodiment {embodiment.name} {_where(r)}"
-                    ),
-                )
+    for check in STEP_CHECKS:
+        if check.column.endswith("out_of_range_steps") and _bounds(check, embodiment) is None:
+            continue  # the embodiment sets no range: nothing to expect
+        checks.append(
+            _Check(
+                e.ExpectColumnValuesToBeBetween(column=check.column, min_value=0, max_value=0),
+                lambda r, column=check.column: reasons[r[EPISODE_ID], column],
             )
+        )
+    checks.append(
+        _Check(
+            e.ExpectColumnValuesToBeBetween(column="steps", min_value=embodiment.min_steps),
+            lambda r: f"too short: {r['steps']} steps, fewer than {embodiment.min_steps}",
+        )
+    )
     return checks
+
+
+def _bounds(check: _StepCheck, embodiment: Embodiment):
+    return embodiment.state_range if check.column.startswith("state") else embodiment.action_range
 
 
 @cache
@@ -247,29 +286,30 @@ def _batch_definition():
     return asset.add_batch_definition_whole_dataframe("batch")
 
 
-def validate_frames(
-    frames: pd.DataFrame,
+def validate_episodes(
+    facts: EpisodeFacts,
     *,
     dims: Mapping[str, tuple[int, int]] | None = None,
     embodiments: Sequence[Embodiment] = (),
     min_steps: int | None = None,
 ) -> ValidationReport:
-    """Run each embodiment's suite once over its frames of the batch (see ``frame_table``).
+    """Run each embodiment's suite once over its episodes of the batch (see ``episode_facts``).
 
     An embodiment's sizes are expected where it sets them; otherwise ``dims`` gives the
     expected (state_dim, action_dim) per task, such as the episode store's, and a task it does
     not name must agree with the batch's most common sizes for it. ``min_steps`` overrides
     every embodiment's minimum length.
     """
-    if frames.empty:
+    table = facts.table
+    if table.empty:
         return ValidationReport(result={"success": True, "frames": 0, "suites": []})
     import great_expectations as gx
 
     by_name = {e.name: e for e in embodiments}
-    inferred = expected_dims(frames, dims)
+    inferred = expected_dims(table, dims)
     failures: dict[str, list[str]] = defaultdict(list)
     suites = []
-    for name, group in frames.groupby("embodiment", sort=True):
+    for name, group in table.groupby("embodiment", sort=True):
         embodiment = by_name.get(name) or Embodiment(name=name)
         if min_steps is not None:
             embodiment = replace(embodiment, min_steps=min_steps)
@@ -279,9 +319,9 @@ def validate_frames(
             expected_action_dim=embodiment.action_dim
             or group["task"].map({t: d[1] for t, d in inferred.items()}),
         )
-        checks = _checks(embodiment)
+        checks = _checks(embodiment, facts.reasons)
         suite = gx.ExpectationSuite(
-            name=f"episode-frames-{name}", expectations=[c.expectation for c in checks]
+            name=f"episodes-{name}", expectations=[c.expectation for c in checks]
         )
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": group})
         result = batch.validate(
@@ -291,13 +331,14 @@ def validate_frames(
                 "unexpected_index_column_names": INDEX_COLUMNS,
             },
         )
+        rows = group.set_index(EPISODE_ID, drop=False)
         summary = []
         for outcome, check in zip(result.results, checks, strict=True):
-            rows_by_episode: dict[str, list[dict]] = defaultdict(list)
-            for row in outcome.result.get("unexpected_index_list") or []:
-                rows_by_episode[row[EPISODE_ID]].append(row)
-            for episode_id, rows in rows_by_episode.items():
-                failures[episode_id].append(check.describe(rows))
+            failed = sorted(
+                {r[EPISODE_ID] for r in outcome.result.get("unexpected_index_list") or []}
+            )
+            for episode_id in failed:
+                failures[episode_id].append(check.describe(rows.loc[episode_id].to_dict()))
             config = outcome.expectation_config
             summary.append(
                 {
@@ -306,7 +347,7 @@ def validate_frames(
                     "success": bool(outcome.success),
                     "element_count": int(outcome.result.get("element_count") or 0),
                     "unexpected_count": int(outcome.result.get("unexpected_count") or 0),
-                    "episodes": sorted(rows_by_episode),
+                    "episodes": failed,
                 }
             )
         suites.append(
@@ -314,8 +355,8 @@ def validate_frames(
                 "embodiment": name,
                 "suite": suite.name,
                 "success": bool(result.success),
-                "frames": len(group),
-                "episodes": int(group[EPISODE_ID].nunique()),
+                "frames": int(group["steps"].sum()),
+                "episodes": len(group),
                 "statistics": {k: _plain(v) for k, v in result.statistics.items()},
                 "expectations": summary,
             }
@@ -324,8 +365,8 @@ def validate_frames(
         failures=dict(failures),
         result={
             "success": all(s["success"] for s in suites),
-            "frames": len(frames),
-            "episodes": int(frames[EPISODE_ID].nunique()),
+            "frames": int(table["steps"].sum()),
+            "episodes": len(table),
             "expected_dims": {t: list(d) for t, d in inferred.items()},
             "suites": suites,
         },

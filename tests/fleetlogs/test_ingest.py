@@ -81,7 +81,7 @@ def test_each_bad_file_is_quarantined_with_its_reason_and_the_good_ones_ingested
         [result] = run.validation
         [suite] = result["suites"]
         failed = {e["kwargs"].get("column") for e in suite["expectations"] if not e["success"]}
-        assert not result["success"] and "state_finite" in failed
+        assert not result["success"] and "state_nonfinite_steps" in failed
         assert suite["embodiment"] == "inferred"
 
 

@@ -1,4 +1,4 @@
-"""The frames suite: one Great Expectations run per batch, failures mapped to their episodes."""
+"""The episodes suite: one Great Expectations run per batch, failures mapped to their episodes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from services.fleetlogs.mcap_reader import read_episode_mcap
 from services.fleetlogs.mcap_writer import write_episode_mcap
 from services.validation.embodiment import Embodiment
-from services.validation.suite import frame_table, validate_frames
+from services.validation.suite import episode_facts, validate_episodes
 from tests.fleetlogs.logs import recording
 
 
@@ -39,7 +39,7 @@ def test_only_the_bad_episodes_of_a_batch_fail_each_with_its_reasons(tmp_path):
         ("ghost", ghost),
     ]
 
-    report = validate_frames(frame_table(batch))
+    report = validate_episodes(episode_facts(batch))
 
     assert not report.success and "good" not in report.failures
     assert report.failures["nan"] == [
@@ -55,28 +55,32 @@ def test_only_the_bad_episodes_of_a_batch_fail_each_with_its_reasons(tmp_path):
     assert result["frames"] == 20 * 5 + 1 and result["episodes"] == 6
     [suite] = result["suites"]
     by_type = {(e["type"], e["kwargs"].get("column")): e for e in suite["expectations"]}
-    assert by_type[("expect_column_values_to_be_in_set", "state_finite")]["episodes"] == ["nan"]
+    assert by_type[("expect_column_values_to_be_between", "state_nonfinite_steps")]["episodes"] == [
+        "nan"
+    ]
 
 
 def test_sizes_are_expected_per_task(tmp_path):
     reach = [(f"r{i}", episode(tmp_path, f"r{i}")) for i in range(3)]
     push = [(f"p{i}", episode(tmp_path, f"p{i}", task="push", state_dim=6)) for i in range(2)]
     odd = ("odd", episode(tmp_path, "odd", action_dim=3))
-    frames = frame_table([*reach, *push, odd])
+    facts = episode_facts([*reach, *push, odd])
 
-    report = validate_frames(frames)
+    report = validate_episodes(facts)
     assert report.failures == {"odd": ["action has 3 values, expected 2 for task toy-reach"]}
 
-    store = validate_frames(frames, dims={"toy-reach": (4, 3), "push": (6, 2)})
+    store = validate_episodes(facts, dims={"toy-reach": (4, 3), "push": (6, 2)})
     assert set(store.failures) == {"r0", "r1", "r2"}
     assert store.result["expected_dims"] == {"toy-reach": [4, 3], "push": [6, 2]}
 
 
 def test_a_clean_batch_passes_and_an_empty_one_needs_no_suite(tmp_path):
-    report = validate_frames(frame_table([("a", episode(tmp_path, "a"))]), min_steps=20)
+    report = validate_episodes(episode_facts([("a", episode(tmp_path, "a"))]), min_steps=20)
     assert report.success and report.result["success"] is True
-    assert validate_frames(frame_table([])).success
-    assert not validate_frames(frame_table([("a", episode(tmp_path, "a"))]), min_steps=21).success
+    assert validate_episodes(episode_facts([])).success
+    assert not validate_episodes(
+        episode_facts([("a", episode(tmp_path, "a"))]), min_steps=21
+    ).success
 
 
 def test_each_embodiment_has_its_own_suite(tmp_path):
@@ -108,7 +112,7 @@ def test_each_embodiment_has_its_own_suite(tmp_path):
     other = episode(tmp_path, "other", robot_id="cart-1")  # no embodiment: inferred, as before
     batch = [("fine", fine), ("wild", wild), ("teleop", teleop), ("short", short), ("other", other)]
 
-    report = validate_frames(frame_table(batch, [arm]), embodiments=[arm])
+    report = validate_episodes(episode_facts(batch, [arm]), embodiments=[arm])
 
     assert set(report.failures) == {"wild", "teleop", "short"}
     assert report.failures["wild"] == [
@@ -122,12 +126,14 @@ def test_each_embodiment_has_its_own_suite(tmp_path):
     assert report.failures["short"] == ["too short: 5 steps, fewer than 10"]
     suites = {s["embodiment"]: s for s in report.result["suites"]}
     assert set(suites) == {"arm", "inferred"} and suites["inferred"]["success"]
-    assert suites["arm"]["suite"] == "episode-frames-arm" and suites["arm"]["episodes"] == 4
+    assert suites["arm"]["suite"] == "episodes-arm" and suites["arm"]["episodes"] == 4
 
 
 def test_an_embodiment_sets_the_sizes_it_expects(tmp_path):
     arm = Embodiment(name="arm", state_dim=5, action_dim=2)
-    report = validate_frames(frame_table([("a", episode(tmp_path, "a"))], [arm]), embodiments=[arm])
+    report = validate_episodes(
+        episode_facts([("a", episode(tmp_path, "a"))], [arm]), embodiments=[arm]
+    )
     assert report.failures == {
         "a": ["observation.state has 4 values, expected 5 for task toy-reach"]
     }
