@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import BinaryIO
 
 import numpy as np
+import orjson
 from mcap.exceptions import EndOfFile, InvalidMagic, McapError
 from mcap.records import Channel, Message, Metadata, Schema
 from mcap.stream_reader import StreamReader
@@ -90,26 +91,40 @@ class _Steps:
         self.reasons: list[str | None] = []
 
     def add(self, payload: dict, dims: tuple[int, int]) -> None:
-        i = len(self.states)
-        if payload.get("step", i) != i:
-            raise LogFormatError(
-                f"steps missing or out of order: expected step {i}, got {payload.get('step')!r}"
-            )
-        for key, dim in zip(("state", "action"), dims, strict=True):
-            values = payload.get(key)
-            if not isinstance(values, list) or len(values) != dim:
-                size = len(values) if isinstance(values, list) else "no"
-                raise LogFormatError(f"step {i}: {key} has {size} values, header says {dim}")
+        i = len(self.times)
+        state, action = payload.get("state"), payload.get("action")
         source = payload.get("control_source")
-        if source not in CONTROL_SOURCES:
-            raise LogFormatError(f"step {i}: unknown control source {source!r}")
+        # One test for the common case, a step that is fine; _refuse says what is wrong.
+        if not (
+            payload.get("step", i) == i
+            and type(state) is list
+            and len(state) == dims[0]
+            and type(action) is list
+            and len(action) == dims[1]
+            and source in CONTROL_SOURCES
+        ):
+            _refuse(payload, dims, i)
         t = payload.get("t")
-        self.states.append(payload["state"])
-        self.actions.append(payload["action"])
+        self.states.append(state)
+        self.actions.append(action)
         # A missing clock becomes NaN here and is reported by the validation suite.
         self.times.append(float(t) if isinstance(t, int | float) else float("nan"))
         self.sources.append(source)
         self.reasons.append(payload.get("reason"))
+
+
+def _refuse(payload: dict, dims: tuple[int, int], i: int) -> None:
+    """Raise why step ``i`` cannot be part of the episode."""
+    if payload.get("step", i) != i:
+        raise LogFormatError(
+            f"steps missing or out of order: expected step {i}, got {payload.get('step')!r}"
+        )
+    for key, dim in zip(("state", "action"), dims, strict=True):
+        values = payload.get(key)
+        if not isinstance(values, list) or len(values) != dim:
+            size = len(values) if isinstance(values, list) else "no"
+            raise LogFormatError(f"step {i}: {key} has {size} values, header says {dim}")
+    raise LogFormatError(f"step {i}: unknown control source {payload.get('control_source')!r}")
 
 
 def read_episode_mcap(source: str | os.PathLike | BinaryIO | bytes) -> RawEpisode:
@@ -168,13 +183,14 @@ def _records(stream: BinaryIO, metadata: list[Metadata]) -> Iterator[tuple]:
     One pass over the stream for both: mcap's ``NonSeekingReader`` answers one query per
     stream (``iter_messages`` or ``iter_metadata``), so this walks its records the same way.
     """
-    counted = _CountingStream(stream)
-    magic = counted.head(len(MCAP_MAGIC))
+    magic = stream.read(len(MCAP_MAGIC))
     if not magic:
         raise LogFormatError("empty file")
     if magic != MCAP_MAGIC:
         raise LogFormatError("not an MCAP file (bad magic bytes)")
-    reader = StreamReader(counted, validate_crcs=True, record_size_limit=RECORD_SIZE_LIMIT)
+    reader = StreamReader(
+        stream, skip_magic=True, validate_crcs=True, record_size_limit=RECORD_SIZE_LIMIT
+    )
     schemas: dict[int, Schema] = {}
     channels: dict[int, Channel] = {}
     try:
@@ -198,7 +214,9 @@ def _records(stream: BinaryIO, metadata: list[Metadata]) -> Iterator[tuple]:
     except InvalidMagic as exc:  # the opening magic was fine: this is the closing one
         raise LogFormatError("corrupt MCAP: bad magic bytes at the end of the file") from exc
     except EndOfFile as exc:
-        raise LogFormatError(f"truncated MCAP: the file ends after {counted.count} bytes") from exc
+        size = _position(stream)
+        where = f"after {size} bytes" if size is not None else "early"
+        raise LogFormatError(f"truncated MCAP: the file ends {where}") from exc
     except (McapError, struct.error, zlib.error, ValueError, KeyError) as exc:
         raise LogFormatError(f"truncated or corrupt MCAP ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:  # zstd/lz4 raise their own types on a damaged chunk
@@ -278,35 +296,24 @@ def file_metadata(metadata: list[Metadata], mapping: FleetMapping) -> dict[str, 
     return merged
 
 
-class _CountingStream:
-    """Counts the bytes read, and lets the magic bytes be checked before the mcap reader."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self._pending = b""
-        self.count = 0
-
-    def head(self, size: int) -> bytes:
-        """The first ``size`` bytes, which the next reads return again."""
-        self._pending = self._stream.read(size)
-        self.count += len(self._pending)
-        return self._pending
-
-    def read(self, size: int = -1) -> bytes:
-        cut = len(self._pending) if size < 0 else size
-        data, self._pending = self._pending[:cut], self._pending[cut:]
-        if size < 0 or len(data) < size:
-            more = self._stream.read(-1 if size < 0 else size - len(data))
-            self.count += len(more)
-            data += more
-        return data
+def _position(stream: BinaryIO) -> int | None:
+    """How far into the stream the reader got, where the stream can say."""
+    try:
+        return stream.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _decode(topic: str, data: bytes) -> dict:
     try:
-        payload = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LogFormatError(f"{topic}: message is not JSON ({exc})") from exc
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # orjson is strict JSON; Python's json.dumps, which robots use too, writes NaN and
+        # Infinity as bare words: those are read here, and the suite reports the values.
+        try:
+            payload = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LogFormatError(f"{topic}: message is not JSON ({exc})") from exc
     if not isinstance(payload, dict):
         raise LogFormatError(f"{topic}: message is not a JSON object")
     return payload
@@ -355,6 +362,13 @@ def _header(payload: dict) -> dict:
 
 def _episode(header: dict, steps: _Steps, spans: list[dict], outcome: str) -> RawEpisode:
     kind = header["kind"]
+    try:  # the store keeps float32 like LeRobot
+        states = np.array(steps.states, dtype=np.float32)
+        actions = np.array(steps.actions, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise LogFormatError(
+            f"a step's state or action holds something that is not a number ({exc})"
+        ) from exc
     return RawEpisode(
         episode_uuid=str(header.get("episode_uuid") or ""),
         robot_id=str(header["robot_id"]),
@@ -364,9 +378,8 @@ def _episode(header: dict, steps: _Steps, spans: list[dict], outcome: str) -> Ra
         operator_id=header.get("operator_id"),
         started_at=header["started_at"],
         control_hz=header["control_hz"],
-        # JSON numbers are doubles; the store keeps float32 like LeRobot.
-        states=np.asarray(steps.states, dtype=np.float64).astype(np.float32),
-        actions=np.asarray(steps.actions, dtype=np.float64).astype(np.float32),
+        states=states,
+        actions=actions,
         timestamps=np.asarray(steps.times, dtype=np.float64),
         control_source=steps.sources,
         reasons=steps.reasons,

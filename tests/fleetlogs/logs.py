@@ -117,12 +117,13 @@ def write_bad_logs(folder: Path, good: bytes) -> dict[str, str]:
     write_raw(folder / "absurd-time.mcap", [step(0, t=0.0), step(1, t=9e9)])
     write_raw(folder / "wrong-action-size.mcap", [step(0), step(1, action=[0.1, 0.2, 0.3])])
     write_raw(folder / "unknown-source.mcap", [step(0), step(1, source="ghost")])
+    write_raw(folder / "not-numbers.mcap", [step(0), step(1, state=["a", "b", "c", "d"])])
     write_raw(folder / "one-step.mcap", [step(0)])
     write_raw(folder / "no-outcome.mcap", [step(0), step(1)], outcome=False)
     write_raw(folder / "no-header.mcap", [step(0)], header={"unexpected": True})
     write_episode_mcap(recording(action_dim=3), folder / "other-embodiment.mcap")
     return {
-        "truncated.mcap": "truncated MCAP",
+        "truncated.mcap": "truncated MCAP: the file ends after",
         "wrong-magic.mcap": "not an MCAP file (bad magic bytes)",
         "empty.mcap": "empty file",
         "tiny.mcap": "not an MCAP file (bad magic bytes)",
@@ -133,6 +134,7 @@ def write_bad_logs(folder: Path, good: bytes) -> dict[str, str]:
         "absurd-time.mcap": "absurd timestamp",
         "wrong-action-size.mcap": "step 1: action has 3 values, header says 2",
         "unknown-source.mcap": "step 1: unknown control source 'ghost'",
+        "not-numbers.mcap": "a step's state or action holds something that is not a number",
         "one-step.mcap": "too short: 1 steps",
         "no-outcome.mcap": "no /flywheel/outcome message",
         "no-header.mcap": "episode header is incomplete",

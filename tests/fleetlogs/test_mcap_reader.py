@@ -70,6 +70,7 @@ READER_REASONS = {
     "zero-length.mcap",
     "wrong-action-size.mcap",
     "unknown-source.mcap",
+    "not-numbers.mcap",
     "no-outcome.mcap",
     "no-header.mcap",
 }
