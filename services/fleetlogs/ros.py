@@ -27,7 +27,7 @@ the MCAP contract's header) at or before an episode's first step, else the mappi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,13 +51,21 @@ INFO_FIELDS = ("robot_id", "task", "kind", "policy_version", "operator_id", "epi
 NO_START, NO_END = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
 
+# The roles whose fields are numbers, concatenated into one vector per message.
+VECTOR_ROLES = ("state", "action")
+
+
 @dataclass
 class _Series:
     """One mapped topic's messages as they stream past: times (ns) and extracted values."""
 
     topic: TopicField
     times: list[int] = field(default_factory=list)
+    # Per message, the mapped field's value; for state and action, the fields' values as the
+    # decoder gave them (sequences), made one float array per series at the end, not per message.
     values: list[Any] = field(default_factory=list)
+    # State and action: how many values each field has in the first message.
+    sizes: tuple[int, ...] | None = None
 
 
 class TopicCollector:
@@ -83,12 +91,16 @@ class TopicCollector:
         role = self.roles[topic]
         series = self.series[role]
         at = _stamp(message, log_time_ns) if self.mapping.clock == "header" else log_time_ns
-        if role in ("state", "action"):
-            value = _vector(message, series.topic, len(series.values))
-            if series.values and len(value) != len(series.values[0]):
+        if role in VECTOR_ROLES:
+            fields = series.topic.fields
+            value = tuple(_field(message, path, topic) for path in fields)
+            sizes = tuple(map(_size, value))
+            if series.sizes is None:
+                series.sizes = sizes
+            elif sizes != series.sizes:
                 raise LogFormatError(
-                    f"{role} message {len(series.values)} on {topic} has {len(value)} values, "
-                    f"the first had {len(series.values[0])}"
+                    f"{role} message {len(series.values)} on {topic} has {sum(sizes)} values, "
+                    f"the first had {sum(series.sizes)}"
                 )
         else:
             value = _field(message, series.topic.fields[0], topic)
@@ -106,7 +118,7 @@ class TopicCollector:
                     f"has {', '.join(others)}); check the fleet's mapping file"
                 )
         ticks, actions = self._ticks(action)
-        state_times, state_values = _sorted(state)
+        state_times, state_values = _sorted(state, _matrix(state))
         held = np.searchsorted(state_times, ticks, side="right") - 1
         keep = held >= 0  # before the first state message the robot had not reported yet
         ticks, actions, held = ticks[keep], actions[keep], held[keep]
@@ -130,7 +142,7 @@ class TopicCollector:
 
     def _ticks(self, action: _Series) -> tuple[np.ndarray, np.ndarray]:
         times = np.asarray(action.times, dtype=np.int64)
-        values = np.asarray(action.values, dtype=np.float64)
+        values = _matrix(action)
         if self.mapping.control_hz is None:
             return times, values
         period = int(round(1e9 / self.mapping.control_hz))
@@ -251,15 +263,49 @@ def _ns(facts: dict[str, str], key: str, default: int) -> int:
         ) from None
 
 
-def _sorted(series: _Series) -> tuple[np.ndarray, np.ndarray]:
-    """Times ascending (stable) with their values, for lookups of the latest at or before."""
+def _sorted(series: _Series, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Times ascending (stable) with their values (the series' own as objects, unless given),
+    for lookups of the latest at or before."""
     times = np.asarray(series.times, dtype=np.int64)
     order = np.argsort(times, kind="stable")
-    values = np.empty(len(series.values), dtype=object)
-    values[:] = series.values
-    if series.values and isinstance(series.values[0], np.ndarray):
-        values = np.stack(series.values)
+    if values is None:
+        values = np.empty(len(series.values), dtype=object)
+        values[:] = series.values
     return times[order], values[order]
+
+
+def _not_numbers(topic: str, path: str, column: list) -> LogFormatError:
+    """Why a field's values are not numbers, naming the first message that says so."""
+    for i, value in enumerate(column):
+        try:
+            np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            return LogFormatError(
+                f"{topic}: field {path!r} of message {i} is {type(value).__name__}, not numbers"
+            )
+    return LogFormatError(f"{topic}: field {path!r} holds values that are not numbers")
+
+
+def _size(value: Any) -> int:
+    """How many numbers a field holds: a sequence's length, or one for a scalar."""
+    try:
+        return len(value)
+    except TypeError:
+        return 1
+
+
+def _matrix(series: _Series) -> np.ndarray:
+    """A state or action series as one (messages, size) float64 array: each field converted
+    once for all messages, the fields side by side."""
+    n = len(series.values)
+    columns = []
+    for k, path in enumerate(series.topic.fields):
+        column = [value[k] for value in series.values]
+        try:
+            columns.append(np.asarray(column, dtype=np.float64).reshape(n, -1))
+        except (TypeError, ValueError) as exc:
+            raise _not_numbers(series.topic.topic, path, column) from exc
+    return columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)
 
 
 def _field(message: Any, path: str, topic: str) -> Any:
@@ -273,20 +319,6 @@ def _field(message: Any, path: str, topic: str) -> Any:
                 "fleet's mapping file"
             ) from None
     return value
-
-
-def _vector(message: Any, topic: TopicField, n: int) -> np.ndarray:
-    parts = []
-    for path in topic.fields:
-        value = _field(message, path, topic.topic)
-        try:
-            parts.append(np.asarray(value, dtype=np.float64).reshape(-1))
-        except (TypeError, ValueError):
-            raise LogFormatError(
-                f"{topic.topic}: field {path!r} of message {n} is {type(value).__name__}, "
-                "not numbers"
-            ) from None
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _stamp(message: Any, fallback_ns: int) -> int:
@@ -305,9 +337,6 @@ def episodes_from_ros2_mcap(
 ) -> list[RawEpisode]:
     """Episodes from an MCAP's ``(schema, channel, message)`` records with CDR payloads;
     ``metadata`` fills with the file's metadata records as the messages stream past."""
-    from mcap_ros2.decoder import DecoderFactory
-
-    factory = DecoderFactory()
     decoders: dict[int, Any] = {}
     collector = TopicCollector(mapping)
     for schema, channel, message in messages:
@@ -315,16 +344,7 @@ def episodes_from_ros2_mcap(
             continue
         decode = decoders.get(channel.id)
         if decode is None:
-            try:
-                decode = factory.decoder_for(channel.message_encoding, schema)
-            except Exception as exc:  # a schema the decoder cannot parse
-                raise LogFormatError(f"{channel.topic}: cannot decode its schema ({exc})") from exc
-            if decode is None:
-                raise LogFormatError(
-                    f"{channel.topic}: message encoding {channel.message_encoding!r} is not "
-                    "ROS 2 CDR"
-                )
-            decoders[channel.id] = decode
+            decode = decoders[channel.id] = _decoder(channel, schema)
         try:
             decoded = decode(message.data)
         except Exception as exc:  # a message cut short or not of its schema
@@ -332,6 +352,35 @@ def episodes_from_ros2_mcap(
         collector.add(channel.topic, message.log_time, decoded)
     collector.metadata = episode_metadata(metadata or [], mapping)
     return collector.episodes()
+
+
+# Schemas whose generated decoders are kept (a log of unusual types cannot grow it without end).
+DECODER_CACHE_SIZE = 256
+_DECODERS: dict[tuple, Callable[[bytes], Any]] = {}
+
+
+def _decoder(channel, schema) -> Callable[[bytes], Any]:
+    """The CDR decoder for a channel's schema. A fleet logs the same few message types in
+    every file: each schema's decoder is generated once per process, not once per file."""
+    key = (channel.message_encoding, schema and (schema.name, schema.encoding, schema.data))
+    try:
+        return _DECODERS[key]
+    except KeyError:
+        pass
+    from mcap_ros2.decoder import DecoderFactory
+
+    try:
+        decode = DecoderFactory().decoder_for(channel.message_encoding, schema)
+    except Exception as exc:  # a schema the decoder cannot parse
+        raise LogFormatError(f"{channel.topic}: cannot decode its schema ({exc})") from exc
+    if decode is None:
+        raise LogFormatError(
+            f"{channel.topic}: message encoding {channel.message_encoding!r} is not ROS 2 CDR"
+        )
+    if len(_DECODERS) >= DECODER_CACHE_SIZE:
+        _DECODERS.clear()
+    _DECODERS[key] = decode
+    return decode
 
 
 def read_rosbag(path: Path, mapping: FleetMapping) -> list[RawEpisode]:

@@ -154,6 +154,13 @@ def test_broken_ros_logs_say_why(container, tmp_path):
         wrong_field,
         name="field",
     )
+    names = parse_mapping({"topics": {"state": {"topic": "/joint_states", "fields": ["name"]}}})
+    refused(
+        episode_messages(),
+        "/joint_states: field 'name' of message 0 is list, not numbers",
+        names,
+        name="names",
+    )
 
 
 def test_a_clock_that_runs_backwards_reaches_the_suite(tmp_path):
