@@ -30,6 +30,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -354,33 +355,35 @@ def episodes_from_ros2_mcap(
     return collector.episodes()
 
 
-# Schemas whose generated decoders are kept (a log of unusual types cannot grow it without end).
-DECODER_CACHE_SIZE = 256
-_DECODERS: dict[tuple, Callable[[bytes], Any]] = {}
-
-
 def _decoder(channel, schema) -> Callable[[bytes], Any]:
-    """The CDR decoder for a channel's schema. A fleet logs the same few message types in
-    every file: each schema's decoder is generated once per process, not once per file."""
-    key = (channel.message_encoding, schema and (schema.name, schema.encoding, schema.data))
+    """The CDR decoder for a channel's schema, or why there is none."""
     try:
-        return _DECODERS[key]
-    except KeyError:
-        pass
-    from mcap_ros2.decoder import DecoderFactory
-
-    try:
-        decode = DecoderFactory().decoder_for(channel.message_encoding, schema)
+        decode = _generated_decoder(
+            channel.message_encoding,
+            *((schema.name, schema.encoding, schema.data) if schema else (None, None, None)),
+        )
     except Exception as exc:  # a schema the decoder cannot parse
         raise LogFormatError(f"{channel.topic}: cannot decode its schema ({exc})") from exc
     if decode is None:
         raise LogFormatError(
-            f"{channel.topic}: message encoding {channel.message_encoding!r} is not ROS 2 CDR"
+            f"{channel.topic}: message encoding {channel.message_encoding!r} with schema "
+            f"encoding {schema.encoding if schema else None!r}: Flywheel decodes ROS 2 CDR "
+            "(cdr messages, ros2msg schemas)"
         )
-    if len(_DECODERS) >= DECODER_CACHE_SIZE:
-        _DECODERS.clear()
-    _DECODERS[key] = decode
     return decode
+
+
+@lru_cache(maxsize=256)
+def _generated_decoder(
+    message_encoding: str, name: str | None, encoding: str | None, data: bytes | None
+) -> Callable[[bytes], Any] | None:
+    """mcap-ros2-support's decoder for one schema. A fleet logs the same few message types in
+    every file: each schema's decoder is generated once per process, not once per file."""
+    from mcap.records import Schema
+    from mcap_ros2.decoder import DecoderFactory
+
+    schema = None if name is None else Schema(id=0, name=name, encoding=encoding, data=data)
+    return DecoderFactory().decoder_for(message_encoding, schema)
 
 
 def read_rosbag(path: Path, mapping: FleetMapping) -> list[RawEpisode]:

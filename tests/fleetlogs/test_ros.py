@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from mcap.writer import Writer
 
 from services.fleetlogs.mapping import FleetMapping, parse_mapping
 from services.fleetlogs.mcap_reader import LogFormatError, read_mcap
@@ -161,6 +164,29 @@ def test_broken_ros_logs_say_why(container, tmp_path):
         names,
         name="names",
     )
+
+
+def test_a_ros2_mcap_that_cannot_be_decoded_says_why():
+    def log(schema_encoding: str, schema: bytes) -> bytes:
+        out = io.BytesIO()
+        writer = Writer(out)
+        writer.start()
+        schema_id = writer.register_schema(
+            name="sensor_msgs/msg/JointState", encoding=schema_encoding, data=schema
+        )
+        channel = writer.register_channel("/joint_states", "cdr", schema_id)
+        writer.add_message(channel, T0, b"\x00\x01\x00\x00cut", T0)
+        writer.finish()
+        return out.getvalue()
+
+    cases = [
+        (log("ros2msg", b"this is not a message definition"), "cannot decode its schema"),
+        (log("protobuf", b"\x0a\x01x"), "schema encoding 'protobuf': Flywheel decodes ROS 2"),
+        (log("ros2msg", b"float64[] position"), "/joint_states: undecodable message"),
+    ]
+    for data, match in cases:
+        with pytest.raises(LogFormatError, match=match):
+            read_mcap(data)
 
 
 def test_a_clock_that_runs_backwards_reaches_the_suite(tmp_path):
