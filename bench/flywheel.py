@@ -143,8 +143,8 @@ def run_arm(arm: Arm, seed: int, config: BenchConfig, out: Path, nights: tuple[i
     settings = get_settings()
     configure_runtime(settings)
     migrate(settings.db_url)
-    from services.training.job import shutdown_ray
-    from services.training.ray_head import local_head
+    from services.runtime.ray_driver import shutdown_ray
+    from services.runtime.ray_head import local_head
 
     # One Ray head for the arm's nights, as `flywheel up` keeps one: each night's training is
     # a Ray job submitted to it, without a head started and stopped per night.
@@ -235,7 +235,7 @@ def night_record(
     from services.config import get_settings
     from services.evaluation.closed_loop import evaluate_version
     from services.registry.mlflow_registry import policy_checkpoint
-    from services.rollout.ledger import champion_of
+    from services.registry.ledger import champion_of
     from services.store import session_scope
     from services.store.models import Candidate, Dataset
     from sim.tasks import make_env

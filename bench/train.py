@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from services.config import Settings, configure_runtime
+from services.runtime.ray_driver import ensure_ray
 from services.training.config import TrainConfig
 from services.training.data import TrainingData
-from services.training.job import ensure_ray, train_candidate
+from services.training.job import fit_candidate
 from services.training.loop import Run
 
 
@@ -89,7 +90,7 @@ def main() -> None:
     ray_startup = time.perf_counter() - started
 
     def ray_seconds(cfg: TrainConfig, clock: StepClock | None = None) -> float:
-        return train_candidate(
+        return fit_candidate(
             settings,
             data,
             candidate_id=uuid.uuid4().hex[:12],

@@ -23,10 +23,10 @@ def ingest_task(source: str | None, run_id: str | None):
 
 @task(name="build-dataset", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
 def build_dataset_task(scheme: str | None):
-    from services.curation.manifest import build_dataset
+    from services.curation.manifest import build_manifest
 
     settings = get_settings()
-    return build_dataset(
+    return build_manifest(
         settings,
         scheme=scheme or settings.scheme,
         max_steps=settings.dataset_max_steps,
@@ -54,9 +54,9 @@ def train_task(dataset_id: str, flow_run_id: str | None):
 
 @task(name="evaluate-candidate", cache_policy=NO_CACHE)
 def evaluate_task(candidate_id: str):
-    from services.evaluation.paired import evaluate_candidate
+    from services.evaluation.paired import evaluate_against_champion
 
-    return evaluate_candidate(get_settings(), candidate_id)
+    return evaluate_against_champion(get_settings(), candidate_id)
 
 
 @task(name="gate", cache_policy=NO_CACHE)

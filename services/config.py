@@ -211,7 +211,7 @@ def configure_runtime(settings: Settings) -> None:
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
         "RAY_USAGE_STATS_ENABLED": "0",
         # Ray heads require a token by default; drivers and job clients send it only in
-        # token mode (see services/training/ray_head.py).
+        # token mode (see services/runtime/ray_head.py).
         "RAY_AUTH_MODE": "token",
         "RAY_DEDUP_LOGS": "1",
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",

@@ -32,7 +32,7 @@ def open_night(settings: Settings, *, flow_run_id: str | None) -> int:
     one's night (``CARRIED``): its ingest run, champion before, dataset and candidate, so that
     the night's report counts what the dead run did.
     """
-    from services.rollout.ledger import lock_champion
+    from services.registry.ledger import lock_champion
 
     with session_scope(settings.db_url, write=True) as session:
         champion = lock_champion(session=session)
@@ -162,7 +162,7 @@ def rolled_out_candidate(settings: Settings, night_id: int, dataset_id: str) -> 
 
 def champion_dataset(settings: Settings) -> str | None:
     """The dataset the current champion was trained on (None before the first champion)."""
-    from services.rollout.ledger import champion_of
+    from services.registry.ledger import champion_of
     from services.store.models import Candidate
 
     with session_scope(settings.db_url) as session:
@@ -176,7 +176,7 @@ def champion_dataset(settings: Settings) -> str | None:
 
 def night_summary(settings: Settings, night_id: int) -> dict[str, Any]:
     """The row of the nightly table: fleet figures, candidate against champion, verdict."""
-    from services.rollout.ledger import champion_of
+    from services.registry.ledger import champion_of
     from services.store.models import Candidate, Decision, Evaluation
 
     with session_scope(settings.db_url) as session:

@@ -8,7 +8,7 @@ from services.api import metrics, pages
 from services.api.deps import SettingsDep
 from services.api.errors import install_error_handlers
 from services.api.routes import audit, candidates, robots, rollouts, users
-from services.dependencies import DependencyUnavailable, check_database
+from services.runtime.dependencies import DependencyUnavailable, check_database
 
 
 def create_app() -> FastAPI:

@@ -19,7 +19,7 @@ from services.api.deps import SettingsDep
 from services.config import Settings
 from services.nights import fleet_figures
 from services.rollout.controller import in_progress
-from services.rollout.ledger import champion_of
+from services.registry.ledger import champion_of
 from services.store import session_scope
 from services.store.models import (
     Candidate,

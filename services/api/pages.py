@@ -32,7 +32,7 @@ from services.approval.users import Unauthenticated, authenticate
 from services.config import Settings, get_settings
 from services.errors import NotFound
 from services.rollout import controller
-from services.rollout.ledger import PromotionConflict, champion_of
+from services.registry.ledger import PromotionConflict, champion_of
 from services.rollout.plan import METRICS, RolloutPlan
 from services.store.models import User, utcnow
 

@@ -38,7 +38,7 @@ def load_settings() -> Settings:
 
 def ready() -> Settings:
     """Settings with a migrated store (every command but init may be the first one run)."""
-    from services.dependencies import DependencyUnavailable, check_database
+    from services.runtime.dependencies import DependencyUnavailable, check_database
     from services.store import migrate
 
     try:

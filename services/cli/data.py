@@ -141,11 +141,11 @@ def dataset_build(
     as_json: JsonFlag = False,
 ) -> None:
     """Mine the episodes into a weighted, content-addressed dataset manifest."""
-    from services.curation.manifest import NoEpisodesError, build_dataset
+    from services.curation.manifest import NoEpisodesError, build_manifest
 
     try:
         settings = ready()
-        summary = build_dataset(
+        summary = build_manifest(
             settings,
             scheme=scheme or settings.scheme,
             max_steps=max_steps or settings.dataset_max_steps,

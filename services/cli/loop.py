@@ -81,7 +81,7 @@ def serve(
     import uvicorn
 
     from services.api.main import create_app
-    from services.dependencies import DependencyUnavailable, check_database, wait_for
+    from services.runtime.dependencies import DependencyUnavailable, check_database, wait_for
 
     settings = load_settings()
     try:  # a database that is still starting gets a bounded wait
@@ -99,8 +99,8 @@ def up(
     ] = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
 ) -> None:
     """Production mode on this machine: Prefect, MLflow, the API and a Ray head."""
-    from services.stack import Stack, StackError, status
-    from services.stack import up as start
+    from services.runtime.stack import Stack, StackError, status
+    from services.runtime.stack import up as start
 
     stack = Stack(home=load_settings().home, admin_url=admin_url)
     try:
@@ -115,8 +115,8 @@ def up(
 @app.command()
 def down() -> None:
     """Stop what `flywheel up` started, by process id."""
-    from services.stack import Stack
-    from services.stack import down as stop
+    from services.runtime.stack import Stack
+    from services.runtime.stack import down as stop
 
     stopped = stop(Stack(home=load_settings().home))
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")

@@ -25,12 +25,12 @@ from services.cli.base import (
 def evaluate(version: str, as_json: JsonFlag = False) -> None:
     """Paired closed-loop evaluation of a candidate against its champion, and the gate."""
     from services.evaluation.gate import judge, record_verdict
-    from services.evaluation.paired import evaluate_candidate
+    from services.evaluation.paired import evaluate_against_champion
 
     settings = ready()
     candidate_id = resolve_candidate(settings, version)
     with console.status(f"evaluating model version {version}"):
-        evaluations = evaluate_candidate(settings, candidate_id)
+        evaluations = evaluate_against_champion(settings, candidate_id)
     verdict = record_verdict(settings.db_url, candidate_id, judge(evaluations))
     if as_json:
         return print_json({"evaluations": evaluations, "gate": verdict})

@@ -60,7 +60,7 @@ class DatasetSummary:
     created: bool
 
 
-def build_dataset(
+def build_manifest(
     settings: Settings,
     *,
     scheme: str = "sirius",
@@ -210,7 +210,7 @@ def weights_per_task(
 def champion_episodes(session) -> set[str]:
     """The episodes the champion was trained on: its dataset and its ancestors' (a model
     fine-tuned from its parent carries what the parent learnt)."""
-    from services.rollout.ledger import champion_of
+    from services.registry.ledger import champion_of
     from services.store.models import Candidate
 
     seen: set[str] = set()

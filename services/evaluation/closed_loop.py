@@ -79,7 +79,7 @@ def evaluate_version(
     """
     import ray
 
-    from services.training.job import ensure_ray
+    from services.runtime.ray_driver import ensure_ray
 
     with session_scope(settings.db_url) as session:
         rows = session.scalars(

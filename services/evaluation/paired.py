@@ -14,7 +14,7 @@ from services.store import session_scope
 from services.store.models import Candidate
 
 
-def evaluate_candidate(settings: Settings, candidate_id: str) -> list[TaskEvaluation]:
+def evaluate_against_champion(settings: Settings, candidate_id: str) -> list[TaskEvaluation]:
     """Closed-loop success per task on seeds 0..eval_episodes-1, paired with the parent,
     and offline action error on held-out operator segments.
 

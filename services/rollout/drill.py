@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from services.config import Settings
-from services.rollout.ledger import champion_of
+from services.registry.ledger import champion_of
 from services.store import record_audit, session_scope
 from services.store.models import Candidate, Decision
 

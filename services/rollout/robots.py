@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from services.config import Settings
 from services.errors import NotFound
 from services.rollout.assignments import assign, assignment_of, register_robots
-from services.rollout.ledger import champion_of
+from services.registry.ledger import champion_of
 from services.store.models import Heartbeat, Robot, utcnow
 
 

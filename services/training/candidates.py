@@ -54,7 +54,7 @@ def train_and_register(
         policy_checkpoint,
         register_candidate,
     )
-    from services.rollout.ledger import champion_of
+    from services.registry.ledger import champion_of
     from services.training.ray_job import train
 
     config = config or TrainConfig()

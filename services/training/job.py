@@ -16,9 +16,9 @@ from pathlib import Path
 
 from services.config import Settings
 from services.training.config import TrainConfig
+from services.runtime.ray_driver import ensure_ray
 from services.training.data import TrainingData
 from services.training.loop import WorkerFault, train_loop
-from services.training.ray_head import temp_dir_for
 
 
 @dataclass(frozen=True)
@@ -40,38 +40,7 @@ def published(final: Path, seconds: float = 0.0) -> TrainResult:
     return TrainResult(final, meta.get("final_loss"), losses, seconds, meta.get("samples"), tasks)
 
 
-def ray_temp_dir(settings: Settings) -> Path:
-    return temp_dir_for(settings.ray_dir)
-
-
-def ensure_ray(settings: Settings) -> None:
-    """Connect to ``settings.ray_address``, or start a local Ray sized to this machine."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, log_to_driver=False)
-        return
-    temp = ray_temp_dir(settings)
-    temp.mkdir(parents=True, exist_ok=True)
-    ray.init(
-        num_cpus=max(2, os.cpu_count() or 2),
-        include_dashboard=False,
-        _temp_dir=str(temp),
-        log_to_driver=False,
-        configure_logging=False,
-    )
-
-
-def shutdown_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-def train_candidate(
+def fit_candidate(
     settings: Settings,
     data: TrainingData,
     *,

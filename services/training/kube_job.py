@@ -37,7 +37,7 @@ def train_on_kubernetes(
     """Run the candidate's training as a RayJob and wait for it; returns the candidate id."""
     from services.registry.mlflow_registry import code_version
     from services.rollout.kube_sync import kube_backend
-    from services.rollout.ledger import champion_of
+    from services.registry.ledger import champion_of
     from services.training.candidates import candidate_id_for
 
     with session_scope(settings.db_url) as session:

@@ -26,7 +26,7 @@ from services.config import Settings
 from services.training.config import TrainConfig
 from services.training.job import TrainResult, published
 from services.training.kube_job import TrainingJobFailed
-from services.training.ray_head import local_head
+from services.runtime.ray_head import local_head
 
 ENTRYPOINT = "python -m services.training.ray_job"
 
@@ -176,9 +176,9 @@ def _last_error(log: str) -> str:
 
 def _train_here(settings: Settings, *, candidate_id, dataset_id, parent_checkpoint, config):
     from services.curation.manifest import load_training_data
-    from services.training.job import train_candidate
+    from services.training.job import fit_candidate
 
-    return train_candidate(
+    return fit_candidate(
         settings,
         load_training_data(settings, dataset_id),
         candidate_id=candidate_id,

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from services.fleetlogs.ingest import ingest_logs
 from services.fleetlogs.mcap_writer import InterventionSpan, write_episode_mcap
-from services.rollout.ledger import promote
+from services.registry.ledger import promote
 from services.rollout.plan import RolloutPlan
 from services.store import session_scope
 from services.store.models import (

@@ -14,7 +14,7 @@ from services.rollout.controller import (
     rollback,
     start_rollout,
 )
-from services.rollout.ledger import PromotionConflict, champion_of
+from services.registry.ledger import PromotionConflict, champion_of
 from services.rollout.plan import RolloutPlan
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Robot

@@ -13,7 +13,7 @@ from services.rollout.controller import (
     start_rollout,
     step_rollout,
 )
-from services.rollout.ledger import champion_of
+from services.registry.ledger import champion_of
 from services.rollout.robots import provision_robots, record_heartbeat
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Promotion, Robot, Rollout

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from services.curation.manifest import build_dataset
+from services.curation.manifest import build_manifest
 from services.fleetlogs.ingest import ingest_logs
 from services.fleetlogs.mcap_writer import write_episode_mcap
 from services.registry.mlflow_registry import code_version
 from services.training.candidates import candidate_id_for, train_and_register
 from services.training.config import TrainConfig
 from services.training.kube_job import TrainingJobFailed
-from services.training.ray_head import temp_dir_for
+from services.runtime.ray_head import temp_dir_for
 from tests.fleetlogs.test_ingest import recording
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def _dataset(settings) -> str:
     write_episode_mcap(recording(kind="demo", interventions=[], n=40), logs / "demo.mcap")
     write_episode_mcap(recording(n=60), logs / "deploy.mcap")
     ingest_logs(settings)
-    return build_dataset(settings).id
+    return build_manifest(settings).id
 
 
 def _head_processes(settings) -> list[int]:

@@ -8,7 +8,7 @@ import pytest
 from policies.checkpoint import load_checkpoint
 from services.training.config import TrainConfig
 from services.training.data import TrainingData
-from services.training.job import train_candidate
+from services.training.job import fit_candidate
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def _data(n=2000) -> TrainingData:
 
 def test_training_lowers_the_loss_and_publishes_a_checkpoint_once(settings):
     config = TrainConfig(steps=400, checkpoint_every=200, log_every=50, hidden=(32, 32))
-    result = train_candidate(
+    result = fit_candidate(
         settings, _data(), candidate_id="cand-a", parent_checkpoint=None, config=config
     )
     assert result.losses[-1][1] < result.losses[0][1] / 3
@@ -37,12 +37,12 @@ def test_training_lowers_the_loss_and_publishes_a_checkpoint_once(settings):
     predicted = policy.act_batch(data.states, data.task_index)
     assert np.abs(predicted - data.actions).mean() < 0.15
 
-    again = train_candidate(
+    again = fit_candidate(
         settings, _data(), candidate_id="cand-a", parent_checkpoint=None, config=config
     )
     assert again.seconds == 0.0 and again.losses == result.losses
 
-    tuned = train_candidate(
+    tuned = fit_candidate(
         settings,
         _data(),
         candidate_id="cand-b",
@@ -62,10 +62,10 @@ def test_an_interrupted_run_is_resumed_only_when_asked(settings):
     (settings.root / "ray_results" / "candidate-cand-c").mkdir(parents=True)
     config = TrainConfig(steps=50, checkpoint_every=50, log_every=50, hidden=(8,))
     with pytest.raises(RuntimeError, match="pass resume"):
-        train_candidate(
+        fit_candidate(
             settings, _data(), candidate_id="cand-c", parent_checkpoint=None, config=config
         )
-    result = train_candidate(
+    result = fit_candidate(
         settings,
         _data(),
         candidate_id="cand-c",
@@ -82,11 +82,11 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint_and_ends_where_it_woul
     from services.training.loop import WorkerFault
 
     config = TrainConfig(steps=300, checkpoint_every=100, log_every=50, hidden=(32, 32))
-    clean = train_candidate(
+    clean = fit_candidate(
         settings, _data(), candidate_id="clean", parent_checkpoint=None, config=config
     )
     marker = tmp_path / "killed"
-    killed = train_candidate(
+    killed = fit_candidate(
         settings,
         _data(),
         candidate_id="killed",

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from services.cli import app
-from services.dependencies import (
+from services.runtime.dependencies import (
     DependencyUnavailable,
     check_database,
     check_mlflow,

@@ -2,7 +2,7 @@
 
 `up` creates Flywheel's databases on the PostgreSQL server, then starts and waits for:
 a Prefect server and an MLflow tracking server (both on PostgreSQL), the Flywheel API in
-production mode, and a Ray head with its job API (services/training/ray_head.py): nights
+production mode, and a Ray head with its job API (services/runtime/ray_head.py): nights
 submit their training to it as Ray jobs (FLYWHEEL_RAY_JOB_ADDRESS) and evaluate on it
 (FLYWHEEL_RAY_ADDRESS).
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from services.training.ray_head import RayHeadError, start_head, stop_head
+from services.runtime.ray_head import RayHeadError, start_head, stop_head
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SERVICES = ("prefect", "mlflow", "api", "ray")

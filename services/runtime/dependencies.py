@@ -75,7 +75,7 @@ def check_ray(settings: Settings) -> None:
     """Only a configured Ray address can be unreachable; the embedded default starts one."""
     if not settings.ray_address:
         return
-    from services.training.job import ensure_ray
+    from services.runtime.ray_driver import ensure_ray
 
     try:
         ensure_ray(settings)

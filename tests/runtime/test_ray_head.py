@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.training.ray_head import ensure_auth_token, start_head, stop_head
+from services.runtime.ray_head import ensure_auth_token, start_head, stop_head
 
 
 def test_a_head_starts_where_no_token_exists_and_makes_one(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from services.stack import DEFAULT_ADMIN_URL, Stack, down, status, up
+from services.runtime.stack import DEFAULT_ADMIN_URL, Stack, down, status, up
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
