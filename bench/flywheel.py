@@ -234,8 +234,8 @@ def night_record(
 ) -> dict:
     from services.config import get_settings
     from services.evaluation.closed_loop import evaluate_version
-    from services.registry.mlflow_registry import policy_checkpoint
     from services.registry.ledger import champion_of
+    from services.registry.mlflow_registry import policy_checkpoint
     from services.store import session_scope
     from services.store.models import Candidate, Dataset
     from sim.tasks import make_env

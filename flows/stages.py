@@ -36,12 +36,12 @@ def build_dataset_task(scheme: str | None):
 
 @task(name="train-candidate", retries=1, retry_delay_seconds=[10], cache_policy=NO_CACHE)
 def train_task(dataset_id: str, flow_run_id: str | None):
-    from services.training.candidates import train_and_register
     from services.training.config import TrainConfig
+    from services.training.stage import train_and_register
 
     settings = get_settings()
     if settings.kube_namespace is not None:  # on Kubernetes: a KubeRay RayJob does the work
-        from services.training.candidates import candidate_summary
+        from services.registry.candidates import candidate_summary
         from services.training.kube_job import train_on_kubernetes
 
         return candidate_summary(settings, train_on_kubernetes(settings, dataset_id))

@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 from services.api.deps import SettingsDep
 from services.config import Settings
 from services.nights import fleet_figures
-from services.rollout.controller import in_progress
 from services.registry.ledger import champion_of
+from services.rollout.controller import in_progress
 from services.store import session_scope
 from services.store.models import (
     Candidate,

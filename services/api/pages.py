@@ -31,8 +31,8 @@ from services.approval.decisions import APPROVER_ROLES
 from services.approval.users import Unauthenticated, authenticate
 from services.config import Settings, get_settings
 from services.errors import NotFound
-from services.rollout import controller
 from services.registry.ledger import PromotionConflict, champion_of
+from services.rollout import controller
 from services.rollout.plan import METRICS, RolloutPlan
 from services.store.models import User, utcnow
 

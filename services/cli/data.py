@@ -171,8 +171,8 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Fine-tune the champion on a dataset and register the candidate."""
-    from services.training.candidates import train_and_register
     from services.training.config import TrainConfig
+    from services.training.stage import train_and_register
 
     try:
         settings = ready()

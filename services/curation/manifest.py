@@ -8,7 +8,7 @@ A set ``replay`` share limits that replay instead: the episodes the champion has
 trained on, plus just enough of the ones it has (chosen by content hash, so the same ones
 every time) to make up that share of the steps; 0 trains on the new episodes alone, which
 is how a fleet forgets a task it no longer works. Training reads only manifests
-(``load_training_data``).
+(``load_training_data`` in services/training/data.py).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from services.curation.weights import (
     get_scheme,
     label_steps,
 )
-from services.features import ACTION, CONTROL_SOURCE, EPISODE_ID, FRAME_INDEX, OBSERVATION_STATE
+from services.features import CONTROL_SOURCE, EPISODE_ID, FRAME_INDEX
 from services.fleetlogs.episode_store import EpisodeStore
+from services.registry.ledger import champion_of
 from services.store import session_scope
-from services.store.models import Dataset, DatasetEpisode, Episode
-from services.training.data import TrainingData, actions_ahead
+from services.store.models import Candidate, Dataset, DatasetEpisode, Episode
 
 STEP_CLASS = "step_class"
 WEIGHT = "weight"
@@ -210,9 +210,6 @@ def weights_per_task(
 def champion_episodes(session) -> set[str]:
     """The episodes the champion was trained on: its dataset and its ancestors' (a model
     fine-tuned from its parent carries what the parent learnt)."""
-    from services.registry.ledger import champion_of
-    from services.store.models import Candidate
-
     seen: set[str] = set()
     version = champion_of(session=session)
     visited: set[str] = set()
@@ -332,38 +329,3 @@ def read_manifest(settings: Settings, dataset_id: str) -> tuple[dict, pa.Table]:
         raise FileNotFoundError(f"dataset {dataset_id} has no manifest under {path}")
     header = json.loads((path / "manifest.json").read_text())
     return header, pq.read_table(path / "manifest.parquet")
-
-
-def load_training_data(settings: Settings, dataset_id: str) -> TrainingData:
-    """The arrays a training run needs: the manifest's weighted steps, joined to their frames."""
-    header, table = read_manifest(settings, dataset_id)
-    steps = table.to_pandas()
-    steps = steps[steps[WEIGHT] > 0]
-    data_files = {e["id"]: e["data_file"] for e in header["episodes"]}
-    frames = EpisodeStore(settings.episode_store).read_frames(
-        sorted(set(steps[EPISODE_ID])), data_files=data_files
-    )
-    # Actions ahead come from every frame of the episode, weighted or not.
-    frames = frames.sort_values([EPISODE_ID, FRAME_INDEX], kind="stable").reset_index(drop=True)
-    ahead, ahead_mask = actions_ahead(
-        np.stack(frames[ACTION].to_numpy()).astype(np.float32), frames[EPISODE_ID].to_numpy()
-    )
-    frames["_row"] = np.arange(len(frames))
-    joined = steps.merge(frames, on=[EPISODE_ID, FRAME_INDEX], how="inner", validate="one_to_one")
-    if len(joined) != len(steps):
-        raise RuntimeError(
-            f"dataset {dataset_id}: {len(steps) - len(joined)} manifest steps are missing "
-            "from the episode store"
-        )
-    tasks = tuple(header["tasks"])
-    task_of = {task: i for i, task in enumerate(tasks)}
-    return TrainingData(
-        states=np.stack(joined[OBSERVATION_STATE].to_numpy()).astype(np.float32),
-        actions=np.stack(joined[ACTION].to_numpy()).astype(np.float32),
-        task_index=joined["task"].map(task_of).to_numpy(dtype=np.int64),
-        weights=joined[WEIGHT].to_numpy(dtype=np.float32),
-        tasks=tasks,
-        dataset_id=dataset_id,
-        actions_ahead=ahead[joined["_row"].to_numpy()],
-        ahead_mask=ahead_mask[joined["_row"].to_numpy()],
-    )

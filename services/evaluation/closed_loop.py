@@ -16,6 +16,7 @@ from sqlalchemy import select
 from services.config import Settings
 from services.evaluation.stats import Rate, wilson
 from services.evaluation.trajectories import trajectory_path, write_trajectory
+from services.runtime.ray_driver import ensure_ray
 from services.store import session_scope
 from services.store.models import Candidate, Evaluation, EvaluationEpisode
 
@@ -78,8 +79,6 @@ def evaluate_version(
     loads the policy and the simulator once), on the same Ray that trains.
     """
     import ray
-
-    from services.runtime.ray_driver import ensure_ray
 
     with session_scope(settings.db_url) as session:
         rows = session.scalars(

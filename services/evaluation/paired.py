@@ -10,6 +10,7 @@ from services.evaluation.closed_loop import (
     store_evaluations,
 )
 from services.evaluation.offline import action_errors
+from services.registry.mlflow_registry import policy_checkpoint
 from services.store import session_scope
 from services.store.models import Candidate
 
@@ -21,8 +22,6 @@ def evaluate_against_champion(settings: Settings, candidate_id: str) -> list[Tas
     The baseline is the candidate's parent: the champion it was fine-tuned from and would
     replace. Stored episodes are reused, so re-running the stage costs nothing.
     """
-    from services.registry.mlflow_registry import policy_checkpoint
-
     with session_scope(settings.db_url) as session:
         candidate = session.get(Candidate, candidate_id)
         if candidate is None or candidate.model_version is None:

@@ -24,9 +24,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.config import Settings
+from services.registry.ledger import PromotionConflict, champion_of, lock_champion, promote
 from services.rollout.assignments import assign, fleet
 from services.rollout.kube_sync import sync_policy_servers
-from services.registry.ledger import PromotionConflict, champion_of, lock_champion, promote
 from services.rollout.plan import METRICS, RolloutPlan
 from services.store import record_audit, session_scope
 from services.store.models import Candidate, Heartbeat, Rollout, utcnow

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from services.config import Settings
 from services.errors import NotFound
-from services.rollout.assignments import assign, assignment_of, register_robots
 from services.registry.ledger import champion_of
+from services.rollout.assignments import assign, assignment_of, register_robots
 from services.store.models import Heartbeat, Robot, utcnow
 
 

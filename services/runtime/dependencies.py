@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from services.config import Settings
+from services.runtime.ray_driver import ensure_ray
+from services.store.db import engine_for
 
 T = TypeVar("T")
 
@@ -32,8 +34,6 @@ def _redact(url: str) -> str:
 
 def check_database(settings: Settings) -> None:
     from sqlalchemy import text
-
-    from services.store.db import engine_for
 
     try:
         with engine_for(settings.db_url).connect() as conn:
@@ -75,8 +75,6 @@ def check_ray(settings: Settings) -> None:
     """Only a configured Ray address can be unreachable; the embedded default starts one."""
     if not settings.ray_address:
         return
-    from services.runtime.ray_driver import ensure_ray
-
     try:
         ensure_ray(settings)
     except Exception as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -37,3 +37,8 @@ class TrainConfig:
             raise ValueError("steps, batch_size, checkpoint_every and log_every must be positive")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+
+    def identity(self) -> dict:
+        """The fields that define what is trained (a candidate's id derives from them):
+        resume and overwrite say how to run, not what is trained."""
+        return {k: v for k, v in asdict(self).items() if k not in ("resume", "overwrite")}

@@ -6,6 +6,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from services.config import Settings
+from services.curation.manifest import WEIGHT, read_manifest
+from services.features import ACTION, EPISODE_ID, FRAME_INDEX, OBSERVATION_STATE
+from services.fleetlogs.episode_store import EpisodeStore
+
 # Steps ahead kept for action-chunking policies (their chunk may be at most this long).
 HORIZON = 16
 
@@ -90,3 +95,38 @@ class TrainingData:
 
     def __len__(self) -> int:
         return len(self.states)
+
+
+def load_training_data(settings: Settings, dataset_id: str) -> TrainingData:
+    """The arrays a training run needs: the manifest's weighted steps, joined to their frames."""
+    header, table = read_manifest(settings, dataset_id)
+    steps = table.to_pandas()
+    steps = steps[steps[WEIGHT] > 0]
+    data_files = {e["id"]: e["data_file"] for e in header["episodes"]}
+    frames = EpisodeStore(settings.episode_store).read_frames(
+        sorted(set(steps[EPISODE_ID])), data_files=data_files
+    )
+    # Actions ahead come from every frame of the episode, weighted or not.
+    frames = frames.sort_values([EPISODE_ID, FRAME_INDEX], kind="stable").reset_index(drop=True)
+    ahead, ahead_mask = actions_ahead(
+        np.stack(frames[ACTION].to_numpy()).astype(np.float32), frames[EPISODE_ID].to_numpy()
+    )
+    frames["_row"] = np.arange(len(frames))
+    joined = steps.merge(frames, on=[EPISODE_ID, FRAME_INDEX], how="inner", validate="one_to_one")
+    if len(joined) != len(steps):
+        raise RuntimeError(
+            f"dataset {dataset_id}: {len(steps) - len(joined)} manifest steps are missing "
+            "from the episode store"
+        )
+    tasks = tuple(header["tasks"])
+    task_of = {task: i for i, task in enumerate(tasks)}
+    return TrainingData(
+        states=np.stack(joined[OBSERVATION_STATE].to_numpy()).astype(np.float32),
+        actions=np.stack(joined[ACTION].to_numpy()).astype(np.float32),
+        task_index=joined["task"].map(task_of).to_numpy(dtype=np.int64),
+        weights=joined[WEIGHT].to_numpy(dtype=np.float32),
+        tasks=tasks,
+        dataset_id=dataset_id,
+        actions_ahead=ahead[joined["_row"].to_numpy()],
+        ahead_mask=ahead_mask[joined["_row"].to_numpy()],
+    )

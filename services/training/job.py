@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from services.config import Settings
-from services.training.config import TrainConfig
 from services.runtime.ray_driver import ensure_ray
+from services.training.config import TrainConfig
 from services.training.data import TrainingData
 from services.training.loop import WorkerFault, train_loop
 

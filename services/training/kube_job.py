@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable
 
 from services.config import Settings
+from services.registry.candidates import candidate_id_for
+from services.registry.ledger import champion_of
+from services.registry.mlflow_registry import code_version
+from services.rollout.kube_sync import kube_backend
 from services.store import session_scope
 from services.store.models import Candidate
 from services.training.config import TrainConfig
-
-
-class TrainingJobFailed(RuntimeError):
-    """KubeRay reports the candidate's training job as finished without success."""
+from services.training.ray_job import TrainingJobFailed
 
 
 def train_on_kubernetes(
@@ -35,15 +36,10 @@ def train_on_kubernetes(
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """Run the candidate's training as a RayJob and wait for it; returns the candidate id."""
-    from services.registry.mlflow_registry import code_version
-    from services.rollout.kube_sync import kube_backend
-    from services.registry.ledger import champion_of
-    from services.training.candidates import candidate_id_for
-
     with session_scope(settings.db_url) as session:
         parent = champion_of(session=session)
     config = TrainConfig(policy=settings.policy, steps=settings.train_steps, resume=True)
-    candidate_id = candidate_id_for(dataset_id, parent, config, code_version())
+    candidate_id = candidate_id_for(dataset_id, parent, config.identity(), code_version())
     backend = backend or kube_backend(settings)
     status = backend.submit_training_job(
         candidate_id,

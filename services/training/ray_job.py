@@ -22,13 +22,17 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from services.config import Settings
-from services.training.config import TrainConfig
-from services.training.job import TrainResult, published
-from services.training.kube_job import TrainingJobFailed
+from services.config import Settings, configure_runtime, get_settings
 from services.runtime.ray_head import local_head
+from services.training.config import TrainConfig
+from services.training.data import load_training_data
+from services.training.job import TrainResult, fit_candidate, published
 
 ENTRYPOINT = "python -m services.training.ray_job"
+
+
+class TrainingJobFailed(RuntimeError):
+    """A candidate's training job (a Ray job, or a KubeRay RayJob) ended without success."""
 
 
 def train(
@@ -175,9 +179,6 @@ def _last_error(log: str) -> str:
 
 
 def _train_here(settings: Settings, *, candidate_id, dataset_id, parent_checkpoint, config):
-    from services.curation.manifest import load_training_data
-    from services.training.job import fit_candidate
-
     return fit_candidate(
         settings,
         load_training_data(settings, dataset_id),
@@ -190,8 +191,6 @@ def _train_here(settings: Settings, *, candidate_id, dataset_id, parent_checkpoi
 def main(argv: list[str] | None = None) -> None:
     """The job's entrypoint: join the cluster the job runs on and train the candidate."""
     import ray
-
-    from services.config import configure_runtime, get_settings
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--candidate", required=True)

@@ -1,18 +1,21 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from services.curation.manifest import (
+    NoEpisodesError,
     build_manifest,
     held_out_episodes,
     is_held_out,
-    load_training_data,
     read_manifest,
 )
 from services.fleetlogs.ingest import ingest_logs
 from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.registry.ledger import promote
 from services.store import session_scope
-from services.store.models import Dataset, DatasetEpisode, Episode
+from services.store.models import Candidate, Dataset, DatasetEpisode, Episode
+from services.training.data import load_training_data
 from tests.fleetlogs.logs import recording
 
 
@@ -92,9 +95,6 @@ def test_held_out_episodes_never_enter_a_dataset_and_are_the_same_every_night(se
 
 
 def _make_champion(settings, dataset_id: str, version: str, parent: str | None) -> None:
-    from services.registry.ledger import promote
-    from services.store.models import Candidate
-
     with session_scope(settings.db_url, write=True) as session:
         session.add(
             Candidate(
@@ -146,10 +146,6 @@ def test_a_replay_share_keeps_new_episodes_and_only_that_share_of_what_the_champ
 
 
 def test_no_replay_and_nothing_new_is_a_clear_error(settings):
-    import pytest
-
-    from services.curation.manifest import NoEpisodesError
-
     _upload(settings, "night-1", n=30)
     first = build_manifest(settings)
     _make_champion(settings, first.id, "1", None)

@@ -5,7 +5,8 @@ import pytest
 from kubernetes import client
 
 from services.kube.manifests import CANDIDATE_ANNOTATION, training_job_name
-from services.training.kube_job import TrainingJobFailed, train_on_kubernetes
+from services.training.kube_job import train_on_kubernetes
+from services.training.ray_job import TrainingJobFailed
 from tests.conftest import add_candidate
 from tests.kube.conftest import NAMESPACE
 

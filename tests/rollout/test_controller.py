@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from services.registry import mlflow_registry as registry
+from services.registry.ledger import PromotionConflict, champion_of
 from services.rollout.assignments import register_robots
 from services.rollout.controller import (
     RolloutError,
@@ -14,7 +15,6 @@ from services.rollout.controller import (
     rollback,
     start_rollout,
 )
-from services.registry.ledger import PromotionConflict, champion_of
 from services.rollout.plan import RolloutPlan
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Robot

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from services.registry import mlflow_registry as registry
+from services.registry.ledger import champion_of
 from services.rollout.controller import (
     RolloutError,
     halt_rollout,
@@ -13,7 +14,6 @@ from services.rollout.controller import (
     start_rollout,
     step_rollout,
 )
-from services.registry.ledger import champion_of
 from services.rollout.robots import provision_robots, record_heartbeat
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Promotion, Robot, Rollout

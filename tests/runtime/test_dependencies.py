@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from services.api.main import create_app
 from services.cli import app
 from services.runtime.dependencies import (
     DependencyUnavailable,
@@ -65,8 +66,6 @@ def test_waiting_retries_with_backoff_then_gives_up():
 
 
 def test_readiness_says_why_and_liveness_does_not_depend_on_the_database(settings, monkeypatch):
-    from services.api.main import create_app
-
     client = TestClient(create_app())
     assert client.get("/health").json() == {"status": "ok"}
     monkeypatch.setenv("FLYWHEEL_DATABASE_URL", DOWN)

@@ -11,11 +11,12 @@ import pytest
 from services.curation.manifest import build_manifest
 from services.fleetlogs.ingest import ingest_logs
 from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.registry.candidates import candidate_id_for
 from services.registry.mlflow_registry import code_version
-from services.training.candidates import candidate_id_for, train_and_register
-from services.training.config import TrainConfig
-from services.training.kube_job import TrainingJobFailed
 from services.runtime.ray_head import temp_dir_for
+from services.training.config import TrainConfig
+from services.training.ray_job import TrainingJobFailed, _submit
+from services.training.stage import train_and_register
 from tests.fleetlogs.test_ingest import recording
 
 pytestmark = pytest.mark.slow
@@ -65,7 +66,7 @@ def test_the_train_stage_submits_a_ray_job_to_a_head_it_starts_and_stops(setting
 
 def test_a_failed_job_fails_the_stage_with_the_jobs_own_error(settings):
     dataset_id = _dataset(settings)
-    candidate_id = candidate_id_for(dataset_id, None, CONFIG, code_version())
+    candidate_id = candidate_id_for(dataset_id, None, CONFIG.identity(), code_version())
     # an interrupted run of this candidate, neither resumed nor overwritten: the job refuses
     (settings.root / "ray_results" / f"candidate-{candidate_id}").mkdir(parents=True)
     with pytest.raises(TrainingJobFailed, match="ended FAILED: RuntimeError: an interrupted"):
@@ -74,8 +75,6 @@ def test_a_failed_job_fails_the_stage_with_the_jobs_own_error(settings):
 
 
 def test_a_long_home_gets_a_short_ray_folder_whose_socket_paths_fit():
-    from pathlib import Path
-
     session = "session_2026-12-02_06-13-32_531400_3109299/sockets/plasma_store"
     for folder in (Path("/tmp/h"), Path("/tmp/benchwork/full/sirius-no-replay-s0/ray/head")):
         assert len(f"{temp_dir_for(folder)}/{session}".encode()) <= 107
@@ -101,8 +100,6 @@ class _Client:
 
 
 def test_a_submission_waits_for_the_heads_job_agent_and_other_errors_fail_at_once():
-    from services.training.ray_job import _submit
-
     client = _Client(not_ready=2)
     _submit(client, poll_s=0, entrypoint="python -V", submission_id="train-x")
     assert client.submitted == [{"entrypoint": "python -V", "submission_id": "train-x"}]

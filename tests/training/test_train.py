@@ -9,6 +9,7 @@ from policies.checkpoint import load_checkpoint
 from services.training.config import TrainConfig
 from services.training.data import TrainingData
 from services.training.job import fit_candidate
+from services.training.loop import WorkerFault
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +80,6 @@ def test_an_interrupted_run_is_resumed_only_when_asked(settings):
 def test_a_killed_worker_resumes_from_its_last_checkpoint_and_ends_where_it_would_have(
     settings, tmp_path
 ):
-    from services.training.loop import WorkerFault
-
     config = TrainConfig(steps=300, checkpoint_every=100, log_every=50, hidden=(32, 32))
     clean = fit_candidate(
         settings, _data(), candidate_id="clean", parent_checkpoint=None, config=config
