@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     # A head that requires a token (Ray's default) gets it from ~/.ray/auth_token, or from
     # RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH; RAY_AUTH_MODE=disabled for one that does not.
     ray_job_address: str | None = None
+    # Ports of the services `flywheel up` runs on this machine (services/runtime/stack.py),
+    # the API's also that of `flywheel serve`. A block of Flywheel's own, clear of Redis's
+    # 6379 (Ray's default GCS port), PostgreSQL, MLflow's 5000 (macOS AirPlay), the 8000 and
+    # 8080 of development servers and Ray's worker ports (10002-19999); each is checked
+    # before its service starts, and a port in use names the setting that moves it.
+    api_port: int = Field(default=8470, ge=1, le=65535)
+    prefect_port: int = Field(default=8471, ge=1, le=65535)
+    mlflow_port: int = Field(default=8472, ge=1, le=65535)
+    # The Ray head's GCS (what FLYWHEEL_RAY_ADDRESS points at) and its dashboard (the job API).
+    ray_port: int = Field(default=8473, ge=1, le=65535)
+    ray_dashboard_port: int = Field(default=8474, ge=1, le=65535)
     # Name of the registered model in MLflow that candidates and the champion belong to.
     model_name: str = "flywheel-policy"
     # Approve candidates that pass the gate without a fleet manager (simulated fleet, demos).

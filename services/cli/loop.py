@@ -72,7 +72,7 @@ def nightly(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    port: Annotated[int | None, typer.Option(help="Default: FLYWHEEL_API_PORT (8470).")] = None,
     wait_attempts: Annotated[
         int, typer.Option(min=1, help="Tries to reach the database before giving up.")
     ] = 10,
@@ -89,7 +89,7 @@ def serve(
     except DependencyUnavailable as exc:
         fail(f"{exc}; gave up after {wait_attempts} attempts")
     ready()
-    uvicorn.run(create_app(), host=host, port=port)
+    uvicorn.run(create_app(), host=host, port=port or settings.api_port)
 
 
 @app.command()
@@ -102,7 +102,10 @@ def up(
     from services.runtime.stack import Stack, StackError, status
     from services.runtime.stack import up as start
 
-    stack = Stack(home=load_settings().home, admin_url=admin_url)
+    try:
+        stack = Stack.from_settings(load_settings(), admin_url=admin_url)
+    except ValueError as exc:  # pydantic's validation error: a setting (a port) is wrong
+        fail(f"invalid settings: {exc}")
     try:
         start(stack)
     except StackError as exc:
@@ -118,7 +121,7 @@ def down() -> None:
     from services.runtime.stack import Stack
     from services.runtime.stack import down as stop
 
-    stopped = stop(Stack(home=load_settings().home))
+    stopped = stop(Stack.from_settings(load_settings()))
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 

@@ -1,6 +1,8 @@
 """Production mode on one machine: `flywheel up` / `flywheel down` (`make up` / `make down`).
 
-`up` creates Flywheel's databases on the PostgreSQL server, then starts and waits for:
+`up` checks that the ports it needs are free (each is a setting, FLYWHEEL_<NAME>_PORT in
+services/config.py), creates Flywheel's databases on the PostgreSQL server, then starts and
+waits for:
 a Prefect server and an MLflow tracking server (both on PostgreSQL), the Flywheel API in
 production mode, and a Ray head with its job API (services/runtime/ray_head.py): nights
 submit their training to it as Ray jobs (FLYWHEEL_RAY_JOB_ADDRESS) and evaluate on it
@@ -22,16 +24,33 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from services.config import Settings
+from services.runtime.ports import Port, PortInUse, check_free
 from services.runtime.ray_head import RayHeadError, start_head, stop_head
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SERVICES = ("prefect", "mlflow", "api", "ray")
+# Each port by its name: the setting ``<name>_port`` chooses it; and what listens there.
+PORTS = {
+    "prefect": "Prefect server",
+    "mlflow": "MLflow server",
+    "api": "Flywheel API",
+    "ray": "Ray GCS",
+    "ray_dashboard": "Ray dashboard and job API",
+}
+# The ports each service listens on.
+LISTENS = {
+    "prefect": ("prefect",),
+    "mlflow": ("mlflow",),
+    "api": ("api",),
+    "ray": ("ray", "ray_dashboard"),
+}
 
 
 class StackError(RuntimeError):
@@ -41,20 +60,18 @@ class StackError(RuntimeError):
 @dataclass(frozen=True)
 class Stack:
     home: Path
+    # Port of each service, by the names in PORTS.
+    ports: dict[str, int]
     # A PostgreSQL URL with the right to create databases; Flywheel's live beside it.
     admin_url: str = DEFAULT_ADMIN_URL
     # Database names get this prefix: flywheel, flywheel_mlflow, flywheel_prefect.
     prefix: str = "flywheel"
-    ports: dict[str, int] = field(
-        default_factory=lambda: {
-            "prefect": 4200,
-            "mlflow": 5000,
-            "api": 8000,
-            "ray": 6379,
-            "ray_dashboard": 8265,
-        }
-    )
     host: str = "127.0.0.1"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options) -> Stack:
+        ports = {name: getattr(settings, f"{name}_port") for name in PORTS}
+        return cls(home=settings.home, ports=ports, **options)
 
     @property
     def run_dir(self) -> Path:
@@ -95,6 +112,7 @@ class Stack:
 
 def up(stack: Stack, *, timeout_s: float = 120) -> dict[str, str]:
     """Start what is not running yet; returns the environment (also in stack.env_file)."""
+    _check_ports(stack)
     stack.run_dir.mkdir(parents=True, exist_ok=True)
     _create_databases(stack)
     env = stack.environment()
@@ -186,6 +204,21 @@ def down(stack: Stack, *, timeout_s: float = 20) -> list[str]:
 
 def status(stack: Stack) -> dict[str, bool]:
     return {name: _running(stack, name) for name in SERVICES}
+
+
+def _check_ports(stack: Stack) -> None:
+    """Refuse at once when a port of a service that is not running yet is taken."""
+    prefix = Settings.model_config["env_prefix"]
+    wanted = [
+        Port(stack.ports[name], PORTS[name], f"{prefix}{name.upper()}_PORT")
+        for service, names in LISTENS.items()
+        if not _running(stack, service)
+        for name in names
+    ]
+    try:
+        check_free(wanted)
+    except PortInUse as exc:
+        raise StackError(str(exc)) from None
 
 
 def _create_databases(stack: Stack) -> None:
