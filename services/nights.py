@@ -10,8 +10,17 @@ from typing import Any
 from sqlalchemy import func, select
 
 from services.config import Settings
+from services.registry.ledger import champion_of, lock_champion
 from services.store import session_scope
-from services.store.models import Episode, NightlyRun, utcnow
+from services.store.models import (
+    Candidate,
+    Decision,
+    Episode,
+    Evaluation,
+    NightlyRun,
+    Rollout,
+    utcnow,
+)
 
 # What a run taking over from a dead one carries on with: the night is the same night.
 CARRIED = ("ingest_run_id", "champion_before", "dataset_id", "candidate_id")
@@ -32,7 +41,6 @@ def open_night(settings: Settings, *, flow_run_id: str | None) -> int:
     one's night (``CARRIED``): its ingest run, champion before, dataset and candidate, so that
     the night's report counts what the dead run did.
     """
-    from services.registry.ledger import lock_champion
 
     with session_scope(settings.db_url, write=True) as session:
         champion = lock_champion(session=session)
@@ -149,7 +157,6 @@ def rolled_out_candidate(settings: Settings, night_id: int, dataset_id: str) -> 
     """The night's candidate, if a dead run of the night trained it on this dataset and
     started its rollout: it may be champion already, so the night goes on with it instead
     of stopping for want of new episodes or fine-tuning it on its own data."""
-    from services.store.models import Candidate, Rollout
 
     with session_scope(settings.db_url) as session:
         return session.scalar(
@@ -162,8 +169,6 @@ def rolled_out_candidate(settings: Settings, night_id: int, dataset_id: str) -> 
 
 def champion_dataset(settings: Settings) -> str | None:
     """The dataset the current champion was trained on (None before the first champion)."""
-    from services.registry.ledger import champion_of
-    from services.store.models import Candidate
 
     with session_scope(settings.db_url) as session:
         champion = champion_of(session=session)
@@ -176,8 +181,6 @@ def champion_dataset(settings: Settings) -> str | None:
 
 def night_summary(settings: Settings, night_id: int) -> dict[str, Any]:
     """The row of the nightly table: fleet figures, candidate against champion, verdict."""
-    from services.registry.ledger import champion_of
-    from services.store.models import Candidate, Decision, Evaluation
 
     with session_scope(settings.db_url) as session:
         night = session.get(NightlyRun, night_id)
@@ -218,7 +221,6 @@ def night_summary(settings: Settings, night_id: int) -> dict[str, Any]:
 
 def rollout_outcomes(settings: Settings) -> dict[str, str]:
     """Per candidate with a rollout: how it ended, or where it stands."""
-    from services.store.models import Rollout
 
     outcomes = {}
     with session_scope(settings.db_url) as session:

@@ -7,7 +7,7 @@ sequential test per watched metric (``sequential.py``): a breach rolls the candi
 on its own; enough exposure without one moves to the next stage. The last stage makes the
 candidate champion.
 
-The promotion ledger (``ledger.py``) is the record of who is champion; the last stage
+The promotion ledger (``registry/ledger.py``) is the record of who is champion; the last stage
 changes it by compare-and-set, in the same transaction as the fleet's assignments. Every
 transition is one transaction, so a controller killed at any point resumes from the stored
 stage, and the compare-and-set rules out a double promotion. The MLflow ``champion`` alias
