@@ -42,9 +42,11 @@ def train_task(dataset_id: str, flow_run_id: str | None):
     settings = get_settings()
     if settings.kube_namespace is not None:  # on Kubernetes: a KubeRay RayJob does the work
         from services.registry.candidates import candidate_summary
+        from services.rollout.kube_sync import kube_backend
         from services.training.kube_job import train_on_kubernetes
 
-        return candidate_summary(settings, train_on_kubernetes(settings, dataset_id))
+        candidate_id = train_on_kubernetes(settings, dataset_id, backend=kube_backend(settings))
+        return candidate_summary(settings, candidate_id)
     # resume: a retried or re-run night continues its candidate's interrupted Ray run.
     config = TrainConfig(policy=settings.policy, steps=settings.train_steps, resume=True)
     return train_and_register(

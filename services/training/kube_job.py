@@ -19,7 +19,6 @@ from services.config import Settings
 from services.registry.candidates import candidate_id_for
 from services.registry.ledger import champion_of
 from services.registry.mlflow_registry import code_version
-from services.rollout.kube_sync import kube_backend
 from services.store import session_scope
 from services.store.models import Candidate
 from services.training.config import TrainConfig
@@ -30,17 +29,17 @@ def train_on_kubernetes(
     settings: Settings,
     dataset_id: str,
     *,
-    backend=None,
+    backend,
     poll_s: float = 30.0,
     timeout_s: float = 6 * 3600,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
-    """Run the candidate's training as a RayJob and wait for it; returns the candidate id."""
+    """Run the candidate's training as a RayJob on ``backend`` (the cluster's
+    services.kube.backend.KubernetesBackend) and wait for it; returns the candidate id."""
     with session_scope(settings.db_url) as session:
         parent = champion_of(session=session)
     config = TrainConfig(policy=settings.policy, steps=settings.train_steps, resume=True)
     candidate_id = candidate_id_for(dataset_id, parent, config.identity(), code_version())
-    backend = backend or kube_backend(settings)
     status = backend.submit_training_job(
         candidate_id,
         settings.training_image,
