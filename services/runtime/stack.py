@@ -2,10 +2,9 @@
 
 `up` checks that the ports it needs are free (each is a setting, FLYWHEEL_<NAME>_PORT in
 services/config.py), creates Flywheel's databases on the PostgreSQL server, then starts and
-waits for:
-a Prefect server and an MLflow tracking server (both on PostgreSQL), the Flywheel API in
-production mode, and a Ray head with its job API (services/runtime/ray_head.py): nights
-submit their training to it as Ray jobs (FLYWHEEL_RAY_JOB_ADDRESS) and evaluate on it
+waits for: a Prefect server and an MLflow tracking server (both on PostgreSQL), the Flywheel
+API in production mode, and a Ray head with its job API (services/runtime/ray_head.py):
+nights submit their training to it as Ray jobs (FLYWHEEL_RAY_JOB_ADDRESS) and evaluate on it
 (FLYWHEEL_RAY_ADDRESS).
 
 The process ids, logs and the environment that points every `flywheel` command at the
@@ -35,7 +34,6 @@ from services.runtime.ports import Port, PortInUse, check_free
 from services.runtime.ray_head import RayHeadError, start_head, stop_head
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-SERVICES = ("prefect", "mlflow", "api", "ray")
 # Each port by its name: the setting ``<name>_port`` chooses it; and what listens there.
 PORTS = {
     "prefect": "Prefect server",
@@ -51,6 +49,7 @@ LISTENS = {
     "api": ("api",),
     "ray": ("ray", "ray_dashboard"),
 }
+SERVICES = tuple(LISTENS)
 
 
 class StackError(RuntimeError):
