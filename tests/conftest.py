@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from services.config import Settings, configure_runtime
+from services.runtime.ray_driver import shutdown_ray
+from services.runtime.ray_head import start_head, stop_head
 from services.store import migrate
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -77,8 +79,6 @@ def ray_head(tmp_path_factory):
     The embedded default starts and stops a head per training job (about 6 s on a quiet
     machine, far more under load, on every night of every test that trains);
     tests/training/test_ray_job.py covers that path on its own."""
-    from services.runtime.ray_head import start_head, stop_head
-
     folder = tmp_path_factory.mktemp("ray-head")
     head = start_head(folder / "head", folder / "head.log")
     yield head
@@ -98,8 +98,6 @@ def ray_jobs(ray_head, monkeypatch) -> str:
 def _shutdown_ray_at_end():
     """Tests share one local Ray (started by the first training run); stop it at the end."""
     yield
-    from services.runtime.ray_driver import shutdown_ray
-
     shutdown_ray()
 
 
