@@ -195,7 +195,7 @@ def drill(
     from services.nights import nights_completed
     from services.rollout.controller import rollouts_overview, start_rollout
     from services.rollout.drill import DRILL_ACTOR, register_worse_candidate
-    from services.rollout.robots import provision_robots
+    from services.serving.robots import provision_robots
     from services.store import session_scope
     from sim.fleet import FleetConfig, robot_ids
 

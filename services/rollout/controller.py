@@ -24,10 +24,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.config import Settings
-from services.rollout.assignments import assign, fleet
 from services.rollout.kube_sync import sync_policy_servers
 from services.rollout.ledger import PromotionConflict, champion_of, lock_champion, promote
 from services.rollout.plan import METRICS, RolloutPlan
+from services.serving.assignments import assign, fleet
 from services.store import record_audit, session_scope
 from services.store.models import Candidate, Heartbeat, Rollout, utcnow
 

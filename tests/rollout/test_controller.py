@@ -6,7 +6,6 @@ import pytest
 from sqlalchemy import select
 
 from services.registry import mlflow_registry as registry
-from services.rollout.assignments import register_robots
 from services.rollout.controller import (
     RolloutError,
     reconcile_champion,
@@ -16,6 +15,7 @@ from services.rollout.controller import (
 )
 from services.rollout.ledger import PromotionConflict, champion_of
 from services.rollout.plan import RolloutPlan
+from services.serving.assignments import register_robots
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Robot
 from tests.conftest import add_candidate

@@ -14,7 +14,7 @@ from services.rollout.controller import (
     step_rollout,
 )
 from services.rollout.ledger import champion_of
-from services.rollout.robots import provision_robots, record_heartbeat
+from services.serving.robots import provision_robots, record_heartbeat
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Promotion, Robot, Rollout
 from tests.conftest import add_candidate
