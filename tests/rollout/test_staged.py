@@ -6,13 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from services.registry import mlflow_registry as registry
-from services.rollout.controller import (
-    RolloutError,
-    halt_rollout,
-    reconcile_champion,
-    start_rollout,
-    step_rollout,
-)
+from services.rollout.champion import reconcile_champion
+from services.rollout.controller import RolloutError, halt_rollout, start_rollout, step_rollout
 from services.rollout.ledger import champion_of
 from services.serving.robots import provision_robots, record_heartbeat
 from services.store import session_scope
