@@ -182,9 +182,9 @@ def fleet_manager_review(report: dict | None) -> str | None:
     from sqlalchemy import select
 
     from services.approval.decisions import approve, reject
+    from services.approval.late import roll_out_approved
     from services.approval.users import add_user, get_user
     from services.config import get_settings
-    from services.rollout.controller import roll_out_late_approvals
     from services.store import session_scope
     from services.store.models import Decision, User
 
@@ -225,7 +225,7 @@ def fleet_manager_review(report: dict | None) -> str | None:
             )
             verdict = "rejected"
     if verdict == "approved":
-        roll_out_late_approvals(settings, actor=MANAGER)
+        roll_out_approved(settings, actor=MANAGER)
     return verdict
 
 

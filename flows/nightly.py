@@ -22,7 +22,7 @@ from services.config import get_settings
 @task(name="open-night", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def open_night() -> tuple[int | None, str | None]:
     """Tonight's night id, or (None, why) when another nightly run is in progress."""
-    from services.rollout.controller import reconcile_champion
+    from services.rollout.champion import reconcile_champion
 
     settings = get_settings()
     try:

@@ -31,7 +31,7 @@ def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int
     from services.api.main import create_app
     from services.registry.ledger import champion_of
     from services.rollout.controller import step_rollout
-    from services.rollout.robots import provision_robots
+    from services.serving.robots import provision_robots
     from services.store import session_scope
     from sim.fleet import FleetConfig, robot_ids, run_shift
     from sim.lab import record_lab_demos

@@ -77,9 +77,9 @@ def approval_task(candidate_id: str):
 
 @task(name="roll-out-late-approvals", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def late_approvals_task() -> list[str]:
-    from services.rollout.controller import roll_out_late_approvals
+    from services.approval.late import roll_out_approved
 
-    return roll_out_late_approvals(get_settings(), actor="nightly")
+    return roll_out_approved(get_settings(), actor="nightly")
 
 
 @task(name="rollout", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)

@@ -64,8 +64,7 @@ class ApiFleetClient:
         if key not in self._policies:
             import mlflow
 
-            from policies.checkpoint import load_checkpoint
-            from services.rollout.robots import checkpoint_checksum
+            from policies.checkpoint import checkpoint_checksum, load_checkpoint
 
             target = self.model_cache / version
             checkpoint = target / "artifacts" / "checkpoint"

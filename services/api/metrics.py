@@ -1,8 +1,9 @@
 """GET /metrics: the flywheel's figures in Prometheus text format, read from the store at
 scrape time, so every API replica reports the same numbers and nothing is lost on restart.
 
-The Grafana dashboard in ``dashboards/grafana/`` is built on these names; the tests check
-that every panel's query names one of them.
+The figures come from the read model (``services/readmodel/metrics.py``); this module only
+names them. The Grafana dashboard in ``dashboards/grafana/`` is built on these names; the
+tests check that every panel's query names one of them.
 """
 
 from __future__ import annotations
@@ -13,22 +14,13 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
 from services.api.deps import SettingsDep
 from services.config import Settings
 from services.nights import fleet_figures
+from services.readmodel import metrics as figures
 from services.registry.ledger import champion_of
-from services.rollout.controller import in_progress
 from services.store import session_scope
-from services.store.models import (
-    Candidate,
-    Episode,
-    Evaluation,
-    Heartbeat,
-    NightlyRun,
-    Rollout,
-)
 
 router = APIRouter(include_in_schema=False)
 
@@ -41,7 +33,7 @@ def metrics(settings: SettingsDep) -> Response:
 
 
 class StoreCollector(Collector):
-    """Counts and latest figures from the Flywheel store, one query each."""
+    """Counts and latest figures from the Flywheel store, as Prometheus metric families."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -72,74 +64,46 @@ def _episodes(session) -> Iterator[Metric]:
     seconds = CounterMetricFamily(
         "flywheel_fleet_robot_seconds", "Robot time in ingested fleet deployments (seconds)."
     )
-    rows = session.execute(
-        select(
-            Episode.status,
-            Episode.kind,
-            func.count(),
-            func.coalesce(func.sum(Episode.n_interventions), 0),
-            func.coalesce(func.sum(Episode.duration_s), 0.0),
-        ).group_by(Episode.status, Episode.kind)
-    ).all()
     total_interventions, total_seconds = 0, 0.0
-    for status, kind, count, n_interventions, duration in rows:
-        family = ingested if status == "ok" else quarantined
-        family.add_metric([kind or "unknown"], count)
-        if status == "ok" and kind == "deployment":
-            total_interventions += n_interventions
-            total_seconds += duration
+    for row in figures.episode_counts(session):
+        family = ingested if row.status == "ok" else quarantined
+        family.add_metric([row.kind or "unknown"], row.episodes)
+        if row.status == "ok" and row.kind == "deployment":
+            total_interventions += row.interventions
+            total_seconds += row.seconds
     interventions.add_metric([], total_interventions)
     seconds.add_metric([], total_seconds)
     yield from (ingested, quarantined, interventions, seconds)
 
 
 def _training(session) -> Iterator[Metric]:
-    count, seconds = session.execute(
-        select(func.count(), func.coalesce(func.sum(Candidate.train_seconds), 0.0)).where(
-            Candidate.train_seconds.is_not(None)
-        )
-    ).one()
+    training = figures.training(session)
     yield CounterMetricFamily(
-        "flywheel_candidates_trained", "Candidates trained (with a recorded time).", value=count
+        "flywheel_candidates_trained",
+        "Candidates trained (with a recorded time).",
+        value=training.trained,
     )
     yield CounterMetricFamily(
-        "flywheel_training_seconds", "Wall time spent training candidates.", value=seconds
+        "flywheel_training_seconds", "Wall time spent training candidates.", value=training.seconds
     )
     last = GaugeMetricFamily(
         "flywheel_last_training_seconds",
         "Training time of the newest trained candidate.",
         labels=["model_version"],
     )
-    newest = session.execute(
-        select(Candidate.model_version, Candidate.train_seconds)
-        .where(Candidate.train_seconds.is_not(None))
-        .order_by(Candidate.created_at.desc(), Candidate.id.desc())
-        .limit(1)
-    ).first()
-    if newest is not None:
-        last.add_metric([newest.model_version or ""], newest.train_seconds)
+    if training.newest_seconds is not None:
+        last.add_metric([training.newest_version or ""], training.newest_seconds)
     yield last
 
 
 def _evaluation(session) -> Iterator[Metric]:
-    """The newest evaluated candidate's closed-loop success per task, and its champion's on
-    the same seeds."""
     success = GaugeMetricFamily(
         "flywheel_evaluation_success_ratio",
         "Closed-loop success of the newest evaluated candidate and of its champion, per task.",
         labels=["side", "model_version", "task"],
     )
-    newest = session.scalar(
-        select(Evaluation.candidate_id).order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
-    )
-    if newest is not None:
-        version = session.scalar(select(Candidate.model_version).where(Candidate.id == newest))
-        for e in session.scalars(select(Evaluation).where(Evaluation.candidate_id == newest)):
-            success.add_metric(["candidate", version or "", e.task], e.candidate_successes / e.n)
-            if e.champion_successes is not None and e.champion_version is not None:
-                success.add_metric(
-                    ["champion", e.champion_version, e.task], e.champion_successes / e.n
-                )
+    for row in figures.newest_evaluation(session):
+        success.add_metric([row.side, row.model_version, row.task], row.ratio)
     yield success
 
 
@@ -156,12 +120,10 @@ def _rollouts(session) -> Iterator[Metric]:
     states = CounterMetricFamily(
         "flywheel_rollouts", "Rollouts by how they stand.", labels=["state"]
     )
-    for state, count in session.execute(
-        select(Rollout.state, func.count()).group_by(Rollout.state)
-    ):
+    for state, count in figures.rollouts_by_state(session):
         states.add_metric([state], count)
     yield states
-    rollout = in_progress(session)
+    current = figures.rollout_in_progress(session)
     stage = GaugeMetricFamily(
         "flywheel_rollout_stage",
         "Stage (1 = first) of the rollout in progress; absent when none is.",
@@ -171,12 +133,11 @@ def _rollouts(session) -> Iterator[Metric]:
         "flywheel_rollout_share",
         "Share of the fleet on the candidate of the rollout in progress (0 when none is).",
     )
-    if rollout is not None and rollout.stages:
-        current = rollout.stages[rollout.current_stage]
+    if current is not None:
         stage.add_metric(
-            [str(rollout.id), rollout.to_version, current["name"]], rollout.current_stage + 1
+            [str(current.rollout_id), current.to_version, current.stage], current.number
         )
-        share.add_metric([], current["share"])
+        share.add_metric([], current.share)
     else:
         share.add_metric([], 0.0)
     yield stage
@@ -186,44 +147,32 @@ def _rollouts(session) -> Iterator[Metric]:
 def _heartbeats(session) -> Iterator[Metric]:
     """What the robots report live, per policy version: what a rollout is judged on."""
     families = {
-        column: CounterMetricFamily(f"flywheel_robot_{name}", help_text, labels=["policy_version"])
-        for column, name, help_text in (
-            (Heartbeat.episodes, "episodes", "Episodes robots reported in heartbeats."),
-            (Heartbeat.failures, "failures", "Episodes robots did not complete alone."),
-            (Heartbeat.interventions, "interventions", "Operator interventions robots reported."),
-            (Heartbeat.active_seconds, "active_seconds", "Seconds robots reported working."),
+        field: CounterMetricFamily(f"flywheel_robot_{field}", help_text, labels=["policy_version"])
+        for field, help_text in (
+            ("episodes", "Episodes robots reported in heartbeats."),
+            ("failures", "Episodes robots did not complete alone."),
+            ("interventions", "Operator interventions robots reported."),
+            ("active_seconds", "Seconds robots reported working."),
         )
     }
-    rows = session.execute(
-        select(
-            Heartbeat.policy_version, *(func.coalesce(func.sum(c), 0) for c in families)
-        ).group_by(Heartbeat.policy_version)
-    ).all()
-    for version, *sums in rows:
-        for family, value in zip(families.values(), sums, strict=True):
-            family.add_metric([version or "none"], value)
+    for sums in figures.heartbeat_sums(session):
+        for field, family in families.items():
+            family.add_metric([sums.policy_version or "none"], getattr(sums, field))
     yield from families.values()
 
 
 def _nights(session):
     """Nights by state; returns the ingest run of the newest night that ingested."""
     nights = CounterMetricFamily("flywheel_nights", "Nightly runs by state.", labels=["state"])
-    for state, count in session.execute(
-        select(NightlyRun.state, func.count()).group_by(NightlyRun.state)
-    ):
+    for state, count in figures.nights_by_state(session):
         nights.add_metric([state], count)
     yield nights
-    return session.scalar(
-        select(NightlyRun.ingest_run_id)
-        .where(NightlyRun.ingest_run_id.is_not(None))
-        .order_by(NightlyRun.id.desc())
-        .limit(1)
-    )
+    return figures.newest_ingest_run(session)
 
 
 def _last_night_fleet(settings: Settings, ingest_run_id: str | None) -> Iterator[Metric]:
     """The fleet's figures for the newest night, as the nightly table shows them."""
-    figures = fleet_figures(settings, ingest_run_id)
+    fleet = fleet_figures(settings, ingest_run_id)
     per_hour = GaugeMetricFamily(
         "flywheel_interventions_per_robot_hour",
         "Operator interventions per robot-hour in the newest night's fleet deployments.",
@@ -232,9 +181,9 @@ def _last_night_fleet(settings: Settings, ingest_run_id: str | None) -> Iterator
         "flywheel_fleet_autonomous_success_ratio",
         "Share of the newest night's fleet deployments completed with no intervention.",
     )
-    if figures.get("interventions_per_robot_hour") is not None:
-        per_hour.add_metric([], figures["interventions_per_robot_hour"])
-    if figures.get("episodes"):
-        success.add_metric([], figures["autonomous_success"])
+    if fleet.get("interventions_per_robot_hour") is not None:
+        per_hour.add_metric([], fleet["interventions_per_robot_hour"])
+    if fleet.get("episodes"):
+        success.add_metric([], fleet["autonomous_success"])
     yield per_hour
     yield success

@@ -23,14 +23,16 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from services.api import charts, evidence
+from services.api import charts
 from services.api.deps import CandidateRef, SessionDep, SettingsDep, WriteSessionDep
 from services.api.errors import STATUS
-from services.approval import decisions, review
+from services.approval import decisions
 from services.approval.decisions import APPROVER_ROLES
 from services.approval.users import Unauthenticated, authenticate
 from services.config import Settings, get_settings
 from services.errors import NotFound
+from services.readmodel import evidence, review
+from services.readmodel.rollouts import rollouts_overview
 from services.registry.ledger import PromotionConflict, champion_of
 from services.rollout import controller
 from services.rollout.plan import METRICS, RolloutPlan
@@ -342,7 +344,7 @@ def _act(request: Request, viewer: Viewer, session, act, back: str) -> Response:
 
 
 def _rollouts(session, settings: Settings) -> dict[str, Any]:
-    overview = controller.rollouts_overview(session)
+    overview = rollouts_overview(session)
     plan = RolloutPlan.from_settings(settings)
     thresholds = {m: (plan.failure_test if m == "failures" else plan.test).upper for m in METRICS}
     figures = {

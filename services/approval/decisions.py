@@ -9,10 +9,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.approval.review import find_candidate
 from services.approval.users import PermissionDenied
+from services.errors import NotFound
 from services.store import record_audit
-from services.store.models import Decision, User
+from services.store.models import Candidate, Decision, User
 
 APPROVER_ROLES = frozenset({"fleet-manager"})
 # The actor recorded when demo mode approves on its own (FLYWHEEL_AUTO_APPROVE=true).
@@ -21,6 +21,16 @@ AUTO_APPROVER = "auto-approve (demo mode)"
 
 class DecisionConflict(Exception):
     """The candidate is not in a state that allows this decision."""
+
+
+def find_candidate(session: Session, ref: str) -> Candidate:
+    """A candidate by model version or candidate id."""
+    candidate = session.scalar(select(Candidate).where(Candidate.model_version == ref))
+    if candidate is None:
+        candidate = session.get(Candidate, ref)
+    if candidate is None:
+        raise NotFound(f"no candidate with model version or id {ref!r}")
+    return candidate
 
 
 def approval_of(*, session: Session, candidate_id: str) -> Decision | None:

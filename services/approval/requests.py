@@ -3,7 +3,7 @@
 The flow waits on the decisions table: a fleet manager decides through the API, the web
 app or the CLI, from anywhere, and the waiting run sees the row on its next look. If no
 one decides within the wait, the night ends with the candidate awaiting; an approval given
-later is rolled out at the start of the next night (``approved_not_rolled_out``).
+later is rolled out at the start of the next night (``late.py``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from services.approval.decisions import approval_of, auto_approve
 from services.config import Settings
 from services.store import session_scope
-from services.store.models import Candidate, NightlyRun, Rollout
+from services.store.models import Candidate
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,7 @@ class ApprovalState:
     reason: str | None = None
 
 
-def request_approval(settings: Settings, candidate_id: str) -> ApprovalState:
+def open_approval_request(settings: Settings, candidate_id: str) -> ApprovalState:
     """The decision on a candidate now, auto-approving in demo mode where allowed."""
     with session_scope(settings.db_url, write=True) as session:
         candidate = session.get(Candidate, candidate_id)
@@ -61,32 +59,8 @@ def wait_for_decision(
     poll_s = settings.approval_poll_s if poll_s is None else poll_s
     deadline = time.monotonic() + timeout_s
     while True:
-        state = request_approval(settings, candidate_id)
+        state = open_approval_request(settings, candidate_id)
         remaining = deadline - time.monotonic()
         if state.status != "awaiting" or remaining <= 0:
             return state
         sleep(min(poll_s, remaining))
-
-
-def approved_not_rolled_out(settings: Settings) -> list[str]:
-    """Approved candidates with no rollout yet, oldest first.
-
-    A candidate of a night still running (one that took over from a dead run carries its
-    candidate) is left to that night, which rolls it out in its own order.
-    """
-    with session_scope(settings.db_url) as session:
-        rolled = select(Rollout.candidate_id)
-        tonight = select(NightlyRun.candidate_id).where(
-            NightlyRun.state == "running", NightlyRun.candidate_id.is_not(None)
-        )
-        return list(
-            session.scalars(
-                select(Candidate.id)
-                .where(
-                    Candidate.status == "approved",
-                    Candidate.id.not_in(rolled),
-                    Candidate.id.not_in(tonight),
-                )
-                .order_by(Candidate.created_at)
-            )
-        )

@@ -195,7 +195,7 @@ def lineage(
     model: Annotated[str | None, typer.Option(help="Model version.")] = None,
 ) -> None:
     """Walk lineage: a model back to its data, or an intervention forward to models (JSON)."""
-    from services.lineage import intervention_lineage, model_lineage
+    from services.readmodel.lineage import intervention_lineage, model_lineage
 
     if (intervention is None) == (model is None):
         fail("give exactly one of --intervention ID or --model VERSION")

@@ -196,9 +196,10 @@ def drill(
     settings = ready()  # before Prefect is imported
     from flows.simulation import fleet_shift
     from services.nights import nights_completed
-    from services.rollout.controller import rollouts_overview, start_rollout
+    from services.readmodel.rollouts import rollouts_overview
+    from services.rollout.controller import start_rollout
     from services.rollout.drill import DRILL_ACTOR, register_worse_candidate
-    from services.rollout.robots import provision_robots
+    from services.serving.robots import provision_robots
     from services.store import session_scope
     from sim.fleet import FleetConfig, robot_ids
 

@@ -51,7 +51,7 @@ def evaluate(version: str, as_json: JsonFlag = False) -> None:
 @app.command()
 def candidates(as_json: JsonFlag = False) -> None:
     """Candidates with their gate verdicts and approvals."""
-    from services.approval.review import candidate_summaries
+    from services.readmodel.review import candidate_summaries
     from services.store import session_scope
 
     with session_scope(ready().db_url) as session:
@@ -69,7 +69,7 @@ def candidates(as_json: JsonFlag = False) -> None:
 def candidate(version: str, as_json: JsonFlag = False) -> None:
     """One candidate: per-task success against the champion, the gate's numbers, lineage,
     decisions and failing evaluation episodes."""
-    from services.approval.review import NotFound, candidate_detail
+    from services.readmodel.review import NotFound, candidate_detail
     from services.store import session_scope
 
     try:
@@ -140,7 +140,7 @@ def audit(
     as_json: JsonFlag = False,
 ) -> None:
     """The audit log, newest first: who did what, when, why."""
-    from services.approval.review import audit_log
+    from services.readmodel.review import audit_log
     from services.store import session_scope
 
     with session_scope(ready().db_url) as session:
@@ -253,7 +253,7 @@ def rollout_start(version: str) -> None:
 @rollout_app.command("status")
 def rollout_status(as_json: JsonFlag = False) -> None:
     """The champion, recent rollouts with their stages, and each robot's assignment."""
-    from services.rollout.controller import rollouts_overview
+    from services.readmodel.rollouts import rollouts_overview
     from services.store import session_scope
 
     with session_scope(ready().db_url) as session:
@@ -301,7 +301,8 @@ def rollout_watch(
     """Run the rollout controller: a decision window every INTERVAL seconds."""
     import time
 
-    from services.rollout.controller import serve_health, step_rollout
+    from services.rollout.controller import step_rollout
+    from services.rollout.health import serve_health
 
     settings = ready()
     if health_port is not None:

@@ -11,13 +11,14 @@ The promotion ledger (``registry/ledger.py``) is the record of who is champion; 
 changes it by compare-and-set, in the same transaction as the fleet's assignments. Every
 transition is one transaction, so a controller killed at any point resumes from the stored
 stage, and the compare-and-set rules out a double promotion. The MLflow ``champion`` alias
-moves only after the ledger commits, and ``reconcile_champion`` repairs the alias if a crash
-fell between the two writes.
+moves only after the ledger commits, and ``reconcile_champion`` (``champion.py``) repairs
+the alias if a crash fell between the two writes. The stages are typed (``stages.py``) and
+stored on the Rollout row as JSON.
 """
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,9 +26,10 @@ from sqlalchemy.orm import Session
 
 from services.config import Settings
 from services.registry.ledger import PromotionConflict, champion_of, lock_champion, promote
-from services.rollout.assignments import assign, fleet
-from services.rollout.kube_sync import sync_policy_servers
+from services.rollout.champion import reconcile_champion
 from services.rollout.plan import METRICS, RolloutPlan
+from services.rollout.stages import Stage, stages_of, store_stages
+from services.serving.assignments import assign, fleet
 from services.store import record_audit, session_scope
 from services.store.models import Candidate, Heartbeat, Rollout, utcnow
 
@@ -76,14 +78,14 @@ def start_rollout(
         stages = plan.stages(candidate_id, robots) if champion is not None else []
         # A stage with every robot on the candidate leaves no control group: only the last
         # stage may, and it is the promotion itself.
-        stages = [s for s in stages if s["share"] == 1.0 or len(s["robots"]) < len(robots)]
+        stages = [s for s in stages if s.is_last or len(s.robots) < len(robots)]
         if not stages:
             stages = RolloutPlan(shares=(1.0,)).stages(candidate_id, robots)
         rollout = Rollout(
             candidate_id=candidate_id,
             from_version=champion,
             to_version=candidate.model_version,
-            stages=stages,
+            stages=[s.to_json() for s in stages],
             current_stage=0,
             state="in_progress",
             reason=f"approved candidate {candidate_id}",
@@ -96,7 +98,7 @@ def start_rollout(
             action="start-rollout",
             subject_type="rollout",
             subject_id=str(rollout.id),
-            after={"stages": [(s["name"], len(s["robots"])) for s in stages]},
+            after={"stages": [(s.name, len(s.robots)) for s in stages]},
             reason=rollout.reason,
         )
         _enter_stage(session, rollout, 0, actor=actor)
@@ -122,41 +124,48 @@ def step_rollout(settings: Settings, *, actor: str = CONTROLLER) -> dict[str, An
         rollout = in_progress(session)
         if rollout is None:
             return None
-        stages = copy.deepcopy(rollout.stages)
+        stages = stages_of(rollout)
         stage = stages[rollout.current_stage]
         treatment, control, cursor = _window(session, rollout, stage)
         if treatment["episodes"] == 0 and control["episodes"] == 0:
-            return {"rollout": rollout.id, "stage": stage["name"], "decision": "no new data"}
+            return {"rollout": rollout.id, "stage": stage.name, "decision": "no new data"}
         window: dict[str, Any] = {
             "at": utcnow().isoformat(),
             "treatment": treatment,
             "control": control,
             "llr": {},
         }
-        total = stage.setdefault("control_total", {"episodes": 0, "failures": 0})
+        total = dict(stage.control_total or {"episodes": 0, "failures": 0})
         total["episodes"] += control["episodes"]
         total["failures"] += control["failures"]
+        llr = dict(stage.llr)
         for metric in METRICS:
-            stage["llr"][metric] += plan.window_llr(metric, treatment, control, total)
-            window["llr"][metric] = stage["llr"][metric]
-        stage["episodes"] += treatment["episodes"]
-        stage["cursor"] = cursor
-        breached = [m for m in METRICS if plan.breached(m, stage["llr"][m])]
+            llr[metric] += plan.window_llr(metric, treatment, control, total)
+            window["llr"][metric] = llr[metric]
+        episodes = stage.episodes + treatment["episodes"]
+        breached = [m for m in METRICS if plan.breached(m, llr[m])]
         if breached:
             window["decision"] = "rollback"
-        elif stage["episodes"] >= plan.min_episodes:
+        elif episodes >= plan.min_episodes:
             window["decision"] = "next stage"
         else:
             window["decision"] = "continue"
-        stage["windows"].append(window)
-        rollout.stages = stages
-        record = {"rollout": rollout.id, "stage": stage["name"], **window}
+        stage = stage.with_(
+            episodes=episodes,
+            llr=llr,
+            windows=(*stage.windows, window),
+            cursor=cursor,
+            control_total=total,
+        )
+        stages[rollout.current_stage] = stage
+        store_stages(rollout, stages)
+        record = {"rollout": rollout.id, "stage": stage.name, **window}
         if breached:
             reason = "; ".join(_breach_reason(m, stage, plan) for m in breached)
             _return_to_champion(session, rollout, "rolled_back", actor=actor, reason=reason)
         elif window["decision"] == "next stage":
-            stages[rollout.current_stage]["outcome"] = "passed"
-            rollout.stages = stages
+            stages[rollout.current_stage] = stage.with_(outcome="passed")
+            store_stages(rollout, stages)
             _enter_stage(session, rollout, rollout.current_stage + 1, actor=actor)
     reconcile_champion(settings)
     return record
@@ -177,10 +186,10 @@ def halt_rollout(settings: Settings, *, actor: str, reason: str) -> Rollout:
 
 
 def _window(
-    session: Session, rollout: Rollout, stage: dict
+    session: Session, rollout: Rollout, stage: Stage
 ) -> tuple[dict[str, float], dict[str, float], int]:
     """Sums of the heartbeats after the stage's cursor: candidate robots, champion robots."""
-    cursor = stage.get("cursor", 0)
+    cursor = stage.cursor or 0
     rows = session.execute(
         select(
             Heartbeat.policy_version,
@@ -212,28 +221,27 @@ def _window(
     )
 
 
-def _breach_reason(metric: str, stage: dict, plan: RolloutPlan) -> str:
-    t = {k: sum(w["treatment"][k] for w in stage["windows"]) for k in ("episodes", "hours", metric)}
-    c = {k: sum(w["control"][k] for w in stage["windows"]) for k in ("episodes", "hours", metric)}
+def _breach_reason(metric: str, stage: Stage, plan: RolloutPlan) -> str:
+    t = {k: sum(w["treatment"][k] for w in stage.windows) for k in ("episodes", "hours", metric)}
+    c = {k: sum(w["control"][k] for w in stage.windows) for k in ("episodes", "hours", metric)}
     exposure = METRICS[metric]
     unit = "per episode" if exposure == "episodes" else "per robot-hour"
     return (
         f"{metric} {unit}: candidate {t[metric] / max(t[exposure], 1e-9):.2f} vs champion "
-        f"{c[metric] / max(c[exposure], 1e-9):.2f} at the {stage['name']} stage; SPRT "
-        f"log-likelihood ratio {stage['llr'][metric]:.2f} >= {plan.threshold(metric)} after "
-        f"{len(stage['windows'])} window(s)"
+        f"{c[metric] / max(c[exposure], 1e-9):.2f} at the {stage.name} stage; SPRT "
+        f"log-likelihood ratio {stage.llr[metric]:.2f} >= {plan.threshold(metric)} after "
+        f"{len(stage.windows)} window(s)"
     )
 
 
 def _enter_stage(session: Session, rollout: Rollout, index: int, *, actor: str) -> None:
-    stages = copy.deepcopy(rollout.stages)
-    stage = stages[index]
+    stages = stages_of(rollout)
     newest = session.scalar(select(func.max(Heartbeat.id))) or 0
-    stage.update(started_at=utcnow().isoformat(), cursor=newest)
-    before = {"stage": rollout.stages[rollout.current_stage]["name"] if index else None}
+    before = {"stage": stages[rollout.current_stage].name if index else None}
+    stage = stages[index].with_(started_at=utcnow().isoformat(), cursor=newest)
     rollout.current_stage = index
-    candidate = session.get(Candidate, rollout.candidate_id)
-    if stage["share"] == 1.0:
+    status = None
+    if stage.is_last:
         promote(
             session=session,
             expected=rollout.from_version,
@@ -242,112 +250,88 @@ def _enter_stage(session: Session, rollout: Rollout, index: int, *, actor: str) 
             actor=actor,
             reason=f"rollout {rollout.id} reached the whole fleet",
         )
-        robots = [r.id for r in fleet(session=session)]
-        stage.update(robots=robots, outcome="completed")
+        stage = stage.with_(robots=tuple(r.id for r in fleet(session=session)), outcome="completed")
         rollout.state = "completed"
         rollout.finished_at = utcnow()
-        candidate.status = "deployed"
-    else:
-        robots = stage["robots"]
-    assign(
-        session=session,
-        robot_ids=robots,
-        version=rollout.to_version,
-        actor=actor,
-        reason=f"rollout {rollout.id}, {stage['name']} stage",
-    )
-    rollout.stages = stages
-    record_audit(
+        status = "deployed"
+    stages[index] = stage
+    store_stages(rollout, stages)
+    _move_robots(
         session,
+        rollout,
+        robots=stage.robots,
+        version=rollout.to_version,
+        candidate_status=status,
         actor=actor,
+        assign_reason=f"rollout {rollout.id}, {stage.name} stage",
         action="rollout-stage",
-        subject_type="rollout",
-        subject_id=str(rollout.id),
         before=before,
         after={
-            "stage": stage["name"],
-            "robots": len(robots),
+            "stage": stage.name,
+            "robots": len(stage.robots),
             "champion": champion_of(session=session),
         },
         reason="champion on the whole fleet"
-        if stage["share"] == 1.0
-        else f"{len(robots)} robot(s) on {rollout.to_version}, the rest on the champion",
+        if stage.is_last
+        else f"{len(stage.robots)} robot(s) on {rollout.to_version}, the rest on the champion",
     )
 
 
 def _return_to_champion(
     session: Session, rollout: Rollout, state: str, *, actor: str, reason: str
 ) -> None:
-    stages = copy.deepcopy(rollout.stages)
-    stages[rollout.current_stage]["outcome"] = state
-    rollout.stages = stages
+    stages = stages_of(rollout)
+    stage = stages[rollout.current_stage]
+    stages[rollout.current_stage] = stage.with_(outcome=state)
+    store_stages(rollout, stages)
     robots = [r.id for r in fleet(session=session) if r.policy_version == rollout.to_version]
-    assign(
-        session=session,
-        robot_ids=robots,
-        version=rollout.from_version,
-        actor=actor,
-        reason=f"rollout {rollout.id} {state.replace('_', ' ')}: {reason}",
-    )
     rollout.state = state
     rollout.reason = reason
     rollout.finished_at = utcnow()
-    candidate = session.get(Candidate, rollout.candidate_id)
-    candidate.status = "rolled_back"
-    record_audit(
+    _move_robots(
         session,
+        rollout,
+        robots=robots,
+        version=rollout.from_version,
+        candidate_status="rolled_back",
         actor=actor,
+        assign_reason=f"rollout {rollout.id} {state.replace('_', ' ')}: {reason}",
         action="rollback" if state == "rolled_back" else "halt-rollout",
-        subject_type="rollout",
-        subject_id=str(rollout.id),
-        before={"state": "in_progress", "stage": stages[rollout.current_stage]["name"]},
+        before={"state": "in_progress", "stage": stage.name},
         after={"state": state, "robots_returned": len(robots), "champion": rollout.from_version},
         reason=reason,
     )
 
 
-def roll_out_late_approvals(settings: Settings, *, actor: str) -> list[str]:
-    """Roll out candidates approved after their night stopped waiting; returns the outcomes.
-
-    Only a candidate evaluated against the current champion may replace it. One whose
-    champion has changed since is marked superseded (it must be evaluated again), so it is
-    not retried every night.
-    """
-    from services.approval.requests import approved_not_rolled_out
-
-    outcomes = []
-    for candidate_id in approved_not_rolled_out(settings):
-        with session_scope(settings.db_url, write=True) as session:
-            candidate = session.get(Candidate, candidate_id)
-            champion = champion_of(session=session)
-            if candidate.parent_version != champion:
-                candidate.status = "superseded"
-                reason = (
-                    f"approved against champion {candidate.parent_version}, but the champion "
-                    f"is now {champion}: evaluate it again before it can roll out"
-                )
-                record_audit(
-                    session,
-                    actor=actor,
-                    action="supersede",
-                    subject_type="candidate",
-                    subject_id=candidate_id,
-                    before={"status": "approved"},
-                    after={"status": "superseded"},
-                    reason=reason,
-                )
-                outcomes.append(f"candidate {candidate_id} superseded: {reason}")
-                continue
-        try:
-            rollout = start_rollout(settings, candidate_id, actor=actor)
-        except RolloutError as exc:  # another rollout is still going: try again next night
-            outcomes.append(f"candidate {candidate_id} waits: {exc}")
-            continue
-        outcomes.append(
-            f"candidate {candidate_id} rollout {rollout.id} started: "
-            f"{rollout.stages[rollout.current_stage]['name']} stage"
-        )
-    return outcomes
+def _move_robots(
+    session: Session,
+    rollout: Rollout,
+    *,
+    robots: Sequence[str],
+    version: str | None,
+    candidate_status: str | None,
+    actor: str,
+    assign_reason: str,
+    action: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    reason: str,
+) -> None:
+    """How every transition ends: point the robots at a version (each change audited), set
+    the candidate's status, and audit the rollout's transition."""
+    assign(session=session, robot_ids=robots, version=version, actor=actor, reason=assign_reason)
+    if candidate_status is not None:
+        session.get(Candidate, rollout.candidate_id).status = candidate_status
+    record_audit(
+        session,
+        actor=actor,
+        action=action,
+        subject_type="rollout",
+        subject_id=str(rollout.id),
+        before=before,
+        after=after,
+        reason=reason,
+    )
 
 
 def rollback(settings: Settings, *, actor: str, reason: str) -> Rollout:
@@ -369,100 +353,20 @@ def rollback(settings: Settings, *, actor: str, reason: str) -> Rollout:
             reason=reason,
             kind="rollback",
         )
-        robots = [r.id for r in fleet(session=session)]
-        assign(
-            session=session, robot_ids=robots, version=last.from_version, actor=actor, reason=reason
-        )
         last.state = "rolled_back"
         last.reason = reason
-        candidate = session.get(Candidate, last.candidate_id)
-        candidate.status = "rolled_back"
-        record_audit(
+        _move_robots(
             session,
+            last,
+            robots=[r.id for r in fleet(session=session)],
+            version=last.from_version,
+            candidate_status="rolled_back",
             actor=actor,
+            assign_reason=reason,
             action="rollback",
-            subject_type="rollout",
-            subject_id=str(last.id),
             before={"champion": last.to_version},
             after={"champion": last.from_version},
             reason=reason,
         )
     reconcile_champion(settings)
     return last
-
-
-def reconcile_champion(settings: Settings) -> bool:
-    """Move the MLflow alias to the ledger's champion if they differ, and the cluster's policy
-    servers (when Flywheel runs on Kubernetes) to their groups' versions; True if the
-    alias moved."""
-    from services.registry.mlflow_registry import champion_version, set_champion
-
-    with session_scope(settings.db_url) as session:
-        ledger = champion_of(session=session)
-    sync_policy_servers(settings)
-    if ledger is None or champion_version(settings) == ledger:
-        return False
-    set_champion(settings, ledger)
-    return True
-
-
-def rollouts_overview(session: Session, *, limit: int = 20) -> dict[str, Any]:
-    """The champion, recent rollouts with their stages and windows, and every robot's
-    assignment: what the rollouts page and `flywheel rollout status` show."""
-    rollouts = []
-    for r in session.scalars(select(Rollout).order_by(Rollout.id.desc()).limit(limit)):
-        rollouts.append(
-            {
-                "id": r.id,
-                "candidate_id": r.candidate_id,
-                "from_version": r.from_version,
-                "to_version": r.to_version,
-                "state": r.state,
-                "current_stage": r.stages[r.current_stage]["name"] if r.stages else None,
-                "reason": r.reason,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-                "stages": [
-                    {
-                        "name": s["name"],
-                        "share": s["share"],
-                        "robots": s["robots"],
-                        "outcome": s.get("outcome"),
-                        "episodes": s.get("episodes", 0),
-                        "llr": s.get("llr", {}),
-                        "windows": s.get("windows", []),
-                    }
-                    for s in r.stages
-                ],
-            }
-        )
-    robots = [
-        {
-            "robot_id": r.id,
-            "group": r.group,
-            "model_version": r.policy_version,
-            "last_seen": r.last_seen,
-        }
-        for r in fleet(session=session)
-    ]
-    return {"champion": champion_of(session=session), "rollouts": rollouts, "robots": robots}
-
-
-def serve_health(port: int) -> None:
-    """Answer GET /health on ``port`` from a daemon thread: the controller's liveness probe."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
-            ok = self.path == "/health"
-            self.send_response(200 if ok else 404)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b'{"status": "ok"}' if ok else b'{"detail": "not found"}')
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("0.0.0.0", port), Health)
-    threading.Thread(target=server.serve_forever, daemon=True, name="health").start()

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 
+from policies.checkpoint import load_checkpoint, save_checkpoint
 from services.config import Settings
 from services.registry.ledger import champion_of
+from services.registry.mlflow_registry import code_version, policy_checkpoint, register_candidate
 from services.store import record_audit, session_scope
 from services.store.models import Candidate, Decision
 
@@ -24,13 +26,6 @@ DRILL_ACTOR = "rollout drill"
 
 def register_worse_candidate(settings: Settings) -> str:
     """Register the sabotaged champion as an approved candidate; returns its id."""
-    from policies.checkpoint import load_checkpoint, save_checkpoint
-    from services.registry.mlflow_registry import (
-        code_version,
-        policy_checkpoint,
-        register_candidate,
-    )
-
     with session_scope(settings.db_url) as session:
         champion = champion_of(session=session)
         if champion is None:

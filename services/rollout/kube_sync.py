@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from services.config import Settings
-from services.rollout.assignments import fleet
+from services.serving.assignments import fleet
 from services.store import session_scope
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from services.config import Settings
 from services.rollout.sequential import SPRT, WORSE, ProportionSPRT
+from services.rollout.stages import Stage
 
 # Watched metrics: events over exposure, compared between candidate and champion robots.
 # A failure is an episode the robot did not complete on its own (it failed, or the operator
@@ -89,26 +90,23 @@ class RolloutPlan:
             return f"{t.upper:.2f} (alpha {t.alpha}, built to catch +{t.increase:.0%} failures)"
         return f"{self.test.upper:.2f} (alpha {self.test.alpha}, a {self.test.ratio:g}x worse rate)"
 
-    def stages(self, candidate_id: str, robots: Sequence[str]) -> list[dict]:
-        """The stages as stored on the rollout row: name, share, robots on the candidate."""
+    def stages(self, candidate_id: str, robots: Sequence[str]) -> list[Stage]:
+        """The stages of a new rollout: name, share, robots on the candidate."""
         order = sorted(
             robots, key=lambda r: hashlib.sha256(f"{candidate_id}/{r}".encode()).digest()
         )
-        stages: list[dict] = []
+        stages: list[Stage] = []
         for share in self.shares:
             size = len(order) if share == 1.0 else max(1, math.floor(share * len(order)))
-            if stages and size == len(stages[-1]["robots"]):
+            if stages and size == len(stages[-1].robots):
                 continue  # a small fleet: this stage would change nothing
             name = "fleet" if share == 1.0 else ("canary" if not stages else f"{share:.0%}")
             stages.append(
-                {
-                    "name": name,
-                    "share": share,
-                    "robots": sorted(order[:size]),
-                    "episodes": 0,
-                    "llr": {metric: 0.0 for metric in METRICS},
-                    "windows": [],
-                    "outcome": None,
-                }
+                Stage(
+                    name=name,
+                    share=share,
+                    robots=tuple(sorted(order[:size])),
+                    llr={metric: 0.0 for metric in METRICS},
+                )
             )
         return stages

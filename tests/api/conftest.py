@@ -6,7 +6,7 @@ from services.approval.users import add_user
 from services.evaluation.closed_loop import compare, store_evaluations
 from services.evaluation.gate import judge, record_verdict
 from services.evaluation.trajectories import trajectory_path, write_trajectory
-from services.rollout.assignments import register_robots
+from services.serving.assignments import register_robots
 from services.store import session_scope
 from services.store.models import EvaluationEpisode
 from tests.conftest import add_candidate

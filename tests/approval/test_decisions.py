@@ -9,7 +9,7 @@ from services.approval.decisions import (
     comment,
     reject,
 )
-from services.approval.requests import request_approval, wait_for_decision
+from services.approval.requests import open_approval_request, wait_for_decision
 from services.approval.users import add_user, get_user
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate
@@ -70,11 +70,11 @@ def test_a_decision_needs_a_reason(store_settings, users):
 def test_auto_approval_only_for_passed_candidates_and_only_when_enabled(store_settings):
     _candidate(store_settings.db_url, "passed")
     _candidate(store_settings.db_url, "inconclusive", "c2")
-    assert request_approval(store_settings, "c1").status == "awaiting"
+    assert open_approval_request(store_settings, "c1").status == "awaiting"
     demo = store_settings.model_copy(update={"auto_approve": True})
-    state = request_approval(demo, "c1")
+    state = open_approval_request(demo, "c1")
     assert state.status == "approved" and state.actor == AUTO_APPROVER
-    assert request_approval(demo, "c2").status == "awaiting"  # inconclusive goes to a human
+    assert open_approval_request(demo, "c2").status == "awaiting"  # inconclusive goes to a human
     with session_scope(store_settings.db_url) as session:
         audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "approve")).one()
         assert audit.actor == AUTO_APPROVER

@@ -112,28 +112,22 @@ def _rollout_in_progress(session, settings) -> None:
             session.add(Robot(id=robot, tasks=["pick-place"]))
     session.flush()
     stages = RolloutPlan.from_settings(settings).stages("c5", ROBOTS)
-    canary = stages[0]
     start = datetime(2026, 1, 3, 9, tzinfo=UTC)
-    for i, (treatment, control) in enumerate(((1, 3), (2, 5))):
-        canary["windows"].append(
-            {
-                "at": (start + timedelta(hours=i)).isoformat(),
-                "treatment": {
-                    "episodes": 4,
-                    "failures": 1,
-                    "interventions": treatment,
-                    "hours": 0.5,
-                },
-                "control": {"episodes": 12, "failures": 5, "interventions": control, "hours": 1.5},
-                "llr": {"failures": -0.4 * (i + 1), "interventions": -0.3 * (i + 1)},
-                "decision": "continue",
-            }
-        )
-    canary["episodes"] = 8
-    canary["llr"] = dict(canary["windows"][-1]["llr"])
+    windows = [
+        {
+            "at": (start + timedelta(hours=i)).isoformat(),
+            "treatment": {"episodes": 4, "failures": 1, "interventions": treatment, "hours": 0.5},
+            "control": {"episodes": 12, "failures": 5, "interventions": control, "hours": 1.5},
+            "llr": {"failures": -0.4 * (i + 1), "interventions": -0.3 * (i + 1)},
+            "decision": "continue",
+        }
+        for i, (treatment, control) in enumerate(((1, 3), (2, 5)))
+    ]
+    canary = stages[0].with_(windows=tuple(windows), episodes=8, llr=dict(windows[-1]["llr"]))
+    stages = [canary.to_json(), *(s.to_json() for s in stages[1:])]
     session.add(Rollout(candidate_id="c5", from_version="2", to_version="5", stages=stages))
     for robot in ROBOTS:
-        version = "5" if robot in canary["robots"] else "2"
+        version = "5" if robot in canary.robots else "2"
         session.add(
             Heartbeat(
                 robot_id=robot,

@@ -64,7 +64,7 @@ def test_two_nights_train_a_champion_then_a_candidate_from_the_fleets_interventi
 
     # Lineage both ways: the new model back to the robots and interventions it learned from,
     # and one of those interventions forward to the model and the robots that run it.
-    from services.lineage import intervention_lineage, model_lineage
+    from services.readmodel.lineage import intervention_lineage, model_lineage
 
     chain = model_lineage(toy_settings, second["candidate"]["version"])["chain"]
     assert [m["model_version"] for m in chain] == [

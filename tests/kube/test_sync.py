@@ -1,8 +1,8 @@
 """The rollout controller keeps each robot group's policy server on its robots' version
 (against the stand-in API server: no real Kubernetes API server runs here)."""
 
-from services.rollout.assignments import assign, register_robots
 from services.rollout.kube_sync import sync_policy_servers
+from services.serving.assignments import assign, register_robots
 from services.store import session_scope
 
 

@@ -7,39 +7,23 @@ from sqlalchemy import select
 
 from services.registry import mlflow_registry as registry
 from services.registry.ledger import PromotionConflict, champion_of
-from services.rollout.assignments import register_robots
-from services.rollout.controller import (
-    RolloutError,
-    reconcile_champion,
-    roll_out_late_approvals,
-    rollback,
-    start_rollout,
-)
+from services.rollout.champion import reconcile_champion
+from services.rollout.controller import RolloutError, rollback, start_rollout
 from services.rollout.plan import RolloutPlan
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Robot
-from tests.conftest import add_candidate
+from tests.rollout.candidates import register_candidates
 
 pytestmark = pytest.mark.slow
 # Straight to the whole fleet: the ledger tests need no canary.
 WHOLE_FLEET = RolloutPlan(shares=(1.0,))
 
 
-def _candidates(settings, register, statuses, parents=None):
-    """Candidates c0, c1, ... registered as versions 1, 2, ...; parents default to None."""
-    with session_scope(settings.db_url) as session:
-        register_robots(session=session, robot_ids=["r0", "r1", "r2"], tasks=["toy-reach"])
-    parents = parents or [None] * len(statuses)
-    for i, (status, parent) in enumerate(zip(statuses, parents, strict=True)):
-        version = register(settings, candidate_id=f"c{i}").version
-        add_candidate(settings.db_url, f"c{i}", version=version, status=status, parent=parent)
-
-
 def test_only_approved_candidates_roll_out_and_the_alias_follows_the_ledger(
     settings,
     register,
 ):
-    _candidates(settings, register, ["approved", "failed", "approved"], [None, "1", "1"])
+    register_candidates(settings, register, ["approved", "failed", "approved"], [None, "1", "1"])
     with pytest.raises(RolloutError, match="only an approved candidate"):
         start_rollout(settings, "c1", actor="fatima")
 
@@ -64,7 +48,7 @@ def test_only_approved_candidates_roll_out_and_the_alias_follows_the_ledger(
 
 
 def test_reconcile_repairs_an_alias_that_drifted_from_the_ledger(settings, register):
-    _candidates(settings, register, ["approved", "approved"])
+    register_candidates(settings, register, ["approved", "approved"])
     start_rollout(settings, "c0", actor="nightly")
     registry.set_champion(settings, "2")  # e.g. a crash between ledger commit and alias move
     assert reconcile_champion(settings) is True
@@ -73,7 +57,7 @@ def test_reconcile_repairs_an_alias_that_drifted_from_the_ledger(settings, regis
 
 
 def test_rollback_with_nothing_to_return_to_changes_nothing(settings, register):
-    _candidates(settings, register, ["approved"])
+    register_candidates(settings, register, ["approved"])
     with pytest.raises(RolloutError, match="nothing to roll back"):
         rollback(settings, actor="fatima", reason="just in case")
     start_rollout(settings, "c0", actor="nightly")
@@ -87,7 +71,7 @@ def test_ten_concurrent_promotions_give_one_champion_and_nine_conflicts(store_se
 
     from services.store.models import Promotion
 
-    _candidates(store_settings, register, ["approved"] * 11, [None] + ["1"] * 10)
+    register_candidates(store_settings, register, ["approved"] * 11, [None] + ["1"] * 10)
     start_rollout(store_settings, "c0", actor="nightly")  # v1 is champion
 
     def attempt(i: int) -> str:
@@ -117,7 +101,7 @@ def test_a_crash_between_ledger_and_alias_is_repaired_on_the_next_run(
 ):
     import services.rollout.controller as controller
 
-    _candidates(settings, register, ["approved", "approved"], [None, "1"])
+    register_candidates(settings, register, ["approved", "approved"], [None, "1"])
     start_rollout(settings, "c0", actor="nightly")
 
     def crash(settings):
@@ -130,21 +114,3 @@ def test_a_crash_between_ledger_and_alias_is_repaired_on_the_next_run(
     monkeypatch.setattr(controller, "reconcile_champion", reconcile_champion)
     assert reconcile_champion(settings) is True  # what the next night does first
     assert registry.champion_version(settings) == "2"
-
-
-def test_a_late_approval_rolls_out_next_night_unless_the_champion_moved_on(settings, register):
-    settings = settings.model_copy(update={"rollout_stages": (1.0,)})
-    # c0 is champion 1; c1 and c2 were both evaluated against it and approved after their
-    # nights stopped waiting. The first to go replaces 1; the other is now stale.
-    _candidates(settings, register, ["approved", "approved", "approved"], [None, "1", "1"])
-    start_rollout(settings, "c0", actor="nightly")
-    outcomes = roll_out_late_approvals(settings, actor="nightly")
-    assert outcomes[0] == "candidate c1 rollout 2 started: fleet stage"
-    assert outcomes[1].startswith("candidate c2 superseded: approved against champion 1")
-    with session_scope(settings.db_url) as session:
-        assert champion_of(session=session) == "2"
-        assert session.get(Candidate, "c2").status == "superseded"
-        audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "supersede")).one()
-        assert audit.before == {"status": "approved"}
-    assert registry.champion_version(settings) == "2"
-    assert roll_out_late_approvals(settings, actor="nightly") == []  # nothing left to do

@@ -7,14 +7,9 @@ from sqlalchemy import select
 
 from services.registry import mlflow_registry as registry
 from services.registry.ledger import champion_of
-from services.rollout.controller import (
-    RolloutError,
-    halt_rollout,
-    reconcile_champion,
-    start_rollout,
-    step_rollout,
-)
-from services.rollout.robots import provision_robots, record_heartbeat
+from services.rollout.champion import reconcile_champion
+from services.rollout.controller import RolloutError, halt_rollout, start_rollout, step_rollout
+from services.serving.robots import provision_robots, record_heartbeat
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Promotion, Robot, Rollout
 from tests.conftest import add_candidate

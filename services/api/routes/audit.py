@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from services.api.deps import CurrentUser, SessionDep
 from services.api.schemas import AuditEntry
-from services.approval import review
+from services.readmodel import review
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

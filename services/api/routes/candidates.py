@@ -21,7 +21,8 @@ from services.api.schemas import (
     EvaluationEpisodeOut,
     Reason,
 )
-from services.approval import decisions, review
+from services.approval import decisions
+from services.readmodel import review
 
 router = APIRouter(
     prefix="/candidates",

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from services.api.deps import SettingsDep, WriteSessionDep
-from services.rollout.robots import record_heartbeat, robot_assignment
+from services.serving.robots import record_heartbeat, robot_assignment
 
 router = APIRouter(prefix="/robots", tags=["robots"])
 

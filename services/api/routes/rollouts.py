@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from services.api.deps import CurrentUser, SessionDep, SettingsDep
 from services.api.schemas import Reason
 from services.approval.users import require_role
+from services.readmodel.rollouts import rollouts_overview
 from services.rollout import controller
 
 router = APIRouter(
@@ -61,7 +62,7 @@ class Overview(BaseModel):
 
 @router.get("", response_model=Overview)
 def overview(session: SessionDep, user: CurrentUser) -> dict:
-    return controller.rollouts_overview(session)
+    return rollouts_overview(session)
 
 
 @router.post(
@@ -77,5 +78,5 @@ def halt(body: Reason, settings: SettingsDep, session: SessionDep, user: Current
     require_role(user, "fleet-manager", action="halt a rollout")
     rollout = controller.halt_rollout(settings, actor=user.name, reason=body.reason)
     session.commit()  # end the read snapshot taken before the halt
-    [out] = [r for r in controller.rollouts_overview(session)["rollouts"] if r["id"] == rollout.id]
+    [out] = [r for r in rollouts_overview(session)["rollouts"] if r["id"] == rollout.id]
     return out

@@ -1,7 +1,8 @@
 """What a reviewer sees: candidates, the evidence behind each verdict, and the audit log.
 
 Plain read functions over a session, shared by the CLI, the API and the web app, so all
-three show the same numbers.
+three show the same numbers. (``find_candidate``, the lookup by model version or id, lives
+with the decisions that also need it.)
 """
 
 from __future__ import annotations
@@ -11,22 +12,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.approval.decisions import find_candidate
 from services.config import Settings
 from services.errors import NotFound
 from services.evaluation.stats import wilson
 from services.evaluation.trajectories import read_trajectory, trajectory_path
-from services.lineage import lineage_of_model
+from services.readmodel.lineage import lineage_of_model
 from services.store.models import AuditEvent, Candidate, Decision, Evaluation, EvaluationEpisode
-
-
-def find_candidate(session: Session, ref: str) -> Candidate:
-    """A candidate by model version or candidate id."""
-    candidate = session.scalar(select(Candidate).where(Candidate.model_version == ref))
-    if candidate is None:
-        candidate = session.get(Candidate, ref)
-    if candidate is None:
-        raise NotFound(f"no candidate with model version or id {ref!r}")
-    return candidate
 
 
 def candidate_summaries(session: Session) -> list[dict[str, Any]]:

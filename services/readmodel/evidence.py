@@ -1,7 +1,7 @@
 """What the review pages show beyond the API's answers: the nights, the champion's history, a
 candidate's learning curve, and the fleet episodes its dataset was built from.
 
-Plain read functions, like ``services/approval/review.py``; the pages turn them into plots.
+Plain read functions, like ``review.py``; the pages turn them into plots.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.approval.review import find_candidate
+from services.approval.decisions import find_candidate
 from services.config import Settings
 from services.evaluation.stats import wilson
 from services.features import (

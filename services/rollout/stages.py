@@ -1,0 +1,88 @@
+"""A rollout's stages, typed: parsed from and written back to the Rollout row's JSON.
+
+The row stores each stage as a JSON object (``name``, ``share``, ``robots``, ``episodes``,
+``llr``, ``windows``, ``outcome``; ``started_at`` and ``cursor`` once the stage is entered;
+``control_total`` once a window was counted). ``Stage`` reads and writes exactly that
+object, so rollouts stored by earlier versions load unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from services.store.models import Rollout
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # canary | 50% | ... | fleet
+    share: float  # share of the fleet on the candidate; 1.0 is the promotion itself
+    robots: tuple[str, ...]  # the robots on the candidate
+    # Each watched metric's log-likelihood ratio (worse vs as good) so far.
+    llr: Mapping[str, float]
+    episodes: int = 0  # candidate episodes counted in this stage
+    windows: tuple[Mapping[str, Any], ...] = ()  # the decision windows, as recorded
+    outcome: str | None = None  # passed | completed | rolled_back | halted
+    started_at: str | None = None  # ISO time the stage was entered
+    cursor: int | None = None  # the newest heartbeat id already counted
+    # Control-group sums over the stage (the failure test compares against all of them).
+    control_total: Mapping[str, int] | None = None
+
+    @property
+    def is_last(self) -> bool:
+        """The whole fleet: entering this stage makes the candidate champion."""
+        return self.share == 1.0
+
+    def with_(self, **changes: Any) -> Stage:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Stage:
+        return cls(
+            name=data["name"],
+            share=data["share"],
+            robots=tuple(data["robots"]),
+            episodes=data.get("episodes", 0),
+            llr=dict(data.get("llr", {})),
+            windows=tuple(data.get("windows", [])),
+            outcome=data.get("outcome"),
+            started_at=data.get("started_at"),
+            cursor=data.get("cursor"),
+            control_total=(
+                dict(data["control_total"]) if data.get("control_total") is not None else None
+            ),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored object: the optional keys appear only once they have a value."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "share": self.share,
+            "robots": list(self.robots),
+            "episodes": self.episodes,
+            "llr": dict(self.llr),
+            "windows": [dict(w) for w in self.windows],
+            "outcome": self.outcome,
+        }
+        if self.started_at is not None:
+            out["started_at"] = self.started_at
+        if self.cursor is not None:
+            out["cursor"] = self.cursor
+        if self.control_total is not None:
+            out["control_total"] = dict(self.control_total)
+        return out
+
+
+def stages_of(rollout: Rollout) -> list[Stage]:
+    return [Stage.from_json(s) for s in rollout.stages or []]
+
+
+def store_stages(rollout: Rollout, stages: Sequence[Stage]) -> None:
+    """Write the stages back (a new list, so SQLAlchemy sees the JSON column change)."""
+    rollout.stages = [s.to_json() for s in stages]
+
+
+def current_stage(rollout: Rollout) -> Stage | None:
+    return Stage.from_json(rollout.stages[rollout.current_stage]) if rollout.stages else None

@@ -1,0 +1,64 @@
+"""Typed stages read and write the Rollout row's JSON exactly as earlier versions stored it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.rollout.plan import RolloutPlan
+from services.rollout.stages import Stage
+
+# A stage as a running rollout stores it, after its first window.
+STORED = {
+    "name": "canary",
+    "share": 0.25,
+    "robots": ["robot-02"],
+    "episodes": 4,
+    "llr": {"failures": -0.4, "interventions": 0.3},
+    "windows": [
+        {
+            "at": "2026-01-03T09:00:00+00:00",
+            "treatment": {"episodes": 4, "failures": 1, "interventions": 2, "hours": 0.5},
+            "control": {"episodes": 12, "failures": 5, "interventions": 3, "hours": 1.5},
+            "llr": {"failures": -0.4, "interventions": 0.3},
+            "decision": "continue",
+        }
+    ],
+    "outcome": None,
+    "started_at": "2026-01-03T08:00:00+00:00",
+    "cursor": 0,
+    "control_total": {"episodes": 12, "failures": 5},
+}
+
+
+def test_a_stored_stage_round_trips_unchanged():
+    stage = Stage.from_json(STORED)
+    assert (stage.name, stage.robots, stage.cursor, stage.is_last) == (
+        "canary",
+        ("robot-02",),
+        0,
+        False,
+    )
+    assert json.dumps(stage.to_json()) == json.dumps(STORED)  # same keys, same order
+
+
+def test_a_new_stage_stores_only_the_keys_a_new_rollout_had():
+    [canary, fleet] = RolloutPlan(shares=(0.5, 1.0)).stages("c1", ["a", "b"])
+    assert canary.to_json() == {
+        "name": "canary",
+        "share": 0.5,
+        "robots": list(canary.robots),
+        "episodes": 0,
+        "llr": {"failures": 0.0, "interventions": 0.0},
+        "windows": [],
+        "outcome": None,
+    }
+    assert fleet.is_last and fleet.robots == ("a", "b")
+
+
+def test_stages_are_frozen():
+    stage = Stage.from_json(STORED)
+    with pytest.raises(AttributeError):
+        stage.outcome = "passed"
+    assert stage.with_(outcome="passed").outcome == "passed" and stage.outcome is None
