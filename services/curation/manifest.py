@@ -33,8 +33,8 @@ from services.curation.weights import (
     get_scheme,
     label_steps,
 )
+from services.episode_store.parquet import EpisodeStore
 from services.features import ACTION, CONTROL_SOURCE, EPISODE_ID, FRAME_INDEX, OBSERVATION_STATE
-from services.fleetlogs.episode_store import EpisodeStore
 from services.store import session_scope
 from services.store.models import Dataset, DatasetEpisode, Episode
 from services.training.data import TrainingData, actions_ahead

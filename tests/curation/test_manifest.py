@@ -9,11 +9,11 @@ from services.curation.manifest import (
     load_training_data,
     read_manifest,
 )
-from services.fleetlogs.ingest import ingest_logs
-from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.ingest.batch import ingest_logs
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.store import session_scope
 from services.store.models import Dataset, DatasetEpisode, Episode
-from tests.fleetlogs.logs import recording
+from tests.ingest.logs import recording
 
 
 def _upload(settings, name: str, **changes) -> None:

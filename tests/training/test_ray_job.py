@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from services.curation.manifest import build_dataset
-from services.fleetlogs.ingest import ingest_logs
-from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.ingest.batch import ingest_logs
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.registry.mlflow_registry import code_version
 from services.training.candidates import candidate_id_for, train_and_register
 from services.training.config import TrainConfig
 from services.training.kube_job import TrainingJobFailed
 from services.training.ray_head import temp_dir_for
-from tests.fleetlogs.test_ingest import recording
+from tests.ingest.logs import recording
 
 pytestmark = pytest.mark.slow
 

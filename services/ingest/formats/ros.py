@@ -36,14 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
-from services.fleetlogs.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
-from services.fleetlogs.mcap_reader import (
-    LogFormatError,
-    RawEpisode,
-    episode_metadata,
-    intervention_spans,
-)
+from services.ingest.formats.mcap_records import episode_metadata
+from services.ingest.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
 
 ROLES = ("state", "action", "control_source", "outcome", "episode")
 # Facts of a metadata record that say who ran what (the rest: its outcome and span).
@@ -81,7 +77,7 @@ class TopicCollector:
         }
         self.roles = {s.topic.topic: role for role, s in self.series.items()}
         self.seen: set[str] = set()
-        # Episode facts from the log's metadata records (``mcap_reader.episode_metadata``).
+        # Episode facts from the log's metadata records (``mcap_records.episode_metadata``).
         self.metadata: list[dict[str, str]] = []
 
     def wants(self, topic: str) -> bool:
