@@ -1,4 +1,4 @@
-"""The SQL index of the episode store: committing a chunk, and ingests that run at once.
+"""The SQL index of the episode store: committing a chunk, ingests that run at once, listing.
 
 Every ingest writing one index, on one machine or several, takes turns to commit a chunk
 (``writer_lock``): PostgreSQL's advisory lock where the index is on a server (it spans
@@ -224,6 +224,7 @@ def _intervention_rows(good: Sequence[Upload]) -> Iterator[dict]:
 
 
 def list_episodes(settings: Settings, status: str | None = None) -> list[Episode]:
+    """The indexed episodes in the order they were ingested; only those of ``status`` if given."""
     with session_scope(settings.db_url) as session:
         query = select(Episode).order_by(Episode.ingested_at, Episode.id)
         if status is not None:

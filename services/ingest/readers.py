@@ -17,16 +17,12 @@ from typing import BinaryIO
 from mcap.records import Metadata
 
 from services.episodes.model import LogFormatError, RawEpisode
-from services.ingest.formats import contract
+from services.ingest.formats import contract, ros
 from services.ingest.formats.json_mcap import episode_from_json_mcap
 from services.ingest.formats.lerobot import read_lerobot
 from services.ingest.formats.mcap_records import opened, records
 from services.ingest.formats.robomimic import read_robomimic
-from services.ingest.formats.ros import episodes_from_ros2_mcap, read_rosbag
 from services.ingest.mapping import FleetMapping
-
-# The message encoding of ROS 2 messages in an MCAP file.
-ROS2_ENCODING = "cdr"
 
 
 def read_mcap(
@@ -49,8 +45,8 @@ def read_mcap(
         messages = itertools.chain([first], messages)
         if first[1].message_encoding == contract.MESSAGE_ENCODING:
             return [episode_from_json_mcap(messages, mapping, metadata)]
-        if first[1].message_encoding == ROS2_ENCODING:
-            return episodes_from_ros2_mcap(messages, mapping, metadata)
+        if first[1].message_encoding == ros.MESSAGE_ENCODING:
+            return ros.episodes_from_ros2_mcap(messages, mapping, metadata)
         raise LogFormatError(
             f"message encoding {first[1].message_encoding!r} on {first[1].topic}: Flywheel reads "
             "its JSON contract and ROS 2 (cdr)"
@@ -60,7 +56,7 @@ def read_mcap(
 def read_bag(path: Path, mapping: FleetMapping) -> list[RawEpisode]:
     """The episodes of a ROS 1 ``.bag`` file or a ROS 2 bag folder (formats ``rosbag1`` and
     ``rosbag2``), on a local disk."""
-    return read_rosbag(path, mapping)
+    return ros.read_rosbag(path, mapping)
 
 
 def read_container(

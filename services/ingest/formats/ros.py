@@ -41,6 +41,8 @@ from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.ingest.formats.mcap_records import episode_metadata
 from services.ingest.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
 
+# The message encoding of ROS 2 messages in an MCAP file.
+MESSAGE_ENCODING = "cdr"
 ROLES = ("state", "action", "control_source", "outcome", "episode")
 # Facts of a metadata record that say who ran what (the rest: its outcome and span).
 INFO_FIELDS = ("robot_id", "task", "kind", "policy_version", "operator_id", "episode_uuid")
