@@ -62,7 +62,8 @@ def _arrays(seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def _write_mcap(seed: int, folder: Path) -> None:
     from datetime import UTC, datetime
 
-    from services.fleetlogs.mcap_writer import EpisodeRecording, write_episode_mcap
+    from services.episodes.model import EpisodeRecording
+    from services.ingest.formats.mcap_writer import write_episode_mcap
 
     states, actions, sources = _arrays(seed)
     recording = EpisodeRecording(
@@ -84,7 +85,7 @@ def _write_mcap(seed: int, folder: Path) -> None:
 
 
 def _ros_messages(seed: int):
-    from tests.fleetlogs.ros_logs import FLOAT_ARRAY, JOINT_STATE, STRING, T0, Msg
+    from tests.ingest.ros_logs import FLOAT_ARRAY, JOINT_STATE, STRING, T0, Msg
 
     states, actions, sources = _arrays(seed)
     start = T0 + seed * 10**11
@@ -103,7 +104,7 @@ def _ros_messages(seed: int):
 
 
 def _write_ros(kind: str, seed: int, folder: Path) -> None:
-    from tests.fleetlogs import ros_logs
+    from tests.ingest import ros_logs
 
     messages = _ros_messages(seed)
     if kind == "ros2-mcap":
@@ -127,7 +128,7 @@ def _write_robomimic(seed: int, folder: Path, demos: int = 50) -> None:
 
 
 def _write_lerobot(seed: int, folder: Path, episodes: int = 100) -> None:
-    from tests.fleetlogs.datasets import write_lerobot
+    from tests.ingest.datasets import write_lerobot
 
     rng = np.random.default_rng(seed)
     spans = [(STEPS, [int(rng.integers(0, STEPS))]) for _ in range(episodes)]
@@ -218,7 +219,7 @@ def _decoded_arrays(kind: str, root: Path):
         import orjson
         from mcap.reader import make_reader
 
-        from services.fleetlogs.contract import STEP_TOPIC
+        from services.ingest.formats.contract import STEP_TOPIC
 
         for path in sorted(root.rglob("*.mcap")):
             states, actions = [], []
@@ -268,7 +269,7 @@ def store_floor(kind: str, root: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from services.fleetlogs.ingest import CHUNK_FRAMES
+    from services.ingest.batch import CHUNK_FRAMES
 
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         with open(path, "rb") as stream:
@@ -326,7 +327,7 @@ def prepared_settings(home: Path):
 
 
 def ingest(source: Path, settings) -> int:
-    from services.fleetlogs.ingest import ingest_logs
+    from services.ingest.batch import ingest_logs
 
     summary = ingest_logs(settings, source=str(source))
     if summary.quarantined:
@@ -360,7 +361,7 @@ def _child(what: str, kind: str, source: str, home: str | None) -> None:
     if what in ("ingest", "floor"):
         # Import cost (GX, SQLAlchemy, pyarrow) and migrations are paid once a night, not per log.
         importlib.import_module("pyarrow.parquet")
-        importlib.import_module("services.fleetlogs.ingest")
+        importlib.import_module("services.ingest.batch")
     if what == "ingest":
         importlib.import_module("great_expectations")
         settings = prepared_settings(Path(home))

@@ -16,7 +16,7 @@ from services.config import get_settings
 
 @task(name="ingest", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def ingest_task(source: str | None, run_id: str | None):
-    from services.fleetlogs.ingest import ingest_logs
+    from services.ingest.batch import ingest_logs
 
     return ingest_logs(get_settings(), source=source, run_id=run_id)
 

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import numpy as np
 
+from services.episodes.model import EpisodeRecording, InterventionSpan
 from services.features import CONTROL_OPERATOR, CONTROL_POLICY
-from services.fleetlogs.mcap_writer import EpisodeRecording, InterventionSpan
 from sim.env import SimEnv
 from sim.operator import Operator
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from sim.episode import PolicyFn, run_episode
 from sim.operator import Operator, OperatorConfig
 from sim.tasks import make_env

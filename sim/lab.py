@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from sim.episode import run_episode
 from sim.fleet import EPOCH, LAB_SEEDS, NAMESPACE, SEED_SPAN
 from sim.operator import Operator

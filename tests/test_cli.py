@@ -8,9 +8,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from services.cli import app
-from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from tests.conftest import add_candidate
-from tests.fleetlogs.test_ingest import recording
+from tests.ingest.logs import recording
 
 runner = CliRunner()
 

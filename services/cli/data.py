@@ -41,8 +41,8 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Ingest new fleet logs: MCAP, ROS 1/2 bags, LeRobot v3.0 datasets, robomimic HDF5."""
-    from services.fleetlogs.ingest import ingest_logs
-    from services.fleetlogs.mapping import MappingError, load_mapping
+    from services.ingest.batch import ingest_logs
+    from services.ingest.mapping import MappingError, load_mapping
 
     try:
         fleet = load_mapping(mapping)
@@ -67,7 +67,7 @@ def episodes(
     as_json: JsonFlag = False,
 ) -> None:
     """List episodes."""
-    from services.fleetlogs.ingest import list_episodes
+    from services.episode_store.index import list_episodes
 
     if status not in (None, "ok", "quarantined"):
         fail(f"--status must be ok or quarantined, not {status!r}")
@@ -106,7 +106,7 @@ def export(
     as_json: JsonFlag = False,
 ) -> None:
     """Export the ingested episodes as a LeRobot v3.0 dataset."""
-    from services.fleetlogs.export import export_lerobot
+    from services.episode_store.export import export_lerobot
 
     try:
         summary = export_lerobot(ready(), destination, tasks=task, robots=robot, kinds=kind)

@@ -33,8 +33,8 @@ from services.curation.weights import (
     get_scheme,
     label_steps,
 )
+from services.episode_store.parquet import EpisodeStore
 from services.features import CONTROL_SOURCE, EPISODE_ID, FRAME_INDEX
-from services.fleetlogs.episode_store import EpisodeStore
 from services.registry.ledger import champion_of
 from services.store import session_scope
 from services.store.models import Candidate, Dataset, DatasetEpisode, Episode

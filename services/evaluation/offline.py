@@ -14,6 +14,7 @@ import numpy as np
 
 from services.config import Settings
 from services.curation.manifest import held_out_episodes
+from services.episode_store.parquet import EpisodeStore
 from services.features import (
     ACTION,
     CONTROL_OPERATOR,
@@ -21,7 +22,6 @@ from services.features import (
     EPISODE_ID,
     OBSERVATION_STATE,
 )
-from services.fleetlogs.episode_store import EpisodeStore
 
 
 def operator_segments(settings: Settings):

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from services.approval.decisions import find_candidate
 from services.config import Settings
+from services.episode_store.parquet import EpisodeStore
 from services.evaluation.stats import wilson
 from services.features import (
     ACTION,
@@ -23,7 +24,6 @@ from services.features import (
     FRAME_INDEX,
     OBSERVATION_STATE,
 )
-from services.fleetlogs.episode_store import EpisodeStore
 from services.nights import night_summary
 from services.store.models import (
     Candidate,

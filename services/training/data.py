@@ -8,8 +8,8 @@ import numpy as np
 
 from services.config import Settings
 from services.curation.manifest import WEIGHT, read_manifest
+from services.episode_store.parquet import EpisodeStore
 from services.features import ACTION, EPISODE_ID, FRAME_INDEX, OBSERVATION_STATE
-from services.fleetlogs.episode_store import EpisodeStore
 
 # Steps ahead kept for action-chunking policies (their chunk may be at most this long).
 HORIZON = 16

@@ -1,6 +1,6 @@
 """What a valid episode looks like for one kind of robot: the parameters of its suite.
 
-A fleet's mapping file (``services/fleetlogs/mapping.py``) declares its embodiments; an episode
+A fleet's mapping file (``services/ingest/mapping.py``) declares its embodiments; an episode
 takes the first embodiment whose ``robots`` and ``tasks`` patterns match it. An episode that
 matches none is checked against the inferred embodiment: the sizes the episode store already
 has (or the batch's most common per task), any finite values, both control sources.

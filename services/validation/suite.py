@@ -22,16 +22,14 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from services.episodes.model import RawEpisode
 from services.features import CONTROL_SOURCES, EPISODE_ID
 from services.validation.embodiment import Embodiment, embodiment_for
-
-if TYPE_CHECKING:
-    from services.fleetlogs.mcap_reader import RawEpisode
 
 # Longest plausible gap between two control steps, in seconds (0.1 Hz): larger is a bad clock.
 MAX_STEP_GAP_S = 10.0

@@ -10,13 +10,13 @@ from services.curation.manifest import (
     is_held_out,
     read_manifest,
 )
-from services.fleetlogs.ingest import ingest_logs
-from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.ingest.batch import ingest_logs
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.registry.ledger import promote
 from services.store import session_scope
 from services.store.models import Candidate, Dataset, DatasetEpisode, Episode
 from services.training.data import load_training_data
-from tests.fleetlogs.logs import recording
+from tests.ingest.logs import recording
 
 
 def _upload(settings, name: str, **changes) -> None:

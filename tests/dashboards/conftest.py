@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from sqlalchemy import select
 
-from services.fleetlogs.ingest import ingest_logs
-from services.fleetlogs.mcap_writer import InterventionSpan, write_episode_mcap
+from services.episodes.model import InterventionSpan
+from services.ingest.batch import ingest_logs
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.registry.ledger import promote
 from services.rollout.plan import RolloutPlan
 from services.store import session_scope
@@ -24,7 +25,7 @@ from services.store.models import (
 )
 from tests.api.conftest import seed_review_store
 from tests.conftest import add_candidate
-from tests.fleetlogs.logs import recording
+from tests.ingest.logs import recording
 
 ROBOTS = ["robot-00", "robot-01", "robot-02", "robot-03"]
 NIGHTS = 2

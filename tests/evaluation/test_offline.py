@@ -8,9 +8,9 @@ import pytest
 from policies.checkpoint import load_checkpoint
 from services.curation.manifest import held_out_episodes
 from services.evaluation.offline import action_errors
-from services.fleetlogs.ingest import ingest_logs
-from services.fleetlogs.mcap_writer import write_episode_mcap
-from tests.fleetlogs.logs import recording
+from services.ingest.batch import ingest_logs
+from services.ingest.formats.mcap_writer import write_episode_mcap
+from tests.ingest.logs import recording
 
 
 def test_action_error_is_measured_on_operator_steps_of_held_out_episodes(settings, toy_checkpoint):

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from services.curation.manifest import build_manifest
-from services.fleetlogs.ingest import ingest_logs
-from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.ingest.batch import ingest_logs
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.registry.candidates import candidate_id_for
 from services.registry.mlflow_registry import code_version
 from services.runtime.ray_head import temp_dir_for
 from services.training.config import TrainConfig
 from services.training.ray_job import TrainingJobFailed, _submit
 from services.training.stage import train_and_register
-from tests.fleetlogs.test_ingest import recording
+from tests.ingest.logs import recording
 
 pytestmark = pytest.mark.slow
 

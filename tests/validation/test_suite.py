@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from services.fleetlogs.mcap_reader import read_episode_mcap
-from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.ingest.formats.json_mcap import read_episode_mcap
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.validation.embodiment import Embodiment
 from services.validation.suite import episode_facts, validate_episodes
-from tests.fleetlogs.logs import recording
+from tests.ingest.logs import recording
 
 
 def episode(tmp_path, name, **changes):

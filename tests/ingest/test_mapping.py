@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.fleetlogs.mapping import FleetMapping, MappingError, load_mapping
+from services.ingest.mapping import FleetMapping, MappingError, load_mapping
 
 YAML = """
 topics:

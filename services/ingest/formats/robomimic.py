@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from services.episodes.model import LogFormatError, RawEpisode
 from services.features import CONTROL_OPERATOR
-from services.fleetlogs.mapping import Robomimic
-from services.fleetlogs.mcap_reader import LogFormatError, RawEpisode
+from services.ingest.mapping import Robomimic
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 

@@ -8,53 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from mcap.writer import CompressionType, Writer
 
-from services.fleetlogs import contract
-
-
-@dataclass(frozen=True)
-class InterventionSpan:
-    start_step: int
-    end_step: int  # exclusive
-    kind: str = "takeover"
-    operator_id: str | None = None
-    reason: str | None = None
-
-
-@dataclass
-class EpisodeRecording:
-    """Everything a robot knows about one episode, in memory, ready to upload."""
-
-    episode_uuid: str
-    robot_id: str
-    task: str
-    policy_version: str | None
-    kind: str  # demo | deployment
-    operator_id: str | None
-    started_at: datetime
-    control_hz: float
-    # (T, state_dim) and (T, action_dim)
-    states: np.ndarray
-    actions: np.ndarray
-    control_source: Sequence[str]
-    # Per step: why the operator took over, on the first step of each takeover; else None.
-    reasons: Sequence[str | None]
-    outcome: str
-    interventions: list[InterventionSpan] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.started_at.tzinfo is None:
-            raise ValueError("started_at must be timezone-aware")
-        n = len(self.states)
-        if not (len(self.actions) == len(self.control_source) == len(self.reasons) == n):
-            raise ValueError("states, actions, control_source and reasons differ in length")
+from services.episodes.model import EpisodeRecording
+from services.ingest.formats import contract
 
 
 def write_episode_mcap(recording: EpisodeRecording, path: Path) -> Path:

@@ -36,15 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
-from services.fleetlogs.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
-from services.fleetlogs.mcap_reader import (
-    LogFormatError,
-    RawEpisode,
-    episode_metadata,
-    intervention_spans,
-)
+from services.ingest.formats.mcap_records import episode_metadata
+from services.ingest.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
 
+# The message encoding of ROS 2 messages in an MCAP file.
+MESSAGE_ENCODING = "cdr"
 ROLES = ("state", "action", "control_source", "outcome", "episode")
 # Facts of a metadata record that say who ran what (the rest: its outcome and span).
 INFO_FIELDS = ("robot_id", "task", "kind", "policy_version", "operator_id", "episode_uuid")
@@ -81,7 +79,7 @@ class TopicCollector:
         }
         self.roles = {s.topic.topic: role for role, s in self.series.items()}
         self.seen: set[str] = set()
-        # Episode facts from the log's metadata records (``mcap_reader.episode_metadata``).
+        # Episode facts from the log's metadata records (``mcap_records.episode_metadata``).
         self.metadata: list[dict[str, str]] = []
 
     def wants(self, topic: str) -> bool:

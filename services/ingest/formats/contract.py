@@ -30,6 +30,8 @@ own, and a fleet's mapping file maps its own topics: ``ros.py`` and ``docs/inges
 
 from __future__ import annotations
 
+from services.episodes.model import INTERVENTION_KINDS
+
 EPISODE_TOPIC = "/flywheel/episode"
 STEP_TOPIC = "/flywheel/step"
 INTERVENTION_TOPIC = "/flywheel/intervention"
@@ -40,8 +42,6 @@ METADATA_NAME = "flywheel.episode"
 
 MESSAGE_ENCODING = "json"
 SCHEMA_ENCODING = "jsonschema"
-
-INTERVENTION_KINDS = ("takeover", "correction", "e-stop")
 
 _NUMBER_ARRAY = {"type": "array", "items": {"type": "number"}}
 

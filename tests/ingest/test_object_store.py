@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from services.fleetlogs.ingest import ingest_logs, list_episodes
-from services.fleetlogs.mcap_writer import write_episode_mcap
-from tests.fleetlogs.datasets import write_robomimic
-from tests.fleetlogs.logs import recording
-from tests.fleetlogs.ros_logs import episode_messages, write_ros2_bag
+from services.episode_store.index import list_episodes
+from services.ingest.batch import ingest_logs
+from services.ingest.formats.mcap_writer import write_episode_mcap
+from tests.ingest.datasets import write_robomimic
+from tests.ingest.logs import recording
+from tests.ingest.ros_logs import episode_messages, write_ros2_bag
 
 
 @pytest.fixture

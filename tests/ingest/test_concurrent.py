@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import insert
 
-from services.fleetlogs import index
-from services.fleetlogs.episode_store import EpisodeStore
-from services.fleetlogs.ingest import ingest_logs, list_episodes
-from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.episode_store import index
+from services.episode_store.index import list_episodes
+from services.episode_store.parquet import EpisodeStore
+from services.ingest.batch import ingest_logs
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.store import session_scope
 from services.store.models import Episode, utcnow
-from tests.fleetlogs.logs import recording
-from tests.fleetlogs.test_crash import assert_whole, run_ingest
+from tests.ingest.logs import recording
+from tests.ingest.test_crash import assert_whole, run_ingest
 
 GOOD = 12
 

@@ -1,4 +1,4 @@
-"""The SQL index of the episode store: committing a chunk, and ingests that run at once.
+"""The SQL index of the episode store: committing a chunk, ingests that run at once, listing.
 
 Every ingest writing one index, on one machine or several, takes turns to commit a chunk
 (``writer_lock``): PostgreSQL's advisory lock where the index is on a server (it spans
@@ -16,17 +16,16 @@ import logging
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from sqlalchemy import func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
-from services.fleetlogs.episode_store import EpisodeStore
+from services.config import Settings
+from services.episode_store.parquet import EpisodeStore
+from services.episodes.model import RawEpisode
 from services.store import engine_for, record_audit, session_scope
 from services.store.models import Episode, IngestRun, Intervention, utcnow
-
-if TYPE_CHECKING:
-    from services.fleetlogs.ingest import _Upload
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,22 @@ log = logging.getLogger(__name__)
 LOCK_KEY = zlib.crc32(b"flywheel.episode-index")
 # A chunk loses a race at most once per rival commit; this many in a row means something else.
 COMMIT_ATTEMPTS = 5
+
+
+@dataclass
+class Upload:
+    """One log, or one episode of a log, as the index records it: where it came from, its
+    content hash, and its episode, or why it is quarantined."""
+
+    uri: str  # the log's URI, with "#<episode>" for one of several episodes in it
+    digest: str
+    format: str
+    episode: RawEpisode | None = None
+    reason: str | None = None  # why it is quarantined
+
+    @property
+    def episode_id(self) -> str:
+        return self.digest[:16]
 
 
 @contextmanager
@@ -64,14 +79,14 @@ def repair(db_url: str, store: EpisodeStore) -> None:
 def commit_chunk(
     db_url: str,
     store: EpisodeStore,
-    chunk: Sequence[_Upload],
+    chunk: Sequence[Upload],
     *,
     run_id: str,
     source: str,
     validation: list[dict],
     skipped: int,
     finished: bool,
-) -> tuple[list[_Upload], int]:
+) -> tuple[list[Upload], int]:
     """Index ``chunk`` (uploads with ``reason`` set are quarantined); returns the uploads
     indexed and how many another writer had indexed first (skipped)."""
     lost = 0
@@ -91,7 +106,7 @@ def commit_chunk(
     raise AssertionError("unreachable")
 
 
-def _indexed(db_url: str, chunk: Sequence[_Upload]) -> set[str]:
+def _indexed(db_url: str, chunk: Sequence[Upload]) -> set[str]:
     """The digests and ids of ``chunk`` that the index already holds."""
     if not chunk:
         return set()
@@ -166,7 +181,7 @@ def _count_run(session, run: IngestRun, *, skipped: int, finished: bool) -> None
 
 
 def _episode_row(
-    upload: _Upload, run_id: str, data_file: str | None = None, episode_index: int | None = None
+    upload: Upload, run_id: str, data_file: str | None = None, episode_index: int | None = None
 ) -> dict:
     raw = upload.episode
     ok = upload.reason is None
@@ -194,7 +209,7 @@ def _episode_row(
     }
 
 
-def _intervention_rows(good: Sequence[_Upload]) -> Iterator[dict]:
+def _intervention_rows(good: Sequence[Upload]) -> Iterator[dict]:
     for upload in good:
         for n, span in enumerate(upload.episode.interventions):
             yield {
@@ -206,3 +221,12 @@ def _intervention_rows(good: Sequence[_Upload]) -> Iterator[dict]:
                 "operator_id": span.operator_id,
                 "reason": span.reason,
             }
+
+
+def list_episodes(settings: Settings, status: str | None = None) -> list[Episode]:
+    """The indexed episodes in the order they were ingested; only those of ``status`` if given."""
+    with session_scope(settings.db_url) as session:
+        query = select(Episode).order_by(Episode.ingested_at, Episode.id)
+        if status is not None:
+            query = query.where(Episode.status == status)
+        return list(session.scalars(query))

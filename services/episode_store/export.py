@@ -20,6 +20,8 @@ import numpy as np
 from sqlalchemy import select
 
 from services.config import Settings
+from services.episode_store.parquet import EpisodeStore
+from services.episodes.model import RawEpisode
 from services.features import (
     ACTION,
     CONTROL_SOURCE,
@@ -28,8 +30,6 @@ from services.features import (
     OBSERVATION_STATE,
     TIMESTAMP,
 )
-from services.fleetlogs.episode_store import EpisodeStore
-from services.fleetlogs.mcap_reader import RawEpisode
 from services.store import session_scope
 from services.store.models import Episode
 

@@ -10,16 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select, text
 
-from services.fleetlogs import ingest
-from services.fleetlogs.episode_store import EpisodeStore
-from services.fleetlogs.ingest import ingest_logs, list_episodes
-from services.fleetlogs.mcap_writer import write_episode_mcap
+from services.episode_store.index import list_episodes
+from services.episode_store.parquet import EpisodeStore
+from services.ingest import batch
+from services.ingest.batch import ingest_logs
+from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.store import session_scope
 from services.store.db import engine_for
 from services.store.models import Episode, IngestRun, Intervention
-from tests.fleetlogs.datasets import write_lerobot, write_robomimic
-from tests.fleetlogs.logs import recording, write_bad_logs
-from tests.fleetlogs.ros_logs import (
+from tests.ingest.datasets import write_lerobot, write_robomimic
+from tests.ingest.logs import recording, write_bad_logs
+from tests.ingest.ros_logs import (
     FLOAT_ARRAY,
     INT32,
     STRING,
@@ -168,7 +169,7 @@ def test_episodes_are_indexed_with_interventions_and_stored_in_the_lerobot_layou
 
 
 def test_large_backlogs_go_in_chunks_of_one_data_file_each(settings, tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest, "CHUNK_EPISODES", 2)
+    monkeypatch.setattr(batch, "CHUNK_EPISODES", 2)
     logs = tmp_path / "logs"
     for i in range(5):
         write_episode_mcap(recording(n=10 + i), logs / f"e{i}.mcap")

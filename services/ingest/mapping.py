@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from services.features import CONTROL_POLICY, CONTROL_SOURCES, OUTCOMES
-from services.fleetlogs import contract
+from services.ingest.formats import contract
 from services.validation.embodiment import Embodiment
 
 CLOCKS = ("log_time", "header")

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from services.fleetlogs.mcap_reader import LogFormatError, read_episode_mcap
-from services.fleetlogs.mcap_writer import write_episode_mcap
-from tests.fleetlogs.logs import recording, step, write_bad_logs, write_raw
+from services.episodes.model import LogFormatError
+from services.ingest.formats.json_mcap import read_episode_mcap
+from services.ingest.formats.mcap_writer import write_episode_mcap
+from tests.ingest.logs import recording, step, write_bad_logs, write_raw
 
 
 def test_an_upload_reads_back_as_written(tmp_path):

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 from mcap.writer import Writer
 
-from services.fleetlogs import contract
-from services.fleetlogs.mcap_writer import EpisodeRecording, InterventionSpan, write_episode_mcap
+from services.episodes.model import EpisodeRecording, InterventionSpan
+from services.ingest.formats import contract
+from services.ingest.formats.mcap_writer import write_episode_mcap
 
 HEADER = {
     "episode_uuid": "x",

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from mcap.writer import Writer
 
-from services.fleetlogs.mapping import FleetMapping, parse_mapping
-from services.fleetlogs.mcap_reader import LogFormatError, read_mcap
-from services.fleetlogs.ros import read_rosbag
-from tests.fleetlogs.ros_logs import (
+from services.episodes.model import LogFormatError
+from services.ingest.formats.ros import read_rosbag
+from services.ingest.mapping import FleetMapping, parse_mapping
+from services.ingest.readers import read_mcap
+from tests.ingest.ros_logs import (
     BOOL,
     FLOAT_ARRAY,
     INT32,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from mcap.reader import make_reader
 
-from services.fleetlogs.mapping import FleetMapping, parse_mapping
-from services.fleetlogs.mcap_reader import LogFormatError, read_mcap
-from services.fleetlogs.mcap_writer import write_episode_mcap
-from tests.fleetlogs.logs import HEADER, recording, step, write_raw
-from tests.fleetlogs.ros_logs import T0, episode_messages, write_ros2_mcap
+from services.episodes.model import LogFormatError
+from services.ingest.formats.mcap_writer import write_episode_mcap
+from services.ingest.mapping import FleetMapping, parse_mapping
+from services.ingest.readers import read_mcap
+from tests.ingest.logs import HEADER, recording, step, write_raw
+from tests.ingest.ros_logs import T0, episode_messages, write_ros2_mcap
 
 STEPS = [step(i) for i in range(12)]
 

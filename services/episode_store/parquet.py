@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from services.episodes.model import RawEpisode
 from services.features import (
     ACTION,
     CONTROL_OPERATOR,
@@ -47,9 +48,6 @@ from services.features import (
     TASK_INDEX,
     TIMESTAMP,
 )
-
-if TYPE_CHECKING:
-    from services.fleetlogs.mcap_reader import RawEpisode
 
 CODEBASE_VERSION = "v3.0"
 # Files per chunk folder, as in LeRobot.

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from services.episode_store.parquet import DATA_PATH
+from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import (
     ACTION,
     CONTROL_OPERATOR,
@@ -40,8 +42,6 @@ from services.features import (
     TASK_INDEX,
     TIMESTAMP,
 )
-from services.fleetlogs.episode_store import DATA_PATH
-from services.fleetlogs.mcap_reader import LogFormatError, RawEpisode, intervention_spans
 
 SUCCESS = "next.success"
 _OPTIONAL = (TASK_INDEX, INTERVENTION, CONTROL_SOURCE, SUCCESS, ROBOT_ID, POLICY_VERSION)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from services.fleetlogs.episode_store import EpisodeStore
-from services.fleetlogs.ingest import list_episodes
-from services.fleetlogs.mcap_writer import write_episode_mcap
-from tests.fleetlogs.logs import recording
+from services.episode_store.index import list_episodes
+from services.episode_store.parquet import EpisodeStore
+from services.ingest.formats.mcap_writer import write_episode_mcap
+from tests.ingest.logs import recording
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,10 +27,11 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     from services.config import Settings, configure_runtime
     from services.store import migrate
-    from services.fleetlogs import episode_store, ingest, sources
+    from services.episode_store import parquet
+    from services.ingest import batch, sources
 
     point, source = sys.argv[1], sys.argv[2]
-    ingest.CHUNK_EPISODES = 2
+    batch.CHUNK_EPISODES = 2
     calls = {}
 
     def die_on(owner, name, nth, before):
@@ -55,21 +56,21 @@ CHILD = textwrap.dedent(
     if point == "while-hashing":
         die_on(sources.Source, "sha256", 3, before=True)
     elif point == "mid-parquet-write":
-        original_write_atomic = episode_store._write_atomic
-        episode_store._write_atomic = lambda path, write: (
+        original_write_atomic = parquet._write_atomic
+        parquet._write_atomic = lambda path, write: (
             rename_then_die(path, write) if path.name.startswith("file-")
             else original_write_atomic(path, write)
         )
     elif point == "after-data-file":
-        die_on(episode_store.EpisodeStore, "write_batch", 2, before=False)
+        die_on(parquet.EpisodeStore, "write_batch", 2, before=False)
     elif point == "after-index-commit":
-        die_on(episode_store.EpisodeStore, "write_meta", 2, before=True)
+        die_on(parquet.EpisodeStore, "write_meta", 2, before=True)
     elif point != "none":
         raise SystemExit(f"unknown point {point}")
     settings = Settings()
     configure_runtime(settings)
     migrate(settings.db_url)
-    summary = ingest.ingest_logs(settings, source=source)
+    summary = batch.ingest_logs(settings, source=source)
     print(summary.ingested, summary.quarantined, summary.skipped)
     """
 )

@@ -1,8 +1,9 @@
 """The ingest stage: new logs in the fleet log store become validated, indexed episodes.
 
-Formats (``sources.py`` finds them): MCAP in Flywheel's JSON contract or with ROS 2 messages,
-ROS 1 and ROS 2 bags (``ros.py``, mapped by the fleet's mapping file), LeRobot v3.0 datasets
-and robomimic HDF5 files (imported as demonstrations). ``docs/ingest.md`` tells the whole story.
+Formats (``sources.py`` finds them, ``readers.py`` picks the reader in ``formats/``): MCAP in
+Flywheel's JSON contract or with ROS 2 messages, ROS 1 and ROS 2 bags (``formats/ros.py``,
+mapped by the fleet's mapping file), LeRobot v3.0 datasets and robomimic HDF5 files (imported
+as demonstrations). ``docs/ingest.md`` tells the whole story.
 
 Idempotent by content. A log holding one stream (an MCAP, a bag) is hashed first, and skipped
 when the index already holds its hash (ingested or quarantined), so a bad file is quarantined
@@ -17,7 +18,8 @@ in one transaction; if that transaction fails the data file is deleted, and a cr
 leaves a data file no row refers to, which the next run removes (``EpisodeStore.repair``). The
 episodes of one stream always share a chunk. Ingests may run at once, on one machine or
 several: they take turns only to commit a chunk, and one that finds an episode indexed by
-another at that point skips it (``index.py``). Source files are only ever read.
+another at that point skips it (``services/episode_store/index.py``). Source files are only
+ever read.
 """
 
 from __future__ import annotations
@@ -33,14 +35,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from services.config import Settings
-from services.fleetlogs import index
-from services.fleetlogs.episode_store import EpisodeStore
-from services.fleetlogs.lerobot_import import read_lerobot
-from services.fleetlogs.mapping import FleetMapping
-from services.fleetlogs.mcap_reader import LogFormatError, RawEpisode, read_mcap
-from services.fleetlogs.robomimic import read_robomimic
-from services.fleetlogs.ros import read_rosbag
-from services.fleetlogs.sources import CONTAINERS, HASH_BLOCK, LogUnit, Source
+from services.episode_store import index
+from services.episode_store.index import Upload
+from services.episode_store.parquet import EpisodeStore
+from services.episodes.model import LogFormatError, RawEpisode
+from services.ingest.mapping import FleetMapping
+from services.ingest.readers import read_bag, read_container, read_mcap
+from services.ingest.sources import CONTAINERS, HASH_BLOCK, LogUnit, Source
 from services.store import session_scope
 from services.store.models import Episode
 from services.validation.suite import episode_facts, validate_episodes
@@ -64,19 +65,6 @@ class IngestSummary:
     quarantined_files: list[tuple[str, str]] = field(default_factory=list)
     # The validation suites' result summary per chunk.
     validation: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class _Upload:
-    uri: str  # the log's URI, with "#<episode>" for one of several episodes in it
-    digest: str
-    format: str
-    episode: RawEpisode | None = None
-    reason: str | None = None  # why it is quarantined
-
-    @property
-    def episode_id(self) -> str:
-        return self.digest[:16]
 
 
 class _HashingRaw(io.RawIOBase):
@@ -137,7 +125,7 @@ def _nth(digest: str, n: int) -> str:
 
 def _uploads(
     source: Source, unit: LogUnit, mapping: FleetMapping, known: set[str], summary: IngestSummary
-) -> Iterator[list[_Upload]]:
+) -> Iterator[list[Upload]]:
     """Groups of uploads that must share a chunk: a stream's episodes, or one container episode."""
     if unit.format in CONTAINERS:
         yield from _container(source, unit, mapping, known, summary)
@@ -153,13 +141,13 @@ def _uploads(
                 return
         else:
             with source.local_path(unit) as path:
-                episodes = read_rosbag(path, mapping)
+                episodes = read_bag(path, mapping)
     except LogFormatError as exc:
-        yield [_Upload(unit.uri, digest, unit.format, reason=str(exc))]
+        yield [Upload(unit.uri, digest, unit.format, reason=str(exc))]
         return
     several = len(episodes) > 1
     yield [
-        _Upload(
+        Upload(
             f"{unit.uri}#episode-{n}" if several else unit.uri, _nth(digest, n), unit.format, raw
         )
         for n, raw in enumerate(episodes)
@@ -181,21 +169,18 @@ def _read_mcap(
 
 def _container(
     source: Source, unit: LogUnit, mapping: FleetMapping, known: set[str], summary: IngestSummary
-) -> Iterator[list[_Upload]]:
+) -> Iterator[list[Upload]]:
     with source.local_path(unit) as path:
-        if unit.format == "robomimic":
-            episodes = read_robomimic(path, mapping.robomimic, mapping.defaults, unit.modified)
-        else:
-            episodes = read_lerobot(path, mapping.defaults, unit.modified)
+        episodes = read_container(unit.format, path, mapping, unit.modified)
         try:
             for key, result in episodes:
                 uri = f"{unit.uri}#{key}"
                 if isinstance(result, LogFormatError):
                     # No frames to hash: the log's identity and what is wrong with it.
                     digest = hashlib.sha256(f"{uri}\n{result}".encode()).hexdigest()
-                    upload = _Upload(uri, digest, unit.format, reason=str(result))
+                    upload = Upload(uri, digest, unit.format, reason=str(result))
                 else:
-                    upload = _Upload(uri, episode_digest(result), unit.format, result)
+                    upload = Upload(uri, episode_digest(result), unit.format, result)
                 if upload.digest in known:
                     summary.skipped += 1
                     continue
@@ -205,7 +190,7 @@ def _container(
             if digest in known:
                 summary.skipped += 1
                 return
-            yield [_Upload(unit.uri, digest, unit.format, reason=str(exc))]
+            yield [Upload(unit.uri, digest, unit.format, reason=str(exc))]
 
 
 # -- the stage ----------------------------------------------------------------------------------
@@ -231,7 +216,7 @@ def ingest_logs(
     index.repair(settings.db_url, store)
     with session_scope(settings.db_url) as session:
         known = set(session.scalars(select(Episode.content_hash)))
-    chunk: list[_Upload] = []
+    chunk: list[Upload] = []
     frames = 0
     for unit in logs.discover():
         for group in _uploads(logs, unit, mapping, known, summary):
@@ -256,7 +241,7 @@ def ingest_logs(
 def _ingest_chunk(
     settings: Settings,
     store: EpisodeStore,
-    chunk: list[_Upload],
+    chunk: list[Upload],
     summary: IngestSummary,
     source: str,
     mapping: FleetMapping,
@@ -297,7 +282,7 @@ def _ingest_chunk(
     summary.validation += results
 
 
-def _dims(store: EpisodeStore, parsed: list[_Upload]) -> dict[str, tuple[int, int]]:
+def _dims(store: EpisodeStore, parsed: list[Upload]) -> dict[str, tuple[int, int]]:
     """Expected sizes per task: the store's, or the batch's most common.
 
     LeRobot's layout gives a feature one shape per dataset, so every task of the store has
@@ -310,7 +295,7 @@ def _dims(store: EpisodeStore, parsed: list[_Upload]) -> dict[str, tuple[int, in
     return {u.episode.task: dims for u in parsed}
 
 
-def _shape_reason(upload: _Upload, dims: dict[str, tuple[int, int]]) -> str | None:
+def _shape_reason(upload: Upload, dims: dict[str, tuple[int, int]]) -> str | None:
     """An episode its embodiment accepts may still not fit the store's one shape per feature."""
     raw = upload.episode
     expected = dims[raw.task]
@@ -321,11 +306,3 @@ def _shape_reason(upload: _Upload, dims: dict[str, tuple[int, int]]) -> str | No
         f"(state {expected[0]}, action {expected[1]}): the LeRobot layout holds one shape per "
         "feature, so ingest this embodiment into its own FLYWHEEL_HOME"
     )
-
-
-def list_episodes(settings: Settings, status: str | None = None) -> list[Episode]:
-    with session_scope(settings.db_url) as session:
-        query = select(Episode).order_by(Episode.ingested_at, Episode.id)
-        if status is not None:
-            query = query.where(Episode.status == status)
-        return list(session.scalars(query))

@@ -1,0 +1,128 @@
+"""MCAP files as one stream of records, for the readers of both kinds of MCAP upload.
+
+Flywheel's JSON contract (``json_mcap.py``) and ROS 2 messages (``ros.py``) come in the same
+container: ``records`` walks it once in file order, message by message, so memory never holds
+the file, and turns any damage into a ``LogFormatError``. Metadata records (which writers put
+anywhere, usually at the end) are collected as they pass; ``episode_metadata`` reads the
+episode facts in them as the fleet's mapping file names them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+from mcap.exceptions import EndOfFile, InvalidMagic, McapError
+from mcap.records import Channel, Message, Metadata, Schema
+from mcap.stream_reader import StreamReader
+
+from services.episodes.model import LogFormatError
+from services.features import OUTCOMES
+from services.ingest.mapping import FleetMapping
+
+# A corrupt record length must not make the reader allocate gigabytes; the writer's chunks
+# are about 1 MiB, and no record of an episode log comes near this.
+RECORD_SIZE_LIMIT = 256 * 2**20
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+@contextmanager
+def opened(source: str | os.PathLike | BinaryIO | bytes) -> Iterator[BinaryIO]:
+    """A path, a binary stream (read once, never seeked) or bytes, as a binary stream."""
+    if isinstance(source, bytes | bytearray):
+        yield io.BytesIO(source)
+    elif isinstance(source, str | os.PathLike):
+        with open(source, "rb") as stream:
+            yield stream
+    else:
+        yield source
+
+
+def records(stream: BinaryIO, metadata: list[Metadata]) -> Iterator[tuple]:
+    """``(schema, channel, message)`` in file order, appending each metadata record to
+    ``metadata`` as it passes; damage raises LogFormatError.
+
+    One pass over the stream for both: mcap's ``NonSeekingReader`` answers one query per
+    stream (``iter_messages`` or ``iter_metadata``), so this walks its records the same way.
+    """
+    magic = stream.read(len(MCAP_MAGIC))
+    if not magic:
+        raise LogFormatError("empty file")
+    if magic != MCAP_MAGIC:
+        raise LogFormatError("not an MCAP file (bad magic bytes)")
+    reader = StreamReader(
+        stream, skip_magic=True, validate_crcs=True, record_size_limit=RECORD_SIZE_LIMIT
+    )
+    schemas: dict[int, Schema] = {}
+    channels: dict[int, Channel] = {}
+    try:
+        # File order, not log-time order: sorting would hold every message in memory.
+        for record in reader.records:
+            if isinstance(record, Message):
+                channel = channels.get(record.channel_id)
+                if channel is None:
+                    raise McapError(f"no channel record found with id {record.channel_id}")
+                yield schemas.get(channel.schema_id), channel, record
+            elif isinstance(record, Channel):
+                if record.schema_id != 0 and record.schema_id not in schemas:
+                    raise McapError(f"no schema record found with id {record.schema_id}")
+                channels[record.id] = record
+            elif isinstance(record, Schema):
+                schemas[record.id] = record
+            elif isinstance(record, Metadata):
+                metadata.append(record)
+    except LogFormatError:
+        raise
+    except InvalidMagic as exc:  # the opening magic was fine: this is the closing one
+        raise LogFormatError("corrupt MCAP: bad magic bytes at the end of the file") from exc
+    except EndOfFile as exc:
+        size = _position(stream)
+        where = f"after {size} bytes" if size is not None else "early"
+        raise LogFormatError(f"truncated MCAP: the file ends {where}") from exc
+    except (McapError, struct.error, zlib.error, ValueError, KeyError) as exc:
+        raise LogFormatError(f"truncated or corrupt MCAP ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # zstd/lz4 raise their own types on a damaged chunk
+        raise LogFormatError(f"corrupt MCAP ({type(exc).__name__}: {exc})") from exc
+
+
+def episode_metadata(metadata: list[Metadata], mapping: FleetMapping) -> list[dict[str, str]]:
+    """The episode facts of the log's metadata records named as the mapping says, in file
+    order, with outcomes translated to Flywheel's; [] when the mapping reads none."""
+    config = mapping.metadata
+    if config is None:
+        return []
+    result = []
+    for record in metadata:
+        if record.name != config.name:
+            continue
+        facts = config.fields(record.metadata)
+        if "outcome" in facts and config.values:
+            facts["outcome"] = config.values.get(facts["outcome"], facts["outcome"])
+        if facts.get("outcome", OUTCOMES[0]) not in OUTCOMES:
+            raise LogFormatError(
+                f"outcome {facts['outcome']!r} in metadata record {record.name!r} is none of "
+                f"{OUTCOMES}; map it under metadata.values in the fleet's mapping file"
+            )
+        result.append(facts)
+    return result
+
+
+def file_metadata(metadata: list[Metadata], mapping: FleetMapping) -> dict[str, str]:
+    """Every record's facts merged, a later record's over an earlier's (one episode a file)."""
+    merged: dict[str, str] = {}
+    for facts in episode_metadata(metadata, mapping):
+        merged.update(facts)
+    return merged
+
+
+def _position(stream: BinaryIO) -> int | None:
+    """How far into the stream the reader got, where the stream can say."""
+    try:
+        return stream.tell()
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -1,0 +1,69 @@
+"""Which reader reads a log: one module per format under ``formats/``, picked here.
+
+A unit's format (``sources.py`` names it from the file's suffix or the folder's marker file)
+picks the reader; an MCAP file holds either Flywheel's JSON contract or ROS 2 messages, and the
+encoding of its first message picks between them, so the file is still streamed only once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from mcap.records import Metadata
+
+from services.episodes.model import LogFormatError, RawEpisode
+from services.ingest.formats import contract, ros
+from services.ingest.formats.json_mcap import episode_from_json_mcap
+from services.ingest.formats.lerobot import read_lerobot
+from services.ingest.formats.mcap_records import opened, records
+from services.ingest.formats.robomimic import read_robomimic
+from services.ingest.mapping import FleetMapping
+
+
+def read_mcap(
+    source: str | os.PathLike | BinaryIO | bytes, mapping: FleetMapping | None = None
+) -> list[RawEpisode]:
+    """The episodes of any MCAP upload: Flywheel's JSON contract (one episode), or ROS 2
+    messages mapped by the fleet's ``mapping`` (see ``ros.py``; its outcomes split episodes).
+
+    The message encoding of the first message decides; the file is streamed once.
+    """
+    mapping = mapping or FleetMapping()
+    with opened(source) as stream:
+        # Metadata records may come anywhere (writers put them at the end): the readers
+        # look at them once every message has streamed past.
+        metadata: list[Metadata] = []
+        messages = records(stream, metadata)
+        first = next(messages, None)
+        if first is None:
+            raise LogFormatError("no messages: the MCAP file is empty of data")
+        messages = itertools.chain([first], messages)
+        if first[1].message_encoding == contract.MESSAGE_ENCODING:
+            return [episode_from_json_mcap(messages, mapping, metadata)]
+        if first[1].message_encoding == ros.MESSAGE_ENCODING:
+            return ros.episodes_from_ros2_mcap(messages, mapping, metadata)
+        raise LogFormatError(
+            f"message encoding {first[1].message_encoding!r} on {first[1].topic}: Flywheel reads "
+            "its JSON contract and ROS 2 (cdr)"
+        )
+
+
+def read_bag(path: Path, mapping: FleetMapping) -> list[RawEpisode]:
+    """The episodes of a ROS 1 ``.bag`` file or a ROS 2 bag folder (formats ``rosbag1`` and
+    ``rosbag2``), on a local disk."""
+    return ros.read_rosbag(path, mapping)
+
+
+def read_container(
+    fmt: str, path: Path, mapping: FleetMapping, recorded_at: datetime
+) -> Iterator[tuple[str, RawEpisode | LogFormatError]]:
+    """(name, episode or why it cannot be one) per episode of a container of many (format
+    ``robomimic`` or ``lerobot``) on a local disk; raises for a container it cannot read."""
+    if fmt == "robomimic":
+        return read_robomimic(path, mapping.robomimic, mapping.defaults, recorded_at)
+    return read_lerobot(path, mapping.defaults, recorded_at)
