@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from services.cli import app
+from cli import app
 from services.dependencies import (
     DependencyUnavailable,
     check_database,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from services.cli.base import (
+from cli.base import (
     JsonFlag,
     app,
     console,

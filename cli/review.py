@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli.base import (
+from cli.base import (
     JsonFlag,
     app,
     console,
