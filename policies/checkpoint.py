@@ -6,10 +6,12 @@ never sees half of one. Inference normalises with the checkpoint's own statistic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,21 @@ def load_checkpoint(path: Path) -> LoadedPolicy:
         stats=NormalizationStats.from_dict(json.loads((path / STATS).read_text())),
         meta=json.loads((path / META).read_text()),
     )
+
+
+@cache
+def _checksum(path: str, signature: tuple) -> str:
+    digest = hashlib.sha256()
+    root = Path(path)
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file.read_bytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def checkpoint_checksum(path: Path) -> str:
+    """SHA-256 over a checkpoint folder's files (names and bytes), as a robot verifies it."""
+    signature = tuple(
+        (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))
+    )
+    return _checksum(str(path), signature)

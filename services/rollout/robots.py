@@ -7,14 +7,12 @@ simulated fleet does too, over HTTP, as real robots would.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from policies.checkpoint import checkpoint_checksum
 from services.config import Settings
 from services.errors import NotFound
 from services.rollout.assignments import assign, assignment_of, register_robots
@@ -82,21 +80,3 @@ def record_heartbeat(
     )
     session.add(heartbeat)
     return heartbeat
-
-
-@cache
-def _checksum(path: str, signature: tuple) -> str:
-    digest = hashlib.sha256()
-    root = Path(path)
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(file.read_bytes())
-    return f"sha256:{digest.hexdigest()}"
-
-
-def checkpoint_checksum(path: Path) -> str:
-    """SHA-256 over a checkpoint folder's files (names and bytes), as a robot verifies it."""
-    signature = tuple(
-        (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))
-    )
-    return _checksum(str(path), signature)
