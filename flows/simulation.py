@@ -13,6 +13,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.nightly import nightly
+from flows.progress import TASK_HOOKS
 from services import nights
 from services.api.server import api_in_background
 from services.config import get_settings
@@ -25,7 +26,7 @@ from sim.lab import record_lab_demos
 from sim.robot_client import ApiFleetClient
 
 
-@task(name="fleet-shift", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
+@task(name="fleet-shift", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE, **TASK_HOOKS)
 def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int) -> dict:
     """The fleet's working day; before there is any policy, the lab's demonstrations.
 
