@@ -28,9 +28,7 @@ def api_in_background(host: str = "127.0.0.1", *, startup_timeout_s: float = 60)
     port = sock.getsockname()[1]
     # No access log (uvicorn writes it to stdout: it would corrupt --json) and no logging
     # configuration of its own: the host process keeps its handlers.
-    config = uvicorn.Config(
-        create_app(), log_config=None, log_level="warning", access_log=False
-    )
+    config = uvicorn.Config(create_app(), log_config=None, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="flywheel-api"
