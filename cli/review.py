@@ -286,15 +286,16 @@ def rollout_watch(
     INTERVAL seconds (needs a Prefect server: PREFECT_API_URL)."""
     ready()
     # Imported after ready(): Prefect reads its settings (PREFECT_HOME...) once, at import.
-    from flows.deploy import DeployError, serve_rollout_watcher
+    from flows.deploy import DeployError, require_prefect_server, serve_rollout_watcher
 
+    try:
+        require_prefect_server()
+    except DeployError as exc:
+        fail(str(exc))
     if health_port is not None:
         serve_health(health_port)
     console.print(f"rollout controller: a decision window every {interval:g} s")
-    try:
-        serve_rollout_watcher(interval_s=interval)
-    except DeployError as exc:
-        fail(str(exc))
+    serve_rollout_watcher(interval_s=interval)
 
 
 @rollout_app.command("halt")
