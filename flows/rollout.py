@@ -12,9 +12,6 @@ from prefect.cache_policies import NO_CACHE
 from services.config import get_settings
 from services.rollout.controller import step_rollout
 
-# Seconds between two looks: a rollout's decision windows.
-DEFAULT_INTERVAL_S = 300
-
 
 # No retries: the next scheduled run is the retry, with the heartbeats that arrived since.
 @task(name="step-rollout", cache_policy=NO_CACHE)
