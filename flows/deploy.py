@@ -1,24 +1,49 @@
-"""Register the nightly flow as a Prefect deployment: a cron schedule on a work pool.
+"""Register Flywheel's scheduled flows as Prefect deployments on a work pool.
 
-A process work pool runs it on one machine (`prefect worker start --pool NAME`); a
-Kubernetes work pool runs each night as a Job (infra/ has the worker). The deployment
-allows one run at a time (Prefect's deployment concurrency limit), and the nightly flow
-itself refuses a second night while one is running (services/nights.py), so a manual run
-next to the scheduled one cannot overlap either.
+The nightly flow runs on a cron schedule; the rollout watcher on an interval. A process work
+pool runs them on one machine (`prefect worker start --pool NAME`); a Kubernetes work pool
+runs each flow run as a Job (infra/ has the worker). Each deployment allows one run at a time
+(Prefect's deployment concurrency limit), and the nightly flow itself refuses a second night
+while one is running (services/nights.py), so a manual run next to the scheduled one cannot
+overlap either.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
+from prefect.types.entrypoint import EntrypointType
+
+from flows.rollout import watch_rollouts
+
 REPO = Path(__file__).resolve().parent.parent
 ENTRYPOINT = "flows/nightly.py:nightly"
+WATCHER_ENTRYPOINT = "flows/rollout.py:watch_rollouts"
+# The watcher's deployment: `flywheel deploy` puts it on a work pool, `flywheel rollout watch`
+# serves the same deployment itself, so the two never make a second controller.
+WATCHER_DEPLOYMENT = "controller"
 POOL_TYPES = ("process", "kubernetes")
 
 
 class DeployError(RuntimeError):
     """The deployment cannot be registered as asked; the message says what to change."""
+
+
+def require_prefect_server() -> None:
+    """Schedules need a Prefect server's scheduler; Prefect's temporary one has none."""
+    if get_current_settings().api.url is None:
+        raise DeployError(
+            "no Prefect server to register with: set PREFECT_API_URL to a running Prefect "
+            "server (a deployment on Prefect's temporary local server would vanish with it)"
+        )
 
 
 def deploy_nightly(
@@ -30,24 +55,66 @@ def deploy_nightly(
     name: str = "nightly",
 ) -> UUID:
     """Create or update the nightly deployment (and its work pool); returns its id."""
-    from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.client.schemas.schedules import CronSchedule
-    from prefect.exceptions import ObjectNotFound
-    from prefect.settings import get_current_settings
-
-    if pool_type not in POOL_TYPES:
-        raise DeployError(f"unknown work pool type {pool_type!r}: choose {' or '.join(POOL_TYPES)}")
-    if get_current_settings().api.url is None:
-        raise DeployError(
-            "no Prefect server to register with: set PREFECT_API_URL to a running Prefect "
-            "server (a deployment on Prefect's temporary local server would vanish with it)"
-        )
+    _check_pool_type(pool_type)
+    require_prefect_server()
     try:
         schedule = CronSchedule(cron=cron, timezone=timezone)
     except ValueError as exc:
         raise DeployError(f"invalid schedule {cron!r} in {timezone!r}: {exc}") from exc
+    return _deploy(
+        ENTRYPOINT,
+        name=name,
+        schedule=schedule,
+        work_pool=work_pool,
+        pool_type=pool_type,
+        description="Flywheel's nightly loop: ingest, mine, train, evaluate, gate, roll out.",
+    )
+
+
+def deploy_rollout_watcher(
+    *,
+    interval_s: float,
+    work_pool: str,
+    pool_type: str = "process",
+    name: str = WATCHER_DEPLOYMENT,
+) -> UUID:
+    """Create or update the rollout watcher's deployment: one controller step per interval."""
+    _check_pool_type(pool_type)
+    require_prefect_server()
+    if interval_s <= 0:
+        raise DeployError(f"the watcher's interval must be positive, not {interval_s} s")
+    return _deploy(
+        WATCHER_ENTRYPOINT,
+        name=name,
+        schedule=IntervalSchedule(interval=timedelta(seconds=interval_s)),
+        work_pool=work_pool,
+        pool_type=pool_type,
+        description="Flywheel's rollout controller: one decision window per run.",
+    )
+
+
+def serve_rollout_watcher(*, interval_s: float) -> None:
+    """Serve the watcher's deployment from this process until it is stopped: the Prefect
+    server's scheduler makes a run every ``interval_s`` seconds and this process runs it."""
+    require_prefect_server()
+    watch_rollouts.serve(
+        name=WATCHER_DEPLOYMENT,
+        interval=interval_s,
+        global_limit=1,
+        print_starting_message=False,
+        # Found by module, not by a path relative to where the command was started.
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
+def _check_pool_type(pool_type: str) -> None:
+    if pool_type not in POOL_TYPES:
+        raise DeployError(f"unknown work pool type {pool_type!r}: choose {' or '.join(POOL_TYPES)}")
+
+
+def _deploy(
+    entrypoint: str, *, name: str, schedule, work_pool: str, pool_type: str, description: str
+) -> UUID:
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(work_pool)
@@ -57,13 +124,13 @@ def deploy_nightly(
             raise DeployError(
                 f"work pool {work_pool!r} exists with type {pool.type}, not {pool_type}"
             )
-    remote = flow.from_source(source=str(REPO), entrypoint=ENTRYPOINT)
+    remote = flow.from_source(source=str(REPO), entrypoint=entrypoint)
     return remote.deploy(
         name=name,
         work_pool_name=work_pool,
         schedules=[schedule],
         concurrency_limit=1,
-        description="Flywheel's nightly loop: ingest, mine, train, evaluate, gate, roll out.",
+        description=description,
         tags=["flywheel"],
         build=False,
         push=False,

@@ -6,37 +6,33 @@ nightly flow trains the first policy from them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.nightly import nightly
+from flows.progress import TASK_HOOKS
 from services import nights
+from services.api.server import api_in_background
 from services.config import get_settings
+from services.registry.ledger import champion_of
+from services.rollout.controller import step_rollout
+from services.serving.robots import provision_robots
+from services.store import session_scope
+from sim.fleet import FleetConfig, robot_ids, run_shift
+from sim.lab import record_lab_demos
+from sim.robot_client import ApiFleetClient
 
 
-@task(name="fleet-shift", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
+@task(name="fleet-shift", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE, **TASK_HOOKS)
 def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int) -> dict:
     """The fleet's working day; before there is any policy, the lab's demonstrations.
 
-    The robots talk to Flywheel through the robot-facing HTTP API (in process), and the
-    rollout controller looks at their heartbeats between windows of the shift.
+    The robots talk to Flywheel over HTTP, to the API served on a free local port for the
+    shift, and the rollout controller looks at their heartbeats between windows of the shift.
     """
-    import warnings
-    from pathlib import Path
-
-    with warnings.catch_warnings():  # starlette's note about its httpx dependency
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-
-    from services.api.main import create_app
-    from services.registry.ledger import champion_of
-    from services.rollout.controller import step_rollout
-    from services.serving.robots import provision_robots
-    from services.store import session_scope
-    from sim.fleet import FleetConfig, robot_ids, run_shift
-    from sim.lab import record_lab_demos
-    from sim.robot_client import ApiFleetClient
-
     settings = get_settings()
     log_dir = Path(settings.fleet_log_uri)
     with session_scope(settings.db_url) as session:
@@ -59,7 +55,7 @@ def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int
         if window is not None:
             windows.append(window)
 
-    with TestClient(create_app()) as http:
+    with api_in_background() as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
         client = ApiFleetClient(http, settings.root / "robot-models")
         summary = run_shift(config, client, log_dir, night, after_window=controller_looks)
     return {"night": night, "shift": summary, "rollout_windows": windows}

@@ -11,6 +11,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.progress import FLOW_HOOKS
 from services.config import get_settings
 
 
@@ -89,38 +90,38 @@ def rollout_task(candidate_id: str):
     return start_rollout(get_settings(), candidate_id, actor="nightly")
 
 
-@flow(name="ingest-logs")
+@flow(name="ingest-logs", **FLOW_HOOKS)
 def ingest_new_logs(source: str | None = None, run_id: str | None = None):
     """``run_id``: an ingest run to continue (a dead nightly run's); None starts a new one."""
     return ingest_task(source, run_id)
 
 
-@flow(name="build-dataset")
+@flow(name="build-dataset", **FLOW_HOOKS)
 def build_dataset(scheme: str | None = None):
     return build_dataset_task(scheme)
 
 
-@flow(name="train-candidate")
+@flow(name="train-candidate", **FLOW_HOOKS)
 def train_candidate(dataset_id: str):
     return train_task(dataset_id, flow_run.get_id())
 
 
-@flow(name="evaluate-candidate")
+@flow(name="evaluate-candidate", **FLOW_HOOKS)
 def evaluate_candidate(candidate_id: str):
     evaluations = evaluate_task(candidate_id)
     return evaluations, gate_task(candidate_id, evaluations)
 
 
-@flow(name="approve-candidate")
+@flow(name="approve-candidate", **FLOW_HOOKS)
 def request_approval(candidate_id: str):
     return approval_task(candidate_id)
 
 
-@flow(name="roll-out")
+@flow(name="roll-out", **FLOW_HOOKS)
 def roll_out(candidate_id: str):
     return rollout_task(candidate_id)
 
 
-@flow(name="roll-out-late-approvals")
+@flow(name="roll-out-late-approvals", **FLOW_HOOKS)
 def roll_out_late_approvals():
     return late_approvals_task()

@@ -1,9 +1,8 @@
 """A simulated robot's side of the robot-facing API, over HTTP like a real robot.
 
 Each robot asks for its assignment, downloads the assigned model from its URI once per
-version, checks the checksum before running it, and reports heartbeats. ``http`` is any
-httpx-style client: ``httpx.Client(base_url=...)`` against a running Flywheel API, or
-FastAPI's in-process ``TestClient`` (the same routes, without a socket).
+version, checks the checksum before running it, and reports heartbeats. ``http`` is an
+``httpx.Client(base_url=...)`` against a running Flywheel API.
 """
 
 from __future__ import annotations
@@ -11,6 +10,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
+
+from policies.checkpoint import checkpoint_checksum, load_checkpoint
 from sim.fleet import Assignment
 
 
@@ -19,7 +21,7 @@ class RobotApiError(RuntimeError):
 
 
 class ApiFleetClient:
-    def __init__(self, http, model_cache: Path) -> None:
+    def __init__(self, http: httpx.Client, model_cache: Path) -> None:
         self.http = http
         self.model_cache = Path(model_cache)
         self._policies: dict[tuple[str, str], object] = {}
@@ -62,9 +64,7 @@ class ApiFleetClient:
     def _policy(self, version: str, uri: str, checksum: str):
         key = (version, checksum)
         if key not in self._policies:
-            import mlflow
-
-            from policies.checkpoint import checkpoint_checksum, load_checkpoint
+            import mlflow  # heavy: only a robot that downloads a model pays for it
 
             target = self.model_cache / version
             checkpoint = target / "artifacts" / "checkpoint"

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,10 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> Rate:
     """Success rate with its Wilson score interval (good at small n and rates near 0 or 1)."""
     if n == 0:
         return Rate(0, 0, 0.0, 1.0)
+    # scipy.stats takes about 0.6 s to import: imported where used, so that the CLI's
+    # start-up (which imports this module for its tables) does not pay for it.
+    from scipy.stats import binomtest
+
     ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
     return Rate(successes, n, float(ci.low), float(ci.high))
 
@@ -42,6 +45,8 @@ def mcnemar_greater(candidate_only: int, champion_only: int) -> float:
     discordant = candidate_only + champion_only
     if discordant == 0:
         return 1.0
+    from scipy.stats import binomtest
+
     return float(binomtest(candidate_only, discordant, 0.5, alternative="greater").pvalue)
 
 
@@ -57,6 +62,8 @@ def paired_difference_lower_bound(
     h = np.asarray(champion, dtype=float)
     if len(c) == 0:
         return -1.0
+    from scipy.stats import bootstrap
+
     result = bootstrap(
         (c, h),
         lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis),

@@ -46,8 +46,9 @@ def test_deploy_refuses_prefects_temporary_server(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(FLYWHEEL_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("flywheel")), "deploy"],
+    done = subprocess.run(  # this tree's CLI, not an installed console script
+        [sys.executable, "-m", "cli", "deploy"],
+        cwd=Path(__file__).resolve().parents[2],
         env=env,
         capture_output=True,
         text=True,

@@ -27,7 +27,9 @@ from sqlalchemy.pool import NullPool
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
-FLYWHEEL = str(Path(sys.executable).with_name("flywheel"))
+# This tree's CLI (python -m cli from the repository root), not an installed console script.
+FLYWHEEL = [sys.executable, "-m", "cli"]
+REPO = Path(__file__).resolve().parents[2]
 NIGHT = "SELECT id FROM nightly_runs WHERE id > :after ORDER BY id DESC LIMIT 1"
 # Where each run is killed, in order: the first SQL that returns a row for the run's night.
 # The MLflow boundary is inside the train stage: the candidate's MLflow run is open, its model
@@ -131,7 +133,8 @@ def _nightly(env: dict, kill_when: str | None = None) -> dict | None:
     db = _db_url(env)
     after = _scalar(db, "SELECT max(id) FROM nightly_runs") or 0
     run = subprocess.Popen(
-        [FLYWHEEL, "nightly", "--no-simulate", "--json"],
+        [*FLYWHEEL, "nightly", "--no-simulate", "--json"],
+        cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from typer.main import get_command
 
-from services.cli import app
+from cli import app
 from services.kube.validation import validate_all
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"

@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from cli import app
 from services.api.main import create_app
-from services.cli import app
 from services.runtime.dependencies import (
     DependencyUnavailable,
     check_database,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
+from cli import app
 from services.runtime.ports import Port, PortInUse, check_free
 from services.runtime.stack import Stack, StackError, up
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from services.cli.base import (
+from cli.base import (
     JsonFlag,
     app,
     console,
@@ -18,6 +18,15 @@ from services.cli.base import (
     print_table,
     ready,
 )
+from cli.progress import Stages
+from services.curation.manifest import NoEpisodesError, build_manifest
+from services.episode_store.export import export_lerobot
+from services.episode_store.index import list_episodes
+from services.ingest.batch import ingest_logs
+from services.ingest.mapping import MappingError, load_mapping
+from services.readmodel.lineage import intervention_lineage, model_lineage
+from services.training.config import TrainConfig
+from services.training.stage import train_and_register
 
 
 @app.command()
@@ -41,15 +50,12 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Ingest new fleet logs: MCAP, ROS 1/2 bags, LeRobot v3.0 datasets, robomimic HDF5."""
-    from services.ingest.batch import ingest_logs
-    from services.ingest.mapping import MappingError, load_mapping
-
     try:
         fleet = load_mapping(mapping)
     except MappingError as exc:
         fail(str(exc))
     settings = ready()
-    with console.status("ingesting fleet logs"):
+    with Stages() as stages, stages.stage("ingest-logs"):
         summary = ingest_logs(settings, source=source, mapping=fleet)
     if as_json:
         return print_json(summary)
@@ -67,8 +73,6 @@ def episodes(
     as_json: JsonFlag = False,
 ) -> None:
     """List episodes."""
-    from services.episode_store.index import list_episodes
-
     if status not in (None, "ok", "quarantined"):
         fail(f"--status must be ok or quarantined, not {status!r}")
     rows = list_episodes(ready(), status=status)
@@ -106,8 +110,6 @@ def export(
     as_json: JsonFlag = False,
 ) -> None:
     """Export the ingested episodes as a LeRobot v3.0 dataset."""
-    from services.episode_store.export import export_lerobot
-
     try:
         summary = export_lerobot(ready(), destination, tasks=task, robots=robot, kinds=kind)
     except (FileExistsError, LookupError) as exc:
@@ -141,16 +143,15 @@ def dataset_build(
     as_json: JsonFlag = False,
 ) -> None:
     """Mine the episodes into a weighted, content-addressed dataset manifest."""
-    from services.curation.manifest import NoEpisodesError, build_manifest
-
     try:
         settings = ready()
-        summary = build_manifest(
-            settings,
-            scheme=scheme or settings.scheme,
-            max_steps=max_steps or settings.dataset_max_steps,
-            replay=settings.replay_share if replay is None else replay,
-        )
+        with Stages() as stages, stages.stage("build-dataset"):
+            summary = build_manifest(
+                settings,
+                scheme=scheme or settings.scheme,
+                max_steps=max_steps or settings.dataset_max_steps,
+                replay=settings.replay_share if replay is None else replay,
+            )
     except (NoEpisodesError, ValueError) as exc:
         fail(str(exc))
     if as_json:
@@ -171,15 +172,12 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Fine-tune the champion on a dataset and register the candidate."""
-    from services.training.config import TrainConfig
-    from services.training.stage import train_and_register
-
     try:
         settings = ready()
         config = TrainConfig(
             policy=settings.policy, steps=settings.train_steps, resume=resume, overwrite=overwrite
         )
-        with console.status(f"training on dataset {dataset}"):
+        with Stages() as stages, stages.stage(f"train-candidate on dataset {dataset}"):
             summary = train_and_register(settings, dataset_id=dataset, config=config)
     except (LookupError, ValueError) as exc:
         fail(str(exc))
@@ -195,8 +193,6 @@ def lineage(
     model: Annotated[str | None, typer.Option(help="Model version.")] = None,
 ) -> None:
     """Walk lineage: a model back to its data, or an intervention forward to models (JSON)."""
-    from services.readmodel.lineage import intervention_lineage, model_lineage
-
     if (intervention is None) == (model is None):
         fail("give exactly one of --intervention ID or --model VERSION")
     settings = ready()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli.base import (
+from cli.base import (
     JsonFlag,
     app,
     console,
@@ -19,17 +19,35 @@ from services.cli.base import (
     rollout_app,
     users_app,
 )
+from cli.progress import Stages
+from services.approval import decisions, users
+from services.approval.users import NoSuchUser, UserExists, add_user, issue_token, list_users
+from services.evaluation.gate import judge, record_verdict
+from services.evaluation.paired import evaluate_against_champion
+from services.readmodel.review import (
+    NotFound,
+    audit_log,
+    candidate_detail,
+    candidate_summaries,
+)
+from services.readmodel.rollouts import rollouts_overview
+from services.rollout.controller import (
+    RolloutError,
+    halt_rollout,
+    rollback,
+    start_rollout,
+    step_rollout,
+)
+from services.rollout.health import serve_health
+from services.store import session_scope
 
 
 @app.command()
 def evaluate(version: str, as_json: JsonFlag = False) -> None:
     """Paired closed-loop evaluation of a candidate against its champion, and the gate."""
-    from services.evaluation.gate import judge, record_verdict
-    from services.evaluation.paired import evaluate_against_champion
-
     settings = ready()
     candidate_id = resolve_candidate(settings, version)
-    with console.status(f"evaluating model version {version}"):
+    with Stages() as stages, stages.stage(f"evaluate-candidate model version {version}"):
         evaluations = evaluate_against_champion(settings, candidate_id)
     verdict = record_verdict(settings.db_url, candidate_id, judge(evaluations))
     if as_json:
@@ -51,9 +69,6 @@ def evaluate(version: str, as_json: JsonFlag = False) -> None:
 @app.command()
 def candidates(as_json: JsonFlag = False) -> None:
     """Candidates with their gate verdicts and approvals."""
-    from services.readmodel.review import candidate_summaries
-    from services.store import session_scope
-
     with session_scope(ready().db_url) as session:
         records = candidate_summaries(session)
     if as_json:
@@ -69,9 +84,6 @@ def candidates(as_json: JsonFlag = False) -> None:
 def candidate(version: str, as_json: JsonFlag = False) -> None:
     """One candidate: per-task success against the champion, the gate's numbers, lineage,
     decisions and failing evaluation episodes."""
-    from services.readmodel.review import NotFound, candidate_detail
-    from services.store import session_scope
-
     try:
         with session_scope(ready().db_url) as session:
             detail = candidate_detail(session, version)
@@ -123,8 +135,6 @@ def _rate(rate: dict | None) -> str:
 @app.command()
 def comment(version: str, text: Annotated[str, typer.Option(help="The comment.")]) -> None:
     """Comment on a candidate (any role)."""
-    from services.approval import decisions
-
     _as_user(
         lambda session, user: decisions.comment(
             session=session, candidate_id=version, user=user, text=text
@@ -140,9 +150,6 @@ def audit(
     as_json: JsonFlag = False,
 ) -> None:
     """The audit log, newest first: who did what, when, why."""
-    from services.readmodel.review import audit_log
-    from services.store import session_scope
-
     with session_scope(ready().db_url) as session:
         rows = audit_log(session, subject_id=subject, limit=limit)
     if as_json:
@@ -154,9 +161,6 @@ def audit(
 
 def _as_user(action):
     """Run ``action(session, user)`` as the CLI's user (FLYWHEEL_USER or the login name)."""
-    from services.approval import decisions, users
-    from services.store import session_scope
-
     settings = ready()
     try:
         with session_scope(settings.db_url, write=True) as session:
@@ -167,7 +171,6 @@ def _as_user(action):
 
 
 def _decide(version: str, reason: str, verdict: str) -> None:
-    from services.approval import decisions
 
     fn = decisions.approve if verdict == "approve" else decisions.reject
 
@@ -195,9 +198,6 @@ def users_add(
     name: str, role: Annotated[str, typer.Option(help="engineer | fleet-manager | admin")]
 ) -> None:
     """Add a user with a role; prints their API token once."""
-    from services.approval.users import UserExists, add_user
-    from services.store import session_scope
-
     try:
         with session_scope(ready().db_url, write=True) as session:
             token = add_user(session=session, name=name, role=role)
@@ -209,9 +209,6 @@ def users_add(
 @users_app.command("token")
 def users_token(name: str) -> None:
     """Issue a new API token for a user; the old one stops working."""
-    from services.approval.users import NoSuchUser, issue_token
-    from services.store import session_scope
-
     try:
         with session_scope(ready().db_url, write=True) as session:
             token = issue_token(session=session, name=name)
@@ -223,9 +220,6 @@ def users_token(name: str) -> None:
 @users_app.command("list")
 def users_list(as_json: JsonFlag = False) -> None:
     """Users and their roles."""
-    from services.approval.users import list_users
-    from services.store import session_scope
-
     with session_scope(ready().db_url) as session:
         records = [{"name": u.name, "role": u.role} for u in list_users(session=session)]
     if as_json:
@@ -236,8 +230,6 @@ def users_list(as_json: JsonFlag = False) -> None:
 @rollout_app.command("start")
 def rollout_start(version: str) -> None:
     """Roll an approved candidate out to the fleet."""
-    from services.rollout.controller import RolloutError, start_rollout
-
     settings = ready()
     try:
         rollout = start_rollout(
@@ -253,9 +245,6 @@ def rollout_start(version: str) -> None:
 @rollout_app.command("status")
 def rollout_status(as_json: JsonFlag = False) -> None:
     """The champion, recent rollouts with their stages, and each robot's assignment."""
-    from services.readmodel.rollouts import rollouts_overview
-    from services.store import session_scope
-
     with session_scope(ready().db_url) as session:
         overview = rollouts_overview(session)
     if as_json:
@@ -282,8 +271,6 @@ def _stage_text(stage: dict) -> str:
 @rollout_app.command("step")
 def rollout_step() -> None:
     """Let the controller look at the heartbeats once now (one decision window)."""
-    from services.rollout.controller import step_rollout
-
     window = step_rollout(ready())
     print_json(window if window is not None else {"decision": "no rollout in progress"})
 
@@ -294,34 +281,26 @@ def rollout_watch(
     health_port: Annotated[
         int | None, typer.Option(help="Serve GET /health on this port (for probes).")
     ] = None,
-    windows: Annotated[
-        int | None, typer.Option(min=1, help="Stop after this many looks (default: never).")
-    ] = None,
 ) -> None:
-    """Run the rollout controller: a decision window every INTERVAL seconds."""
-    import time
+    """Run the rollout controller: serve the watch-rollouts flow, one decision window every
+    INTERVAL seconds (needs a Prefect server: PREFECT_API_URL)."""
+    ready()
+    # Imported after ready(): Prefect reads its settings (PREFECT_HOME...) once, at import.
+    from flows.deploy import DeployError, require_prefect_server, serve_rollout_watcher
 
-    from services.rollout.controller import step_rollout
-    from services.rollout.health import serve_health
-
-    settings = ready()
+    try:
+        require_prefect_server()
+    except DeployError as exc:
+        fail(str(exc))
     if health_port is not None:
         serve_health(health_port)
-    looks = 0
-    while windows is None or looks < windows:
-        window = step_rollout(settings)
-        if window is not None and window.get("decision") != "no new data":
-            console.print(f"rollout {window['rollout']} {window['stage']}: {window['decision']}")
-        looks += 1
-        if windows is None or looks < windows:
-            time.sleep(interval)
+    console.print(f"rollout controller: a decision window every {interval:g} s")
+    serve_rollout_watcher(interval_s=interval)
 
 
 @rollout_app.command("halt")
 def rollout_halt(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
     """Halt the rollout in progress and return its robots to the champion (fleet managers)."""
-    from services.rollout.controller import RolloutError, halt_rollout
-
     settings = ready()
     user = _fleet_manager(settings, "halt a rollout")
     try:
@@ -336,8 +315,6 @@ def rollout_halt(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
 @rollout_app.command("rollback")
 def rollout_rollback(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
     """Return the fleet to the champion before the last completed rollout (fleet managers)."""
-    from services.rollout.controller import RolloutError, rollback
-
     settings = ready()
     user = _fleet_manager(settings, "roll back")
     try:
@@ -348,9 +325,6 @@ def rollout_rollback(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
 
 
 def _fleet_manager(settings, action: str) -> str:
-    from services.approval import users
-    from services.store import session_scope
-
     try:
         with session_scope(settings.db_url) as session:
             user = users.get_user(session=session, name=settings.user or getpass.getuser())

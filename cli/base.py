@@ -10,8 +10,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import or_, select
 
 from services.config import Settings, configure_runtime, get_settings
+from services.evaluation.stats import wilson
+from services.runtime.dependencies import DependencyUnavailable, check_database
+from services.store import migrate, session_scope
+from services.store.models import Candidate
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -37,10 +42,11 @@ def load_settings() -> Settings:
 
 
 def ready() -> Settings:
-    """Settings with a migrated store (every command but init may be the first one run)."""
-    from services.runtime.dependencies import DependencyUnavailable, check_database
-    from services.store import migrate
+    """Settings with a migrated store (every command but init may be the first one run).
 
+    It also points Prefect at FLYWHEEL_HOME (configure_runtime): Prefect reads its settings
+    once, when it is imported, so a command imports the flows only after calling this.
+    """
     try:
         settings = load_settings()
     except ValueError as exc:  # pydantic's validation error: a setting is wrong
@@ -68,17 +74,10 @@ def fail(message: str) -> None:
 
 
 def format_rate(k: int | None, n: int) -> str:
-    from services.evaluation.stats import wilson
-
     return "-" if k is None or not n else str(wilson(k, n))
 
 
 def resolve_candidate(settings: Settings, version: str) -> str:
-    from sqlalchemy import or_, select
-
-    from services.store import session_scope
-    from services.store.models import Candidate
-
     with session_scope(settings.db_url) as session:
         candidate_id = session.scalar(
             select(Candidate.id).where(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+import uvicorn
 from rich.table import Table
 
-from services.cli.base import (
+from cli.base import (
     JsonFlag,
     app,
     console,
@@ -17,7 +18,23 @@ from services.cli.base import (
     print_json,
     ready,
 )
+from cli.progress import Stages
+from flows.progress import listening
 from services.config import Settings
+from services.nights import nights_completed, rollout_outcomes
+from services.readmodel.rollouts import rollouts_overview
+from services.rollout.controller import start_rollout
+from services.runtime.dependencies import DependencyUnavailable, check_database, wait_for
+from services.runtime.stack import Stack, StackError, status
+from services.runtime.stack import down as stop
+from services.runtime.stack import up as start
+from services.store import session_scope
+from sim.fleet import FleetConfig, robot_ids
+
+# Imported inside the commands that use them, and only those: the flows, after ready()
+# (Prefect reads its settings, PREFECT_HOME..., once when it is imported, and ready() points
+# them at FLYWHEEL_HOME), and the modules that import torch (policies: the API's robot
+# routes, the drill), which would add a second to every start-up, `flywheel --help` too.
 
 
 @app.command()
@@ -26,11 +43,11 @@ def sim(
     episodes: Annotated[int, typer.Option(min=1)] = 8,
 ) -> None:
     """Run the simulated fleet for one shift with its assigned policies."""
-    settings = ready()  # before Prefect is imported: it reads its settings once, at import
+    settings = ready()
     from flows.simulation import fleet_shift
-    from services.nights import nights_completed
 
-    result = fleet_shift.fn(nights_completed(settings), robots, episodes, lab_demos=10)
+    with Stages() as stages, stages.stage("fleet-shift"):
+        result = fleet_shift.fn(nights_completed(settings), robots, episodes, lab_demos=10)
     print_json(result)
 
 
@@ -45,13 +62,14 @@ def nightly(
     as_json: JsonFlag = False,
 ) -> None:
     """Run the whole loop now: the fleet's shift, then the nightly flow (N times)."""
-    settings = ready()  # before Prefect is imported: it reads its settings once, at import
+    settings = ready()
     from flows.nightly import nightly as nightly_flow
     from flows.simulation import simulate_nights
 
     reports = []
     for night in range(1, nights + 1):
-        with console.status(f"night {night} of {nights}: fleet shift, then the nightly flow"):
+        # One display per night, closed before the night's line goes to stdout.
+        with Stages(f"night {night} of {nights}: ") as stages, listening(stages):
             if simulate:
                 reports += simulate_nights(
                     nights_to_run=1, robots=robots, episodes_per_robot=episodes
@@ -78,10 +96,7 @@ def serve(
     ] = 10,
 ) -> None:
     """Serve the Flywheel API."""
-    import uvicorn
-
-    from services.api.main import create_app
-    from services.runtime.dependencies import DependencyUnavailable, check_database, wait_for
+    from services.api.main import create_app  # torch: see the note at the top
 
     settings = load_settings()
     try:  # a database that is still starting gets a bounded wait
@@ -99,9 +114,6 @@ def up(
     ] = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
 ) -> None:
     """Production mode on this machine: Prefect, MLflow, the API and a Ray head."""
-    from services.runtime.stack import Stack, StackError, status
-    from services.runtime.stack import up as start
-
     try:
         stack = Stack.from_settings(load_settings(), admin_url=admin_url)
     except ValueError as exc:  # pydantic's validation error: a setting (a port) is wrong
@@ -118,9 +130,6 @@ def up(
 @app.command()
 def down() -> None:
     """Stop what `flywheel up` started, by process id."""
-    from services.runtime.stack import Stack
-    from services.runtime.stack import down as stop
-
     stopped = stop(Stack.from_settings(load_settings()))
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
@@ -141,8 +150,6 @@ def print_nights(reports: list[dict], settings: Settings) -> None:
         "rollout",
     ):
         table.add_column(column, overflow="fold")
-    from services.nights import rollout_outcomes
-
     rollouts = rollout_outcomes(settings)
     notes = []
     for report in reports:
@@ -193,26 +200,25 @@ def drill(
 ) -> None:
     """Rollback drill: roll a deliberately worse candidate out to the canary and watch the
     controller roll it back during the next shift (needs a champion: run `nightly` first)."""
-    settings = ready()  # before Prefect is imported
+    settings = ready()
     from flows.simulation import fleet_shift
-    from services.nights import nights_completed
-    from services.readmodel.rollouts import rollouts_overview
-    from services.rollout.controller import start_rollout
     from services.rollout.drill import DRILL_ACTOR, register_worse_candidate
     from services.serving.robots import provision_robots
-    from services.store import session_scope
-    from sim.fleet import FleetConfig, robot_ids
 
-    try:
-        candidate_id = register_worse_candidate(settings)
-    except RuntimeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from exc
-    config = FleetConfig(robots=robots, episodes_per_robot=episodes, tasks=settings.tasks)
-    with session_scope(settings.db_url, write=True) as session:
-        provision_robots(session=session, robot_ids=robot_ids(config), tasks=settings.tasks)
-    rollout = start_rollout(settings, candidate_id, actor=DRILL_ACTOR)
-    shift = fleet_shift.fn(nights_completed(settings), robots, episodes, lab_demos=0)
+    with Stages() as stages:
+        try:
+            with stages.stage("register the worse candidate"):
+                candidate_id = register_worse_candidate(settings)
+        except RuntimeError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(code=1) from exc
+        config = FleetConfig(robots=robots, episodes_per_robot=episodes, tasks=settings.tasks)
+        with session_scope(settings.db_url, write=True) as session:
+            provision_robots(session=session, robot_ids=robot_ids(config), tasks=settings.tasks)
+        with stages.stage("roll-out to the canary"):
+            rollout = start_rollout(settings, candidate_id, actor=DRILL_ACTOR)
+        with stages.stage("fleet-shift"):
+            shift = fleet_shift.fn(nights_completed(settings), robots, episodes, lab_demos=0)
     with session_scope(settings.db_url) as session:
         [state] = [r for r in rollouts_overview(session)["rollouts"] if r["id"] == rollout.id]
     if as_json:
@@ -233,24 +239,34 @@ def drill(
 def deploy(
     cron: Annotated[str, typer.Option(help="When the night starts (cron).")] = "0 2 * * *",
     timezone: Annotated[str, typer.Option(help="Time zone of the schedule.")] = "UTC",
+    watch_interval: Annotated[
+        float, typer.Option(min=1, help="Seconds between the rollout controller's windows.")
+    ] = 300,
     work_pool: Annotated[str, typer.Option(help="Prefect work pool (created if missing).")] = (
         "flywheel"
     ),
     pool_type: Annotated[str, typer.Option(help="process | kubernetes")] = "process",
 ) -> None:
-    """Register the nightly flow as a Prefect deployment on a cron schedule (needs a Prefect
-    server: PREFECT_API_URL)."""
-    ready()  # before Prefect is imported
-    from flows.deploy import DeployError, deploy_nightly
+    """Register the nightly flow on a cron schedule and the rollout watcher on an interval
+    as Prefect deployments (needs a Prefect server: PREFECT_API_URL)."""
+    ready()
+    from flows.deploy import DeployError, deploy_nightly, deploy_rollout_watcher
 
     try:
-        deployment = deploy_nightly(
+        nightly_id = deploy_nightly(
             cron=cron, timezone=timezone, work_pool=work_pool, pool_type=pool_type
+        )
+        watcher_id = deploy_rollout_watcher(
+            interval_s=watch_interval, work_pool=work_pool, pool_type=pool_type
         )
     except DeployError as exc:
         fail(str(exc))
     console.print(
-        f"deployment nightly-flywheel/nightly ({deployment}): '{cron}' {timezone} on work pool "
+        f"deployment nightly-flywheel/nightly ({nightly_id}): '{cron}' {timezone} on work pool "
         f"{work_pool}, one run at a time; start a worker with `prefect worker start --pool "
         f"{work_pool}`"
+    )
+    console.print(
+        f"deployment watch-rollouts/controller ({watcher_id}): every {watch_interval:g} s on "
+        f"work pool {work_pool}, one run at a time"
     )

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from services.cli import app
+from cli import app
 from tests.ingest.ros_logs import BOOL, FLOAT_ARRAY, JOINT_STATE, T0, Msg, write_ros1_bag
 
 runner = CliRunner()

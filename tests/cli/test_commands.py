@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from services.cli import app
+from cli import app
 from services.ingest.formats.mcap_writer import write_episode_mcap
 from tests.conftest import add_candidate
 from tests.ingest.logs import recording

@@ -1,0 +1,25 @@
+"""The rollout watcher: one look of the rollout controller at the fleet's heartbeats per run.
+
+`flywheel deploy` registers it on an interval schedule beside the nightly cron deployment;
+`flywheel rollout watch` serves it on its interval from one long-running process.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from services.config import get_settings
+from services.rollout.controller import step_rollout
+
+
+# No retries: the next scheduled run is the retry, with the heartbeats that arrived since.
+@task(name="step-rollout", cache_policy=NO_CACHE)
+def step_rollout_task() -> dict | None:
+    return step_rollout(get_settings())
+
+
+@flow(name="watch-rollouts")
+def watch_rollouts() -> dict | None:
+    """One decision window of the rollout in progress (None when there is none)."""
+    return step_rollout_task()
