@@ -238,7 +238,7 @@ def night_record(
     from services.registry.mlflow_registry import policy_checkpoint
     from services.store import session_scope
     from services.store.models import Candidate, Dataset
-    from sim.tasks import make_env
+    from services.twin.tasks import make_env
 
     settings = get_settings()
     with session_scope(settings.db_url) as session:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 
 from services.episodes.model import EpisodeRecording, InterventionSpan
 from services.features import CONTROL_OPERATOR, CONTROL_POLICY
-from sim.env import SimEnv
+from services.twin.env import PolicyFn, SimEnv
 from sim.operator import Operator
-
-# (state, task) -> action: what Flywheel hands a robot to run.
-PolicyFn = Callable[[np.ndarray, str], np.ndarray]
 
 
 def run_episode(
@@ -86,46 +81,4 @@ def _span(start: int, end: int, operator: Operator, reasons: list) -> Interventi
         kind="takeover",
         operator_id=operator.operator_id,
         reason=reasons[start] if start < len(reasons) else None,
-    )
-
-
-@dataclass(frozen=True)
-class AutonomousResult:
-    success: bool
-    steps: int
-    final_reward: float
-    # The trajectory, when recorded: states before each step, actions, rewards after.
-    states: np.ndarray | None = None
-    actions: np.ndarray | None = None
-    rewards: np.ndarray | None = None
-
-
-def run_autonomous(
-    env: SimEnv, seed: int, policy: PolicyFn, *, record: bool = False
-) -> AutonomousResult:
-    """The policy alone, no operator: closed-loop evaluation. ``record`` keeps the trajectory
-    so a reviewer can look at a failure."""
-    state = env.reset(seed)
-    reward = 0.0
-    states, actions, rewards = [], [], []
-    steps, success = 0, False
-    while steps < env.max_steps and not success:
-        action = policy(state, env.task)
-        if record:
-            states.append(state)
-            actions.append(action)
-        result = env.step(action)
-        state, reward, success = result.state, result.reward, result.success
-        steps += 1
-        if record:
-            rewards.append(reward)
-    if not record:
-        return AutonomousResult(success, steps, reward)
-    return AutonomousResult(
-        success,
-        steps,
-        reward,
-        np.asarray(states, np.float32),
-        np.asarray(actions, np.float32),
-        np.asarray(rewards, np.float32),
     )

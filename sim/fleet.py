@@ -16,9 +16,10 @@ from typing import Protocol
 import numpy as np
 
 from services.ingest.formats.mcap_writer import write_episode_mcap
-from sim.episode import PolicyFn, run_episode
+from services.twin.env import PolicyFn
+from services.twin.tasks import make_env
+from sim.episode import run_episode
 from sim.operator import Operator, OperatorConfig
-from sim.tasks import make_env
 
 # Seed ranges kept apart: evaluation uses 0..9_999_999, the fleet and the lab their own.
 FLEET_SEEDS = 10_000_000

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from services.ingest.formats.mcap_writer import write_episode_mcap
+from services.twin.tasks import make_env
 from sim.episode import run_episode
 from sim.fleet import EPOCH, LAB_SEEDS, NAMESPACE, SEED_SPAN
 from sim.operator import Operator
-from sim.tasks import make_env
 
 
 def record_lab_demos(

@@ -19,6 +19,8 @@ from services.evaluation.trajectories import trajectory_path, write_trajectory
 from services.runtime.ray_driver import ensure_ray
 from services.store import session_scope
 from services.store.models import Candidate, Evaluation, EvaluationEpisode
+from services.twin.autonomous import run_autonomous
+from services.twin.tasks import make_env
 
 # Names the evaluation protocol (simulator, episode length, no operator). Results are only
 # paired within one suite; bump it when the protocol changes.
@@ -42,9 +44,9 @@ class TaskEvaluation:
 def _run_episodes(checkpoint: str, items: list[tuple[str, int]]) -> list[tuple]:
     """One worker's share: load the policy and the simulator once, run its episodes and
     return each one's outcome and trajectory."""
+    # In the Ray worker only: policies.checkpoint brings torch, which the gate and the API
+    # (they import this module for TaskEvaluation) do not need.
     from policies.checkpoint import load_checkpoint
-    from sim.episode import run_autonomous
-    from sim.tasks import make_env
 
     policy = load_checkpoint(Path(checkpoint))
     envs = {task: make_env(task) for task in {t for t, _ in items}}

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from mcap.reader import make_reader
 
-from sim.episode import run_autonomous, run_episode
+from services.twin.autonomous import run_autonomous
+from services.twin.tasks import make_env
+from sim.episode import run_episode
 from sim.fleet import Assignment, FleetConfig, run_shift
 from sim.lab import record_lab_demos
 from sim.operator import Operator, OperatorConfig
-from sim.tasks import make_env
 
 
 def _stalled(state, task):  # a policy that never moves

@@ -1,4 +1,4 @@
-"""The simulated fleet's tasks: Meta-World environments and a tiny numpy task for tests.
+"""The twin's tasks: Meta-World environments and a tiny numpy task for tests.
 
 Adding a Meta-World task is one line at the bottom of this file. Every task exposes the
 same small interface (``SimEnv``), including its scripted expert, which plays the human
@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sim.env import SimEnv, StepResult
-from sim.toy import ToyReach
+from services.twin.env import SimEnv, StepResult
+from services.twin.toy import ToyReach
 
 # Meta-World's scripted experts warn on every episode that their gains are high; they are.
 warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.env import StepResult
+from services.twin.env import StepResult
 
 
 class ToyReach:

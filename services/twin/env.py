@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,3 +30,7 @@ class SimEnv(Protocol):
     def expert_action(self, state: np.ndarray) -> np.ndarray: ...
     # After reset: does this initial condition lie in the part of the workspace the lab covers?
     def in_lab_workspace(self) -> bool: ...
+
+
+# (state, task) -> action: what Flywheel hands a robot to run.
+PolicyFn = Callable[[np.ndarray, str], np.ndarray]
