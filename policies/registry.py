@@ -1,4 +1,8 @@
-"""The policy registry: ``@register_policy("mlp")`` on a config, ``make_policy(cfg)`` builds it."""
+"""The policy registry: ``@register_policy("mlp", MLPConfig)`` on a model, ``make_policy(cfg)``
+builds it.
+
+The decorator sits on the model, which imports its config, so a config never imports its model
+and the two files point one way."""
 
 from __future__ import annotations
 
@@ -15,15 +19,16 @@ _POLICIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 _BUILTIN = ("policies.mlp", "policies.act")
 
 
-def register_policy(name: str, model: Callable[[Any], nn.Module]):
-    """Class decorator for a policy config: ``@register_policy("mlp", MLPPolicy)``."""
+def register_policy(name: str, config_cls: type):
+    """Class decorator for a policy model: ``@register_policy("mlp", MLPConfig)``; the model
+    is built as ``model(config)``."""
 
-    def decorate(config_cls: type) -> type:
+    def decorate(model: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
         if name in _POLICIES:
             raise ValueError(f"policy {name!r} is registered twice")
         config_cls.policy_name = name
         _POLICIES[name] = (config_cls, model)
-        return config_cls
+        return model
 
     return decorate
 

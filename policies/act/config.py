@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.registry import check_common_fields, register_policy
+from policies.registry import check_common_fields
 
 
-def _model(config):
-    from policies.act.model import ACTPolicy
-
-    return ACTPolicy(config)
-
-
-@register_policy("act", _model)
 @dataclass(frozen=True)
 class ACTConfig:
     # Size of `observation.state`.

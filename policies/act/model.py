@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from policies.act.config import ACTConfig
+from policies.registry import register_policy
 
 
+@register_policy("act", ACTConfig)
 class ACTPolicy(nn.Module):
     def __init__(self, config: ACTConfig) -> None:
         super().__init__()

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.registry import check_common_fields, register_policy
+from policies.registry import check_common_fields
 
 
-def _model(config):
-    from policies.mlp.model import MLPPolicy
-
-    return MLPPolicy(config)
-
-
-@register_policy("mlp", _model)
 @dataclass(frozen=True)
 class MLPConfig:
     # Size of `observation.state`.

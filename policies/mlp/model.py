@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from policies.mlp.config import MLPConfig
+from policies.registry import register_policy
 
 
+@register_policy("mlp", MLPConfig)
 class MLPPolicy(nn.Module):
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
