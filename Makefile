@@ -55,8 +55,10 @@ bench: setup
 bench-flywheel: setup
 	$(PY) bench/flywheel.py
 
+# ruff, and the layer contracts in pyproject.toml ([tool.importlinter]).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 serve: setup
 	$(VENV)/bin/flywheel serve
