@@ -26,7 +26,6 @@ from services.ingest.batch import ingest_logs
 from services.ingest.mapping import MappingError, load_mapping
 from services.readmodel.lineage import intervention_lineage, model_lineage
 from services.training.config import TrainConfig
-from services.training.stage import train_and_register
 
 
 @app.command()
@@ -172,6 +171,9 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Fine-tune the champion on a dataset and register the candidate."""
+    # torch comes with the training stage: imported here, not at start-up (`flywheel --help`).
+    from services.training.stage import train_and_register
+
     try:
         settings = ready()
         config = TrainConfig(
