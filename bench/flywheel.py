@@ -409,8 +409,13 @@ def copy_home(source: Path, target: Path) -> None:
     if unsettled:
         raise RuntimeError(f"{unsettled[0]} holds writes not yet in its database: settle first")
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("ray", "*.db-wal", "*.db-shm"))
-    old, new = str(source), str(target)
-    for path in target.rglob("*"):
+    relocate_home(target, str(source), str(target))
+
+
+def relocate_home(home: Path, old: str, new: str) -> None:
+    """Rewrite the absolute path ``old`` to ``new`` wherever a home's files hold it: SQLite
+    databases column by column, text files (MLmodel...) as text."""
+    for path in home.rglob("*"):
         if not path.is_file() or path.stat().st_size == 0:
             continue
         data = path.read_bytes()
