@@ -247,7 +247,7 @@ def night_record(
         "arm": arm.name,
         "seed": seed,
         "night": night,
-        "fleet_tasks": list(settings.shift_tasks),
+        "fleet_tasks": list(settings.fleet.shift_tasks),
         "champion": champion,
     }
     summary = shift.get("shift")

@@ -104,7 +104,7 @@ def serve(
     except DependencyUnavailable as exc:
         fail(f"{exc}; gave up after {wait_attempts} attempts")
     ready()
-    uvicorn.run(create_app(), host=host, port=port or settings.api_port)
+    uvicorn.run(create_app(), host=host, port=port or settings.runtime.api_port)
 
 
 @app.command()
@@ -212,9 +212,11 @@ def drill(
         except RuntimeError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(code=1) from exc
-        config = FleetConfig(robots=robots, episodes_per_robot=episodes, tasks=settings.tasks)
+        config = FleetConfig(robots=robots, episodes_per_robot=episodes, tasks=settings.fleet.tasks)
         with session_scope(settings.db_url, write=True) as session:
-            provision_robots(session=session, robot_ids=robot_ids(config), tasks=settings.tasks)
+            provision_robots(
+                session=session, robot_ids=robot_ids(config), tasks=settings.fleet.tasks
+            )
         with stages.stage("roll-out to the canary"):
             rollout = start_rollout(settings, candidate_id, actor=DRILL_ACTOR)
         with stages.stage("fleet-shift"):

@@ -38,13 +38,15 @@ def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int
     with session_scope(settings.db_url) as session:
         champion = champion_of(session=session)
     if champion is None:
-        paths = record_lab_demos(settings.tasks, lab_demos, log_dir, seed=settings.sim_seed)
+        paths = record_lab_demos(
+            settings.fleet.tasks, lab_demos, log_dir, seed=settings.fleet.sim_seed
+        )
         return {"night": night, "lab_demos": len(paths)}
     config = FleetConfig(
         robots=robots,
         episodes_per_robot=episodes_per_robot,
-        tasks=settings.shift_tasks,
-        seed=settings.sim_seed,
+        tasks=settings.fleet.shift_tasks,
+        seed=settings.fleet.sim_seed,
     )
     with session_scope(settings.db_url, write=True) as session:
         provision_robots(session=session, robot_ids=robot_ids(config), tasks=config.tasks)

@@ -29,9 +29,9 @@ def build_dataset_task(scheme: str | None):
     settings = get_settings()
     return build_manifest(
         settings,
-        scheme=scheme or settings.scheme,
-        max_steps=settings.dataset_max_steps,
-        replay=settings.replay_share,
+        scheme=scheme or settings.curation.scheme,
+        max_steps=settings.curation.dataset_max_steps,
+        replay=settings.curation.replay_share,
     )
 
 
@@ -41,7 +41,7 @@ def train_task(dataset_id: str, flow_run_id: str | None):
     from services.training.stage import train_and_register
 
     settings = get_settings()
-    if settings.kube_namespace is not None:  # on Kubernetes: a KubeRay RayJob does the work
+    if settings.kube.kube_namespace is not None:  # on Kubernetes: a KubeRay RayJob does the work
         from services.registry.candidates import candidate_summary
         from services.rollout.kube_sync import kube_backend
         from services.training.kube_job import train_on_kubernetes
@@ -49,7 +49,9 @@ def train_task(dataset_id: str, flow_run_id: str | None):
         candidate_id = train_on_kubernetes(settings, dataset_id, backend=kube_backend(settings))
         return candidate_summary(settings, candidate_id)
     # resume: a retried or re-run night continues its candidate's interrupted Ray run.
-    config = TrainConfig(policy=settings.policy, steps=settings.train_steps, resume=True)
+    config = TrainConfig(
+        policy=settings.training.policy, steps=settings.training.train_steps, resume=True
+    )
     return train_and_register(
         settings, dataset_id=dataset_id, config=config, flow_run_id=flow_run_id
     )
