@@ -16,9 +16,10 @@ from flows.nightly import nightly
 from flows.progress import TASK_HOOKS
 from services import nights
 from services.api.server import api_in_background
-from services.config import get_settings
+from services.config import Settings
 from services.registry.ledger import champion_of
 from services.rollout.controller import step_rollout
+from services.run_settings import load_run_settings
 from services.serving.robots import provision_robots
 from services.store import session_scope
 from sim.fleet import FleetConfig, robot_ids, run_shift
@@ -27,13 +28,14 @@ from sim.robot_client import ApiFleetClient
 
 
 @task(name="fleet-shift", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE, **TASK_HOOKS)
-def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int) -> dict:
+def fleet_shift(
+    settings: Settings, night: int, robots: int, episodes_per_robot: int, lab_demos: int
+) -> dict:
     """The fleet's working day; before there is any policy, the lab's demonstrations.
 
     The robots talk to Flywheel over HTTP, to the API served on a free local port for the
     shift, and the rollout controller looks at their heartbeats between windows of the shift.
     """
-    settings = get_settings()
     log_dir = Path(settings.fleet_log_uri)
     with session_scope(settings.db_url) as session:
         champion = champion_of(session=session)
@@ -65,11 +67,17 @@ def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int
 
 @flow(name="simulated-nights")
 def simulate_nights(
-    nights_to_run: int = 3, robots: int = 4, episodes_per_robot: int = 8, lab_demos: int = 10
+    nights_to_run: int = 3,
+    robots: int = 4,
+    episodes_per_robot: int = 8,
+    lab_demos: int = 10,
+    settings: Settings | None = None,
 ) -> list[dict]:
+    """Shifts and nights with ``settings`` (None: the environment's, read now)."""
+    settings = settings or load_run_settings()
     reports = []
-    first = nights.nights_completed(get_settings())
+    first = nights.nights_completed(settings)
     for night in range(first, first + nights_to_run):
-        fleet_shift(night, robots, episodes_per_robot, lab_demos)
-        reports.append(nightly())
+        fleet_shift(settings, night, robots, episodes_per_robot, lab_demos)
+        reports.append(nightly(settings))
     return reports

@@ -122,7 +122,7 @@ def test_a_night_that_crashes_in_training_resumes_on_the_next_run(toy_settings, 
     from flows.simulation import fleet_shift
     from services.store.models import NightlyRun
 
-    fleet_shift.fn(0, robots=1, episodes_per_robot=1, lab_demos=4)
+    fleet_shift.fn(toy_settings, 0, robots=1, episodes_per_robot=1, lab_demos=4)
 
     def registry_down(*args, **kwargs):
         raise ConnectionError("MLflow tracking server unreachable")
