@@ -162,12 +162,14 @@ def run_night(arm: Arm, seed: int, night: int, config: BenchConfig) -> dict:
     """The fleet's shift, then (for a learning arm, or night 0) the nightly flow."""
     from flows.nightly import nightly
     from flows.simulation import fleet_shift
+    from services.run_settings import load_run_settings
 
     if config.shift_night is not None and night >= config.shift_night:
         os.environ["FLYWHEEL_FLEET_TASKS"] = json.dumps([config.tasks[-1]])
+    settings = load_run_settings()
     started = time.perf_counter()
-    shift = fleet_shift(night, config.robots, config.episodes_per_robot, config.lab_demos)
-    report = nightly() if (arm.learns or night == 0) else None
+    shift = fleet_shift(settings, night, config.robots, config.episodes_per_robot, config.lab_demos)
+    report = nightly(settings) if (arm.learns or night == 0) else None
     decision = fleet_manager_review(report)
     record = night_record(arm, seed, night, shift, report, config)
     if decision:
@@ -247,7 +249,7 @@ def night_record(
         "arm": arm.name,
         "seed": seed,
         "night": night,
-        "fleet_tasks": list(settings.shift_tasks),
+        "fleet_tasks": list(settings.fleet.shift_tasks),
         "champion": champion,
     }
     summary = shift.get("shift")

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import or_, select
 
-from services.config import Settings, configure_runtime, get_settings
+from services.config import Settings, configure_runtime
 from services.evaluation.stats import wilson
+from services.run_settings import load_run_settings
 from services.runtime.dependencies import DependencyUnavailable, check_database
 from services.store import migrate, session_scope
 from services.store.models import Candidate
@@ -36,7 +37,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a 
 
 
 def load_settings() -> Settings:
-    settings = get_settings()
+    """The environment's settings, checked against the registries (an unknown scheme fails here)."""
+    settings = load_run_settings()
     configure_runtime(settings)
     return settings
 

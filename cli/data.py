@@ -147,9 +147,9 @@ def dataset_build(
         with Stages() as stages, stages.stage("build-dataset"):
             summary = build_manifest(
                 settings,
-                scheme=scheme or settings.scheme,
-                max_steps=max_steps or settings.dataset_max_steps,
-                replay=settings.replay_share if replay is None else replay,
+                scheme=scheme or settings.curation.scheme,
+                max_steps=max_steps or settings.curation.dataset_max_steps,
+                replay=settings.curation.replay_share if replay is None else replay,
             )
     except (NoEpisodesError, ValueError) as exc:
         fail(str(exc))
@@ -177,7 +177,10 @@ def train(
     try:
         settings = ready()
         config = TrainConfig(
-            policy=settings.policy, steps=settings.train_steps, resume=resume, overwrite=overwrite
+            policy=settings.training.policy,
+            steps=settings.training.train_steps,
+            resume=resume,
+            overwrite=overwrite,
         )
         with Stages() as stages, stages.stage(f"train-candidate on dataset {dataset}"):
             summary = train_and_register(settings, dataset_id=dataset, config=config)

@@ -47,7 +47,9 @@ def sim(
     from flows.simulation import fleet_shift
 
     with Stages() as stages, stages.stage("fleet-shift"):
-        result = fleet_shift.fn(nights_completed(settings), robots, episodes, lab_demos=10)
+        result = fleet_shift.fn(
+            settings, nights_completed(settings), robots, episodes, lab_demos=10
+        )
     print_json(result)
 
 
@@ -72,10 +74,10 @@ def nightly(
         with Stages(f"night {night} of {nights}: ") as stages, listening(stages):
             if simulate:
                 reports += simulate_nights(
-                    nights_to_run=1, robots=robots, episodes_per_robot=episodes
+                    nights_to_run=1, robots=robots, episodes_per_robot=episodes, settings=settings
                 )
             else:
-                reports.append(nightly_flow())
+                reports.append(nightly_flow(settings))
         if not as_json:
             console.print(f"night {night} of {nights}: {reports[-1].get('outcome', '')}")
         if reports[-1].get("in_progress"):
@@ -104,7 +106,7 @@ def serve(
     except DependencyUnavailable as exc:
         fail(f"{exc}; gave up after {wait_attempts} attempts")
     ready()
-    uvicorn.run(create_app(), host=host, port=port or settings.api_port)
+    uvicorn.run(create_app(), host=host, port=port or settings.runtime.api_port)
 
 
 @app.command()
@@ -212,13 +214,17 @@ def drill(
         except RuntimeError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(code=1) from exc
-        config = FleetConfig(robots=robots, episodes_per_robot=episodes, tasks=settings.tasks)
+        config = FleetConfig(robots=robots, episodes_per_robot=episodes, tasks=settings.fleet.tasks)
         with session_scope(settings.db_url, write=True) as session:
-            provision_robots(session=session, robot_ids=robot_ids(config), tasks=settings.tasks)
+            provision_robots(
+                session=session, robot_ids=robot_ids(config), tasks=settings.fleet.tasks
+            )
         with stages.stage("roll-out to the canary"):
             rollout = start_rollout(settings, candidate_id, actor=DRILL_ACTOR)
         with stages.stage("fleet-shift"):
-            shift = fleet_shift.fn(nights_completed(settings), robots, episodes, lab_demos=0)
+            shift = fleet_shift.fn(
+                settings, nights_completed(settings), robots, episodes, lab_demos=0
+            )
     with session_scope(settings.db_url) as session:
         [state] = [r for r in rollouts_overview(session)["rollouts"] if r["id"] == rollout.id]
     if as_json:

@@ -1,8 +1,15 @@
-"""The nightly flow: the loop of DESIGN.md, one stage after the other."""
+"""The nightly flow: the loop of DESIGN.md, one stage after the other.
+
+The flow takes its configuration as a parameter: the settings its caller resolved, or, when a
+scheduled deployment runs it with none, the environment's, read once at the start. Either way
+they are checked against the registries, recorded as the run's ``nightly-settings`` artifact
+(secrets masked) and handed to every stage, so a run shows the configuration it ran with.
+"""
 
 from __future__ import annotations
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -16,15 +23,30 @@ from flows.stages import (
     train_candidate,
 )
 from services import nights
-from services.config import get_settings
+from services.config import Settings, get_settings
+from services.run_settings import check_registered
+
+# The key of the artifact each nightly run records its settings under.
+SETTINGS_ARTIFACT = "nightly-settings"
+
+
+@task(name="resolve-settings", cache_policy=NO_CACHE)
+def resolve_settings(settings: Settings | None) -> Settings:
+    """The run's settings (the environment's when none were given), checked and recorded."""
+    settings = check_registered(settings or get_settings())
+    create_markdown_artifact(
+        key=SETTINGS_ARTIFACT,
+        markdown=f"```json\n{settings.model_dump_json(indent=2)}\n```",
+        description="The settings this nightly run ran with (secrets masked).",
+    )
+    return settings
 
 
 @task(name="open-night", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
-def open_night() -> tuple[int | None, str | None]:
+def open_night(settings: Settings) -> tuple[int | None, str | None]:
     """Tonight's night id, or (None, why) when another nightly run is in progress."""
     from services.rollout.champion import reconcile_champion
 
-    settings = get_settings()
     try:
         night = nights.open_night(settings, flow_run_id=flow_run.get_id())
     except nights.NightInProgress as exc:
@@ -35,65 +57,67 @@ def open_night() -> tuple[int | None, str | None]:
 
 
 @task(name="record-night", cache_policy=NO_CACHE)
-def record_night(night_id: int, **fields) -> None:
-    nights.update_night(get_settings(), night_id, **fields)
+def record_night(settings: Settings, night_id: int, **fields) -> None:
+    nights.update_night(settings, night_id, **fields)
 
 
 @task(name="champion-dataset", cache_policy=NO_CACHE)
-def champion_dataset() -> str | None:
-    return nights.champion_dataset(get_settings())
+def champion_dataset(settings: Settings) -> str | None:
+    return nights.champion_dataset(settings)
 
 
 @task(name="ingest-run-of-night", cache_policy=NO_CACHE)
-def ingest_run_of(night_id: int) -> str | None:
-    return nights.ingest_run_of(get_settings(), night_id)
+def ingest_run_of(settings: Settings, night_id: int) -> str | None:
+    return nights.ingest_run_of(settings, night_id)
 
 
 @task(name="rolled-out-candidate", cache_policy=NO_CACHE)
-def rolled_out_candidate(night_id: int, dataset_id: str) -> str | None:
-    return nights.rolled_out_candidate(get_settings(), night_id, dataset_id)
+def rolled_out_candidate(settings: Settings, night_id: int, dataset_id: str) -> str | None:
+    return nights.rolled_out_candidate(settings, night_id, dataset_id)
 
 
 @task(name="close-night", cache_policy=NO_CACHE)
-def close_night(night_id: int, outcome: str) -> dict:
-    settings = get_settings()
+def close_night(settings: Settings, night_id: int, outcome: str) -> dict:
     nights.update_night(settings, night_id, state="completed", summary={"outcome": outcome})
     return nights.night_summary(settings, night_id)
 
 
 def _mark_failed(flow, run, state) -> None:
+    # A hook gets the run's recorded parameters, whose secrets are masked: the store's URL
+    # comes from the environment, which the run's own settings were resolved from.
     nights.fail_night(get_settings(), flow_run_id=str(run.id), error=str(state.message))
 
 
 @flow(name="nightly-flywheel", on_failure=[_mark_failed], on_crashed=[_mark_failed])
-def nightly(scheme: str | None = None, source: str | None = None) -> dict:
-    """One night of the loop; ``scheme`` overrides the weighting setting (FLYWHEEL_SCHEME)."""
-    night, busy = open_night()
+def nightly(settings: Settings | None = None, source: str | None = None) -> dict:
+    """One night of the loop with ``settings`` (None: the environment's, read now)."""
+    settings = resolve_settings(settings)
+    night, busy = open_night(settings)
     if night is None:
         return {"outcome": f"skipped: {busy}", "in_progress": True}
     # A candidate approved after an earlier night stopped waiting goes out first, so that
     # tonight's candidate is trained from, and judged against, the champion the fleet runs.
-    late = roll_out_late_approvals()
+    late = roll_out_late_approvals(settings)
     if late:
-        record_night(night, summary={"late_approvals": late})
+        record_night(settings, night, summary={"late_approvals": late})
     # A night that took over from a dead run goes on with that run's ingest run and candidate.
-    batch = ingest_new_logs(source, run_id=ingest_run_of(night))
-    record_night(night, ingest_run_id=batch.run_id)
-    dataset = build_dataset(scheme)
-    record_night(night, dataset_id=dataset.id)
-    candidate_id = rolled_out_candidate(night, dataset.id)
+    batch = ingest_new_logs(settings, source, run_id=ingest_run_of(settings, night))
+    record_night(settings, night, ingest_run_id=batch.run_id)
+    dataset = build_dataset(settings)
+    record_night(settings, night, dataset_id=dataset.id)
+    candidate_id = rolled_out_candidate(settings, night, dataset.id)
     if candidate_id is None:
-        if dataset.id == champion_dataset():
-            return close_night(night, "no new episodes since the champion was trained")
-        candidate_id = train_candidate(dataset.id).id
-        record_night(night, candidate_id=candidate_id)
-    _, verdict = evaluate_candidate(candidate_id)
-    approval = request_approval(candidate_id)
+        if dataset.id == champion_dataset(settings):
+            return close_night(settings, night, "no new episodes since the champion was trained")
+        candidate_id = train_candidate(settings, dataset.id).id
+        record_night(settings, night, candidate_id=candidate_id)
+    _, verdict = evaluate_candidate(settings, candidate_id)
+    approval = request_approval(settings, candidate_id)
     if approval.status != "approved":
-        return close_night(night, f"gate {verdict.verdict}; approval {approval.status}")
-    rollout = roll_out(candidate_id)
+        return close_night(settings, night, f"gate {verdict.verdict}; approval {approval.status}")
+    rollout = roll_out(settings, candidate_id)
     stage = rollout.stages[rollout.current_stage]["name"]
     started = "champion on the whole fleet" if rollout.state == "completed" else f"{stage} stage"
     return close_night(
-        night, f"gate {verdict.verdict}; approved by {approval.actor}; rollout: {started}"
+        settings, night, f"gate {verdict.verdict}; approved by {approval.actor}; rollout: {started}"
     )

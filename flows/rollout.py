@@ -9,17 +9,20 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from services.config import get_settings
+from services.config import Settings, get_settings
 from services.rollout.controller import step_rollout
 
 
 # No retries: the next scheduled run is the retry, with the heartbeats that arrived since.
 @task(name="step-rollout", cache_policy=NO_CACHE)
-def step_rollout_task() -> dict | None:
-    return step_rollout(get_settings())
+def step_rollout_task(settings: Settings) -> dict | None:
+    return step_rollout(settings)
 
 
 @flow(name="watch-rollouts")
-def watch_rollouts() -> dict | None:
-    """One decision window of the rollout in progress (None when there is none)."""
-    return step_rollout_task()
+def watch_rollouts(settings: Settings | None = None) -> dict | None:
+    """One decision window of the rollout in progress (None when there is none).
+
+    ``settings``: None (a scheduled run) reads the environment's at the start.
+    """
+    return step_rollout_task(settings or get_settings())

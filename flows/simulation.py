@@ -16,9 +16,10 @@ from flows.nightly import nightly
 from flows.progress import TASK_HOOKS
 from services import nights
 from services.api.server import api_in_background
-from services.config import get_settings
+from services.config import Settings
 from services.registry.ledger import champion_of
 from services.rollout.controller import step_rollout
+from services.run_settings import load_run_settings
 from services.serving.robots import provision_robots
 from services.store import session_scope
 from sim.fleet import FleetConfig, robot_ids, run_shift
@@ -27,24 +28,27 @@ from sim.robot_client import ApiFleetClient
 
 
 @task(name="fleet-shift", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE, **TASK_HOOKS)
-def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int) -> dict:
+def fleet_shift(
+    settings: Settings, night: int, robots: int, episodes_per_robot: int, lab_demos: int
+) -> dict:
     """The fleet's working day; before there is any policy, the lab's demonstrations.
 
     The robots talk to Flywheel over HTTP, to the API served on a free local port for the
     shift, and the rollout controller looks at their heartbeats between windows of the shift.
     """
-    settings = get_settings()
     log_dir = Path(settings.fleet_log_uri)
     with session_scope(settings.db_url) as session:
         champion = champion_of(session=session)
     if champion is None:
-        paths = record_lab_demos(settings.tasks, lab_demos, log_dir, seed=settings.sim_seed)
+        paths = record_lab_demos(
+            settings.fleet.tasks, lab_demos, log_dir, seed=settings.fleet.sim_seed
+        )
         return {"night": night, "lab_demos": len(paths)}
     config = FleetConfig(
         robots=robots,
         episodes_per_robot=episodes_per_robot,
-        tasks=settings.shift_tasks,
-        seed=settings.sim_seed,
+        tasks=settings.fleet.shift_tasks,
+        seed=settings.fleet.sim_seed,
     )
     with session_scope(settings.db_url, write=True) as session:
         provision_robots(session=session, robot_ids=robot_ids(config), tasks=config.tasks)
@@ -63,11 +67,17 @@ def fleet_shift(night: int, robots: int, episodes_per_robot: int, lab_demos: int
 
 @flow(name="simulated-nights")
 def simulate_nights(
-    nights_to_run: int = 3, robots: int = 4, episodes_per_robot: int = 8, lab_demos: int = 10
+    nights_to_run: int = 3,
+    robots: int = 4,
+    episodes_per_robot: int = 8,
+    lab_demos: int = 10,
+    settings: Settings | None = None,
 ) -> list[dict]:
+    """Shifts and nights with ``settings`` (None: the environment's, read now)."""
+    settings = settings or load_run_settings()
     reports = []
-    first = nights.nights_completed(get_settings())
+    first = nights.nights_completed(settings)
     for night in range(first, first + nights_to_run):
-        fleet_shift(night, robots, episodes_per_robot, lab_demos)
-        reports.append(nightly())
+        fleet_shift(settings, night, robots, episodes_per_robot, lab_demos)
+        reports.append(nightly(settings))
     return reports

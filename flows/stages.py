@@ -2,7 +2,8 @@
 
 Retries sit on the tasks with side effects; every side effect is keyed by content (file
 hashes, manifest hashes, candidate ids), so a retried or re-run task finds its earlier work
-instead of repeating it.
+instead of repeating it. Each takes the run's settings as its first parameter (the nightly
+flow resolves them once), so every run records the configuration it ran with.
 """
 
 from __future__ import annotations
@@ -12,36 +13,34 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.progress import FLOW_HOOKS
-from services.config import get_settings
+from services.config import Settings
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
-def ingest_task(source: str | None, run_id: str | None):
+def ingest_task(settings: Settings, source: str | None, run_id: str | None):
     from services.ingest.batch import ingest_logs
 
-    return ingest_logs(get_settings(), source=source, run_id=run_id)
+    return ingest_logs(settings, source=source, run_id=run_id)
 
 
 @task(name="build-dataset", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
-def build_dataset_task(scheme: str | None):
+def build_dataset_task(settings: Settings):
     from services.curation.manifest import build_manifest
 
-    settings = get_settings()
     return build_manifest(
         settings,
-        scheme=scheme or settings.scheme,
-        max_steps=settings.dataset_max_steps,
-        replay=settings.replay_share,
+        scheme=settings.curation.scheme,
+        max_steps=settings.curation.dataset_max_steps,
+        replay=settings.curation.replay_share,
     )
 
 
 @task(name="train-candidate", retries=1, retry_delay_seconds=[10], cache_policy=NO_CACHE)
-def train_task(dataset_id: str, flow_run_id: str | None):
+def train_task(settings: Settings, dataset_id: str, flow_run_id: str | None):
     from services.training.config import TrainConfig
     from services.training.stage import train_and_register
 
-    settings = get_settings()
-    if settings.kube_namespace is not None:  # on Kubernetes: a KubeRay RayJob does the work
+    if settings.kube.kube_namespace is not None:  # on Kubernetes: a KubeRay RayJob does the work
         from services.registry.candidates import candidate_summary
         from services.rollout.kube_sync import kube_backend
         from services.training.kube_job import train_on_kubernetes
@@ -49,79 +48,81 @@ def train_task(dataset_id: str, flow_run_id: str | None):
         candidate_id = train_on_kubernetes(settings, dataset_id, backend=kube_backend(settings))
         return candidate_summary(settings, candidate_id)
     # resume: a retried or re-run night continues its candidate's interrupted Ray run.
-    config = TrainConfig(policy=settings.policy, steps=settings.train_steps, resume=True)
+    config = TrainConfig(
+        policy=settings.training.policy, steps=settings.training.train_steps, resume=True
+    )
     return train_and_register(
         settings, dataset_id=dataset_id, config=config, flow_run_id=flow_run_id
     )
 
 
 @task(name="evaluate-candidate", cache_policy=NO_CACHE)
-def evaluate_task(candidate_id: str):
+def evaluate_task(settings: Settings, candidate_id: str):
     from services.evaluation.paired import evaluate_against_champion
 
-    return evaluate_against_champion(get_settings(), candidate_id)
+    return evaluate_against_champion(settings, candidate_id)
 
 
 @task(name="gate", cache_policy=NO_CACHE)
-def gate_task(candidate_id: str, evaluations):
+def gate_task(settings: Settings, candidate_id: str, evaluations):
     from services.evaluation.gate import judge, record_verdict
 
-    return record_verdict(get_settings().db_url, candidate_id, judge(evaluations))
+    return record_verdict(settings.db_url, candidate_id, judge(evaluations))
 
 
 @task(name="wait-for-approval", cache_policy=NO_CACHE)
-def approval_task(candidate_id: str):
+def approval_task(settings: Settings, candidate_id: str):
     from services.approval.requests import wait_for_decision
 
-    return wait_for_decision(get_settings(), candidate_id)
+    return wait_for_decision(settings, candidate_id)
 
 
 @task(name="roll-out-late-approvals", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
-def late_approvals_task() -> list[str]:
+def late_approvals_task(settings: Settings) -> list[str]:
     from services.approval.late import roll_out_approved
 
-    return roll_out_approved(get_settings(), actor="nightly")
+    return roll_out_approved(settings, actor="nightly")
 
 
 @task(name="rollout", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
-def rollout_task(candidate_id: str):
+def rollout_task(settings: Settings, candidate_id: str):
     from services.rollout.controller import start_rollout
 
-    return start_rollout(get_settings(), candidate_id, actor="nightly")
+    return start_rollout(settings, candidate_id, actor="nightly")
 
 
 @flow(name="ingest-logs", **FLOW_HOOKS)
-def ingest_new_logs(source: str | None = None, run_id: str | None = None):
+def ingest_new_logs(settings: Settings, source: str | None = None, run_id: str | None = None):
     """``run_id``: an ingest run to continue (a dead nightly run's); None starts a new one."""
-    return ingest_task(source, run_id)
+    return ingest_task(settings, source, run_id)
 
 
 @flow(name="build-dataset", **FLOW_HOOKS)
-def build_dataset(scheme: str | None = None):
-    return build_dataset_task(scheme)
+def build_dataset(settings: Settings):
+    return build_dataset_task(settings)
 
 
 @flow(name="train-candidate", **FLOW_HOOKS)
-def train_candidate(dataset_id: str):
-    return train_task(dataset_id, flow_run.get_id())
+def train_candidate(settings: Settings, dataset_id: str):
+    return train_task(settings, dataset_id, flow_run.get_id())
 
 
 @flow(name="evaluate-candidate", **FLOW_HOOKS)
-def evaluate_candidate(candidate_id: str):
-    evaluations = evaluate_task(candidate_id)
-    return evaluations, gate_task(candidate_id, evaluations)
+def evaluate_candidate(settings: Settings, candidate_id: str):
+    evaluations = evaluate_task(settings, candidate_id)
+    return evaluations, gate_task(settings, candidate_id, evaluations)
 
 
 @flow(name="approve-candidate", **FLOW_HOOKS)
-def request_approval(candidate_id: str):
-    return approval_task(candidate_id)
+def request_approval(settings: Settings, candidate_id: str):
+    return approval_task(settings, candidate_id)
 
 
 @flow(name="roll-out", **FLOW_HOOKS)
-def roll_out(candidate_id: str):
-    return rollout_task(candidate_id)
+def roll_out(settings: Settings, candidate_id: str):
+    return rollout_task(settings, candidate_id)
 
 
 @flow(name="roll-out-late-approvals", **FLOW_HOOKS)
-def roll_out_late_approvals():
-    return late_approvals_task()
+def roll_out_late_approvals(settings: Settings):
+    return late_approvals_task(settings)

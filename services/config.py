@@ -4,6 +4,12 @@ Every setting is an environment variable with the prefix ``FLYWHEEL_`` (``FLYWHE
 ``FLYWHEEL_DATABASE_URL``, ...). The embedded default keeps everything under
 ``FLYWHEEL_HOME``: a SQLite store, a local MLflow store, Ray's temp folder, Prefect's home and
 the fleet log store. Production points the same code at PostgreSQL and servers by URL.
+
+The settings are grouped by concern (``settings.rollout.stages``, ``settings.curation.scheme``);
+each group reads its own variables, whose names are those of the flat settings before them
+(``FLYWHEEL_ROLLOUT_STAGES``, ``FLYWHEEL_SCHEME``). ``Settings.updated`` changes a few fields
+of some groups, validated. Whether ``scheme`` and ``policy`` name registered ones is checked
+above the registries, by services/run_settings.py.
 """
 
 from __future__ import annotations
@@ -11,27 +17,56 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret"}
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", frozen=True, extra="ignore")
+def _flywheel(prefix: str = "FLYWHEEL_") -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, frozen=True, extra="ignore")
 
-    # Root of the embedded installation; every default path below lives under it.
-    home: Path = Path(".flywheel")
-    # "embedded" runs on one machine; "production" refuses SQLite and placeholder secrets.
-    mode: Literal["embedded", "production"] = "embedded"
-    # SQLAlchemy URL of the Flywheel store; default: SQLite under home.
-    database_url: str | None = None
+
+def _hide_password(url: str | None) -> str | None:
+    """A URL as a record may show it: the password of a database URL masked."""
+    if url is None or "://" not in url:
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL (an http:// tracking server): no password in it
+        return url
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = _flywheel("FLYWHEEL_DATABASE_")
+
+    # SQLAlchemy URL of the Flywheel store (FLYWHEEL_DATABASE_URL); default: SQLite under home.
+    url: str | None = None
+
+    @field_serializer("url", when_used="json")
+    def _masked(self, url: str | None) -> str | None:
+        return _hide_password(url)
+
+
+class RegistrySettings(BaseSettings):
+    model_config = _flywheel()
+
     # MLflow tracking URI; default: a SQLite-backed store under home.
     mlflow_tracking_uri: str | None = None
-    # Where the fleet uploads its logs: a folder or an object-store URI; default: home/fleet-logs.
-    fleet_logs: str | None = None
+    # Name of the registered model in MLflow that candidates and the champion belong to.
+    model_name: str = "flywheel-policy"
+
+    @field_serializer("mlflow_tracking_uri", when_used="json")
+    def _masked(self, url: str | None) -> str | None:
+        return _hide_password(url)
+
+
+class RuntimeSettings(BaseSettings):
+    model_config = _flywheel()
+
     # Ray cluster address (host:port of the GCS, or "auto") that Flywheel's Ray drivers join:
     # closed-loop evaluation, and training when this process already is a Ray job's driver
     # (a KubeRay RayJob). None: each process starts a local Ray of its own.
@@ -48,50 +83,19 @@ class Settings(BaseSettings):
     # 8080 of development servers and Ray's worker ports (10002-19999); each is checked
     # before its service starts, and a port in use names the setting that moves it.
     api_port: int = Field(default=8470, ge=1, le=65535)
+    # Prefect's server (FLYWHEEL_PREFECT_PORT).
     prefect_port: int = Field(default=8471, ge=1, le=65535)
+    # MLflow's tracking server (FLYWHEEL_MLFLOW_PORT).
     mlflow_port: int = Field(default=8472, ge=1, le=65535)
-    # The Ray head's GCS (what FLYWHEEL_RAY_ADDRESS points at) and its dashboard (the job API).
+    # The Ray head's GCS (what FLYWHEEL_RAY_ADDRESS points at).
     ray_port: int = Field(default=8473, ge=1, le=65535)
+    # The Ray head's dashboard (the job API).
     ray_dashboard_port: int = Field(default=8474, ge=1, le=65535)
-    # Name of the registered model in MLflow that candidates and the champion belong to.
-    model_name: str = "flywheel-policy"
-    # Approve candidates that pass the gate without a fleet manager (simulated fleet, demos).
-    auto_approve: bool = False
-    # How long a nightly run waits for a fleet manager to approve or reject a candidate that
-    # needs a human (gate inconclusive, or passed without auto-approval) before it ends the
-    # night with the candidate awaiting. None: 4 hours in production, 0 (do not hold the
-    # machine) embedded. A decision made later is rolled out at the start of the next night.
-    approval_wait_s: float | None = Field(default=None, ge=0)
-    # How often the waiting run looks at the decisions table.
-    approval_poll_s: float = Field(default=15.0, gt=0)
-    # Staged rollout: share of the fleet on the candidate at each stage (the last, 1.0, makes
-    # it champion); episodes its robots must work per stage; the sequential test's error
-    # rates and the degradation (rate ratio against the champion) it is built to catch.
-    rollout_stages: tuple[float, ...] = (0.25, 0.5, 1.0)
-    rollout_min_episodes: int = Field(default=12, ge=1)
-    rollout_alpha: float = Field(default=0.05, gt=0, lt=1)
-    rollout_beta: float = Field(default=0.2, gt=0, lt=1)
-    rollout_worse_ratio: float = Field(default=2.0, gt=1)
-    rollout_failure_increase: float = Field(default=0.25, gt=0, lt=1)
-    # Kubernetes: when a namespace is set, the rollout controller keeps one policy-server
-    # Deployment per robot group on the version its robots run, and the train stage runs as
-    # a KubeRay RayJob (services/kube). Inside the
-    # cluster the pod's service account is used; from outside, a kubeconfig and context.
-    kube_namespace: str | None = None
-    kube_in_cluster: bool = False
-    kubeconfig: str | None = None
-    kube_context: str | None = None
-    policy_server_image: str = "flywheel-policy-server:latest"
-    # The image a KubeRay training job runs (the Flywheel image, with Ray and torch).
-    training_image: str = "flywheel:latest"
-    # Base URLs of the MLflow and Prefect UIs (e.g. http://mlflow:5000, http://prefect:4200),
-    # for links from a candidate's page; unset: no links.
-    mlflow_ui_url: str | None = None
-    prefect_ui_url: str | None = None
-    # Who the CLI acts as (approvals, rollouts); default: the operating-system login name.
-    user: str | None = None
-    # Secret used to sign API tokens; production refuses a placeholder.
-    secret_key: str = "dev-secret"
+
+
+class FleetSettings(BaseSettings):
+    model_config = _flywheel()
+
     # Tasks the policy serves: the lab's demonstrations and the evaluation cover all of them.
     tasks: tuple[str, ...] = ("pick-place",)
     # Tasks the simulated fleet's robots work (a subset of ``tasks``); default: all of them.
@@ -99,29 +103,11 @@ class Settings(BaseSettings):
     fleet_tasks: tuple[str, ...] | None = None
     # Seeds the simulated fleet's and the lab's initial conditions (benchmarks vary it).
     sim_seed: int = Field(default=0, ge=0)
-    # Fixed evaluation seeds per task (candidate and champion run on the same ones).
-    eval_episodes: int = Field(default=100, ge=1)
-    # Most steps a dataset keeps (Sirius's memory cap); None keeps every episode.
-    dataset_max_steps: int | None = Field(default=None, ge=1)
-    # How each night weights the steps of its dataset: sirius, iwr, hg-dagger or uniform.
-    scheme: str = "sirius"
-    # Share of a dataset's steps replayed from episodes the champion was trained on; None
-    # replays all of them, 0 trains on new episodes alone (see services/curation/manifest).
-    replay_share: float | None = Field(default=None, ge=0, lt=1)
-    # Share of deployment episodes kept out of every training set (chosen by episode-id hash,
-    # so the same ones every night) for offline evaluation of candidates.
-    holdout_share: float = Field(default=0.1, ge=0, lt=1)
-    # The registered policy each night trains ("mlp" or "act", see policies/); switching
-    # trains the next candidate afresh instead of fine-tuning the champion.
-    policy: str = "mlp"
-    # How long a nightly run holds its lease without finishing a stage; a run on another
-    # host that stays silent longer is taken for dead and the next trigger takes over.
-    night_lease_s: float = Field(default=6 * 3600, gt=0)
-    # Optimiser steps of each night's fine-tuning run.
-    train_steps: int = Field(default=3000, ge=1)
+    # Where the fleet uploads its logs: a folder or an object-store URI; default: home/fleet-logs.
+    fleet_logs: str | None = None
 
     @model_validator(mode="after")
-    def _fleet_works_known_tasks(self) -> Settings:
+    def _fleet_works_known_tasks(self) -> FleetSettings:
         if self.fleet_tasks is not None:
             if not self.fleet_tasks:
                 raise ValueError("FLYWHEEL_FLEET_TASKS names no task: leave it unset for all")
@@ -137,6 +123,145 @@ class Settings(BaseSettings):
         """The tasks the fleet works tonight."""
         return self.fleet_tasks or self.tasks
 
+
+class CurationSettings(BaseSettings):
+    model_config = _flywheel()
+
+    # How each night weights the steps of its dataset: a registered weighting scheme
+    # (services/curation/weights.py: sirius, iwr, hg-dagger or uniform).
+    scheme: str = "sirius"
+    # Share of a dataset's steps replayed from episodes the champion was trained on; None
+    # replays all of them, 0 trains on new episodes alone (see services/curation/manifest).
+    replay_share: float | None = Field(default=None, ge=0, lt=1)
+    # Share of deployment episodes kept out of every training set (chosen by episode-id hash,
+    # so the same ones every night) for offline evaluation of candidates.
+    holdout_share: float = Field(default=0.1, ge=0, lt=1)
+    # Most steps a dataset keeps (Sirius's memory cap); None keeps every episode.
+    dataset_max_steps: int | None = Field(default=None, ge=1)
+
+
+class TrainingSettings(BaseSettings):
+    model_config = _flywheel()
+
+    # The registered policy each night trains ("mlp" or "act", see policies/); switching
+    # trains the next candidate afresh instead of fine-tuning the champion.
+    policy: str = "mlp"
+    # Optimiser steps of each night's fine-tuning run.
+    train_steps: int = Field(default=3000, ge=1)
+
+
+class EvaluationSettings(BaseSettings):
+    model_config = _flywheel()
+
+    # Fixed evaluation seeds per task (candidate and champion run on the same ones).
+    eval_episodes: int = Field(default=100, ge=1)
+
+
+class ApprovalSettings(BaseSettings):
+    model_config = _flywheel()
+
+    # Approve candidates that pass the gate without a fleet manager (simulated fleet, demos).
+    auto_approve: bool = False
+    # How long a nightly run waits for a fleet manager to approve or reject a candidate that
+    # needs a human (gate inconclusive, or passed without auto-approval) before it ends the
+    # night with the candidate awaiting. None: 4 hours in production, 0 (do not hold the
+    # machine) embedded (Settings.approval_wait). A decision made later is rolled out at the
+    # start of the next night.
+    approval_wait_s: float | None = Field(default=None, ge=0)
+    # How often the waiting run looks at the decisions table.
+    approval_poll_s: float = Field(default=15.0, gt=0)
+
+
+class RolloutSettings(BaseSettings):
+    model_config = _flywheel("FLYWHEEL_ROLLOUT_")
+
+    # Share of the fleet on the candidate at each stage (the last, 1.0, makes it champion).
+    stages: tuple[float, ...] = (0.25, 0.5, 1.0)
+    # Episodes the candidate's robots must work per stage.
+    min_episodes: int = Field(default=12, ge=1)
+    # The sequential test's false-alarm rate.
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    # The sequential test's miss rate.
+    beta: float = Field(default=0.2, gt=0, lt=1)
+    # The degradation it is built to catch: the failure-rate ratio against the champion...
+    worse_ratio: float = Field(default=2.0, gt=1)
+    # ...and the absolute increase of the failure rate.
+    failure_increase: float = Field(default=0.25, gt=0, lt=1)
+
+
+class KubeSettings(BaseSettings):
+    model_config = _flywheel()
+
+    # When a namespace is set, the rollout controller keeps one policy-server Deployment per
+    # robot group on the version its robots run, and the train stage runs as a KubeRay
+    # RayJob (services/kube).
+    kube_namespace: str | None = None
+    # Inside the cluster the pod's service account is used...
+    kube_in_cluster: bool = False
+    # ...from outside, a kubeconfig...
+    kubeconfig: str | None = None
+    # ...and its context.
+    kube_context: str | None = None
+    # The image of the policy servers.
+    policy_server_image: str = "flywheel-policy-server:latest"
+    # The image a KubeRay training job runs (the Flywheel image, with Ray and torch).
+    training_image: str = "flywheel:latest"
+
+
+class LinkSettings(BaseSettings):
+    model_config = _flywheel()
+
+    # Base URL of the MLflow UI (e.g. http://mlflow:5000) for links from a candidate's page;
+    # unset: no links.
+    mlflow_ui_url: str | None = None
+    # Base URL of the Prefect UI (e.g. http://prefect:4200); unset: no links.
+    prefect_ui_url: str | None = None
+
+
+class NightSettings(BaseSettings):
+    model_config = _flywheel()
+
+    # How long a nightly run holds its lease without finishing a stage; a run on another
+    # host that stays silent longer is taken for dead and the next trigger takes over.
+    night_lease_s: float = Field(default=6 * 3600, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = _flywheel()
+
+    # Root of the embedded installation; every default path below lives under it.
+    home: Path = Path(".flywheel")
+    # "embedded" runs on one machine; "production" refuses SQLite and placeholder secrets.
+    mode: Literal["embedded", "production"] = "embedded"
+    # Who the CLI acts as (approvals, rollouts); default: the operating-system login name.
+    user: str | None = None
+    # Secret used to sign API tokens; production refuses a placeholder. Never recorded.
+    secret_key: SecretStr = SecretStr("dev-secret")
+    # The Flywheel store (FLYWHEEL_DATABASE_URL).
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    # MLflow: tracking store and the registered model.
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    # Ray and the ports of the local stack.
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    # The (simulated) fleet: tasks, seeds, where its logs land.
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
+    # How a night builds its dataset.
+    curation: CurationSettings = Field(default_factory=CurationSettings)
+    # What a night trains.
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    # How a candidate is evaluated.
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    # Who approves a candidate, and how long a night waits.
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    # The staged rollout and its sequential tests (FLYWHEEL_ROLLOUT_*).
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    # Kubernetes: policy servers and KubeRay training.
+    kube: KubeSettings = Field(default_factory=KubeSettings)
+    # Links to the MLflow and Prefect UIs.
+    links: LinkSettings = Field(default_factory=LinkSettings)
+    # The nightly run's lease.
+    night: NightSettings = Field(default_factory=NightSettings)
+
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
         if self.mode == "production":
@@ -144,9 +269,20 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "production mode refuses SQLite: set FLYWHEEL_DATABASE_URL to a PostgreSQL URL"
                 )
-            if self.secret_key in PLACEHOLDER_SECRETS:
+            if self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
                 raise ValueError("production mode refuses a placeholder FLYWHEEL_SECRET_KEY")
         return self
+
+    def updated(self, **changes: dict[str, Any]) -> Settings:
+        """A copy with fields of some groups changed and validated.
+
+        ``settings.updated(rollout={"stages": (1.0,)})``; a root field: ``model_copy``.
+        """
+        groups = {
+            name: type(getattr(self, name))(**{**getattr(self, name).model_dump(), **fields})
+            for name, fields in changes.items()
+        }
+        return self.model_copy(update=groups)
 
     @cached_property
     def root(self) -> Path:
@@ -154,17 +290,17 @@ class Settings(BaseSettings):
 
     @property
     def approval_wait(self) -> float:
-        if self.approval_wait_s is not None:
-            return self.approval_wait_s
+        if self.approval.approval_wait_s is not None:
+            return self.approval.approval_wait_s
         return 4 * 3600.0 if self.mode == "production" else 0.0
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.root / 'flywheel.db'}"
+        return self.database.url or f"sqlite:///{self.root / 'flywheel.db'}"
 
     @property
     def mlflow_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+        return self.registry.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
 
     @property
     def mlflow_artifacts(self) -> Path:
@@ -172,7 +308,7 @@ class Settings(BaseSettings):
 
     @property
     def fleet_log_uri(self) -> str:
-        return self.fleet_logs or str(self.root / "fleet-logs")
+        return self.fleet.fleet_logs or str(self.root / "fleet-logs")
 
     @property
     def episode_store(self) -> Path:

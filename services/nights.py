@@ -67,7 +67,7 @@ def open_night(settings: Settings, *, flow_run_id: str | None) -> int:
             flow_run_id=flow_run_id,
             host=socket.gethostname(),
             pid=os.getpid(),
-            lease_until=utcnow() + timedelta(seconds=settings.night_lease_s),
+            lease_until=utcnow() + timedelta(seconds=settings.night.night_lease_s),
         )
         session.add(night)
         session.flush()
@@ -91,7 +91,7 @@ def update_night(settings: Settings, night_id: int, **fields: Any) -> None:
     """Record a stage's output and renew the night's lease."""
     with session_scope(settings.db_url) as session:
         night = session.get(NightlyRun, night_id)
-        night.lease_until = utcnow() + timedelta(seconds=settings.night_lease_s)
+        night.lease_until = utcnow() + timedelta(seconds=settings.night.night_lease_s)
         for key, value in fields.items():
             if key == "summary":
                 value = {**night.summary, **value}

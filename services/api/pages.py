@@ -66,7 +66,7 @@ class LoginRequired(Exception):
 
 
 def _signer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.secret_key, salt="flywheel-pages")
+    return URLSafeTimedSerializer(settings.secret_key.get_secret_value(), salt="flywheel-pages")
 
 
 def _viewer(request: Request, session: SessionDep, settings: SettingsDep) -> Viewer:
@@ -362,7 +362,7 @@ def _awaiting(status: str, decided: list[dict]) -> bool:
 
 
 def _links(detail: dict) -> dict[str, str]:
-    links = get_settings()
+    links = get_settings().links
     out = {}
     if links.mlflow_ui_url and detail["mlflow_run_id"]:
         out["mlflow"] = f"{links.mlflow_ui_url.rstrip('/')}/#/runs/{detail['mlflow_run_id']}"

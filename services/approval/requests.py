@@ -33,7 +33,7 @@ def open_approval_request(settings: Settings, candidate_id: str) -> ApprovalStat
         if candidate is None:
             raise LookupError(f"unknown candidate {candidate_id}")
         decision = approval_of(session=session, candidate_id=candidate_id)
-        if decision is None and candidate.status == "passed" and settings.auto_approve:
+        if decision is None and candidate.status == "passed" and settings.approval.auto_approve:
             decision = auto_approve(session=session, candidate_id=candidate_id)
         if decision is not None:
             return ApprovalState(decision.verdict, decision.actor, decision.reason)
@@ -56,7 +56,7 @@ def wait_for_decision(
 ) -> ApprovalState:
     """Look at the decisions table until the candidate is decided or the wait runs out."""
     timeout_s = settings.approval_wait if timeout_s is None else timeout_s
-    poll_s = settings.approval_poll_s if poll_s is None else poll_s
+    poll_s = settings.approval.approval_poll_s if poll_s is None else poll_s
     deadline = time.monotonic() + timeout_s
     while True:
         state = open_approval_request(settings, candidate_id)

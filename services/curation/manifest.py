@@ -78,7 +78,7 @@ def build_manifest(
     if replay is not None and not 0 <= replay < 1:
         raise ValueError(f"replay share must be in [0, 1), got {replay}")
     weighting = get_scheme(scheme)
-    holdout = settings.holdout_share
+    holdout = settings.curation.holdout_share
     with session_scope(settings.db_url) as session:
         episodes = [
             e
@@ -288,7 +288,7 @@ def held_out_episodes(settings: Settings) -> list[Episode]:
             for e in session.scalars(
                 select(Episode).where(Episode.status == "ok").order_by(Episode.id)
             )
-            if is_held_out(e, settings.holdout_share)
+            if is_held_out(e, settings.curation.holdout_share)
         ]
 
 

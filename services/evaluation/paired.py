@@ -27,10 +27,12 @@ def evaluate_against_champion(settings: Settings, candidate_id: str) -> list[Tas
         if candidate is None or candidate.model_version is None:
             raise LookupError(f"candidate {candidate_id} is not registered")
         version, parent = candidate.model_version, candidate.parent_version
-    seeds = range(settings.eval_episodes)
+    seeds = range(settings.evaluation.eval_episodes)
 
     def results_of(v: str) -> dict[str, dict[int, bool]]:
-        return evaluate_version(settings, v, policy_checkpoint(settings, v), settings.tasks, seeds)
+        return evaluate_version(
+            settings, v, policy_checkpoint(settings, v), settings.fleet.tasks, seeds
+        )
 
     results = results_of(version)
     baseline = results_of(parent) if parent else None

@@ -70,7 +70,7 @@ def record_candidate(
     )
     with session_scope(settings.db_url) as session:
         candidate = session.get(Candidate, candidate_id) or Candidate(id=candidate_id)
-        candidate.model_name = settings.model_name
+        candidate.model_name = settings.registry.model_name
         candidate.model_version = registered.version
         candidate.dataset_id = dataset_id
         candidate.parent_version = parent_version

@@ -50,7 +50,7 @@ def _experiment_id(settings: Settings, client) -> str:
 def find_candidate_version(settings: Settings, candidate_id: str) -> RegisteredModel | None:
     client = _client(settings)
     versions = client.search_model_versions(
-        f"name = '{settings.model_name}' and tags.candidate_id = '{candidate_id}'"
+        f"name = '{settings.registry.model_name}' and tags.candidate_id = '{candidate_id}'"
     )
     if not versions:
         return None
@@ -118,12 +118,12 @@ def register_candidate(
             )
     # Registered through the client so the lineage tags arrive with the version, in one call.
     try:
-        client.create_registered_model(settings.model_name)
+        client.create_registered_model(settings.registry.model_name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     created = client.create_model_version(
-        settings.model_name,
+        settings.registry.model_name,
         source=info.model_uri,
         run_id=run.info.run_id,
         tags=lineage,
@@ -134,7 +134,7 @@ def register_candidate(
 
 
 def model_version_tags(settings: Settings, version: str) -> dict[str, str]:
-    return dict(_client(settings).get_model_version(settings.model_name, version).tags)
+    return dict(_client(settings).get_model_version(settings.registry.model_name, version).tags)
 
 
 def champion_version(settings: Settings) -> str | None:
@@ -142,20 +142,24 @@ def champion_version(settings: Settings) -> str | None:
 
     client = _client(settings)
     try:
-        return str(client.get_model_version_by_alias(settings.model_name, CHAMPION_ALIAS).version)
+        return str(
+            client.get_model_version_by_alias(settings.registry.model_name, CHAMPION_ALIAS).version
+        )
     except MlflowException:  # no registered model, or no alias yet
         return None
 
 
 def set_champion(settings: Settings, version: str) -> None:
-    _client(settings).set_registered_model_alias(settings.model_name, CHAMPION_ALIAS, version)
+    _client(settings).set_registered_model_alias(
+        settings.registry.model_name, CHAMPION_ALIAS, version
+    )
 
 
 def policy_checkpoint(settings: Settings, version: str) -> Path:
     """The checkpoint folder of a model version, downloaded once into FLYWHEEL_HOME."""
     import mlflow
 
-    cache_dir = settings.root / "model-cache" / settings.model_name / version
+    cache_dir = settings.root / "model-cache" / settings.registry.model_name / version
     checkpoint = cache_dir / "artifacts" / "checkpoint"
     if not checkpoint.exists():
         _client(settings)
@@ -163,7 +167,7 @@ def policy_checkpoint(settings: Settings, version: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{settings.model_name}/{version}", dst_path=str(tmp)
+            artifact_uri=f"models:/{settings.registry.model_name}/{version}", dst_path=str(tmp)
         )
         shutil.rmtree(cache_dir, ignore_errors=True)
         tmp.rename(cache_dir)

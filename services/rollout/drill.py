@@ -64,7 +64,7 @@ def register_worse_candidate(settings: Settings) -> str:
             session.add(
                 Candidate(
                     id=candidate_id,
-                    model_name=settings.model_name,
+                    model_name=settings.registry.model_name,
                     model_version=registered.version,
                     dataset_id=dataset_id,
                     parent_version=champion,

@@ -34,14 +34,16 @@ def group_versions(settings: Settings) -> dict[str, str]:
 def sync_policy_servers(settings: Settings, backend=None) -> dict[str, str]:
     """Apply each group's version to its policy server; returns what was applied."""
     if backend is None:
-        if settings.kube_namespace is None:
+        if settings.kube.kube_namespace is None:
             return {}
         backend = kube_backend(settings)
     wanted = group_versions(settings)
     current = backend.current_versions()
     for group, version in wanted.items():
         if current.get(group) != version:
-            backend.apply_policy_server(group, version, f"models:/{settings.model_name}/{version}")
+            backend.apply_policy_server(
+                group, version, f"models:/{settings.registry.model_name}/{version}"
+            )
     return wanted
 
 
@@ -50,9 +52,9 @@ def kube_backend(settings: Settings):
     from services.kube.manifests import PolicyServerConfig
 
     return KubernetesBackend.connect(
-        namespace=settings.kube_namespace,
-        policy_server=PolicyServerConfig(image=settings.policy_server_image),
-        in_cluster=settings.kube_in_cluster,
-        kubeconfig=settings.kubeconfig,
-        context=settings.kube_context,
+        namespace=settings.kube.kube_namespace,
+        policy_server=PolicyServerConfig(image=settings.kube.policy_server_image),
+        in_cluster=settings.kube.kube_in_cluster,
+        kubeconfig=settings.kube.kubeconfig,
+        context=settings.kube.kube_context,
     )

@@ -52,17 +52,17 @@ class RolloutPlan:
     @classmethod
     def from_settings(cls, settings: Settings) -> RolloutPlan:
         return cls(
-            shares=tuple(settings.rollout_stages),
-            min_episodes=settings.rollout_min_episodes,
+            shares=tuple(settings.rollout.stages),
+            min_episodes=settings.rollout.min_episodes,
             test=SPRT(
-                alpha=settings.rollout_alpha,
-                beta=settings.rollout_beta,
-                ratio=settings.rollout_worse_ratio,
+                alpha=settings.rollout.alpha,
+                beta=settings.rollout.beta,
+                ratio=settings.rollout.worse_ratio,
             ),
             failure_test=ProportionSPRT(
-                alpha=settings.rollout_alpha,
-                beta=settings.rollout_beta,
-                increase=settings.rollout_failure_increase,
+                alpha=settings.rollout.alpha,
+                beta=settings.rollout.beta,
+                increase=settings.rollout.failure_increase,
             ),
         )
 

@@ -73,13 +73,13 @@ _MLFLOW_QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 
 def check_ray(settings: Settings) -> None:
     """Only a configured Ray address can be unreachable; the embedded default starts one."""
-    if not settings.ray_address:
+    if not settings.runtime.ray_address:
         return
     try:
         ensure_ray(settings)
     except Exception as exc:
         raise DependencyUnavailable(
-            f"cannot reach the Ray cluster at {settings.ray_address}: {_first_line(exc)} "
+            f"cannot reach the Ray cluster at {settings.runtime.ray_address}: {_first_line(exc)} "
             "(check FLYWHEEL_RAY_ADDRESS, or unset it to start a local Ray)"
         ) from exc
 

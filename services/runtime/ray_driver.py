@@ -18,13 +18,13 @@ def ray_temp_dir(settings: Settings) -> Path:
 
 
 def ensure_ray(settings: Settings) -> None:
-    """Connect to ``settings.ray_address``, or start a local Ray sized to this machine."""
+    """Connect to ``settings.runtime.ray_address``, or start a local Ray sized to this machine."""
     import ray
 
     if ray.is_initialized():
         return
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, log_to_driver=False)
+    if settings.runtime.ray_address:
+        ray.init(address=settings.runtime.ray_address, log_to_driver=False)
         return
     temp = ray_temp_dir(settings)
     temp.mkdir(parents=True, exist_ok=True)

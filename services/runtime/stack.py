@@ -69,7 +69,7 @@ class Stack:
 
     @classmethod
     def from_settings(cls, settings: Settings, **options) -> Stack:
-        ports = {name: getattr(settings, f"{name}_port") for name in PORTS}
+        ports = {name: getattr(settings.runtime, f"{name}_port") for name in PORTS}
         return cls(home=settings.home, ports=ports, **options)
 
     @property

@@ -47,7 +47,7 @@ def robot_assignment(*, session: Session, settings: Settings, robot_id: str) -> 
     return {
         "robot_id": robot_id,
         "model_version": version,
-        "model_uri": f"models:/{settings.model_name}/{version}",
+        "model_uri": f"models:/{settings.registry.model_name}/{version}",
         "checksum": checkpoint_checksum(policy_checkpoint(settings, version)),
     }
 

@@ -38,14 +38,19 @@ def train_on_kubernetes(
     services.kube.backend.KubernetesBackend) and wait for it; returns the candidate id."""
     with session_scope(settings.db_url) as session:
         parent = champion_of(session=session)
-    config = TrainConfig(policy=settings.policy, steps=settings.train_steps, resume=True)
+    config = TrainConfig(
+        policy=settings.training.policy, steps=settings.training.train_steps, resume=True
+    )
     candidate_id = candidate_id_for(dataset_id, parent, config.identity(), code_version())
     status = backend.submit_training_job(
         candidate_id,
-        settings.training_image,
+        settings.kube.training_image,
         f"flywheel train --dataset {dataset_id} --resume",
         # auto: `flywheel train` in the RayJob trains on that job's own cluster, in process.
-        env={"FLYWHEEL_TRAIN_STEPS": str(settings.train_steps), "FLYWHEEL_RAY_ADDRESS": "auto"},
+        env={
+            "FLYWHEEL_TRAIN_STEPS": str(settings.training.train_steps),
+            "FLYWHEEL_RAY_ADDRESS": "auto",
+        },
     )
     deadline = time.monotonic() + timeout_s
     while not status.finished:

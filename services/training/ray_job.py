@@ -1,7 +1,8 @@
 """The train stage as a Ray job, submitted through Ray's job submission API to a Ray address.
 
-``settings.ray_job_address`` names the cluster's job API (a KubeRay cluster's dashboard, or the
-head of `flywheel up`); unset, Flywheel starts a local head for the job and stops it after.
+``settings.runtime.ray_job_address`` names the cluster's job API (a KubeRay cluster's
+dashboard, or the head of `flywheel up`); unset, Flywheel starts a local head for the job and
+stops it after.
 The job's entrypoint is this module: it joins the cluster it runs on and runs Ray Train for
 one candidate (services/training/job.py), which reads the dataset from FLYWHEEL_HOME and
 publishes the final checkpoint there, so the job and the submitter share FLYWHEEL_HOME (one
@@ -53,9 +54,9 @@ def train(
         parent_checkpoint=parent_checkpoint,
         config=config,
     )
-    if settings.ray_job_address:
-        return run_job(settings, settings.ray_job_address, **args)
-    if settings.ray_address:
+    if settings.runtime.ray_job_address:
+        return run_job(settings, settings.runtime.ray_job_address, **args)
+    if settings.runtime.ray_address:
         # This process already is a Ray job's driver (a KubeRay RayJob runs `flywheel train`
         # on its own cluster): it trains here rather than submit a job from inside a job.
         return _train_here(settings, **args)

@@ -71,7 +71,7 @@ def test_auto_approval_only_for_passed_candidates_and_only_when_enabled(store_se
     _candidate(store_settings.db_url, "passed")
     _candidate(store_settings.db_url, "inconclusive", "c2")
     assert open_approval_request(store_settings, "c1").status == "awaiting"
-    demo = store_settings.model_copy(update={"auto_approve": True})
+    demo = store_settings.updated(approval={"auto_approve": True})
     state = open_approval_request(demo, "c1")
     assert state.status == "approved" and state.actor == AUTO_APPROVER
     assert open_approval_request(demo, "c2").status == "awaiting"  # inconclusive goes to a human

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_late_approval_rolls_out_next_night_unless_the_champion_moved_on(settings, register):
-    settings = settings.model_copy(update={"rollout_stages": (1.0,)})
+    settings = settings.updated(rollout={"stages": (1.0,)})
     # c0 is champion 1; c1 and c2 were both evaluated against it and approved after their
     # nights stopped waiting. The first to go replaces 1; the other is now stale.
     register_candidates(settings, register, ["approved", "approved", "approved"], [None, "1", "1"])

@@ -43,6 +43,13 @@ def test_bad_arguments_get_a_clear_message(settings):
     assert result.exit_code == 1 and "no candidate" in result.output
 
 
+def test_an_unknown_scheme_in_the_environment_stops_every_command(settings, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_SCHEME", "sirus")
+    result = runner.invoke(app, ["episodes"])
+    assert result.exit_code == 1 and "FLYWHEEL_SCHEME" in result.output
+    assert "did you mean 'sirius'" in result.output
+
+
 def test_only_a_fleet_manager_approves_from_the_cli(settings, monkeypatch):
     add_candidate(settings.db_url, "c1", version="7", status="passed")
     added = runner.invoke(app, ["users", "add", "erin", "--role", "engineer"])

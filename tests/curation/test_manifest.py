@@ -74,7 +74,7 @@ def test_the_memory_cap_evicts_the_least_intervened_and_never_a_demo(settings):
 
 
 def test_held_out_episodes_never_enter_a_dataset_and_are_the_same_every_night(settings):
-    held = settings.model_copy(update={"holdout_share": 0.5})
+    held = settings.updated(curation={"holdout_share": 0.5})
     _upload(held, "demo", kind="demo", interventions=[], n=12)
     for i in range(12):
         _upload(held, f"deploy-{i}", n=20 + i)

@@ -14,7 +14,7 @@ from tests.ingest.logs import recording
 
 
 def test_action_error_is_measured_on_operator_steps_of_held_out_episodes(settings, toy_checkpoint):
-    held = settings.model_copy(update={"holdout_share": 0.5})
+    held = settings.updated(curation={"holdout_share": 0.5})
     recordings = {}
     for i in range(10):
         r = recording(n=20 + i)

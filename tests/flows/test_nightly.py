@@ -117,12 +117,13 @@ def test_a_corrupt_upload_is_quarantined_and_the_night_goes_on(toy_settings):
 
 @pytest.mark.fault
 def test_a_night_that_crashes_in_training_resumes_on_the_next_run(toy_settings, monkeypatch):
-    import services.registry.mlflow_registry as registry
+    # Where the train stage looks the registration up (it imports the function by name).
+    import services.registry.candidates as registry
     from flows.nightly import nightly
     from flows.simulation import fleet_shift
     from services.store.models import NightlyRun
 
-    fleet_shift.fn(0, robots=1, episodes_per_robot=1, lab_demos=4)
+    fleet_shift.fn(toy_settings, 0, robots=1, episodes_per_robot=1, lab_demos=4)
 
     def registry_down(*args, **kwargs):
         raise ConnectionError("MLflow tracking server unreachable")

@@ -33,7 +33,7 @@ def fleet(tmp_path):
 def test_two_hosts_ingesting_one_source_at_once_add_each_episode_once(
     store_settings, fleet, tmp_path
 ):
-    url = store_settings.database_url
+    url = store_settings.database.url
     hosts = []
     for name in ("host-a", "host-b"):  # own working folders; one index, one episode store
         (tmp_path / name).mkdir()

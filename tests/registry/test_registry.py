@@ -38,7 +38,7 @@ def test_a_registered_policy_serves_through_mlflow_pyfunc(settings, register, to
     import pandas as pd
 
     version = register(settings).version
-    model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
+    model = mlflow.pyfunc.load_model(f"models:/{settings.registry.model_name}/{version}")
     state = np.array([0.1, -0.2, 0.3, 0.4])
     out = model.predict(pd.DataFrame({"task": ["toy-reach"], "observation.state": [state]}))
     expected = load_checkpoint(toy_checkpoint).act(state.astype(np.float32), "toy-reach")

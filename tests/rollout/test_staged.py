@@ -21,7 +21,7 @@ ROBOTS = ["r0", "r1", "r2", "r3"]
 @pytest.fixture
 def settings(settings):
     """Stages end after 6 candidate episodes (two windows at the canary), to keep tests short."""
-    return settings.model_copy(update={"rollout_min_episodes": 6})
+    return settings.updated(rollout={"min_episodes": 6})
 
 
 @pytest.fixture

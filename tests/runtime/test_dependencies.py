@@ -20,7 +20,7 @@ DOWN = "postgresql+psycopg://flywheel:s3cret@127.0.0.1:1/flywheel"  # nothing li
 
 
 def test_an_unreachable_database_names_the_setting_and_hides_the_password(settings, monkeypatch):
-    down = settings.model_copy(update={"database_url": DOWN})
+    down = settings.updated(database={"url": DOWN})
     with pytest.raises(DependencyUnavailable) as caught:
         check_database(down)
     message = str(caught.value)
@@ -38,7 +38,7 @@ def test_an_unreachable_mlflow_names_its_setting_after_one_quick_try(settings):
     # itself waits about two minutes for a GCS before failing: too slow for the suite.)
     started = time.monotonic()
     with pytest.raises(DependencyUnavailable, match="FLYWHEEL_MLFLOW_TRACKING_URI"):
-        check_mlflow(settings.model_copy(update={"mlflow_tracking_uri": "http://127.0.0.1:1"}))
+        check_mlflow(settings.updated(registry={"mlflow_tracking_uri": "http://127.0.0.1:1"}))
     assert time.monotonic() - started < 30  # not MLflow's minutes of retries
     check_mlflow(settings)  # the embedded store
     check_ray(settings)  # the embedded default starts its own Ray: nothing to reach

@@ -128,9 +128,9 @@ def test_the_fleet_may_work_fewer_tasks_than_the_policy_serves(monkeypatch):
     from services.config import Settings
 
     monkeypatch.setenv("FLYWHEEL_TASKS", '["reach", "push", "pick-place"]')
-    assert Settings().shift_tasks == ("reach", "push", "pick-place")
+    assert Settings().fleet.shift_tasks == ("reach", "push", "pick-place")
     monkeypatch.setenv("FLYWHEEL_FLEET_TASKS", '["pick-place"]')
-    assert Settings().shift_tasks == ("pick-place",)
+    assert Settings().fleet.shift_tasks == ("pick-place",)
     monkeypatch.setenv("FLYWHEEL_FLEET_TASKS", '["drawer-open"]')
     with pytest.raises(ValidationError, match="FLYWHEEL_TASKS does not list"):
         Settings()
