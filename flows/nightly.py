@@ -24,6 +24,7 @@ from flows.stages import (
 )
 from services import nights
 from services.config import Settings, get_settings
+from services.rollout.champion import reconcile_champion
 from services.run_settings import check_registered
 
 # The key of the artifact each nightly run records its settings under.
@@ -45,8 +46,6 @@ def resolve_settings(settings: Settings | None) -> Settings:
 @task(name="open-night", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def open_night(settings: Settings) -> tuple[int | None, str | None]:
     """Tonight's night id, or (None, why) when another nightly run is in progress."""
-    from services.rollout.champion import reconcile_champion
-
     try:
         night = nights.open_night(settings, flow_run_id=flow_run.get_id())
     except nights.NightInProgress as exc:

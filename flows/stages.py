@@ -13,20 +13,28 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.progress import FLOW_HOOKS
+from services.approval.late import roll_out_approved
+from services.approval.requests import wait_for_decision
 from services.config import Settings
+from services.curation.manifest import build_manifest
+from services.evaluation.gate import judge, record_verdict
+from services.evaluation.paired import evaluate_against_champion
+from services.ingest.batch import ingest_logs
+from services.registry.candidates import candidate_summary
+from services.rollout.controller import start_rollout
+from services.rollout.kube_sync import kube_backend
+from services.training.config import TrainConfig
+from services.training.kube_job import train_on_kubernetes
+from services.training.stage import train_and_register
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def ingest_task(settings: Settings, source: str | None, run_id: str | None):
-    from services.ingest.batch import ingest_logs
-
     return ingest_logs(settings, source=source, run_id=run_id)
 
 
 @task(name="build-dataset", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
 def build_dataset_task(settings: Settings):
-    from services.curation.manifest import build_manifest
-
     return build_manifest(
         settings,
         scheme=settings.curation.scheme,
@@ -37,14 +45,7 @@ def build_dataset_task(settings: Settings):
 
 @task(name="train-candidate", retries=1, retry_delay_seconds=[10], cache_policy=NO_CACHE)
 def train_task(settings: Settings, dataset_id: str, flow_run_id: str | None):
-    from services.training.config import TrainConfig
-    from services.training.stage import train_and_register
-
     if settings.kube.kube_namespace is not None:  # on Kubernetes: a KubeRay RayJob does the work
-        from services.registry.candidates import candidate_summary
-        from services.rollout.kube_sync import kube_backend
-        from services.training.kube_job import train_on_kubernetes
-
         candidate_id = train_on_kubernetes(settings, dataset_id, backend=kube_backend(settings))
         return candidate_summary(settings, candidate_id)
     # resume: a retried or re-run night continues its candidate's interrupted Ray run.
@@ -58,36 +59,26 @@ def train_task(settings: Settings, dataset_id: str, flow_run_id: str | None):
 
 @task(name="evaluate-candidate", cache_policy=NO_CACHE)
 def evaluate_task(settings: Settings, candidate_id: str):
-    from services.evaluation.paired import evaluate_against_champion
-
     return evaluate_against_champion(settings, candidate_id)
 
 
 @task(name="gate", cache_policy=NO_CACHE)
 def gate_task(settings: Settings, candidate_id: str, evaluations):
-    from services.evaluation.gate import judge, record_verdict
-
     return record_verdict(settings.db_url, candidate_id, judge(evaluations))
 
 
 @task(name="wait-for-approval", cache_policy=NO_CACHE)
 def approval_task(settings: Settings, candidate_id: str):
-    from services.approval.requests import wait_for_decision
-
     return wait_for_decision(settings, candidate_id)
 
 
 @task(name="roll-out-late-approvals", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def late_approvals_task(settings: Settings) -> list[str]:
-    from services.approval.late import roll_out_approved
-
     return roll_out_approved(settings, actor="nightly")
 
 
 @task(name="rollout", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def rollout_task(settings: Settings, candidate_id: str):
-    from services.rollout.controller import start_rollout
-
     return start_rollout(settings, candidate_id, actor="nightly")
 
 
