@@ -75,12 +75,12 @@ def start_rollout(
                 f"but the champion is {champion}: evaluate it against the champion first"
             )
         robots = [r.id for r in fleet(session=session)]
-        stages = plan.stages(candidate_id, robots) if champion is not None else []
+        stages = plan.stages(candidate.model_version, robots) if champion is not None else []
         # A stage with every robot on the candidate leaves no control group: only the last
         # stage may, and it is the promotion itself.
         stages = [s for s in stages if s.is_last or len(s.robots) < len(robots)]
         if not stages:
-            stages = RolloutPlan(shares=(1.0,)).stages(candidate_id, robots)
+            stages = RolloutPlan(shares=(1.0,)).stages(candidate.model_version, robots)
         rollout = Rollout(
             candidate_id=candidate_id,
             from_version=champion,

@@ -1,9 +1,12 @@
 """Rollout plans: which robots run the candidate at each stage, and when a stage may end.
 
-Robots are ordered by a hash of (candidate, robot id), so each rollout picks its own canary
-robots, and every stage's robots include the previous stage's: a robot never flips back to
-the champion on the way up. The last stage covers the whole fleet and makes the candidate
-champion; every stage before it keeps some robots on the champion as the control group.
+Robots are ordered by a hash of (model version, robot id), so each rollout picks its own
+canary robots. Not of the candidate's id: that includes the commit of the code that trained it
+(lineage), and a canary that moved with every commit made the same seeded nights pick other
+robots, and so print another demo table, on every checkout. Every stage's robots include the
+previous stage's: a robot never flips back to the champion on the way up. The last stage
+covers the whole fleet and makes the candidate champion; every stage before it keeps some
+robots on the champion as the control group.
 """
 
 from __future__ import annotations
@@ -90,11 +93,9 @@ class RolloutPlan:
             return f"{t.upper:.2f} (alpha {t.alpha}, built to catch +{t.increase:.0%} failures)"
         return f"{self.test.upper:.2f} (alpha {self.test.alpha}, a {self.test.ratio:g}x worse rate)"
 
-    def stages(self, candidate_id: str, robots: Sequence[str]) -> list[Stage]:
-        """The stages of a new rollout: name, share, robots on the candidate."""
-        order = sorted(
-            robots, key=lambda r: hashlib.sha256(f"{candidate_id}/{r}".encode()).digest()
-        )
+    def stages(self, version: str, robots: Sequence[str]) -> list[Stage]:
+        """The stages of a new rollout of model ``version``: name, share, robots on it."""
+        order = sorted(robots, key=lambda r: hashlib.sha256(f"{version}/{r}".encode()).digest())
         stages: list[Stage] = []
         for share in self.shares:
             size = len(order) if share == 1.0 else max(1, math.floor(share * len(order)))
