@@ -39,6 +39,13 @@ def test_health_needs_no_token(api):
     assert api.get("/health").json() == {"status": "ok"}
 
 
+def test_a_query_parameter_without_a_name_is_refused(api):
+    answer = api.get("/audit?limit=1&=null", headers=_auth(api, "engineer"))
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["msg"] == "a query parameter has no name"
+    assert api.get("/audit?limit=1", headers=_auth(api, "engineer")).status_code == 200
+
+
 def test_candidate_list_and_detail_show_every_number_behind_the_verdict(api):
     listed = {
         c["model_version"]: c for c in api.get("/candidates", headers=_auth(api, "engineer")).json()
