@@ -29,18 +29,7 @@ def install_error_handlers(app: FastAPI) -> None:
     for exc_type, status in STATUS.items():
         app.add_exception_handler(exc_type, _handler(status))
 
-    @app.middleware("http")
-    async def refuse_unnamed_query_parameters(request: Request, call_next):
-        # `?limit=1&=null` is malformed: a value without a name would otherwise be ignored and
-        # the request answered as if it were well formed (found by the schema fuzzer).
-        pairs = parse_qsl(request.url.query, keep_blank_values=True)
-        if any(not name for name, _ in pairs):
-            # In FastAPI's validation-error shape, which the OpenAPI schema documents for 422.
-            detail = [
-                {"loc": ["query", ""], "msg": "a query parameter has no name", "type": "name"}
-            ]
-            return JSONResponse(status_code=422, content={"detail": detail})
-        return await call_next(request)
+    app.add_middleware(RefuseUnnamedQueryParameters)
 
 
 def _handler(status: int):
@@ -49,3 +38,25 @@ def _handler(status: int):
         return JSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
 
     return handle
+
+
+class RefuseUnnamedQueryParameters:
+    """``?limit=1&=null`` is malformed: a value without a name would otherwise be ignored and
+    the request answered as if it were well formed (found by the schema fuzzer). Answered with
+    422 in FastAPI's validation-error shape, which the OpenAPI schema documents."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").decode("latin-1")
+            if any(not name for name, _ in parse_qsl(query, keep_blank_values=True)):
+                detail = [
+                    {"loc": ["query", ""], "msg": "a query parameter has no name", "type": "name"}
+                ]
+                await JSONResponse(status_code=422, content={"detail": detail})(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
