@@ -1,10 +1,13 @@
 """The review and approval web pages: overview, candidates, approvals, rollouts, audit log.
 
 Templates and assets live in ``dashboards/``. A reader signs in with the same API token as
-the API (``flywheel users add``); the page keeps a signed, HttpOnly session cookie that names
-the user and the token it was opened with, so issuing a new token ends old sessions. Every
-form carries the session's CSRF nonce. Pages call the same service functions as the API;
-the role checks are theirs, so an engineer's approval is refused here exactly as there.
+the API (``flywheel users add``); the page keeps a signed, HttpOnly, SameSite=Lax session
+cookie (Secure in production and over HTTPS) that names the user and the token it was opened
+with, so issuing a new token ends old sessions. Every form post carries a CSRF nonce: the
+session's, or before sign-in the login form's own (in a cookie of its own), so another site
+can neither act in a reader's name nor sign a reader in as someone else. Pages call the same
+service functions as the API; the role checks are theirs, so an engineer's approval is
+refused here exactly as there.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from services.config import Settings, get_settings
 from services.errors import NotFound
 from services.readmodel import evidence, review
 from services.readmodel.rollouts import rollouts_overview
-from services.registry.ledger import PromotionConflict, champion_of
+from services.registry.ledger import champion_of
 from services.rollout import controller
 from services.rollout.plan import METRICS, RolloutPlan
 from services.store.models import User, utcnow
@@ -44,6 +47,9 @@ PLOTLY_JS = Path(charts.go.__file__).resolve().parents[1] / "package_data" / "pl
 
 COOKIE = "flywheel_session"
 SESSION_HOURS = 12
+# The login form's CSRF nonce, until the session cookie (with a nonce of its own) replaces it.
+LOGIN_COOKIE = "flywheel_login"
+LOGIN_FORM_HOURS = 1
 # Failing evaluation episodes whose trajectories the candidate page plots (all are listed).
 PLOTTED_FAILURES = 4
 
@@ -65,8 +71,16 @@ class LoginRequired(Exception):
     """No valid session cookie: the reader is sent to the login form."""
 
 
-def _signer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.secret_key.get_secret_value(), salt="flywheel-pages")
+def _signer(settings: Settings, salt: str = "flywheel-pages") -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(settings.secret_key.get_secret_value(), salt=salt)
+
+
+def _cookie_options(request: Request, settings: Settings) -> dict[str, Any]:
+    # Secure in production whatever the scheme this process sees: TLS usually ends at a
+    # proxy in front of it. Lax, not Strict: a link to a candidate (from a notification)
+    # opens the page signed in; no GET changes anything, and every POST checks a nonce.
+    secure = settings.mode == "production" or request.url.scheme == "https"
+    return {"httponly": True, "samesite": "lax", "secure": secure}
 
 
 def _viewer(request: Request, session: SessionDep, settings: SettingsDep) -> Viewer:
@@ -116,8 +130,31 @@ def plotly_js() -> FileResponse:
 
 
 @router.get("/ui/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str = "/ui") -> Response:
-    return _page(request, "login.html", None, next=_local(next))
+def login_form(request: Request, settings: SettingsDep, next: str = "/ui") -> Response:
+    return _login_page(request, settings, next=_local(next))
+
+
+def _login_page(request: Request, settings: Settings, status: int = 200, **context) -> Response:
+    """The login form with a fresh CSRF nonce, kept signed in a cookie for the post to match."""
+    nonce = secrets.token_urlsafe(16)
+    page = _page(request, "login.html", None, status, csrf=nonce, **context)
+    page.set_cookie(
+        LOGIN_COOKIE,
+        _signer(settings, "flywheel-login").dumps(nonce),
+        max_age=LOGIN_FORM_HOURS * 3600,
+        path="/ui/login",
+        **_cookie_options(request, settings),
+    )
+    return page
+
+
+def _login_nonce(request: Request, settings: Settings) -> str | None:
+    try:
+        return _signer(settings, "flywheel-login").loads(
+            request.cookies.get(LOGIN_COOKIE, ""), max_age=LOGIN_FORM_HOURS * 3600
+        )
+    except BadSignature:
+        return None
 
 
 @router.post("/ui/login")
@@ -127,28 +164,30 @@ def login(
     settings: SettingsDep,
     token: Annotated[str, Form(max_length=200)],
     next: Annotated[str, Form()] = "/ui",
+    csrf: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
+    nonce = _login_nonce(request, settings)
+    if nonce is None or not hmac.compare_digest(csrf, nonce):
+        error = "the sign-in form expired or came from another site: sign in again"
+        return _login_page(request, settings, 403, next=_local(next), error=error)
     try:
         user = authenticate(session=session, token=token.strip())
     except Unauthenticated as exc:
-        return _page(request, "login.html", None, 401, next=_local(next), error=str(exc))
+        return _login_page(request, settings, 401, next=_local(next), error=str(exc))
     value = {"user": user.name, "token": user.token_hash[:16], "csrf": secrets.token_urlsafe(16)}
     response = RedirectResponse(_local(next), status_code=303)
+    options = _cookie_options(request, settings)
     response.set_cookie(
-        COOKIE,
-        _signer(settings).dumps(value),
-        max_age=SESSION_HOURS * 3600,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
+        COOKIE, _signer(settings).dumps(value), max_age=SESSION_HOURS * 3600, **options
     )
+    response.delete_cookie(LOGIN_COOKIE, path="/ui/login", **options)
     return response
 
 
 @router.post("/ui/logout")
-def logout(viewer: PosterDep) -> Response:
+def logout(request: Request, viewer: PosterDep, settings: SettingsDep) -> Response:
     response = RedirectResponse("/ui/login", status_code=303)
-    response.delete_cookie(COOKIE)
+    response.delete_cookie(COOKIE, **_cookie_options(request, settings))
     return response
 
 
@@ -335,10 +374,9 @@ def _act(request: Request, viewer: Viewer, session, act, back: str) -> Response:
     """Run a state change; on a refusal, show why with the status the API would answer."""
     try:
         act()
-    except (*STATUS, PromotionConflict, ValueError) as exc:
+    except (*STATUS, ValueError) as exc:
         session.rollback()
-        status = next((s for t, s in STATUS.items() if isinstance(exc, t)), None)
-        status = status or (409 if isinstance(exc, PromotionConflict) else 400)
+        status = next((s for t, s in STATUS.items() if isinstance(exc, t)), 400)
         return _page(request, "error.html", viewer, status, message=str(exc), back=back)
     return RedirectResponse(back, status_code=303)
 

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from services.api.main import create_app
 from services.approval.users import issue_token
 from services.store import session_scope
+from tests.conftest import _settings
 from tests.dashboards.conftest import seed_fleet_store
 
 
@@ -21,35 +22,97 @@ def site(settings, tmp_path):
     return client
 
 
-def _login(client, role: str) -> str:
-    answer = client.post(
+def _nonce(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def _sign_in(client, token: str, next: str = "/ui/audit"):
+    """Post the login form as a browser does: open it, then send it with its nonce."""
+    nonce = _nonce(client.get("/ui/login").text)
+    return client.post(
         "/ui/login",
-        data={"token": client.tokens[role], "next": "/ui/audit"},
+        data={"token": token, "next": next, "csrf": nonce},
         follow_redirects=False,
     )
+
+
+def _login(client, role: str) -> str:
+    answer = _sign_in(client, client.tokens[role])
     assert answer.status_code == 303 and answer.headers["location"] == "/ui/audit"
-    assert "httponly" in answer.headers["set-cookie"].lower()
-    page = client.get("/ui/candidates/3").text
-    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    return _nonce(client.get("/ui/candidates/3").text)
 
 
 def test_pages_need_a_session_and_a_bad_token_is_refused(site):
     answer = site.get("/ui/candidates/3", follow_redirects=False)
     assert answer.status_code == 303
     assert answer.headers["location"] == "/ui/login?next=/ui/candidates/3"
-    wrong = site.post("/ui/login", data={"token": "fw_nope"})
+    wrong = _sign_in(site, "fw_nope")
     assert wrong.status_code == 401 and "invalid" in wrong.text
     forged = site.get("/ui", cookies={"flywheel_session": "e30.forged.sig"}, follow_redirects=False)
     assert forged.status_code == 303
 
 
 def test_login_never_redirects_off_site(site):
+    answer = _sign_in(site, site.tokens["engineer"], next="//evil.example/x")
+    assert answer.headers["location"] == "/ui"
+
+
+def test_a_login_posted_without_the_forms_nonce_signs_nobody_in(site):
+    """Login CSRF: another site must not sign a reader in as the attacker."""
+    for nonce in (None, "forged"):
+        data = {"token": site.tokens["engineer"]} | ({"csrf": nonce} if nonce else {})
+        answer = site.post("/ui/login", data=data, follow_redirects=False)
+        assert answer.status_code == 403 and "sign in again" in answer.text
+        assert "flywheel_session" not in site.cookies
+    assert site.get("/ui", follow_redirects=False).status_code == 303
+
+
+def test_every_form_post_without_the_sessions_nonce_is_refused_and_changes_nothing(site):
+    csrf = _login(site, "fleet-manager")
+    posts = {
+        "/ui/candidates/c3/approve": {"reason": "forged"},
+        "/ui/candidates/c3/reject": {"reason": "forged"},
+        "/ui/candidates/c3/comment": {"reason": "forged"},
+        "/ui/rollouts/halt": {"reason": "forged"},
+        "/ui/rollouts/rollback": {"reason": "forged"},
+        "/ui/logout": {},
+    }
+    audit_before = site.get("/ui/audit").text
+    for path, data in posts.items():
+        for nonce in (None, "wrong", csrf[:-1]):
+            form = data | ({"csrf": nonce} if nonce else {})
+            answer = site.post(path, data=form, follow_redirects=False)
+            assert answer.status_code == 303, (path, nonce)
+            assert answer.headers["location"].startswith("/ui/login"), (path, nonce)
+    assert site.get("/ui/audit").text == audit_before  # nothing approved, halted or said
+    assert "/ui/candidates/c3/approve" in site.get("/ui/approvals").text  # still waiting
+    assert site.get("/ui", follow_redirects=False).status_code == 200  # still signed in
+
+
+@pytest.mark.postgres
+def test_cookies_are_secure_in_production(postgres_url, tmp_path, monkeypatch):
+    """TLS usually ends at a proxy, so this process sees plain HTTP: production marks its
+    cookies Secure all the same (and a browser then sends them over HTTPS alone)."""
+    site = TestClient(create_app())
+    tokens = seed_fleet_store(_settings(tmp_path, monkeypatch, postgres_url), tmp_path)
+    monkeypatch.setenv("FLYWHEEL_MODE", "production")
+    monkeypatch.setenv("FLYWHEEL_SECRET_KEY", "a-real-secret-for-this-test")
+    form = site.get("/ui/login")
+    login_cookie = form.headers["set-cookie"]
+    assert "; secure" in login_cookie.lower() and "httponly" in login_cookie.lower()
     answer = site.post(
         "/ui/login",
-        data={"token": site.tokens["engineer"], "next": "//evil.example/x"},
+        data={"token": tokens["engineer"], "csrf": _nonce(form.text)},
+        headers={"Cookie": login_cookie.split(";")[0]},  # the jar keeps Secure ones for HTTPS
         follow_redirects=False,
     )
-    assert answer.headers["location"] == "/ui"
+    session_cookie = next(
+        c for c in answer.headers.get_list("set-cookie") if c.startswith("flywheel_session=")
+    ).lower()
+    assert answer.status_code == 303
+    assert all(f in session_cookie for f in ("; secure", "; httponly", "samesite=lax"))
 
 
 def test_an_engineer_sees_everything_but_cannot_approve(site):
