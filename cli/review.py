@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 
@@ -19,9 +19,19 @@ from cli.base import (
     rollout_app,
     users_app,
 )
+from cli.credentials import held_token
+from cli.people import (
+    NO_TOKEN,
+    REFUSALS,
+    Action,
+    Refused,
+    acting_settings,
+    perform,
+    refuse_named_user,
+)
 from cli.progress import Stages
 from services.approval import decisions, users
-from services.approval.users import NoSuchUser, UserExists, add_user, issue_token, list_users
+from services.approval.users import list_users
 from services.evaluation.gate import judge, record_verdict
 from services.evaluation.paired import evaluate_against_champion
 from services.readmodel.review import (
@@ -32,7 +42,6 @@ from services.readmodel.review import (
 )
 from services.readmodel.rollouts import rollouts_overview
 from services.rollout.controller import (
-    RolloutError,
     halt_rollout,
     rollback,
     start_rollout,
@@ -134,13 +143,19 @@ def _rate(rate: dict | None) -> str:
 
 @app.command()
 def comment(version: str, text: Annotated[str, typer.Option(help="The comment.")]) -> None:
-    """Comment on a candidate (any role)."""
-    _as_user(
-        lambda session, user: decisions.comment(
-            session=session, candidate_id=version, user=user, text=text
-        )
+    """Comment on a candidate (any role), as the holder of your token."""
+    settings = acting_settings()
+    body = {"text": text}
+    done = _act(
+        settings,
+        Action(
+            "POST",
+            f"/candidates/{quote(version, safe='')}/comments",
+            body,
+            _decision(settings, decisions.comment, candidate_id=version, **body),
+        ),
     )
-    console.print(f"commented on {version}")
+    console.print(f"commented on {version} as {done['actor']}")
 
 
 @app.command()
@@ -159,26 +174,32 @@ def audit(
     )
 
 
-def _as_user(action):
-    """Run ``action(session, user)`` as the CLI's user (FLYWHEEL_USER or the login name)."""
-    settings = ready()
+def _act(settings, action: Action) -> dict:
+    """Do a person's action as the holder of the CLI's token; a refusal ends the command."""
     try:
-        with session_scope(settings.db_url, write=True) as session:
-            user = users.get_user(session=session, name=settings.user or getpass.getuser())
-            return action(session, user)
-    except (users.PermissionDenied, decisions.DecisionConflict, LookupError, ValueError) as exc:
+        return perform(settings, action)
+    except Refused as exc:
         fail(str(exc))
 
 
+def _decision(settings, decide, **arguments):
+    """Embedded mode's side of a decision or comment: the service function, as ``user``."""
+
+    def local(user) -> dict:
+        with session_scope(settings.db_url, write=True) as session:
+            decision = decide(session=session, user=user, **arguments)
+            return {"verdict": decision.verdict, "actor": decision.actor}
+
+    return local
+
+
 def _decide(version: str, reason: str, verdict: str) -> None:
-
-    fn = decisions.approve if verdict == "approve" else decisions.reject
-
-    def decide(session, user):
-        decision = fn(session=session, candidate_id=version, user=user, reason=reason)
-        return f"{decision.verdict} candidate {decision.candidate_id} as {user.name}"
-
-    console.print(_as_user(decide))
+    settings = acting_settings()
+    decide = decisions.approve if verdict == "approve" else decisions.reject
+    path = f"/candidates/{quote(version, safe='')}/{verdict}"
+    local = _decision(settings, decide, candidate_id=version, reason=reason)
+    done = _act(settings, Action("POST", path, {"reason": reason}, local))
+    console.print(f"{done['verdict']} candidate {version} as {done['actor']}")
 
 
 @app.command()
@@ -197,24 +218,63 @@ def reject(version: str, reason: Annotated[str, typer.Option(help="Why.")]) -> N
 def users_add(
     name: str, role: Annotated[str, typer.Option(help="engineer | fleet-manager | admin")]
 ) -> None:
-    """Add a user with a role; prints their API token once."""
-    try:
-        with session_scope(ready().db_url, write=True) as session:
-            token = add_user(session=session, name=name, role=role)
-    except (UserExists, ValueError) as exc:
-        fail(str(exc))
-    console.print(f"added {name} as {role}; API token (shown once): {token}")
+    """Add a user with a role (admins); prints their API token once.
+
+    With no token, the operator at the machine adds users in embedded mode, and in
+    production only the first admin (the installation's bootstrap)."""
+    settings = acting_settings()
+
+    def local(user) -> dict:
+        with session_scope(settings.db_url, write=True) as session:
+            users.require_admin(user)
+            return {"token": users.add_user(session=session, name=name, role=role, actor=user.name)}
+
+    def without_token() -> dict:
+        with session_scope(settings.db_url, write=True) as session:
+            if settings.mode != "production":
+                return {"token": users.add_user(session=session, name=name, role=role)}
+            if role != "admin":
+                raise Refused(
+                    f"{NO_TOKEN}; with none, production adds only its first admin "
+                    "(`flywheel users add NAME --role admin`), who then adds the others"
+                )
+            return {"token": users.add_first_admin(session=session, name=name)}
+
+    body = {"name": name, "role": role}
+    issued = _administer(settings, Action("POST", "/users", body, local), without_token)
+    console.print(f"added {name} as {role}; API token (shown once): {issued['token']}")
 
 
 @users_app.command("token")
 def users_token(name: str) -> None:
-    """Issue a new API token for a user; the old one stops working."""
+    """Issue a new API token for a user (admins); the old one stops working."""
+    settings = acting_settings()
+
+    def local(user) -> dict:
+        with session_scope(settings.db_url, write=True) as session:
+            users.require_admin(user)
+            return {"token": users.issue_token(session=session, name=name, actor=user.name)}
+
+    def without_token() -> dict:
+        if settings.mode == "production":
+            raise Refused(f"{NO_TOKEN}; in production only an admin issues tokens")
+        with session_scope(settings.db_url, write=True) as session:
+            return {"token": users.issue_token(session=session, name=name)}
+
+    path = f"/users/{quote(name, safe='')}/token"
+    issued = _administer(settings, Action("POST", path, None, local), without_token)
+    console.print(f"new API token for {name} (shown once): {issued['token']}")
+
+
+def _administer(settings, action: Action, without_token) -> dict:
+    """User administration as the token's holder (who must be an admin); with no token, as
+    the operator at the machine (LOCAL_ADMIN in the audit log), ``without_token``."""
     try:
-        with session_scope(ready().db_url, write=True) as session:
-            token = issue_token(session=session, name=name)
-    except NoSuchUser as exc:
+        refuse_named_user(settings)
+        held = held_token(settings)
+        return perform(settings, action, held) if held else without_token()
+    except (Refused, *REFUSALS) as exc:
         fail(str(exc))
-    console.print(f"new API token for {name} (shown once): {token}")
 
 
 @users_app.command("list")
@@ -229,16 +289,19 @@ def users_list(as_json: JsonFlag = False) -> None:
 
 @rollout_app.command("start")
 def rollout_start(version: str) -> None:
-    """Roll an approved candidate out to the fleet."""
-    settings = ready()
-    try:
-        rollout = start_rollout(
-            settings, resolve_candidate(settings, version), actor=settings.user or getpass.getuser()
+    """Roll an approved candidate out to the fleet (fleet managers)."""
+    settings = acting_settings()
+
+    def local(user) -> dict:
+        users.require_role(user, "fleet-manager", action="start a rollout")
+        return _rollout(
+            start_rollout(settings, resolve_candidate(settings, version), actor=user.name)
         )
-    except (RolloutError, LookupError) as exc:
-        fail(str(exc))
+
+    rollout = _act(settings, Action("POST", "/rollouts", {"candidate": version}, local))
     console.print(
-        f"rollout {rollout.id}: {rollout.from_version} -> {rollout.to_version}, {rollout.state}"
+        f"rollout {rollout['id']}: {rollout['from_version']} -> {rollout['to_version']}, "
+        f"{rollout['state']}"
     )
 
 
@@ -301,34 +364,33 @@ def rollout_watch(
 @rollout_app.command("halt")
 def rollout_halt(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
     """Halt the rollout in progress and return its robots to the champion (fleet managers)."""
-    settings = ready()
-    user = _fleet_manager(settings, "halt a rollout")
-    try:
-        rollout = halt_rollout(settings, actor=user, reason=reason)
-    except (RolloutError, ValueError) as exc:
-        fail(str(exc))
+    settings = acting_settings()
+
+    def local(user) -> dict:
+        users.require_role(user, "fleet-manager", action="halt a rollout")
+        return _rollout(halt_rollout(settings, actor=user.name, reason=reason))
+
+    rollout = _act(settings, Action("POST", "/rollouts/halt", {"reason": reason}, local))
     console.print(
-        f"halted rollout {rollout.id} of {rollout.to_version}; fleet on {rollout.from_version}"
+        f"halted rollout {rollout['id']} of {rollout['to_version']}; "
+        f"fleet on {rollout['from_version']}"
     )
 
 
 @rollout_app.command("rollback")
 def rollout_rollback(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
     """Return the fleet to the champion before the last completed rollout (fleet managers)."""
-    settings = ready()
-    user = _fleet_manager(settings, "roll back")
-    try:
-        rolled = rollback(settings, actor=user, reason=reason)
-    except (RolloutError, ValueError) as exc:
-        fail(str(exc))
-    console.print(f"rolled back {rolled.to_version} -> {rolled.from_version}")
+    settings = acting_settings()
+
+    def local(user) -> dict:
+        users.require_role(user, "fleet-manager", action="roll back")
+        return _rollout(rollback(settings, actor=user.name, reason=reason))
+
+    rolled = _act(settings, Action("POST", "/rollouts/rollback", {"reason": reason}, local))
+    console.print(f"rolled back {rolled['to_version']} -> {rolled['from_version']}")
 
 
-def _fleet_manager(settings, action: str) -> str:
-    try:
-        with session_scope(settings.db_url) as session:
-            user = users.get_user(session=session, name=settings.user or getpass.getuser())
-            users.require_role(user, "fleet-manager", action=action)
-            return user.name
-    except (users.PermissionDenied, LookupError) as exc:
-        fail(str(exc))
+def _rollout(rollout) -> dict:
+    """The fields of the API's answer that the CLI prints."""
+    keys = ("id", "from_version", "to_version", "state")
+    return {key: getattr(rollout, key) for key in keys}

@@ -218,6 +218,29 @@ class LinkSettings(BaseSettings):
     prefect_ui_url: str | None = None
 
 
+def _config_dir() -> Path:
+    """The user's configuration folder (XDG: $XDG_CONFIG_HOME, else ~/.config)."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+class CliSettings(BaseSettings):
+    model_config = _flywheel()
+
+    # The API that the CLI sends people's actions to in production (approve, rollouts,
+    # users); default: the API of `flywheel up` and `flywheel serve` on this machine.
+    api_url: str | None = None
+    # The API token the CLI acts with (FLYWHEEL_TOKEN); it takes precedence over the one
+    # `flywheel login` stored. Never recorded.
+    token: SecretStr | None = None
+    # Where `flywheel login` keeps tokens, one per API URL, readable by the user alone.
+    credentials_file: Path = Field(
+        default_factory=lambda: _config_dir() / "flywheel" / "credentials"
+    )
+    # No longer honoured: the CLI acts as the holder of a token, never as a name it is told.
+    # Set, a person's action is refused with a message saying so (issue 18).
+    user: str | None = None
+
+
 class NightSettings(BaseSettings):
     model_config = _flywheel()
 
@@ -233,8 +256,6 @@ class Settings(BaseSettings):
     home: Path = Path(".flywheel")
     # "embedded" runs on one machine; "production" refuses SQLite and placeholder secrets.
     mode: Literal["embedded", "production"] = "embedded"
-    # Who the CLI acts as (approvals, rollouts); default: the operating-system login name.
-    user: str | None = None
     # Secret used to sign API tokens; production refuses a placeholder. Never recorded.
     secret_key: SecretStr = SecretStr("dev-secret")
     # The Flywheel store (FLYWHEEL_DATABASE_URL).
@@ -261,6 +282,8 @@ class Settings(BaseSettings):
     links: LinkSettings = Field(default_factory=LinkSettings)
     # The nightly run's lease.
     night: NightSettings = Field(default_factory=NightSettings)
+    # Who the CLI acts as: the API it calls and the token it holds.
+    cli: CliSettings = Field(default_factory=CliSettings)
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
@@ -293,6 +316,11 @@ class Settings(BaseSettings):
         if self.approval.approval_wait_s is not None:
             return self.approval.approval_wait_s
         return 4 * 3600.0 if self.mode == "production" else 0.0
+
+    @property
+    def api_url(self) -> str:
+        url = self.cli.api_url or f"http://127.0.0.1:{self.runtime.api_port}"
+        return url.rstrip("/")
 
     @property
     def db_url(self) -> str:

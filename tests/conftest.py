@@ -33,6 +33,10 @@ def _settings(tmp_path, monkeypatch, database_url: str | None = None) -> Setting
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     for key in ("FLYWHEEL_DATABASE_URL", "FLYWHEEL_MLFLOW_TRACKING_URI", "FLYWHEEL_MODE"):
         monkeypatch.delenv(key, raising=False)
+    # The CLI's identity: no token, and a login of this test's own, never the developer's.
+    for key in ("FLYWHEEL_TOKEN", "FLYWHEEL_USER", "FLYWHEEL_API_URL", "FLYWHEEL_CREDENTIALS_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     if database_url:
         monkeypatch.setenv("FLYWHEEL_DATABASE_URL", database_url)
     # Test episodes get random ids, so a hash-chosen hold-out would make counts flaky: tests

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from services.approval.decisions import DecisionConflict
 from services.approval.users import NoSuchUser, PermissionDenied, Unauthenticated, UserExists
 from services.errors import NotFound
+from services.registry.ledger import PromotionConflict
 from services.rollout.controller import RolloutError
 
 STATUS = {
@@ -20,6 +21,7 @@ STATUS = {
     DecisionConflict: 409,
     UserExists: 409,
     RolloutError: 409,
+    PromotionConflict: 409,  # the champion changed since the candidate was evaluated
 }
 # Not LookupError or ValueError as such: a KeyError or a pydantic error inside a handler is a
 # server bug and must show as a 500, not pass as the client's fault.

@@ -17,7 +17,9 @@ from services.store import record_audit
 from services.store.models import User
 
 ROLES = ("engineer", "fleet-manager", "admin")
-# Users may only be managed by an admin, or by the operator at the machine (the CLI).
+# Users are managed by an admin, or with no token by the operator at the machine: in embedded
+# mode (who can write the database file can do anything anyway), and in production only to
+# add the first admin (see add_first_admin).
 LOCAL_ADMIN = "admin (local CLI)"
 
 
@@ -63,6 +65,18 @@ def add_user(*, session: Session, name: str, role: str, actor: str = LOCAL_ADMIN
     return token
 
 
+def add_first_admin(*, session: Session, name: str) -> str:
+    """Production's bootstrap: the first admin, added by the operator with the database
+    credentials; once there is an admin, users are added through the API with a token."""
+    admins = session.scalars(select(User.name).where(User.role == "admin")).all()
+    if admins:
+        raise PermissionDenied(
+            f"{', '.join(admins)} already administer this installation: sign in with an "
+            "admin's token (`flywheel login`) to add users"
+        )
+    return add_user(session=session, name=name, role="admin")
+
+
 def issue_token(*, session: Session, name: str, actor: str = LOCAL_ADMIN) -> str:
     """Replace a user's API token with a new one and return it."""
     user = get_user(session=session, name=name)
@@ -99,6 +113,11 @@ def require_role(user: User, *roles: str, action: str) -> None:
     if user.role not in roles:
         allowed = " or ".join(r.replace("-", " ") for r in roles)
         raise PermissionDenied(f"{user.name} is a {user.role}: only a {allowed} may {action}")
+
+
+def require_admin(user: User) -> None:
+    if user.role != "admin":
+        raise PermissionDenied(f"{user.name} is a {user.role}: only an admin manages users")
 
 
 def list_users(*, session: Session) -> list[User]:

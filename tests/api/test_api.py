@@ -229,6 +229,7 @@ def test_the_openapi_schema_declares_bearer_auth_and_every_route(api):
         "/audit",
         "/rollouts",
         "/rollouts/halt",
+        "/rollouts/rollback",
         "/users",
         "/users/me",
         "/users/{name}/token",
@@ -260,3 +261,24 @@ def test_rollouts_are_shown_to_everyone_and_only_a_fleet_manager_halts(api, stor
     assert halted.json()["state"] == "halted" and halted.json()["reason"] == "grasps look off"
     audit = api.get("/audit", headers=fm).json()[0]
     assert audit["action"] == "halt-rollout" and audit["actor"] == "u-fleet-manager"
+
+
+def test_only_a_fleet_manager_starts_or_rolls_back_and_conflicts_are_explained(api):
+    """The CLI's `rollout start` and `rollout rollback` in production; nothing changes on a
+    refusal (a start that succeeds is covered with a registered model in tests/rollout)."""
+    for role in ("engineer", "admin"):
+        start = api.post("/rollouts", json={"candidate": "3"}, headers=_auth(api, role))
+        assert start.status_code == 403 and "only a fleet manager" in start.json()["detail"]
+        back = api.post("/rollouts/rollback", json={"reason": "no"}, headers=_auth(api, role))
+        assert back.status_code == 403 and "only a fleet manager" in back.json()["detail"]
+    fm = _auth(api, "fleet-manager")
+    unknown = api.post("/rollouts", json={"candidate": "99"}, headers=fm)
+    assert unknown.status_code == 404 and "no candidate" in unknown.json()["detail"]
+    unapproved = api.post("/rollouts", json={"candidate": "3"}, headers=fm)
+    assert unapproved.status_code == 409 and "only an approved" in unapproved.json()["detail"]
+    assert api.post("/candidates/3/approve", json={"reason": "ok"}, headers=fm).status_code == 200
+    stale = api.post("/rollouts", json={"candidate": "c3"}, headers=fm)  # no champion 2 yet
+    assert stale.status_code == 409 and "evaluated against 2" in stale.json()["detail"]
+    back = api.post("/rollouts/rollback", json={"reason": "worried"}, headers=fm)
+    assert back.status_code == 409 and "nothing to roll back" in back.json()["detail"]
+    assert api.get("/rollouts", headers=fm).json()["rollouts"] == []

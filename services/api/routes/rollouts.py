@@ -1,4 +1,4 @@
-"""Rollouts for fleet managers: stages, robots, the watched metrics; halt and roll back."""
+"""Rollouts for fleet managers: stages, robots, the watched metrics; start, halt, roll back."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.api.deps import CurrentUser, SessionDep, SettingsDep
 from services.api.schemas import Reason
+from services.approval.decisions import find_candidate
 from services.approval.users import require_role
 from services.readmodel.rollouts import rollouts_overview
 from services.rollout import controller
@@ -47,6 +48,15 @@ class RolloutOut(BaseModel):
     stages: list[Stage]
 
 
+class RolloutCreate(BaseModel):
+    candidate: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Model version or candidate id of an approved candidate.",
+    )
+
+
 class RobotOut(BaseModel):
     robot_id: str
     group: str
@@ -66,6 +76,27 @@ def overview(session: SessionDep, user: CurrentUser) -> dict:
 
 
 @router.post(
+    "",
+    response_model=RolloutOut,
+    status_code=201,
+    responses={
+        403: {"description": "Only a fleet manager may start a rollout."},
+        404: {"description": "No such candidate."},
+        409: {"description": "Not approved, another rollout in progress, or a new champion."},
+    },
+)
+def start(
+    body: RolloutCreate, settings: SettingsDep, session: SessionDep, user: CurrentUser
+) -> dict:
+    """Roll an approved candidate out (idempotent: its rollout if it has one already)."""
+    require_role(user, "fleet-manager", action="start a rollout")
+    candidate_id = find_candidate(session, body.candidate).id
+    session.commit()  # the controller writes in its own transaction
+    rollout = controller.start_rollout(settings, candidate_id, actor=user.name)
+    return _overview_of(session, rollout.id)
+
+
+@router.post(
     "/halt",
     response_model=RolloutOut,
     responses={
@@ -77,6 +108,25 @@ def halt(body: Reason, settings: SettingsDep, session: SessionDep, user: Current
     """Halt the rollout in progress and return its robots to the champion."""
     require_role(user, "fleet-manager", action="halt a rollout")
     rollout = controller.halt_rollout(settings, actor=user.name, reason=body.reason)
-    session.commit()  # end the read snapshot taken before the halt
-    [out] = [r for r in rollouts_overview(session)["rollouts"] if r["id"] == rollout.id]
+    return _overview_of(session, rollout.id)
+
+
+@router.post(
+    "/rollback",
+    response_model=RolloutOut,
+    responses={
+        403: {"description": "Only a fleet manager may roll back."},
+        409: {"description": "No completed rollout replaced an earlier champion."},
+    },
+)
+def roll_back(body: Reason, settings: SettingsDep, session: SessionDep, user: CurrentUser) -> dict:
+    """Return the fleet and the champion to the version before the last completed rollout."""
+    require_role(user, "fleet-manager", action="roll back")
+    rollout = controller.rollback(settings, actor=user.name, reason=body.reason)
+    return _overview_of(session, rollout.id)
+
+
+def _overview_of(session, rollout_id: int) -> dict:
+    session.commit()  # end the read snapshot taken before the controller's change
+    [out] = [r for r in rollouts_overview(session)["rollouts"] if r["id"] == rollout_id]
     return out

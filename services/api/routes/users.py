@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path
 from services.api.deps import CurrentUser, SessionDep, WriteSessionDep
 from services.api.schemas import IssuedToken, NewUser, UserOut
 from services.approval import users
-from services.store.models import User
 
 router = APIRouter(
     prefix="/users", tags=["users"], responses={400: {"description": "Malformed JSON body."}}
@@ -22,11 +21,6 @@ _ADMIN_ERRORS = {
 UserName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")]
 
 
-def _require_admin(user: User) -> None:
-    if user.role != "admin":
-        raise users.PermissionDenied(f"{user.name} is a {user.role}: only an admin manages users")
-
-
 @router.get("/me", response_model=UserOut, responses={401: _ADMIN_ERRORS[401]})
 def me(user: CurrentUser) -> UserOut:
     return UserOut(name=user.name, role=user.role)
@@ -34,7 +28,7 @@ def me(user: CurrentUser) -> UserOut:
 
 @router.get("", response_model=list[UserOut], responses=_ADMIN_ERRORS)
 def list_users(session: SessionDep, user: CurrentUser) -> list[UserOut]:
-    _require_admin(user)
+    users.require_admin(user)
     return [UserOut(name=u.name, role=u.role) for u in users.list_users(session=session)]
 
 
@@ -45,7 +39,7 @@ def list_users(session: SessionDep, user: CurrentUser) -> list[UserOut]:
     responses=_ADMIN_ERRORS | {409: {"description": "The user exists."}},
 )
 def add_user(body: NewUser, session: WriteSessionDep, user: CurrentUser) -> IssuedToken:
-    _require_admin(user)
+    users.require_admin(user)
     token = users.add_user(session=session, name=body.name, role=body.role, actor=user.name)
     return IssuedToken(name=body.name, role=body.role, token=token)
 
@@ -56,7 +50,7 @@ def add_user(body: NewUser, session: WriteSessionDep, user: CurrentUser) -> Issu
     responses=_ADMIN_ERRORS | {404: {"description": "No such user."}},
 )
 def issue_token(name: UserName, session: WriteSessionDep, user: CurrentUser) -> IssuedToken:
-    _require_admin(user)
+    users.require_admin(user)
     token = users.issue_token(session=session, name=name, actor=user.name)
     target = users.get_user(session=session, name=name)
     return IssuedToken(name=target.name, role=target.role, token=token)
