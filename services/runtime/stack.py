@@ -95,6 +95,8 @@ class Stack:
             "FLYWHEEL_DATABASE_URL": self.database_url(),
             "FLYWHEEL_MLFLOW_TRACKING_URI": f"http://{h}:{p['mlflow']}",
             "FLYWHEEL_SECRET_KEY": self._secret_key(),
+            # Where the CLI sends people's actions (approve, rollouts, users) with its token.
+            "FLYWHEEL_API_URL": f"http://{h}:{p['api']}",
             "PREFECT_API_URL": f"http://{h}:{p['prefect']}/api",
             "FLYWHEEL_RAY_ADDRESS": f"{h}:{p['ray']}",
             "FLYWHEEL_RAY_JOB_ADDRESS": f"http://{h}:{p['ray_dashboard']}",
