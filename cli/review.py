@@ -17,21 +17,10 @@ from cli.base import (
     ready,
     resolve_candidate,
     rollout_app,
-    users_app,
 )
-from cli.credentials import held_token
-from cli.people import (
-    NO_TOKEN,
-    REFUSALS,
-    Action,
-    Refused,
-    acting_settings,
-    perform,
-    refuse_named_user,
-)
+from cli.people import Action, Refused, acting_settings, perform
 from cli.progress import Stages
 from services.approval import decisions, users
-from services.approval.users import list_users
 from services.evaluation.gate import judge, record_verdict
 from services.evaluation.paired import evaluate_against_champion
 from services.readmodel.review import (
@@ -212,79 +201,6 @@ def approve(version: str, reason: Annotated[str, typer.Option(help="Why.")]) -> 
 def reject(version: str, reason: Annotated[str, typer.Option(help="Why.")]) -> None:
     """Reject a candidate (fleet managers only)."""
     _decide(version, reason, "reject")
-
-
-@users_app.command("add")
-def users_add(
-    name: str, role: Annotated[str, typer.Option(help="engineer | fleet-manager | admin")]
-) -> None:
-    """Add a user with a role (admins); prints their API token once.
-
-    With no token, the operator at the machine adds users in embedded mode, and in
-    production only the first admin (the installation's bootstrap)."""
-    settings = acting_settings()
-
-    def local(user) -> dict:
-        with session_scope(settings.db_url, write=True) as session:
-            users.require_admin(user)
-            return {"token": users.add_user(session=session, name=name, role=role, actor=user.name)}
-
-    def without_token() -> dict:
-        with session_scope(settings.db_url, write=True) as session:
-            if settings.mode != "production":
-                return {"token": users.add_user(session=session, name=name, role=role)}
-            if role != "admin":
-                raise Refused(
-                    f"{NO_TOKEN}; with none, production adds only its first admin "
-                    "(`flywheel users add NAME --role admin`), who then adds the others"
-                )
-            return {"token": users.add_first_admin(session=session, name=name)}
-
-    body = {"name": name, "role": role}
-    issued = _administer(settings, Action("POST", "/users", body, local), without_token)
-    console.print(f"added {name} as {role}; API token (shown once): {issued['token']}")
-
-
-@users_app.command("token")
-def users_token(name: str) -> None:
-    """Issue a new API token for a user (admins); the old one stops working."""
-    settings = acting_settings()
-
-    def local(user) -> dict:
-        with session_scope(settings.db_url, write=True) as session:
-            users.require_admin(user)
-            return {"token": users.issue_token(session=session, name=name, actor=user.name)}
-
-    def without_token() -> dict:
-        if settings.mode == "production":
-            raise Refused(f"{NO_TOKEN}; in production only an admin issues tokens")
-        with session_scope(settings.db_url, write=True) as session:
-            return {"token": users.issue_token(session=session, name=name)}
-
-    path = f"/users/{quote(name, safe='')}/token"
-    issued = _administer(settings, Action("POST", path, None, local), without_token)
-    console.print(f"new API token for {name} (shown once): {issued['token']}")
-
-
-def _administer(settings, action: Action, without_token) -> dict:
-    """User administration as the token's holder (who must be an admin); with no token, as
-    the operator at the machine (LOCAL_ADMIN in the audit log), ``without_token``."""
-    try:
-        refuse_named_user(settings)
-        held = held_token(settings)
-        return perform(settings, action, held) if held else without_token()
-    except (Refused, *REFUSALS) as exc:
-        fail(str(exc))
-
-
-@users_app.command("list")
-def users_list(as_json: JsonFlag = False) -> None:
-    """Users and their roles."""
-    with session_scope(ready().db_url) as session:
-        records = [{"name": u.name, "role": u.role} for u in list_users(session=session)]
-    if as_json:
-        return print_json(records)
-    print_table(records, ("name", "role"), title="users")
 
 
 @rollout_app.command("start")
