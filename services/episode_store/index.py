@@ -179,9 +179,7 @@ def _commit(db_url, store, chunk, run_id, source, validation, counts, finished) 
         store.write_meta()
 
 
-def _count_run(
-    session, run: IngestRun, *, skipped: int, tombstoned: int, finished: bool
-) -> None:
+def _count_run(session, run: IngestRun, *, skipped: int, tombstoned: int, finished: bool) -> None:
     """The run's counts, derived from its rows (a retried run id keeps adding up right)."""
     counts = dict(
         session.execute(
