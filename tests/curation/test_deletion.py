@@ -10,6 +10,7 @@ from sqlalchemy import select
 from services.curation.deletion import DeletionError, delete_episodes
 from services.curation.manifest import build_manifest, read_manifest
 from services.episode_store.index import list_episodes
+from services.readmodel.lineage import model_lineage
 from services.store import session_scope
 from services.store.models import (
     AuditEvent,
@@ -65,6 +66,9 @@ def test_deleting_a_robots_episodes_removes_exactly_their_frames_and_rows(store_
     assert report.datasets == [home.dataset]
     models = {(m.model_version, m.via, m.champion) for m in report.models}
     assert models == {("1", f"dataset {home.dataset}", True), ("2", "version 1", False)}
+    lineage = model_lineage(store_settings, "1")["chain"][0]  # what the review page shows
+    assert lineage["dataset"]["reproducible"] is False
+    assert (lineage["dataset"]["deleted_episodes"], lineage["episodes"]) == (2, 2)
 
     # Every future dataset leaves them out; the old manifest still names them (not reproducible).
     rebuilt = build_manifest(store_settings, scheme="sirius")
