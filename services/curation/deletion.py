@@ -150,15 +150,13 @@ def _select(
         query = query.where(~recorded_at_or_after(until))
     if not ids:
         return list(session.scalars(query)), []
-    found, already = [], []
+    found, already, indexed = [], [], set()
     asked = list(dict.fromkeys(ids))
     for part in _batches(asked):
         found += session.scalars(query.where(Episode.id.in_(part)))
         already += session.scalars(
             select(EpisodeTombstone.episode_id).where(EpisodeTombstone.episode_id.in_(part))
         )
-    indexed = set()
-    for part in _batches(asked):
         indexed.update(session.scalars(select(Episode.id).where(Episode.id.in_(part))))
     unknown = [i for i in asked if i not in indexed and i not in already]
     if unknown:
@@ -192,15 +190,15 @@ def remove_episodes(
     stores = data_stores(settings)
     if dry_run:
         with session_scope(settings.db_url) as session:
-            report = _report(session, ids, reason, actor, dry_run=True)
+            report, _ = _report(session, ids, reason, actor, dry_run=True)
         report.data_files = sorted({f for s in stores for f in s.files_holding(set(ids))})
         report.already_deleted = list(already_deleted)
         return report
     with writer_lock(settings.db_url, EpisodeStore(settings.episode_store)):
         with session_scope(settings.db_url, write=True) as session:
-            report = _report(session, ids, reason, actor, dry_run=False)
+            report, used = _report(session, ids, reason, actor, dry_run=False)
             if ids:
-                _commit(session, report)
+                _commit(session, report, used)
         # After the commit: a crash from here on leaves frames the tombstones name, which
         # ingest's repair (or this deletion run again) removes.
         gone = set(ids) | set(already_deleted)
@@ -211,25 +209,35 @@ def remove_episodes(
 
 def _report(
     session: Session, ids: list[str], reason: str, actor: str, *, dry_run: bool
-) -> DeletionReport:
+) -> tuple[DeletionReport, dict[str, list[str]]]:
+    """The report, and the datasets each episode is in. Only episodes still indexed count:
+    the selection was made before the writer lock was taken."""
     robots: Counter[str] = Counter()
-    datasets: set[str] = set()
+    used: dict[str, list[str]] = {}
+    indexed: list[str] = []
     for part in _batches(ids):
-        robots.update(session.scalars(select(Episode.robot_id).where(Episode.id.in_(part))))
-        datasets.update(
-            session.scalars(
-                select(DatasetEpisode.dataset_id).where(DatasetEpisode.episode_id.in_(part))
+        for episode_id, robot in session.execute(
+            select(Episode.id, Episode.robot_id).where(Episode.id.in_(part))
+        ):
+            indexed.append(episode_id)
+            robots[robot] += 1
+        for dataset_id, episode_id in session.execute(
+            select(DatasetEpisode.dataset_id, DatasetEpisode.episode_id).where(
+                DatasetEpisode.episode_id.in_(part)
             )
-        )
-    return DeletionReport(
-        episode_ids=ids,
+        ):
+            used.setdefault(episode_id, []).append(dataset_id)
+    datasets = sorted({d for ds in used.values() for d in ds})
+    report = DeletionReport(
+        episode_ids=sorted(indexed),
         robots={robot or "(unknown)": n for robot, n in sorted(robots.items(), key=str)},
         reason=reason,
         actor=actor,
         dry_run=dry_run,
-        datasets=sorted(datasets),
-        models=models_trained_on(session, sorted(datasets)),
+        datasets=datasets,
+        models=models_trained_on(session, datasets),
     )
+    return report, used
 
 
 def models_trained_on(session: Session, datasets: Sequence[str]) -> list[ModelUse]:
@@ -275,17 +283,10 @@ def models_trained_on(session: Session, datasets: Sequence[str]) -> list[ModelUs
     return uses
 
 
-def _commit(session: Session, report: DeletionReport) -> None:
+def _commit(session: Session, report: DeletionReport, used: dict[str, list[str]]) -> None:
     now = utcnow()
     ids = report.episode_ids
     for part in _batches(ids):
-        used: dict[str, list[str]] = {}
-        for dataset_id, episode_id in session.execute(
-            select(DatasetEpisode.dataset_id, DatasetEpisode.episode_id).where(
-                DatasetEpisode.episode_id.in_(part)
-            )
-        ):
-            used.setdefault(episode_id, []).append(dataset_id)
         for episode in session.scalars(select(Episode).where(Episode.id.in_(part))):
             session.add(
                 EpisodeTombstone(

@@ -71,18 +71,13 @@ def repair(db_url: str, store: EpisodeStore) -> None:
     """Remove what a crashed writer left: data files no index row refers to, and frames of
     deleted episodes that an interrupted deletion left in a shared file."""
     with writer_lock(db_url, store):
-        repair_locked(db_url, store)
-
-
-def repair_locked(db_url: str, store: EpisodeStore) -> None:
-    """``repair`` for a caller that holds the writer lock already."""
-    with session_scope(db_url) as session:
-        referenced = set(session.scalars(select(Episode.data_file).distinct()))
-        deleted = set(session.scalars(select(EpisodeTombstone.episode_id)))
-    for orphan in store.repair(referenced - {None}):
-        log.warning("removed %s: no episode refers to it (left by a crash)", orphan)
-    for leftover in store.drop_episodes(deleted) if deleted else ():
-        log.warning("removed deleted episodes' frames from %s (a deletion was cut short)", leftover)
+        with session_scope(db_url) as session:
+            referenced = set(session.scalars(select(Episode.data_file).distinct()))
+            deleted = set(session.scalars(select(EpisodeTombstone.episode_id)))
+        for orphan in store.repair(referenced - {None}):
+            log.warning("removed %s: no episode refers to it (left by a crash)", orphan)
+        for leftover in store.drop_episodes(deleted) if deleted else ():
+            log.warning("removed deleted episodes' frames from %s (a deletion cut short)", leftover)
 
 
 def commit_chunk(
