@@ -27,7 +27,11 @@ app = typer.Typer(
 dataset_app = typer.Typer(no_args_is_help=True, help="Dataset manifests.")
 rollout_app = typer.Typer(no_args_is_help=True, help="Roll candidates out to the fleet.")
 users_app = typer.Typer(no_args_is_help=True, help="Users and roles.")
+episodes_app = typer.Typer(help="List episodes (with no command), or delete them.")
+retention_app = typer.Typer(no_args_is_help=True, help="Remove data older than its age.")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(episodes_app, name="episodes")
+app.add_typer(retention_app, name="retention")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(users_app, name="users")
 # Wide enough for the nights table when the output is a file or a pipe (rich assumes 80).

@@ -13,6 +13,7 @@ from cli.base import (
     app,
     console,
     dataset_app,
+    episodes_app,
     fail,
     print_json,
     print_table,
@@ -60,18 +61,22 @@ def ingest(
         return print_json(summary)
     console.print(
         f"ingested {summary.ingested}, skipped {summary.skipped}, "
-        f"quarantined {summary.quarantined} (run {summary.run_id})"
+        f"quarantined {summary.quarantined}, tombstoned {summary.tombstoned} "
+        f"(run {summary.run_id})"
     )
     for path, reason in summary.quarantined_files:
         console.print(f"  [yellow]quarantined[/yellow] {path}: {reason}")
 
 
-@app.command()
+@episodes_app.callback(invoke_without_command=True)
 def episodes(
+    ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help="ok | quarantined")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """List episodes."""
+    """List episodes (`flywheel episodes delete` deletes them)."""
+    if ctx.invoked_subcommand is not None:
+        return None
     if status not in (None, "ok", "quarantined"):
         fail(f"--status must be ok or quarantined, not {status!r}")
     rows = list_episodes(ready(), status=status)

@@ -244,6 +244,9 @@ def drill(
 @app.command()
 def deploy(
     cron: Annotated[str, typer.Option(help="When the night starts (cron).")] = "0 2 * * *",
+    retention_cron: Annotated[
+        str, typer.Option(help="When retention runs (cron): FLYWHEEL_RETENTION_* applied.")
+    ] = "0 1 * * *",
     timezone: Annotated[str, typer.Option(help="Time zone of the schedule.")] = "UTC",
     watch_interval: Annotated[
         float, typer.Option(min=1, help="Seconds between the rollout controller's windows.")
@@ -253,10 +256,10 @@ def deploy(
     ),
     pool_type: Annotated[str, typer.Option(help="process | kubernetes")] = "process",
 ) -> None:
-    """Register the nightly flow on a cron schedule and the rollout watcher on an interval
-    as Prefect deployments (needs a Prefect server: PREFECT_API_URL)."""
+    """Register the nightly and retention flows on cron schedules and the rollout watcher on
+    an interval as Prefect deployments (needs a Prefect server: PREFECT_API_URL)."""
     ready()
-    from flows.deploy import DeployError, deploy_nightly, deploy_rollout_watcher
+    from flows.deploy import DeployError, deploy_nightly, deploy_retention, deploy_rollout_watcher
 
     try:
         nightly_id = deploy_nightly(
@@ -264,6 +267,9 @@ def deploy(
         )
         watcher_id = deploy_rollout_watcher(
             interval_s=watch_interval, work_pool=work_pool, pool_type=pool_type
+        )
+        retention_id = deploy_retention(
+            cron=retention_cron, timezone=timezone, work_pool=work_pool, pool_type=pool_type
         )
     except DeployError as exc:
         fail(str(exc))
@@ -275,4 +281,8 @@ def deploy(
     console.print(
         f"deployment watch-rollouts/controller ({watcher_id}): every {watch_interval:g} s on "
         f"work pool {work_pool}, one run at a time"
+    )
+    console.print(
+        f"deployment apply-retention/retention ({retention_id}): '{retention_cron}' {timezone} "
+        f"on work pool {work_pool}, one run at a time"
     )

@@ -20,6 +20,7 @@ from cli.base import load_settings, ready
 from cli.credentials import HeldToken, held_token
 from services.approval.decisions import DecisionConflict
 from services.approval.users import (
+    LOCAL_ADMIN,
     NoSuchUser,
     PermissionDenied,
     Unauthenticated,
@@ -110,6 +111,28 @@ def identify(settings: Settings, held: HeldToken) -> dict[str, str]:
         return request(settings, held, "GET", "/users/me")
     user = token_holder(settings, held)
     return {"name": user.name, "role": user.role}
+
+
+def admin_actor(settings: Settings, action: str) -> str:
+    """The name an admin's action on the local store is recorded under: the token's holder,
+    who must be an admin (asked of the API in production), or, in embedded mode with no
+    token, the operator at the machine (``LOCAL_ADMIN``), as for user administration.
+
+    For actions that must run beside the store's files (deleting episodes rewrites them), so
+    the API checks the person and the CLI does the work."""
+    refuse_named_user(settings)
+    try:
+        held = held_token(settings)
+    except ValueError as exc:
+        raise Refused(str(exc)) from exc
+    if held is None:
+        if settings.mode == "production":
+            raise Refused(f"{NO_TOKEN}; in production only an admin may {action}")
+        return LOCAL_ADMIN
+    user = identify(settings, held)
+    if user["role"] != "admin":
+        raise Refused(f"{user['name']} is a {user['role']}: only an admin may {action}")
+    return user["name"]
 
 
 def token_holder(settings: Settings, held: HeldToken) -> User:

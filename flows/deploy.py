@@ -1,6 +1,7 @@
 """Register Flywheel's scheduled flows as Prefect deployments on a work pool.
 
-The nightly flow runs on a cron schedule; the rollout watcher on an interval. A process work
+The nightly flow runs on a cron schedule, the retention flow on another (daily, before the
+night); the rollout watcher on an interval. A process work
 pool runs them on one machine (`prefect worker start --pool NAME`); a Kubernetes work pool
 runs each flow run as a Job (infra/ has the worker). Each deployment allows one run at a time
 (Prefect's deployment concurrency limit), and the nightly flow itself refuses a second night
@@ -27,6 +28,7 @@ from flows.rollout import watch_rollouts
 REPO = Path(__file__).resolve().parent.parent
 ENTRYPOINT = "flows/nightly.py:nightly"
 WATCHER_ENTRYPOINT = "flows/rollout.py:watch_rollouts"
+RETENTION_ENTRYPOINT = "flows/retention.py:retention"
 # The watcher's deployment: `flywheel deploy` puts it on a work pool, `flywheel rollout watch`
 # serves the same deployment itself, so the two never make a second controller.
 WATCHER_DEPLOYMENT = "controller"
@@ -57,18 +59,42 @@ def deploy_nightly(
     """Create or update the nightly deployment (and its work pool); returns its id."""
     _check_pool_type(pool_type)
     require_prefect_server()
-    try:
-        schedule = CronSchedule(cron=cron, timezone=timezone)
-    except ValueError as exc:
-        raise DeployError(f"invalid schedule {cron!r} in {timezone!r}: {exc}") from exc
     return _deploy(
         ENTRYPOINT,
         name=name,
-        schedule=schedule,
+        schedule=_cron(cron, timezone),
         work_pool=work_pool,
         pool_type=pool_type,
         description="Flywheel's nightly loop: ingest, mine, train, evaluate, gate, roll out.",
     )
+
+
+def deploy_retention(
+    *,
+    cron: str,
+    timezone: str,
+    work_pool: str,
+    pool_type: str = "process",
+    name: str = "retention",
+) -> UUID:
+    """Create or update the retention deployment: FLYWHEEL_RETENTION_* applied on a cron."""
+    _check_pool_type(pool_type)
+    require_prefect_server()
+    return _deploy(
+        RETENTION_ENTRYPOINT,
+        name=name,
+        schedule=_cron(cron, timezone),
+        work_pool=work_pool,
+        pool_type=pool_type,
+        description="Flywheel's retention: raw uploads and episodes past their age removed.",
+    )
+
+
+def _cron(cron: str, timezone: str) -> CronSchedule:
+    try:
+        return CronSchedule(cron=cron, timezone=timezone)
+    except ValueError as exc:
+        raise DeployError(f"invalid schedule {cron!r} in {timezone!r}: {exc}") from exc
 
 
 def deploy_rollout_watcher(

@@ -249,6 +249,19 @@ class NightSettings(BaseSettings):
     night_lease_s: float = Field(default=6 * 3600, gt=0)
 
 
+class RetentionSettings(BaseSettings):
+    model_config = _flywheel("FLYWHEEL_RETENTION_")
+
+    # Days a raw upload (a log in the fleet log store, by its modification time) is kept
+    # before `flywheel retention apply` removes it (FLYWHEEL_RETENTION_RAW_DAYS); None keeps
+    # them forever.
+    raw_days: float | None = Field(default=None, gt=0)
+    # Days an ingested episode (by when it was recorded) is kept; None keeps them forever.
+    # Episodes the champion's lineage was trained on stay while it is champion
+    # (docs/data-retention.md).
+    episode_days: float | None = Field(default=None, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = _flywheel()
 
@@ -284,6 +297,8 @@ class Settings(BaseSettings):
     night: NightSettings = Field(default_factory=NightSettings)
     # Who the CLI acts as: the API it calls and the token it holds.
     cli: CliSettings = Field(default_factory=CliSettings)
+    # How long raw uploads and episodes are kept (FLYWHEEL_RETENTION_*).
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:

@@ -25,7 +25,7 @@ from services.config import Settings
 from services.episode_store.parquet import EpisodeStore
 from services.episodes.model import RawEpisode
 from services.store import engine_for, record_audit, session_scope
-from services.store.models import Episode, IngestRun, Intervention, utcnow
+from services.store.models import Episode, EpisodeTombstone, IngestRun, Intervention, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,16 @@ def writer_lock(db_url: str, store: EpisodeStore) -> Iterator[None]:
 
 
 def repair(db_url: str, store: EpisodeStore) -> None:
-    """Remove what a crashed writer left: data files no index row refers to."""
+    """Remove what a crashed writer left: data files no index row refers to, and frames of
+    deleted episodes that an interrupted deletion left in a shared file."""
     with writer_lock(db_url, store):
         with session_scope(db_url) as session:
             referenced = set(session.scalars(select(Episode.data_file).distinct()))
+            deleted = set(session.scalars(select(EpisodeTombstone.episode_id)))
         for orphan in store.repair(referenced - {None}):
             log.warning("removed %s: no episode refers to it (left by a crash)", orphan)
+        for leftover in store.drop_episodes(deleted) if deleted else ():
+            log.warning("removed deleted episodes' frames from %s (a deletion cut short)", leftover)
 
 
 def commit_chunk(
@@ -86,6 +90,7 @@ def commit_chunk(
     validation: list[dict],
     skipped: int,
     finished: bool,
+    tombstoned: int = 0,
 ) -> tuple[list[Upload], int]:
     """Index ``chunk`` (uploads with ``reason`` set are quarantined); returns the uploads
     indexed and how many another writer had indexed first (skipped)."""
@@ -97,7 +102,8 @@ def commit_chunk(
             lost += len(chunk) - len(kept)
             chunk = kept
             try:
-                _commit(db_url, store, chunk, run_id, source, validation, skipped + lost, finished)
+                counts = {"skipped": skipped + lost, "tombstoned": tombstoned}
+                _commit(db_url, store, chunk, run_id, source, validation, counts, finished)
                 return list(chunk), lost
             except IntegrityError as exc:
                 if attempt == COMMIT_ATTEMPTS - 1:
@@ -107,7 +113,8 @@ def commit_chunk(
 
 
 def _indexed(db_url: str, chunk: Sequence[Upload]) -> set[str]:
-    """The digests and ids of ``chunk`` that the index already holds."""
+    """The digests and ids of ``chunk`` that the index already holds, or that a deletion
+    tombstoned since the ingest looked."""
     if not chunk:
         return set()
     digests = [u.digest for u in chunk]
@@ -118,10 +125,13 @@ def _indexed(db_url: str, chunk: Sequence[Upload]) -> set[str]:
                 or_(Episode.content_hash.in_(digests), Episode.id.in_(ids))
             )
         ).all()
-    return {value for row in rows for value in row}
+        deleted = session.scalars(
+            select(EpisodeTombstone.content_hash).where(EpisodeTombstone.content_hash.in_(digests))
+        ).all()
+    return {value for row in rows for value in row} | set(deleted)
 
 
-def _commit(db_url, store, chunk, run_id, source, validation, skipped, finished) -> None:
+def _commit(db_url, store, chunk, run_id, source, validation, counts, finished) -> None:
     good = [u for u in chunk if u.reason is None]
     bad = [u for u in chunk if u.reason is not None]
     data_file = None
@@ -155,7 +165,7 @@ def _commit(db_url, store, chunk, run_id, source, validation, skipped, finished)
                     reason=upload.reason,
                 )
             run.validation = [*(run.validation or []), *validation]
-            _count_run(session, run, skipped=skipped, finished=finished)
+            _count_run(session, run, **counts, finished=finished)
     except BaseException:
         if data_file is not None:
             store.remove(data_file)
@@ -164,7 +174,7 @@ def _commit(db_url, store, chunk, run_id, source, validation, skipped, finished)
         store.write_meta()
 
 
-def _count_run(session, run: IngestRun, *, skipped: int, finished: bool) -> None:
+def _count_run(session, run: IngestRun, *, skipped: int, tombstoned: int, finished: bool) -> None:
     """The run's counts, derived from its rows (a retried run id keeps adding up right)."""
     counts = dict(
         session.execute(
@@ -176,6 +186,7 @@ def _count_run(session, run: IngestRun, *, skipped: int, finished: bool) -> None
     run.ingested = counts.get("ok", 0)
     run.quarantined = counts.get("quarantined", 0)
     run.skipped = skipped
+    run.tombstoned = tombstoned
     if finished:
         run.finished_at = utcnow()
 

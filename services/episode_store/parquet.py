@@ -12,6 +12,10 @@ Every file is written under a temporary name and renamed. The SQL index (``episo
 the record of which data files count: a file no row refers to is a crash leftover, and
 ``repair`` deletes it. info.json and stats.json are derived from the per-episode
 rows of meta/episodes, so ``write_meta`` can rebuild them after any crash.
+
+Deleting episodes (``drop_episodes``) rewrites the files they share with others, without
+their rows: the others keep every value, their indices included, so the store's numbering
+has gaps afterwards (an export renumbers from 0). See docs/data-retention.md.
 """
 
 from __future__ import annotations
@@ -292,6 +296,46 @@ class EpisodeStore:
 
     def _episodes_path(self, data_file: str) -> Path:
         return self.root / "meta/episodes" / data_file.removeprefix("data/")
+
+    # -- deleting (hold the lock) --------------------------------------------------------------
+
+    def files_holding(self, episode_ids: set[str]) -> list[str]:
+        """The data files that hold frames of any of ``episode_ids``, per meta/episodes."""
+        files = set()
+        for relative in self._episode_files():
+            held = pq.read_table(self._episodes_path(relative), columns=[EPISODE_ID])
+            if not episode_ids.isdisjoint(held[EPISODE_ID].to_pylist()):
+                files.add(relative)
+        return sorted(files)
+
+    def drop_episodes(self, episode_ids: set[str]) -> list[str]:
+        """Rewrite every data file holding any of ``episode_ids`` without them; returns the
+        files rewritten (or removed, when nothing else was in them).
+
+        Each file is written under a temporary name and renamed over the old one, the data
+        file before its episodes file: a crash leaves either file whole, old or new, and
+        running this again finishes the job (``repair`` does, from the tombstones).
+        """
+        files = self.files_holding(episode_ids)
+        for relative in files:
+            self._rewrite_without(relative, episode_ids)
+        if files:
+            self.write_meta()
+        return files
+
+    def _rewrite_without(self, relative: str, episode_ids: set[str]) -> None:
+        gone = pa.array(sorted(episode_ids), pa.string())
+        episodes = pq.read_table(self._episodes_path(relative))
+        keep = pc.invert(pc.is_in(episodes[EPISODE_ID], value_set=gone))
+        if not pc.any(keep).as_py():
+            self.remove(relative)
+            return
+        data = pq.read_table(self.root / relative)
+        kept = data.filter(pc.invert(pc.is_in(data[EPISODE_ID], value_set=gone)))
+        _write_atomic(self.root / relative, lambda p: _write_parquet(kept, p))
+        _write_atomic(
+            self._episodes_path(relative), lambda p: pq.write_table(episodes.filter(keep), p)
+        )
 
     # -- repair --------------------------------------------------------------------------------
 

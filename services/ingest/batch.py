@@ -12,6 +12,9 @@ split it into several, the hash with the episode's number. A container of many e
 (robomimic, LeRobot) is read episode by episode, and each episode's id is the hash of its own
 frames and labels, so a dataset that grows imports only its new episodes.
 
+Deleted episodes stay deleted: a log (or a container's episode) that a tombstone names, by
+content hash or by URI, is left out and counted as tombstoned (docs/data-retention.md).
+
 Crash safety: a chunk of episodes (bounded in episodes and frames, so memory stays flat
 whatever the backlog) is written as one Parquet data file first and its index rows after it
 in one transaction; if that transaction fails the data file is deleted, and a crash in between
@@ -43,7 +46,7 @@ from services.ingest.mapping import FleetMapping
 from services.ingest.readers import read_bag, read_container, read_mcap
 from services.ingest.sources import CONTAINERS, HASH_BLOCK, LogUnit, Source
 from services.store import session_scope
-from services.store.models import Episode
+from services.store.models import Episode, EpisodeTombstone
 from services.validation.suite import episode_facts, validate_episodes
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,8 @@ class IngestSummary:
     # Logs (or, in containers, episodes) the index already held.
     skipped: int = 0
     quarantined: int = 0
+    # Logs (or container episodes) left out because a deleted episode's tombstone names them.
+    tombstoned: int = 0
     episode_ids: list[str] = field(default_factory=list)
     # (source uri, reason) of every log or episode quarantined by this run.
     quarantined_files: list[tuple[str, str]] = field(default_factory=list)
@@ -115,6 +120,33 @@ def episode_digest(raw: RawEpisode) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Tombstones:
+    """What deleted episodes leave behind for ingest to recognise their sources by."""
+
+    hashes: frozenset[str]
+    # URIs of container episodes ("<container>#<episode>"), matched exactly.
+    episodes: frozenset[str]
+    # URIs of log files that held deleted episodes (a re-upload under the same name, with
+    # other bytes, e.g. a quarantined log fixed and sent again, is still left out).
+    logs: frozenset[str]
+
+    @classmethod
+    def load(cls, session) -> Tombstones:
+        rows = session.execute(
+            select(
+                EpisodeTombstone.content_hash,
+                EpisodeTombstone.source_uri,
+                EpisodeTombstone.source_format,
+            )
+        ).all()
+        return cls(
+            hashes=frozenset(digest for digest, _, _ in rows),
+            episodes=frozenset(uri for _, uri, fmt in rows if fmt in CONTAINERS),
+            logs=frozenset(uri.split("#", 1)[0] for _, uri, fmt in rows if fmt not in CONTAINERS),
+        )
+
+
 def _nth(digest: str, n: int) -> str:
     """The hash of a stream's n-th episode: the log's own for the first."""
     return digest if n == 0 else hashlib.sha256(f"{digest}#{n}".encode()).hexdigest()
@@ -124,13 +156,24 @@ def _nth(digest: str, n: int) -> str:
 
 
 def _uploads(
-    source: Source, unit: LogUnit, mapping: FleetMapping, known: set[str], summary: IngestSummary
+    source: Source,
+    unit: LogUnit,
+    mapping: FleetMapping,
+    known: set[str],
+    deleted: Tombstones,
+    summary: IngestSummary,
 ) -> Iterator[list[Upload]]:
     """Groups of uploads that must share a chunk: a stream's episodes, or one container episode."""
     if unit.format in CONTAINERS:
-        yield from _container(source, unit, mapping, known, summary)
+        yield from _container(source, unit, mapping, known, deleted, summary)
+        return
+    if unit.uri in deleted.logs:
+        summary.tombstoned += 1
         return
     digest = source.sha256(unit)
+    if digest in deleted.hashes:
+        summary.tombstoned += 1
+        return
     if digest in known:
         summary.skipped += 1
         return
@@ -168,7 +211,12 @@ def _read_mcap(
 
 
 def _container(
-    source: Source, unit: LogUnit, mapping: FleetMapping, known: set[str], summary: IngestSummary
+    source: Source,
+    unit: LogUnit,
+    mapping: FleetMapping,
+    known: set[str],
+    deleted: Tombstones,
+    summary: IngestSummary,
 ) -> Iterator[list[Upload]]:
     with source.local_path(unit) as path:
         episodes = read_container(unit.format, path, mapping, unit.modified)
@@ -181,12 +229,18 @@ def _container(
                     upload = Upload(uri, digest, unit.format, reason=str(result))
                 else:
                     upload = Upload(uri, episode_digest(result), unit.format, result)
+                if upload.digest in deleted.hashes or uri in deleted.episodes:
+                    summary.tombstoned += 1
+                    continue
                 if upload.digest in known:
                     summary.skipped += 1
                     continue
                 yield [upload]
         except LogFormatError as exc:  # the container itself is unreadable
             digest = source.sha256(unit)
+            if digest in deleted.hashes or unit.uri in deleted.episodes:
+                summary.tombstoned += 1
+                return
             if digest in known:
                 summary.skipped += 1
                 return
@@ -216,10 +270,11 @@ def ingest_logs(
     index.repair(settings.db_url, store)
     with session_scope(settings.db_url) as session:
         known = set(session.scalars(select(Episode.content_hash)))
+        deleted = Tombstones.load(session)
     chunk: list[Upload] = []
     frames = 0
     for unit in logs.discover():
-        for group in _uploads(logs, unit, mapping, known, summary):
+        for group in _uploads(logs, unit, mapping, known, deleted, summary):
             known.update(u.digest for u in group)
             chunk += group
             frames += sum(u.episode.steps for u in group if u.episode is not None)
@@ -229,11 +284,12 @@ def ingest_logs(
     # The last commit also closes the run: its counts are final by then.
     _ingest_chunk(settings, store, chunk, summary, source, mapping, finished=True)
     log.info(
-        "ingest %s: %d ingested, %d skipped, %d quarantined",
+        "ingest %s: %d ingested, %d skipped, %d quarantined, %d tombstoned",
         summary.run_id,
         summary.ingested,
         summary.skipped,
         summary.quarantined,
+        summary.tombstoned,
     )
     return summary
 
@@ -270,6 +326,7 @@ def _ingest_chunk(
         source=source,
         validation=results,
         skipped=summary.skipped,
+        tombstoned=summary.tombstoned,
         finished=finished,
     )
     good = [u for u in indexed if u.reason is None]

@@ -3,9 +3,10 @@
 A source holds log *units*: a file (``.mcap``, ROS 1 ``.bag``, robomimic ``.hdf5``/``.h5``), a
 ROS 2 bag folder (``metadata.yaml`` beside its storage files) or a LeRobot dataset folder
 (``meta/info.json``). Names starting with ``.`` are uploads in flight and are left alone, and
-files of other types are not logs. Units are only ever read: a reader that needs a local path
+files of other types are not logs. Ingest only ever reads units: a reader that needs a local path
 (rosbags, h5py, a LeRobot dataset) gets the unit itself on a local disk, or a temporary copy
-downloaded from the object store.
+downloaded from the object store. Only retention removes them (``remove``), when they are
+older than ``FLYWHEEL_RETENTION_RAW_DAYS``.
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ class Source:
                 while block := stream.read(HASH_BLOCK):
                     digest.update(block)
         return digest.hexdigest()
+
+    def remove(self, unit: LogUnit) -> None:
+        """Delete a unit's files (and its folder, for a folder unit): retention only."""
+        for path in unit.files:
+            self.filesystem.delete_file(path)
+        if unit.files != (unit.path,):
+            self.filesystem.delete_dir(unit.path)
 
     @contextmanager
     def local_path(self, unit: LogUnit) -> Iterator[Path]:

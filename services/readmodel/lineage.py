@@ -58,6 +58,11 @@ def lineage_of_model(session: Session, version: str) -> dict[str, Any]:
                     "scheme": dataset.scheme,
                     "steps": dataset.n_steps,
                     "class_counts": dataset.class_counts,
+                    # Deleted episodes leave the manifest naming frames that are gone.
+                    "reproducible": dataset.unreproducible_at is None,
+                    "not_reproducible_since": dataset.unreproducible_at,
+                    "not_reproducible_reason": dataset.unreproducible_reason,
+                    "deleted_episodes": dataset.n_episodes - len(episodes),
                 },
                 "episodes": len(episodes),
                 "episodes_by_robot": dict(Counter(e.robot_id for e in episodes)),

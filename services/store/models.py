@@ -80,6 +80,8 @@ class IngestRun(Base):
     ingested: Mapped[int] = mapped_column(default=0)
     skipped: Mapped[int] = mapped_column(default=0)
     quarantined: Mapped[int] = mapped_column(default=0)
+    # Logs (or container episodes) left out because a deleted episode's tombstone names them.
+    tombstoned: Mapped[int] = mapped_column(default=0)
     # The validation suite's result summary, one entry per chunk of files validated.
     validation: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
@@ -143,6 +145,10 @@ class Dataset(Base):
     class_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when episodes it used were deleted: its manifest names frames that are gone, so
+    # training on it again cannot give the same model (docs/data-retention.md).
+    unreproducible_at: Mapped[datetime | None]
+    unreproducible_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class DatasetEpisode(Base):
@@ -153,6 +159,29 @@ class DatasetEpisode(Base):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
     episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id"), primary_key=True)
     weight_sum: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class EpisodeTombstone(Base):
+    """What is left of a deleted episode: enough to keep its source from coming back.
+
+    Ingest skips a log whose content hash, or (for a file of its own) whose URI, a tombstone
+    names: re-ingesting the same bytes, or a re-upload of a quarantined log under the same
+    name, does not bring a deleted episode back.
+    """
+
+    __tablename__ = "episode_tombstones"
+
+    episode_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The hash ingest dedupes on (services/ingest/batch.py): the log's, or the episode's.
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source_uri: Mapped[str] = mapped_column(Text)
+    source_format: Mapped[str] = mapped_column(String(32))
+    robot_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The datasets that had used it (each marked no longer reproducible).
+    datasets: Mapped[list[str]] = mapped_column(JSON, default=list)
+    deleted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(64))
 
 
 class Candidate(Base):

@@ -183,3 +183,15 @@ def test_the_overview_shows_a_night_without_a_fleet_shift(site):
     _login(site, "engineer")
     overview = site.get("/ui")
     assert overview.status_code == 200 and "lab demos" in overview.text
+
+
+def test_candidate_page_says_when_its_dataset_is_no_longer_reproducible(site):
+    from services.curation.deletion import delete_episodes
+
+    _login(site, "engineer")
+    assert "no longer reproducible" not in site.get("/ui/candidates/3").text
+    report = delete_episodes(
+        site.settings, robots=["robot-00"], reason="owner asked", actor="fatima"
+    )
+    page = site.get("/ui/candidates/3").text
+    assert report.datasets and "episodes it used were deleted by fatima: owner asked" in page

@@ -55,3 +55,17 @@ def test_deploy_refuses_prefects_temporary_server(tmp_path):
         timeout=120,
     )
     assert done.returncode == 1 and "set PREFECT_API_URL" in done.stdout
+
+
+def test_the_retention_deployment_runs_daily_one_at_a_time(settings, prefect_harness):
+    from prefect.client.orchestration import get_client
+
+    from flows.deploy import deploy_retention
+
+    deployment_id = deploy_retention(cron="0 1 * * *", timezone="UTC", work_pool="flywheel-test")
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(deployment_id)
+    assert deployment.entrypoint == "flows/retention.py:retention"
+    [schedule] = deployment.schedules
+    assert schedule.schedule.cron == "0 1 * * *"
+    assert deployment.global_concurrency_limit.limit == 1

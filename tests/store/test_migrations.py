@@ -23,6 +23,7 @@ TABLES = {
     "champion",
     "promotions",
     "heartbeats",
+    "episode_tombstones",
 }
 
 
