@@ -23,6 +23,8 @@ TABLES = {
     "champion",
     "promotions",
     "heartbeats",
+    "notification_deliveries",
+    "notification_cursor",
 }
 
 

@@ -1,0 +1,166 @@
+"""The notification outbox: notifications owed, read from the store past a cursor.
+
+The events themselves are already rows (the audit log, the ingest runs), written in the
+transaction of the change they record, so nothing that makes an event knows of
+notifications, and an event is never lost: ``collect`` turns the rows past the cursor into
+deliveries and moves the cursor in one transaction. The cursor starts where the store stands
+on the first pass: notifications begin when the webhook is set, not with the whole history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.config import NotifySettings, Settings
+from services.notify.events import from_audit, from_ingest_run, is_spike
+from services.store import session_scope
+from services.store.models import (
+    AuditEvent,
+    IngestRun,
+    NotificationCursor,
+    NotificationDelivery,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class Owed:
+    """A delivery claimed for one attempt."""
+
+    id: int
+    key: str
+    body: dict
+    attempts: int
+
+
+def collect(settings: Settings, *, now: datetime | None = None) -> int:
+    """Add the notifications of events past the cursor to the outbox, due ``now`` (default:
+    the present); how many were added."""
+    now = now or utcnow()
+    try:
+        with session_scope(settings.db_url, write=True) as session:
+            cursor = session.get(NotificationCursor, 1)
+            if cursor is None:
+                session.add(_cursor_at_present(session))
+                return 0
+            added = 0
+            events = session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.id > cursor.audit_event_id)
+                .order_by(AuditEvent.id)
+            ).all()
+            for event in events:
+                notification = from_audit(session, event)
+                if notification is not None:
+                    session.add(_delivery(notification, now))
+                    added += 1
+                cursor.audit_event_id = event.id
+            runs = select(IngestRun).where(IngestRun.finished_at.is_not(None))
+            if cursor.ingest_finished_at is not None:
+                runs = runs.where(IngestRun.finished_at > cursor.ingest_finished_at)
+            for run in session.scalars(runs.order_by(IngestRun.finished_at)):
+                if is_spike(run, settings.notify):
+                    session.add(_delivery(from_ingest_run(session, run), now))
+                    added += 1
+                cursor.ingest_finished_at = run.finished_at
+            return added
+    except IntegrityError:
+        # Another notifier collected the same events first (PostgreSQL: no write lock up
+        # front); its rows stand, and the next pass reads on from its cursor.
+        return 0
+
+
+def _cursor_at_present(session) -> NotificationCursor:
+    return NotificationCursor(
+        id=1,
+        audit_event_id=session.scalar(select(func.coalesce(func.max(AuditEvent.id), 0))),
+        ingest_finished_at=session.scalar(select(func.max(IngestRun.finished_at))),
+    )
+
+
+def _delivery(notification: dict, now: datetime) -> NotificationDelivery:
+    return NotificationDelivery(
+        key=notification["id"],
+        event=notification["event"],
+        body=notification,
+        created_at=now,
+        next_attempt_at=now,
+    )
+
+
+def claim_due(settings: Settings, *, now: datetime) -> Owed | None:
+    """The oldest pending delivery, claimed for one attempt (its attempt counted), if it is
+    due now. Notifications go out in the order of their events: a later one waits while an
+    earlier one backs off (for at most ``max_attempts`` attempts).
+
+    The claim is a compare-and-set on the attempt count, and it puts the next attempt a
+    request's timeout ahead, so a second notifier neither sends it at the same time nor
+    takes it for lost while the first one is posting.
+    """
+    with session_scope(settings.db_url, write=True) as session:
+        row = session.scalar(
+            select(NotificationDelivery)
+            .where(NotificationDelivery.status == "pending")
+            .order_by(NotificationDelivery.id)
+            .limit(1)
+        )
+        if row is None or row.next_attempt_at > now:
+            return None
+        attempt = row.attempts + 1
+        claimed = session.execute(
+            update(NotificationDelivery)
+            .where(NotificationDelivery.id == row.id, NotificationDelivery.attempts == row.attempts)
+            .values(
+                attempts=attempt,
+                next_attempt_at=now + timedelta(seconds=2 * settings.notify.timeout_s),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:
+            return None
+        return Owed(row.id, row.key, row.body, attempt)
+
+
+def delivered(settings: Settings, owed: Owed, *, now: datetime) -> None:
+    with session_scope(settings.db_url, write=True) as session:
+        row = session.get(NotificationDelivery, owed.id)
+        row.status, row.delivered_at, row.last_error = "delivered", now, None
+
+
+def attempt_failed(settings: Settings, owed: Owed, error: str, *, now: datetime) -> None:
+    """Note the failure; the next attempt waits out the backoff, or the delivery is given up."""
+    with session_scope(settings.db_url, write=True) as session:
+        row = session.get(NotificationDelivery, owed.id)
+        row.last_error = error
+        if owed.attempts >= settings.notify.max_attempts:
+            row.status = "failed"
+        else:
+            row.next_attempt_at = now + timedelta(seconds=backoff(settings.notify, owed.attempts))
+
+
+def backoff(settings: NotifySettings, attempts: int) -> float:
+    """The wait after ``attempts`` failed attempts: doubling from backoff_s, capped."""
+    return min(settings.backoff_s * 2 ** (attempts - 1), settings.backoff_max_s)
+
+
+def next_due(settings: Settings) -> datetime | None:
+    """When the earliest pending delivery is due (a background notifier sleeps until then)."""
+    with session_scope(settings.db_url) as session:
+        return session.scalar(
+            select(func.min(NotificationDelivery.next_attempt_at)).where(
+                NotificationDelivery.status == "pending"
+            )
+        )
+
+
+def counts(settings: Settings) -> dict[str, int]:
+    """Deliveries by status (what `flywheel notify` prints)."""
+    with session_scope(settings.db_url) as session:
+        rows = session.execute(
+            select(NotificationDelivery.status, func.count()).group_by(NotificationDelivery.status)
+        ).all()
+    return {"pending": 0, "delivered": 0, "failed": 0} | dict(rows)
