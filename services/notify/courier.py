@@ -73,9 +73,10 @@ class Notifier:
         self.settings = settings
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="flywheel-notifier", daemon=True)
+        self._thread = threading.Thread(target=self.run, name="flywheel-notifier", daemon=True)
 
     def start(self) -> Notifier:
+        """Run in a daemon thread; returns at once."""
         self._thread.start()
         return self
 
@@ -93,7 +94,8 @@ class Notifier:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Make passes until stopped (`flywheel notify --follow` runs this in the foreground)."""
         while True:
             try:
                 deliver_pending(self.settings)
