@@ -79,6 +79,10 @@ def is_spike(run: IngestRun, settings: NotifySettings) -> bool:
     )
 
 
+def ingest_key(run_id: str) -> str:
+    return f"ingest-run:{run_id}"
+
+
 def from_ingest_run(session: Session, run: IngestRun) -> dict[str, Any]:
     """The notification of an ingest run that quarantined a spike of uploads."""
     reasons = session.scalars(
@@ -89,7 +93,7 @@ def from_ingest_run(session: Session, run: IngestRun) -> dict[str, Any]:
     ).all()
     read = run.ingested + run.quarantined
     return {
-        "id": f"ingest-run:{run.id}",
+        "id": ingest_key(run.id),
         "event": QUARANTINE_SPIKE,
         "title": f"Ingest quarantined {run.quarantined} of {read} uploads",
         "text": "\n".join(f"- {reason}" for reason in reasons),

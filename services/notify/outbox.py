@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.config import NotifySettings, Settings
-from services.notify.events import from_audit, from_ingest_run, is_spike
+from services.notify.events import from_audit, from_ingest_run, ingest_key, is_spike
 from services.store import session_scope
 from services.store.models import (
     AuditEvent,
@@ -63,7 +63,8 @@ def collect(settings: Settings, *, now: datetime | None = None) -> int:
             if cursor.ingest_finished_at is not None:
                 runs = runs.where(IngestRun.finished_at > cursor.ingest_finished_at)
             for run in session.scalars(runs.order_by(IngestRun.finished_at)):
-                if is_spike(run, settings.notify):
+                # A resumed run finishes again: it is owed once.
+                if is_spike(run, settings.notify) and not _owed(session, ingest_key(run.id)):
                     session.add(_delivery(from_ingest_run(session, run), now))
                     added += 1
                 cursor.ingest_finished_at = run.finished_at
@@ -72,6 +73,13 @@ def collect(settings: Settings, *, now: datetime | None = None) -> int:
         # Another notifier collected the same events first (PostgreSQL: no write lock up
         # front); its rows stand, and the next pass reads on from its cursor.
         return 0
+
+
+def _owed(session, key: str) -> bool:
+    return (
+        session.scalar(select(NotificationDelivery.id).where(NotificationDelivery.key == key))
+        is not None
+    )
 
 
 def _cursor_at_present(session) -> NotificationCursor:

@@ -31,9 +31,9 @@ def shaped(notification: dict[str, Any], form: str) -> dict[str, Any]:
 
 
 def _slack(notification: dict[str, Any]) -> dict[str, Any]:
-    title, text = notification["title"], notification["text"]
+    title, text = notification["title"], _escaped(notification["text"])
     context = f"{notification['event']} · {notification['subject']['name']} · "
-    context += f"by {notification['actor']} · {notification['at']}"
+    context = _escaped(context + f"by {notification['actor']} · {notification['at']}")
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
@@ -46,6 +46,11 @@ def _slack(notification: dict[str, Any]) -> dict[str, Any]:
         )
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     return {"text": f"{title}: {text}" if text else title, "blocks": blocks}
+
+
+def _escaped(text: str) -> str:
+    """Slack's mrkdwn reads <...> as links and mentions: a reason's "p < 0.05" stays text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _clip(text: str, limit: int) -> str:

@@ -225,3 +225,27 @@ def test_the_first_pass_starts_from_the_present(settings):
 def test_an_unknown_format_is_refused_at_load(settings, form):
     with pytest.raises(ValueError, match="json"):
         settings.updated(notify={"format": form})
+
+
+def test_an_ingest_run_that_finishes_again_is_told_once(settings):
+    with Receiver() as receiver:
+        settings = _on(settings, receiver.url, "slack")
+        outbox.collect(settings)
+        _night_of_events(settings)
+        deliver_pending(settings)
+        with session_scope(settings.db_url) as session:  # resumed after a crash: finished later
+            session.get(IngestRun, "run-9").finished_at = START + timedelta(hours=1)
+            record_audit(
+                session,
+                actor="gate",
+                action="gate",
+                subject_type="candidate",
+                subject_id="c7",
+                after={"verdict": "fail"},
+                reason="p < 0.05 & worse",
+            )
+        assert deliver_pending(settings).delivered == 1  # the new verdict; the run not again
+    assert [b["text"] for b in receiver.bodies][-1] == (
+        "Gate verdict on candidate 7: fail: p &lt; 0.05 &amp; worse"
+    )
+    assert len(receiver.bodies) == 7
