@@ -54,6 +54,10 @@ AUDIT_EVENTS: dict[str, AuditNotification] = {
 QUARANTINE_SPIKE = "quarantine-spike"
 
 
+def audit_key(event_id: int) -> str:
+    return f"audit:{event_id}"
+
+
 def from_audit(session: Session, event: AuditEvent) -> dict[str, Any] | None:
     """The notification an audit row makes, or None when it makes none."""
     kind = AUDIT_EVENTS.get(event.action)
@@ -61,7 +65,7 @@ def from_audit(session: Session, event: AuditEvent) -> dict[str, Any] | None:
         return None
     subject = _subject(session, event.subject_type, event.subject_id)
     return {
-        "id": f"audit:{event.id}",
+        "id": audit_key(event.id),
         "event": kind.event,
         "title": kind.title(event, subject["name"]),
         "text": event.reason or "",

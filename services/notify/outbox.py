@@ -12,11 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.config import NotifySettings, Settings
-from services.notify.events import from_audit, from_ingest_run, ingest_key, is_spike
+from services.notify.events import (
+    AUDIT_EVENTS,
+    audit_key,
+    from_audit,
+    from_ingest_run,
+    ingest_key,
+    is_spike,
+)
 from services.store import session_scope
 from services.store.models import (
     AuditEvent,
@@ -25,6 +32,11 @@ from services.store.models import (
     NotificationDelivery,
     utcnow,
 )
+
+# PostgreSQL hands out ids at insert, not at commit: an audit row may commit after one with a
+# higher id that a pass already read. Rows this recent (seconds) are read again, and those
+# already owed skipped; Flywheel's transactions that write audit rows last well under it.
+LATE_COMMIT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -45,29 +57,33 @@ def collect(settings: Settings, *, now: datetime | None = None) -> int:
         with session_scope(settings.db_url, write=True) as session:
             cursor = session.get(NotificationCursor, 1)
             if cursor is None:
-                session.add(_cursor_at_present(session))
+                session.add(_cursor_at_present(session, now))
                 return 0
+            recent = max(cursor.since, now - timedelta(seconds=LATE_COMMIT_S))
             added = 0
-            events = session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.id > cursor.audit_event_id)
-                .order_by(AuditEvent.id)
-            ).all()
-            for event in events:
-                notification = from_audit(session, event)
-                if notification is not None:
-                    session.add(_delivery(notification, now))
+            events = select(AuditEvent).where(
+                or_(AuditEvent.id > cursor.audit_event_id, AuditEvent.at >= recent)
+            )
+            for event in session.scalars(events.order_by(AuditEvent.id)):
+                if event.action in AUDIT_EVENTS and not _owed(session, audit_key(event.id)):
+                    session.add(_delivery(from_audit(session, event), now))
                     added += 1
-                cursor.audit_event_id = event.id
+                cursor.audit_event_id = max(cursor.audit_event_id, event.id)
             runs = select(IngestRun).where(IngestRun.finished_at.is_not(None))
             if cursor.ingest_finished_at is not None:
-                runs = runs.where(IngestRun.finished_at > cursor.ingest_finished_at)
+                runs = runs.where(
+                    or_(
+                        IngestRun.finished_at > cursor.ingest_finished_at,
+                        IngestRun.finished_at >= recent,
+                    )
+                )
             for run in session.scalars(runs.order_by(IngestRun.finished_at)):
-                # A resumed run finishes again: it is owed once.
+                # Read again while recent, and a resumed run finishes again: owed once.
                 if is_spike(run, settings.notify) and not _owed(session, ingest_key(run.id)):
                     session.add(_delivery(from_ingest_run(session, run), now))
                     added += 1
-                cursor.ingest_finished_at = run.finished_at
+                if cursor.ingest_finished_at is None or run.finished_at > cursor.ingest_finished_at:
+                    cursor.ingest_finished_at = run.finished_at
             return added
     except IntegrityError:
         # Another notifier collected the same events first (PostgreSQL: no write lock up
@@ -82,9 +98,10 @@ def _owed(session, key: str) -> bool:
     )
 
 
-def _cursor_at_present(session) -> NotificationCursor:
+def _cursor_at_present(session, now: datetime) -> NotificationCursor:
     return NotificationCursor(
         id=1,
+        since=now,
         audit_event_id=session.scalar(select(func.coalesce(func.max(AuditEvent.id), 0))),
         ingest_finished_at=session.scalar(select(func.max(IngestRun.finished_at))),
     )

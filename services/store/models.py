@@ -362,6 +362,8 @@ class NotificationCursor(Base):
     __tablename__ = "notification_cursor"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # When notifications were switched on (the first pass): nothing older is told.
+    since: Mapped[datetime] = mapped_column(default=utcnow)
     # The newest audit event read; the next pass reads those after it.
     audit_event_id: Mapped[int] = mapped_column(default=0)
     # The newest ingest run's finish read.

@@ -12,7 +12,7 @@ from services.evaluation.gate import PASS, GateVerdict, record_verdict
 from services.notify import outbox
 from services.notify.courier import deliver_pending, notify_in_background
 from services.store import record_audit, session_scope
-from services.store.models import Episode, IngestRun, Rollout
+from services.store.models import AuditEvent, Episode, IngestRun, Rollout
 from tests.conftest import add_candidate
 from tests.notify.receiver import Receiver, closed_port
 
@@ -89,7 +89,8 @@ def _night_of_events(settings) -> None:
 EVENTS = ["gate-verdict", "approval-waiting", "rollback", "halt", "pause", "quarantine-spike"]
 
 
-def test_each_event_arrives_once_as_json(settings):
+def test_each_event_arrives_once_as_json(store_settings):
+    settings = store_settings
     with Receiver() as receiver:
         settings = _on(settings, receiver.url)
         outbox.collect(settings)  # notifications start when the webhook is set
@@ -174,7 +175,8 @@ def test_retries_are_bounded(settings):
     assert outbox.counts(settings) == {"pending": 0, "delivered": 0, "failed": 6}
 
 
-def test_a_receiver_that_is_down_loses_nothing_and_fails_no_one(settings):
+def test_a_receiver_that_is_down_loses_nothing_and_fails_no_one(store_settings):
+    settings = store_settings
     clock = Clock()
     port = closed_port()
     settings = _on(settings, f"http://127.0.0.1:{port}/hook")
@@ -249,3 +251,30 @@ def test_an_ingest_run_that_finishes_again_is_told_once(settings):
         "Gate verdict on candidate 7: fail: p &lt; 0.05 &amp; worse"
     )
     assert len(receiver.bodies) == 7
+
+
+def test_an_event_that_commits_after_a_later_one_is_not_skipped(store_settings):
+    # PostgreSQL numbers rows at insert: id 999 may commit after 1000 was read.
+    settings = _on(store_settings, "http://127.0.0.1:9/hook")
+    add_candidate(settings.db_url, "c7", version="7", status="registered")
+    outbox.collect(settings)
+    with session_scope(settings.db_url) as session:
+        session.add(
+            AuditEvent(
+                id=1000, actor="erin", action="comment", subject_type="candidate", subject_id="c7"
+            )
+        )
+    assert outbox.collect(settings) == 0
+    with session_scope(settings.db_url) as session:
+        session.add(
+            AuditEvent(
+                id=999,
+                actor="gate",
+                action="gate",
+                subject_type="candidate",
+                subject_id="c7",
+                after={"verdict": "fail"},
+            )
+        )
+    assert outbox.collect(settings) == 1
+    assert outbox.collect(settings) == 0  # read again while recent, owed once

@@ -34,6 +34,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_notification_deliveries_status'), ['status'], unique=False)
     op.create_table('notification_cursor',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('since', sa.DateTime(timezone=True), nullable=False),
     sa.Column('audit_event_id', sa.Integer(), nullable=False),
     sa.Column('ingest_finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
