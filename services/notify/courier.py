@@ -42,16 +42,14 @@ class Pass:
     failed: int = 0  # attempts that failed (each retried later or given up)
 
 
-def deliver_pending(
-    settings: Settings, *, client: httpx.Client | None = None, now: Clock = utcnow
-) -> Pass:
+def deliver_pending(settings: Settings, *, now: Clock = utcnow) -> Pass:
     """One pass: collect new events, post what is due. Off (an empty pass) with no webhook."""
     if not settings.notify.enabled:
         return Pass()
     collected = outbox.collect(settings, now=now())
     url = settings.notify.webhook_url.get_secret_value()
     delivered = 0
-    with client or httpx.Client(timeout=settings.notify.timeout_s) as http:
+    with httpx.Client(timeout=settings.notify.timeout_s) as http:
         while (owed := outbox.claim_due(settings, now=now())) is not None:
             try:
                 post(http, url, shaped(owed.body, settings.notify.format), key=owed.key)
