@@ -62,10 +62,11 @@ def collect(settings: Settings, *, now: datetime | None = None) -> int:
             recent = max(cursor.since, now - timedelta(seconds=LATE_COMMIT_S))
             added = 0
             events = select(AuditEvent).where(
-                or_(AuditEvent.id > cursor.audit_event_id, AuditEvent.at >= recent)
+                AuditEvent.action.in_(AUDIT_EVENTS),
+                or_(AuditEvent.id > cursor.audit_event_id, AuditEvent.at >= recent),
             )
             for event in session.scalars(events.order_by(AuditEvent.id)):
-                if event.action in AUDIT_EVENTS and not _owed(session, audit_key(event.id)):
+                if not _owed(session, audit_key(event.id)):
                     session.add(_delivery(from_audit(session, event), now))
                     added += 1
                 cursor.audit_event_id = max(cursor.audit_event_id, event.id)
@@ -173,12 +174,14 @@ def backoff(settings: NotifySettings, attempts: int) -> float:
 
 
 def next_due(settings: Settings) -> datetime | None:
-    """When the earliest pending delivery is due (a background notifier sleeps until then)."""
+    """When the oldest pending delivery, the next one sent, is due (a background notifier
+    sleeps until then)."""
     with session_scope(settings.db_url) as session:
         return session.scalar(
-            select(func.min(NotificationDelivery.next_attempt_at)).where(
-                NotificationDelivery.status == "pending"
-            )
+            select(NotificationDelivery.next_attempt_at)
+            .where(NotificationDelivery.status == "pending")
+            .order_by(NotificationDelivery.id)
+            .limit(1)
         )
 
 
