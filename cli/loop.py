@@ -1,4 +1,4 @@
-"""Commands that run the loop: the simulated fleet, nights, the API server."""
+"""Commands that run the loop: the simulated fleet, nights, the API server, notifications."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from cli.progress import Stages
 from flows.progress import listening
 from services.config import Settings
 from services.nights import nights_completed, rollout_outcomes
+from services.notify.courier import Notifier, deliver_pending
+from services.notify.outbox import counts as notification_counts
 from services.readmodel.rollouts import rollouts_overview
 from services.rollout.controller import start_rollout
 from services.runtime.dependencies import DependencyUnavailable, check_database, wait_for
@@ -285,4 +287,31 @@ def deploy(
     console.print(
         f"deployment apply-retention/retention ({retention_id}): '{retention_cron}' {timezone} "
         f"on work pool {work_pool}, one run at a time"
+    )
+
+
+@app.command()
+def notify(
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="Keep delivering, every FLYWHEEL_NOTIFY_POLL_S, until ^C."),
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Deliver the notifications owed to the webhook (FLYWHEEL_NOTIFY_WEBHOOK_URL): approvals
+    waiting, gate verdicts, rollbacks, halts, pauses, quarantine spikes. One pass by default."""
+    settings = ready()
+    if not settings.notify.enabled:
+        fail("notifications are off: set FLYWHEEL_NOTIFY_WEBHOOK_URL (see docs/notifications.md)")
+    if follow:
+        Notifier(settings).run()
+        return
+    done = deliver_pending(settings)
+    owed = notification_counts(settings)
+    if json_out:
+        print_json({"delivered_now": done.delivered, "failed_attempts": done.failed, **owed})
+        return
+    console.print(
+        f"delivered {done.delivered} now; {owed['pending']} pending, {owed['delivered']} "
+        f"delivered in all, {owed['failed']} given up"
     )

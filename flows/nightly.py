@@ -24,6 +24,7 @@ from flows.stages import (
 )
 from services import nights
 from services.config import Settings, get_settings
+from services.notify.courier import notify_in_background
 from services.rollout.champion import reconcile_champion
 from services.run_settings import check_registered
 
@@ -53,6 +54,14 @@ def open_night(settings: Settings) -> tuple[int | None, str | None]:
     # A crash between a promotion and the MLflow alias move is repaired before anything else.
     reconcile_champion(settings)
     return night, None
+
+
+# No retries, nothing to wait for: it starts a daemon thread and returns (services/notify).
+@task(name="notify-in-background", cache_policy=NO_CACHE)
+def start_notifier(settings: Settings) -> None:
+    """Tell the webhook of tonight's verdicts, approvals waiting and quarantine spikes while
+    the night goes on, without ever holding it up."""
+    notify_in_background(settings)
 
 
 @task(name="record-night", cache_policy=NO_CACHE)
@@ -94,6 +103,7 @@ def nightly(settings: Settings | None = None, source: str | None = None) -> dict
     night, busy = open_night(settings)
     if night is None:
         return {"outcome": f"skipped: {busy}", "in_progress": True}
+    start_notifier(settings)
     # A candidate approved after an earlier night stopped waiting goes out first, so that
     # tonight's candidate is trained from, and judged against, the champion the fleet runs.
     late = roll_out_late_approvals(settings)

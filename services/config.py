@@ -262,6 +262,42 @@ class RetentionSettings(BaseSettings):
     episode_days: float | None = Field(default=None, gt=0)
 
 
+class NotifySettings(BaseSettings):
+    model_config = _flywheel("FLYWHEEL_NOTIFY_")
+
+    # Where notifications are posted (FLYWHEEL_NOTIFY_WEBHOOK_URL); unset: notifications off.
+    # A secret: a Slack incoming-webhook URL lets anyone post to the channel.
+    webhook_url: SecretStr | None = None
+    # The body's shape: "json" (Flywheel's own) or "slack" (an incoming webhook's text+blocks).
+    format: Literal["json", "slack"] = "json"
+    # Seconds one POST may take before it counts as a failed attempt.
+    timeout_s: float = Field(default=5.0, gt=0)
+    # Attempts per notification before it is given up (left "failed" in the outbox).
+    max_attempts: int = Field(default=8, ge=1)
+    # The wait before the second attempt; it doubles after every failure...
+    backoff_s: float = Field(default=2.0, gt=0)
+    # ...up to this (8 attempts at 2 s doubling span about 4 minutes).
+    backoff_max_s: float = Field(default=120.0, gt=0)
+    # How often a background notifier looks for new events (the night's, `notify --follow`).
+    poll_s: float = Field(default=10.0, gt=0)
+    # An ingest run is a quarantine spike when it quarantines at least this many uploads...
+    quarantine_spike: int = Field(default=5, ge=1)
+    # ...and at least this share of what it read.
+    quarantine_spike_share: float = Field(default=0.2, ge=0, le=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.webhook_url is not None and bool(self.webhook_url.get_secret_value())
+
+
+class MetricsSettings(BaseSettings):
+    model_config = _flywheel("FLYWHEEL_METRICS_")
+
+    # How long /metrics serves one snapshot of the store before it queries it again
+    # (FLYWHEEL_METRICS_TTL_S): scrapes in between run no SQL. 0 queries on every scrape.
+    ttl_s: float = Field(default=15.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = _flywheel()
 
@@ -299,6 +335,10 @@ class Settings(BaseSettings):
     cli: CliSettings = Field(default_factory=CliSettings)
     # How long raw uploads and episodes are kept (FLYWHEEL_RETENTION_*).
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    # The webhook told of approvals waiting, verdicts, rollbacks, halts (FLYWHEEL_NOTIFY_*).
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    # /metrics' snapshot of the store (FLYWHEEL_METRICS_*).
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:

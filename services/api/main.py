@@ -22,7 +22,7 @@ def create_app() -> FastAPI:
     for module in (candidates, rollouts, audit, users, robots):
         app.include_router(module.router)
     pages.install(app)
-    app.include_router(metrics.router)
+    metrics.install(app)
 
     @app.get("/live", tags=["health"])
     def live() -> dict[str, str]:

@@ -1,5 +1,10 @@
-"""GET /metrics: the flywheel's figures in Prometheus text format, read from the store at
-scrape time, so every API replica reports the same numbers and nothing is lost on restart.
+"""GET /metrics: the flywheel's figures in Prometheus text format, read from the store, so
+every API replica reports the same numbers and nothing is lost on restart.
+
+A scrape does not query the store: it gets a snapshot of the page, taken at most once every
+FLYWHEEL_METRICS_TTL_S seconds, by one scrape at a time (the scrapes that come while it
+queries get the previous snapshot), so more Prometheus servers or a shorter scrape interval
+add no load on the database.
 
 The figures come from the read model (``services/readmodel/metrics.py``); this module only
 names them. The Grafana dashboard in ``dashboards/grafana/`` is built on these names; the
@@ -8,9 +13,11 @@ tests check that every panel's query names one of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -25,11 +32,49 @@ from services.store import session_scope
 router = APIRouter(include_in_schema=False)
 
 
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    app.state.metrics_snapshot = MetricsSnapshot()
+
+
 @router.get("/metrics")
-def metrics(settings: SettingsDep) -> Response:
+def metrics(request: Request, settings: SettingsDep) -> Response:
+    page = request.app.state.metrics_snapshot.page(settings)
+    return Response(page, media_type=CONTENT_TYPE_LATEST)
+
+
+def render(settings: Settings) -> bytes:
+    """The page as the store stands now (every figure's queries run)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(settings))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return generate_latest(registry)
+
+
+class MetricsSnapshot:
+    """The rendered page per store, kept for the settings' TTL (``clock``: seconds, monotonic)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._refreshing = threading.Lock()
+        self._pages: dict[str, tuple[float, bytes]] = {}
+
+    def page(self, settings: Settings) -> bytes:
+        stored = self._pages.get(settings.db_url)
+        if self._fresh(stored, settings):
+            return stored[1]
+        # One refresher: while it queries, a scrape with a previous page gets that one.
+        if not self._refreshing.acquire(blocking=stored is None):
+            return stored[1]
+        try:
+            stored = self._pages.get(settings.db_url)
+            if not self._fresh(stored, settings):
+                stored = self._pages[settings.db_url] = (self._clock(), render(settings))
+            return stored[1]
+        finally:
+            self._refreshing.release()
+
+    def _fresh(self, stored: tuple[float, bytes] | None, settings: Settings) -> bool:
+        return stored is not None and self._clock() - stored[0] < settings.metrics.ttl_s
 
 
 class StoreCollector(Collector):

@@ -12,10 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from services.approval.decisions import approval_of, auto_approve
 from services.config import Settings
-from services.store import session_scope
-from services.store.models import Candidate
+from services.store import record_audit, session_scope
+from services.store.models import AuditEvent, Candidate
+
+# The audit action of a candidate starting to wait for a fleet manager.
+APPROVAL_REQUESTED = "approval-requested"
 
 
 @dataclass(frozen=True)
@@ -38,12 +43,33 @@ def open_approval_request(settings: Settings, candidate_id: str) -> ApprovalStat
         if decision is not None:
             return ApprovalState(decision.verdict, decision.actor, decision.reason)
         if candidate.status in ("passed", "inconclusive"):
-            return ApprovalState(
-                "awaiting",
-                reason=f"gate {candidate.status}: waiting for a fleet manager "
-                f"(`flywheel approve {candidate.model_version} --reason ...`)",
+            reason = (
+                f"gate {candidate.status}: waiting for a fleet manager "
+                f"(`flywheel approve {candidate.model_version} --reason ...`)"
             )
+            _record_request(session, candidate, reason)
+            return ApprovalState("awaiting", reason=reason)
         return ApprovalState("ineligible", reason=f"candidate is {candidate.status}")
+
+
+def _record_request(session, candidate: Candidate, reason: str) -> None:
+    """Audit the wait once per candidate (the notifier tells fleet managers of it), however
+    often the waiting run looks again."""
+    asked = session.scalar(
+        select(AuditEvent.id).where(
+            AuditEvent.action == APPROVAL_REQUESTED, AuditEvent.subject_id == candidate.id
+        )
+    )
+    if asked is None:
+        record_audit(
+            session,
+            actor="approval",
+            action=APPROVAL_REQUESTED,
+            subject_type="candidate",
+            subject_id=candidate.id,
+            after={"status": candidate.status},
+            reason=reason,
+        )
 
 
 def wait_for_decision(

@@ -360,3 +360,40 @@ class AuditEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class NotificationDelivery(Base):
+    """The notification outbox: one row per notification owed to the webhook, and how its
+    delivery stands (services/notify)."""
+
+    __tablename__ = "notification_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    # What it tells of, e.g. "audit:42" or "ingest-run:<id>": the same event is owed once.
+    key: Mapped[str] = mapped_column(String(120), unique=True)
+    # approval-waiting | gate-verdict | rollback | halt | pause | quarantine-spike
+    event: Mapped[str] = mapped_column(String(32))
+    # The notification as services/notify/events.py builds it; shaped for the receiver on send.
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # pending | delivered | failed (gave up after FLYWHEEL_NOTIFY_MAX_ATTEMPTS)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    # Not tried again before this (the backoff); also a sender's claim while it posts.
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+
+class NotificationCursor(Base):
+    """How far the notifier has read the audit log and the ingest runs (one row, id 1)."""
+
+    __tablename__ = "notification_cursor"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # When notifications were switched on (the first pass): nothing older is told.
+    since: Mapped[datetime] = mapped_column(default=utcnow)
+    # The newest audit event read; the next pass reads those after it.
+    audit_event_id: Mapped[int] = mapped_column(default=0)
+    # The newest ingest run's finish read.
+    ingest_finished_at: Mapped[datetime | None]

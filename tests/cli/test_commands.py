@@ -9,9 +9,11 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cli import app
+from services.approval.requests import open_approval_request
 from services.ingest.formats.mcap_writer import write_episode_mcap
 from tests.conftest import add_candidate
 from tests.ingest.logs import recording
+from tests.notify.receiver import Receiver
 
 runner = CliRunner()
 
@@ -134,3 +136,23 @@ def test_with_no_token_the_operator_administers_users_and_a_token_holder_must_be
         "erin",
         "fatima",
     ]
+
+
+def test_notify_delivers_what_is_owed_and_says_so(settings, monkeypatch):
+    result = runner.invoke(app, ["notify"])
+    assert result.exit_code == 1 and "FLYWHEEL_NOTIFY_WEBHOOK_URL" in result.output
+    with Receiver() as receiver:
+        monkeypatch.setenv("FLYWHEEL_NOTIFY_WEBHOOK_URL", receiver.url)
+        assert runner.invoke(app, ["notify"]).exit_code == 0  # the first pass starts the log
+        add_candidate(settings.db_url, "c1", version="7", status="passed")
+        assert open_approval_request(settings, "c1").status == "awaiting"
+        result = runner.invoke(app, ["notify", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "delivered_now": 1,
+        "failed_attempts": 0,
+        "pending": 0,
+        "delivered": 1,
+        "failed": 0,
+    }
+    assert [b["event"] for b in receiver.bodies] == ["approval-waiting"]

@@ -32,6 +32,7 @@ def test_a_scheduled_run_records_the_settings_it_read_from_the_environment(
     monkeypatch.setenv("FLYWHEEL_SCHEME", "iwr")
     monkeypatch.setenv("FLYWHEEL_ROLLOUT_STAGES", "[0.5, 1.0]")
     monkeypatch.setenv("FLYWHEEL_SECRET_KEY", "a-real-secret")
+    monkeypatch.setenv("FLYWHEEL_NOTIFY_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X")
     nights.open_night(settings, flow_run_id="another-run")  # the night ends right after
     state = nightly(return_state=True)
     assert state.result()["in_progress"]
@@ -39,6 +40,7 @@ def test_a_scheduled_run_records_the_settings_it_read_from_the_environment(
     assert parameters["settings"] is None  # as a deployment's schedule runs it
     assert recorded["curation"]["scheme"] == "iwr" and recorded["rollout"]["stages"] == [0.5, 1.0]
     assert recorded["home"] == str(settings.home) and recorded["secret_key"] == "**********"
+    assert recorded["notify"]["webhook_url"] == "**********"  # it lets anyone post to the channel
 
 
 def test_settings_given_to_the_run_are_its_parameter_and_its_record(settings, prefect_harness):

@@ -11,11 +11,12 @@ from sqlalchemy import select
 
 from flows.deploy import deploy_rollout_watcher
 from flows.rollout import watch_rollouts
-from services.rollout.controller import start_rollout
+from services.rollout.controller import halt_rollout, start_rollout
 from services.serving.robots import provision_robots, record_heartbeat
 from services.store import session_scope
 from services.store.models import Robot, Rollout
 from tests.conftest import add_candidate
+from tests.notify.receiver import Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +63,23 @@ def test_the_watcher_deployment_runs_on_an_interval_one_at_a_time(settings, pref
     [schedule] = deployment.schedules
     assert schedule.schedule.interval == timedelta(seconds=120)
     assert deployment.global_concurrency_limit.limit == 1
+
+
+def test_the_watcher_tells_the_webhook_of_a_halt(settings, register, prefect_harness, monkeypatch):
+    with Receiver() as receiver:
+        monkeypatch.setenv("FLYWHEEL_NOTIFY_WEBHOOK_URL", receiver.url)
+        monkeypatch.setenv("FLYWHEEL_NOTIFY_FORMAT", "slack")
+        assert watch_rollouts() is None  # no rollout; notifications start from here
+        with session_scope(settings.db_url) as session:
+            provision_robots(session=session, robot_ids=["r0", "r1"], tasks=["toy-reach"])
+        for i, parent in enumerate([None, "1"]):
+            version = register(settings, candidate_id=f"c{i}").version
+            add_candidate(
+                settings.db_url, f"c{i}", version=version, status="approved", parent=parent
+            )
+        start_rollout(settings, "c0", actor="nightly")
+        rollout = start_rollout(settings, "c1", actor="nightly")
+        halt_rollout(settings, actor="fatima", reason="e-stop on r0")
+        watch_rollouts()
+    [halt] = receiver.bodies
+    assert halt["text"] == f"Rollout {rollout.id} of version 2 halted: e-stop on r0"

@@ -24,6 +24,8 @@ TABLES = {
     "promotions",
     "heartbeats",
     "episode_tombstones",
+    "notification_deliveries",
+    "notification_cursor",
 }
 
 

@@ -1,0 +1,1 @@
+"""Notifications: the audit log and the ingest runs, told to a webhook (JSON or Slack)."""
