@@ -27,9 +27,11 @@ app = typer.Typer(
 dataset_app = typer.Typer(no_args_is_help=True, help="Dataset manifests.")
 rollout_app = typer.Typer(no_args_is_help=True, help="Roll candidates out to the fleet.")
 users_app = typer.Typer(no_args_is_help=True, help="Users and roles.")
+robots_app = typer.Typer(no_args_is_help=True, help="Robots and their credentials.")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(users_app, name="users")
+app.add_typer(robots_app, name="robots")
 # Wide enough for the nights table when the output is a file or a pipe (rich assumes 80).
 console = Console(width=None if Console().is_terminal else 160)
 
