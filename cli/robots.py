@@ -86,4 +86,6 @@ def robots_list(as_json: JsonFlag = False) -> None:
         }
         for r in robots
     ]
-    print_table(records, ("robot", "group", "tasks", "version", "credential", "last seen"), "robots")
+    print_table(
+        records, ("robot", "group", "tasks", "version", "credential", "last seen"), "robots"
+    )

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from services.approval.users import Unauthenticated, authenticate
 from services.config import Settings, get_settings
-from services.store import session_scope
 from services.serving.credentials import authenticate_robot
+from services.store import session_scope
 from services.store.models import Robot, User
 
 

@@ -3,9 +3,10 @@
 An admin enrolls a robot and hands it a credential bound to its id; the robot sends it on
 every request (``Authorization: Bearer fwr_...``). As with people's tokens
 (``services/approval/users.py``, a layer above, hence the hash written out again here), the
-credential is shown once and only its SHA-256 is stored: it is 256 random bits, so a fast hash is enough and a leaked table leaks nothing.
-Rotation issues a new credential and the old one stops working at once; revocation leaves
-the robot with none until it is enrolled again. Every change is audited.
+credential is shown once and only its SHA-256 is stored: it is 256 random bits, so a fast
+hash is enough and a leaked table leaks nothing. Rotation issues a new credential and the
+old one stops working at once; revocation leaves the robot with none until it is enrolled
+again. Every change is audited.
 """
 
 from __future__ import annotations
@@ -183,6 +184,11 @@ def _issue(session: Session, robot_id: str, *, actor: str, action: str, reason: 
     robot.credential_hash = _hash(credential)
     robot.credential_issued_at = utcnow()
     record_audit(
-        session, actor=actor, action=action, subject_type="robot", subject_id=robot_id, reason=reason
+        session,
+        actor=actor,
+        action=action,
+        subject_type="robot",
+        subject_id=robot_id,
+        reason=reason,
     )
     return credential

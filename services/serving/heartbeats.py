@@ -54,7 +54,12 @@ class HeartbeatReport:
 
 
 def accept_heartbeat(
-    *, session: Session, settings: Settings, robot: Robot, heartbeat_id: str, report: HeartbeatReport
+    *,
+    session: Session,
+    settings: Settings,
+    robot: Robot,
+    heartbeat_id: str,
+    report: HeartbeatReport,
 ) -> bool:
     """Count ``report`` from an authenticated ``robot``; False: a retry, counted before."""
     earlier = _earlier(session, robot.id, heartbeat_id)
@@ -110,7 +115,8 @@ def _check_version(robot: Robot, version: str | None, settings: Settings, now: d
         return
     allowed = f"version {robot.policy_version}"
     if switching:
-        allowed += f" (or {robot.previous_version}, its previous one, until {robot.assigned_at + grace:%H:%M:%S} UTC)"
+        until = robot.assigned_at + grace
+        allowed += f" (or {robot.previous_version}, its previous one, until {until:%H:%M:%S} UTC)"
     raise HeartbeatConflict(
         f"robot {robot.id!r} reported for version {version}, but it is assigned {allowed}: "
         "ask for the assignment and report for what you run"
