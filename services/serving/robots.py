@@ -24,8 +24,11 @@ from services.store.models import Heartbeat, Robot, utcnow
 
 def provision_robots(
     *, session: Session, robot_ids: Sequence[str], tasks: Sequence[str], group: str = "default"
-) -> None:
-    """Register robots (an admin's job, not the robots'); a new robot starts on the champion."""
+) -> list[Robot]:
+    """Register robots (an admin's job, not the robots'); a new robot starts on the champion.
+
+    They have no credential yet: ``credentials.enroll_robot`` gives them one.
+    """
     robots = register_robots(session=session, robot_ids=robot_ids, tasks=tasks, group=group)
     session.flush()
     champion = champion_of(session=session)
@@ -38,6 +41,7 @@ def provision_robots(
             actor="fleet",
             reason="new robot starts on the champion",
         )
+    return robots
 
 
 def robot_assignment(*, session: Session, settings: Settings, robot_id: str) -> dict[str, Any]:
