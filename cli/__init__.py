@@ -1,6 +1,6 @@
 """The `flywheel` command: thin over services/ and flows/. Every listing has --json."""
 
-from cli import account, data, deletion, loop, review  # noqa: F401  (register the commands)
+from cli import account, data, deletion, loop, review, robots  # noqa: F401  (register the commands)
 from cli.base import app
 
 

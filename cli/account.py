@@ -23,16 +23,14 @@ from cli.base import (
     ready,
     users_app,
 )
-from cli.credentials import HeldToken, forget_token, held_token, store_token
+from cli.credentials import HeldToken, forget_token, store_token
 from cli.people import (
     NO_TOKEN,
-    REFUSALS,
     Action,
     Refused,
     acting_settings,
+    administer,
     identify,
-    perform,
-    refuse_named_user,
     require_token,
 )
 from services.approval import users
@@ -147,13 +145,9 @@ def users_token(name: str) -> None:
 
 
 def _administer(settings, action: Action, without_token) -> dict:
-    """User administration as the token's holder (who must be an admin); with no token, as
-    the operator at the machine (LOCAL_ADMIN in the audit log), ``without_token``."""
     try:
-        refuse_named_user(settings)
-        held = held_token(settings)
-        return perform(settings, action, held) if held else without_token()
-    except (Refused, *REFUSALS) as exc:
+        return administer(settings, action, without_token)
+    except Refused as exc:
         fail(str(exc))
 
 

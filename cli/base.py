@@ -29,11 +29,13 @@ rollout_app = typer.Typer(no_args_is_help=True, help="Roll candidates out to the
 users_app = typer.Typer(no_args_is_help=True, help="Users and roles.")
 episodes_app = typer.Typer(help="List episodes (with no command), or delete them.")
 retention_app = typer.Typer(no_args_is_help=True, help="Remove data older than its age.")
+robots_app = typer.Typer(no_args_is_help=True, help="Robots and their credentials.")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(episodes_app, name="episodes")
 app.add_typer(retention_app, name="retention")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(users_app, name="users")
+app.add_typer(robots_app, name="robots")
 # Wide enough for the nights table when the output is a file or a pipe (rich assumes 80).
 console = Console(width=None if Console().is_terminal else 160)
 

@@ -113,6 +113,23 @@ def identify(settings: Settings, held: HeldToken) -> dict[str, str]:
     return {"name": user.name, "role": user.role}
 
 
+def administer(
+    settings: Settings, action: Action, without_token: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """An admin's action as the token's holder (who must be an admin); with no token, as the
+    operator at the machine (LOCAL_ADMIN in the audit log): ``without_token``, which decides
+    what production allows without one."""
+    refuse_named_user(settings)
+    try:
+        held = held_token(settings)
+    except ValueError as exc:
+        raise Refused(str(exc)) from exc
+    try:
+        return perform(settings, action, held) if held else without_token()
+    except REFUSALS as exc:
+        raise Refused(str(exc)) from exc
+
+
 def admin_actor(settings: Settings, action: str) -> str:
     """The name an admin's action on the local store is recorded under: the token's holder,
     who must be an admin (asked of the API in production), or, in embedded mode with no
@@ -164,7 +181,7 @@ def request(
             f"cannot reach the Flywheel API at {settings.api_url} (FLYWHEEL_API_URL): {exc}"
         ) from exc
     if answer.is_success:
-        return answer.json()
+        return answer.json() if answer.content else {}
     reason = _reason(answer)
     if answer.status_code == 401:
         reason = f"{reason} (from {held.source})"

@@ -20,11 +20,14 @@ from services.config import Settings
 from services.registry.ledger import champion_of
 from services.rollout.controller import step_rollout
 from services.run_settings import load_run_settings
-from services.serving.robots import provision_robots
+from services.serving.credentials import issue_fleet_credentials
 from services.store import session_scope
 from sim.fleet import FleetConfig, robot_ids, run_shift
 from sim.lab import record_lab_demos
 from sim.robot_client import ApiFleetClient
+
+# Who the audit log says enrolled the simulated robots and rotated their credentials.
+FLEET_ADMIN = "simulated fleet"
 
 
 @task(name="fleet-shift", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE, **TASK_HOOKS)
@@ -51,7 +54,10 @@ def fleet_shift(
         seed=settings.fleet.sim_seed,
     )
     with session_scope(settings.db_url, write=True) as session:
-        provision_robots(session=session, robot_ids=robot_ids(config), tasks=config.tasks)
+        # The simulated robots keep no credentials between shifts: each shift has fresh ones.
+        credentials = issue_fleet_credentials(
+            session=session, robot_ids=robot_ids(config), tasks=config.tasks, actor=FLEET_ADMIN
+        )
     windows = []
 
     def controller_looks() -> None:
@@ -60,7 +66,7 @@ def fleet_shift(
             windows.append(window)
 
     with api_in_background() as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
-        client = ApiFleetClient(http, settings.root / "robot-models")
+        client = ApiFleetClient(http, settings.root / "robot-models", credentials)
         summary = run_shift(config, client, log_dir, night, after_window=controller_looks)
     return {"night": night, "shift": summary, "rollout_windows": windows}
 

@@ -105,6 +105,18 @@ class FleetSettings(BaseSettings):
     sim_seed: int = Field(default=0, ge=0)
     # Where the fleet uploads its logs: a folder or an object-store URI; default: home/fleet-logs.
     fleet_logs: str | None = None
+    # Heartbeat plausibility (docs/security.md): the shortest episode a robot can work; a
+    # heartbeat claiming more episodes than its active seconds allow at this pace is refused.
+    # The simulated fleet's shortest possible one is a single step of the toy task (10 Hz).
+    fleet_min_episode_seconds: float = Field(default=0.1, gt=0)
+    # Operator takeovers one episode can plausibly have (the simulated operator: at most 3).
+    fleet_max_interventions_per_episode: int = Field(default=20, ge=1)
+    # Seconds a heartbeat's active time may exceed the wall time since the robot's previous
+    # heartbeat (or its enrollment): clock skew, and a simulator faster than real time.
+    fleet_heartbeat_slack_s: float = Field(default=60.0, ge=0)
+    # After a robot's assignment changes, how long its heartbeats may still report the
+    # previous version (the robot switches at its next look, between heartbeats).
+    fleet_version_grace_s: float = Field(default=600.0, ge=0)
 
     @model_validator(mode="after")
     def _fleet_works_known_tasks(self) -> FleetSettings:

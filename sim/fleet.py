@@ -45,6 +45,7 @@ class FleetClient(Protocol):
         robot_id: str,
         version: str | None,
         *,
+        heartbeat_id: str,
         episodes: int,
         failures: int,
         interventions: int,
@@ -141,6 +142,9 @@ def run_shift(
             client.heartbeat(
                 robot,
                 assignment.version,
+                # One heartbeat per episode, keyed by it: a shift run again (a retried task)
+                # reports the same heartbeats, which the server counts once.
+                heartbeat_id=recording.episode_uuid,
                 episodes=1,
                 # not completed on its own: it failed, or the operator had to step in
                 failures=int(recording.outcome != "success" or bool(recording.interventions)),

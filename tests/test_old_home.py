@@ -30,7 +30,8 @@ from services.api.main import create_app
 from services.config import configure_runtime, get_settings
 from services.evaluation.closed_loop import evaluate_version
 from services.registry.mlflow_registry import champion_version, load_policy, policy_checkpoint
-from services.store import migrate
+from services.serving.credentials import enroll_robot
+from services.store import migrate, session_scope
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +84,14 @@ def test_the_champion_of_an_old_home_evaluates_in_closed_loop(old_home):
 
 
 def test_a_robot_of_an_old_home_is_served_the_champion_with_its_checksum(old_home):
+    # Robots of a home made before credentials are enrolled by an admin and keep their version.
+    with session_scope(old_home.db_url, write=True) as session:
+        credential = enroll_robot(
+            session=session, robot_id="robot-00", tasks=["toy-reach"], group="default", actor="t"
+        )
     with TestClient(create_app()) as http:
-        answer = http.get("/robots/robot-00/assignment").json()
+        answer = http.get(
+            "/robots/robot-00/assignment", headers={"Authorization": f"Bearer {credential}"}
+        ).json()
     assert answer["model_version"] == "1"
     assert answer["checksum"] == checkpoint_checksum(policy_checkpoint(old_home, "1"))

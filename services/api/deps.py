@@ -1,18 +1,20 @@
-"""FastAPI dependencies as Annotated aliases: settings, sessions, the signed-in user."""
+"""FastAPI dependencies as Annotated aliases: settings, sessions, the signed-in user, the
+calling robot."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from services.approval.users import Unauthenticated, authenticate
 from services.config import Settings, get_settings
+from services.serving.credentials import authenticate_robot
 from services.store import session_scope
-from services.store.models import User
+from services.store.models import Robot, User
 
 
 def _settings() -> Settings:
@@ -60,6 +62,30 @@ def _current_user(
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]
+
+_robot_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="RobotCredential",
+    description="A robot's credential (fwr_...) from `flywheel robots enroll`.",
+)
+
+
+def _current_robot(
+    request: Request,
+    session: WriteSessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_robot_bearer)],
+) -> Robot:
+    # The raw path parameter, not a validated one: the credential is checked before anything
+    # else about the request, so a caller without one learns nothing but 401.
+    return authenticate_robot(
+        session=session,
+        robot_id=request.path_params.get("robot_id", ""),
+        credential=credentials.credentials if credentials else None,
+    )
+
+
+# The robot named in the path, authenticated by its own credential (401, or 403 for another's).
+CurrentRobot = Annotated[Robot, Depends(_current_robot)]
 
 # A candidate by model version or candidate id; the pattern keeps control characters
 # (which PostgreSQL refuses in text) out of queries.

@@ -12,6 +12,12 @@ from services.approval.users import NoSuchUser, PermissionDenied, Unauthenticate
 from services.errors import NotFound
 from services.registry.ledger import PromotionConflict
 from services.rollout.controller import RolloutError
+from services.serving.credentials import (
+    RobotAlreadyEnrolled,
+    RobotForbidden,
+    RobotUnauthenticated,
+)
+from services.serving.heartbeats import HeartbeatConflict, ImplausibleHeartbeat
 
 STATUS = {
     Unauthenticated: 401,
@@ -22,6 +28,10 @@ STATUS = {
     UserExists: 409,
     RolloutError: 409,
     PromotionConflict: 409,  # the champion changed since the candidate was evaluated
+    RobotUnauthenticated: 401,
+    RobotForbidden: 403,
+    RobotAlreadyEnrolled: 409,
+    HeartbeatConflict: 409,
 }
 # Not LookupError or ValueError as such: a KeyError or a pydantic error inside a handler is a
 # server bug and must show as a 500, not pass as the client's fault.
@@ -31,6 +41,7 @@ def install_error_handlers(app: FastAPI) -> None:
     for exc_type, status in STATUS.items():
         app.add_exception_handler(exc_type, _handler(status))
 
+    app.add_exception_handler(ImplausibleHeartbeat, _implausible)
     app.add_middleware(RefuseUnnamedQueryParameters)
 
 
@@ -40,6 +51,13 @@ def _handler(status: int):
         return JSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
 
     return handle
+
+
+async def _implausible(request: Request, exc: ImplausibleHeartbeat) -> JSONResponse:
+    # 422 in FastAPI's validation-error shape (the one the OpenAPI schema documents), on the
+    # field that cannot be true.
+    detail = [{"loc": ["body", exc.field], "msg": str(exc), "type": "implausible"}]
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 class RefuseUnnamedQueryParameters:

@@ -1,4 +1,5 @@
-"""The Flywheel API: candidates, decisions, the audit log, users, the fleet's assignments."""
+"""The Flywheel API: candidates, decisions, the audit log, users, robots' credentials, the
+fleet's assignments and heartbeats."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from fastapi import FastAPI, HTTPException
 from services.api import metrics, pages
 from services.api.deps import SettingsDep
 from services.api.errors import install_error_handlers
-from services.api.routes import audit, candidates, robots, rollouts, users
+from services.api.routes import audit, candidates, robot_credentials, robots, rollouts, users
 from services.runtime.dependencies import DependencyUnavailable, check_database
 
 
@@ -15,11 +16,14 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="Flywheel",
         version="0.1.0",
-        description="Review candidates, approve rollouts, read the audit log. Every endpoint "
-        "but /health, /live and /robots takes an API token: `Authorization: Bearer <token>`.",
+        description="Review candidates, approve rollouts, read the audit log, enroll robots. "
+        "People's endpoints take a user's API token (`Authorization: Bearer fw_...`, from "
+        "`flywheel users add`); the robot-facing ones (`/robots/{robot_id}/assignment`, "
+        "`/robots/{robot_id}/heartbeats`) take that robot's own credential (`Authorization: "
+        "Bearer fwr_...`, from `flywheel robots enroll`). /health and /live take none.",
     )
     install_error_handlers(app)
-    for module in (candidates, rollouts, audit, users, robots):
+    for module in (candidates, rollouts, audit, users, robot_credentials, robots):
         app.include_router(module.router)
     pages.install(app)
     metrics.install(app)

@@ -68,6 +68,9 @@ def assign(
             after={"policy_version": version},
             reason=reason,
         )
-        robot.policy_version = version
+        # The previous version stays acceptable in heartbeats for a grace period
+        # (services/serving/heartbeats.py): the robot switches at its next look.
+        robot.previous_version, robot.policy_version = robot.policy_version, version
+        robot.assigned_at = utcnow()
         changed += 1
     return changed

@@ -1,5 +1,6 @@
 """The robot-facing side: provisioning, assignments with download URI and checksum, and
-heartbeats.
+heartbeats. Credentials: ``credentials.py``; the checks a robot's heartbeat passes:
+``heartbeats.py``.
 
 Robots reach these through the robot-facing API (``services/api/routes/robots.py``); the
 simulated fleet does too, over HTTP, as real robots would.
@@ -23,8 +24,11 @@ from services.store.models import Heartbeat, Robot, utcnow
 
 def provision_robots(
     *, session: Session, robot_ids: Sequence[str], tasks: Sequence[str], group: str = "default"
-) -> None:
-    """Register robots (an admin's job, not the robots'); a new robot starts on the champion."""
+) -> list[Robot]:
+    """Register robots (an admin's job, not the robots'); a new robot starts on the champion.
+
+    They have no credential yet: ``credentials.enroll_robot`` gives them one.
+    """
     robots = register_robots(session=session, robot_ids=robot_ids, tasks=tasks, group=group)
     session.flush()
     champion = champion_of(session=session)
@@ -37,6 +41,7 @@ def provision_robots(
             actor="fleet",
             reason="new robot starts on the champion",
         )
+    return robots
 
 
 def robot_assignment(*, session: Session, settings: Settings, robot_id: str) -> dict[str, Any]:
@@ -61,8 +66,13 @@ def record_heartbeat(
     failures: int = 0,
     interventions: int = 0,
     active_seconds: float = 0.0,
+    heartbeat_id: str | None = None,
 ) -> Heartbeat:
-    """Store what a robot reports since its previous heartbeat."""
+    """Store what a robot reports since its previous heartbeat.
+
+    Stores as told: a robot's own reports come through ``services/serving/heartbeats.py``,
+    which checks them (once, for the robot's version, plausible) before they get here.
+    """
     robot = session.get(Robot, robot_id)
     if robot is None:
         raise NotFound(f"unknown robot {robot_id!r}: register it first")
@@ -71,6 +81,7 @@ def record_heartbeat(
     robot.last_seen = utcnow()
     heartbeat = Heartbeat(
         robot_id=robot_id,
+        heartbeat_id=heartbeat_id,
         policy_version=policy_version,
         episodes=episodes,
         failures=failures,

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     String,
     Text,
     TypeDecorator,
@@ -56,6 +57,14 @@ class Robot(Base):
     tasks: Mapped[list[str]] = mapped_column(JSON, default=list)
     # The model version the robot is told to run (its assignment); None: not assigned yet.
     policy_version: Mapped[str | None] = mapped_column(String(32))
+    # The assignment before the current one and when it changed: a robot switches versions
+    # between heartbeats, so for a grace period it may still report the previous one.
+    previous_version: Mapped[str | None] = mapped_column(String(32))
+    assigned_at: Mapped[datetime | None]
+    # SHA-256 of the robot's credential (shown once, at enrollment or rotation); None: the
+    # robot is not enrolled, or its credential was revoked.
+    credential_hash: Mapped[str | None] = mapped_column(String(128), unique=True, index=True)
+    credential_issued_at: Mapped[datetime | None]
     last_seen: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -281,9 +290,15 @@ class Heartbeat(Base):
     """A robot's report: what it runs and what happened since its previous heartbeat."""
 
     __tablename__ = "heartbeats"
+    # A robot's retry of a heartbeat carries the same id and is counted once.
+    __table_args__ = (
+        Index("ix_heartbeats_robot_id_heartbeat_id", "robot_id", "heartbeat_id", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     robot_id: Mapped[str] = mapped_column(ForeignKey("robots.id"), index=True)
+    # The idempotency key the robot chose (a UUID); None for heartbeats stored before 0006.
+    heartbeat_id: Mapped[str | None] = mapped_column(String(36))
     at: Mapped[datetime] = mapped_column(default=utcnow)
     policy_version: Mapped[str | None] = mapped_column(String(32))
     # Counts since the previous heartbeat.

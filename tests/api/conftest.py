@@ -1,4 +1,4 @@
-"""A review store with candidates, evaluations, a user per role and a robot."""
+"""A review store with candidates, evaluations, a user per role and a robot; enrolled robots."""
 
 import numpy as np
 
@@ -7,6 +7,7 @@ from services.evaluation.closed_loop import compare, store_evaluations
 from services.evaluation.gate import judge, record_verdict
 from services.evaluation.trajectories import trajectory_path, write_trajectory
 from services.serving.assignments import register_robots
+from services.serving.credentials import enroll_robot
 from services.store import session_scope
 from services.store.models import EvaluationEpisode
 from tests.conftest import add_candidate
@@ -59,3 +60,18 @@ def seed_review_store(settings) -> dict[str, str]:
         # a robot with no assignment yet (an assigned one needs a model in the registry)
         register_robots(session=session, robot_ids=["robot-00"], tasks=["pick-place"])
     return tokens
+
+
+def enroll_robots(settings, robot_ids) -> dict[str, str]:
+    """Enroll robots (those registered already keep their assignment); their credentials."""
+    with session_scope(settings.db_url, write=True) as session:
+        return {
+            robot_id: enroll_robot(
+                session=session,
+                robot_id=robot_id,
+                tasks=["pick-place"],
+                group="default",
+                actor="u-admin",
+            )
+            for robot_id in robot_ids
+        }

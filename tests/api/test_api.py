@@ -7,7 +7,7 @@ from sqlalchemy import select
 from services.api.main import create_app
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Heartbeat, Robot, Rollout
-from tests.api.conftest import ROLES, seed_review_store
+from tests.api.conftest import ROLES, enroll_robots, seed_review_store
 
 
 @pytest.fixture
@@ -183,7 +183,8 @@ def test_only_an_admin_manages_users_and_a_new_token_replaces_the_old(api):
 
 
 def test_a_robot_reports_heartbeats_and_learns_its_assignment(api, store_settings):
-    answer = api.get("/robots/robot-00/assignment").json()
+    robot = {"Authorization": f"Bearer {enroll_robots(store_settings, ['robot-00'])['robot-00']}"}
+    answer = api.get("/robots/robot-00/assignment", headers=robot).json()
     assert answer == {
         "robot_id": "robot-00",
         "model_version": None,
@@ -191,13 +192,14 @@ def test_a_robot_reports_heartbeats_and_learns_its_assignment(api, store_setting
         "checksum": None,
     }
     beat = {
+        "heartbeat_id": "0b7c3f0e-8d7a-4f8e-9c1e-2f3a4b5c6d7e",
         "policy_version": None,
         "successes": 2,
         "failures": 1,
         "interventions": 4,
-        "active_seconds": 180,
+        "active_seconds": 30,
     }
-    made = api.post("/robots/robot-00/heartbeats", json=beat)
+    made = api.post("/robots/robot-00/heartbeats", json=beat, headers=robot)
     assert made.status_code == 201 and made.json()["model_version"] is None
     with session_scope(store_settings.db_url) as session:
         [stored] = session.scalars(select(Heartbeat)).all()
@@ -207,13 +209,13 @@ def test_a_robot_reports_heartbeats_and_learns_its_assignment(api, store_setting
         {**beat, "failures": -1},
         {**beat, "successes": 2.5},
         {**beat, "active_seconds": "x"},
+        {**beat, "heartbeat_id": "not-a-uuid"},
+        {k: v for k, v in beat.items() if k != "heartbeat_id"},
     ):
-        refused = api.post("/robots/robot-00/heartbeats", json=bad)
-        assert refused.status_code == 422 and refused.json()["detail"]
-    for path in ("/robots/robot-99/assignment",):
-        missing = api.get(path)
-        assert missing.status_code == 404 and "unknown robot" in missing.json()["detail"]
-    assert api.post("/robots/robot-99/heartbeats", json=beat).status_code == 404
+        refused = api.post("/robots/robot-00/heartbeats", json=bad, headers=robot)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][0] == "body"
+    broken = api.post("/robots/robot-00/heartbeats", content=b"{not json", headers=robot)
+    assert broken.status_code == 422
 
 
 def test_the_openapi_schema_declares_bearer_auth_and_every_route(api):
@@ -233,7 +235,12 @@ def test_the_openapi_schema_declares_bearer_auth_and_every_route(api):
         "/users",
         "/users/me",
         "/users/{name}/token",
+        "/robots",
+        "/robots/{robot_id}/credential",
+        "/robots/{robot_id}/assignment",
+        "/robots/{robot_id}/heartbeats",
     } <= set(schema["paths"])
+    assert "RobotCredential" in schema["components"]["securitySchemes"]
 
 
 def test_rollouts_are_shown_to_everyone_and_only_a_fleet_manager_halts(api, store_settings):

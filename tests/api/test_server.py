@@ -12,7 +12,7 @@ def test_the_api_answers_over_http_inside_the_block_and_stops_after(settings):
     with api_in_background() as base_url:
         assert base_url.startswith("http://127.0.0.1:")
         assert httpx.get(f"{base_url}/live").json() == {"status": "ok"}
-        unknown = httpx.get(f"{base_url}/robots/robot-77/assignment")
-        assert unknown.status_code == 404 and "robot-77" in unknown.text
+        anonymous = httpx.get(f"{base_url}/robots/robot-77/assignment")
+        assert anonymous.status_code == 401 and "robot credential" in anonymous.text
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{base_url}/live")

@@ -78,14 +78,16 @@ def test_lab_demos_only_cover_the_lab_workspace(tmp_path):
 class _Client:
     def __init__(self) -> None:
         self.heartbeats = []
+        self.heartbeat_ids = []
 
     def assignment(self, robot_id):
         if robot_id == "robot-01":
             return Assignment(version=None, policy=None)
         return Assignment(version="7", policy=_stalled)
 
-    def heartbeat(self, robot_id, version, **counts):
+    def heartbeat(self, robot_id, version, *, heartbeat_id, **counts):
         self.heartbeats.append((robot_id, version, counts))
+        self.heartbeat_ids.append(heartbeat_id)
 
 
 def test_a_shift_uploads_one_file_per_episode_and_is_reproducible(tmp_path):
@@ -102,9 +104,14 @@ def test_a_shift_uploads_one_file_per_episode_and_is_reproducible(tmp_path):
     assert windows == [1]
     files = sorted((tmp_path / "a").rglob("*.mcap"))
     assert len(files) == 3 and all(f.parent.name == "night-002" for f in files)
-    again = run_shift(config, _Client(), tmp_path / "b", night=2)
+    rerun_client = _Client()
+    again = run_shift(config, rerun_client, tmp_path / "b", night=2)
     rerun = sorted((tmp_path / "b").rglob("*.mcap"))
     assert [f.read_bytes() for f in files] == [f.read_bytes() for f in rerun]
+    # the shift run again reports the same heartbeats, which the server counts once
+    assert (
+        len(set(client.heartbeat_ids)) == 3 and rerun_client.heartbeat_ids == client.heartbeat_ids
+    )
     assert again.steps == summary.steps
 
 
