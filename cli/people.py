@@ -25,6 +25,7 @@ from services.approval.users import (
     PermissionDenied,
     Unauthenticated,
     UserExists,
+    article,
     authenticate,
 )
 from services.config import Settings
@@ -148,7 +149,7 @@ def admin_actor(settings: Settings, action: str) -> str:
         return LOCAL_ADMIN
     user = identify(settings, held)
     if user["role"] != "admin":
-        raise Refused(f"{user['name']} is a {user['role']}: only an admin may {action}")
+        raise Refused(f"{user['name']} is {article(user['role'])}: only an admin may {action}")
     return user["name"]
 
 

@@ -31,7 +31,7 @@ from services.api.deps import CandidateRef, SessionDep, SettingsDep, WriteSessio
 from services.api.errors import STATUS
 from services.approval import decisions
 from services.approval.decisions import APPROVER_ROLES
-from services.approval.users import Unauthenticated, authenticate
+from services.approval.users import Unauthenticated, article, authenticate
 from services.config import Settings, get_settings
 from services.errors import NotFound
 from services.readmodel import evidence, review
@@ -341,7 +341,7 @@ def rollout_action(
             "error.html",
             viewer,
             403,
-            message=f"{viewer.name} is a {viewer.role}: only a fleet manager may {action}",
+            message=f"{viewer.name} is {article(viewer.role)}: only a fleet manager may {action}",
         )
     return _act(
         request,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.approval.users import PermissionDenied
+from services.approval.users import PermissionDenied, article
 from services.errors import NotFound
 from services.store import record_audit
 from services.store.models import Candidate, Decision, User
@@ -91,7 +91,9 @@ def _decide(
     allowed_status: tuple[str, ...] = ("passed", "inconclusive"),
 ) -> Decision:
     if role not in APPROVER_ROLES:
-        raise PermissionDenied(f"{actor} is a {role}: only a fleet manager may approve or reject")
+        raise PermissionDenied(
+            f"{actor} is {article(role)}: only a fleet manager may approve or reject"
+        )
     if not reason or not reason.strip():
         raise ValueError("a decision needs a reason")
     candidate = find_candidate(session, candidate_id)

@@ -112,16 +112,23 @@ def authenticate(*, session: Session, token: str) -> User:
 def require_role(user: User, *roles: str, action: str) -> None:
     if user.role not in roles:
         allowed = " or ".join(r.replace("-", " ") for r in roles)
-        raise PermissionDenied(f"{user.name} is a {user.role}: only a {allowed} may {action}")
+        raise PermissionDenied(
+            f"{user.name} is {article(user.role)}: only {article(allowed)} may {action}"
+        )
 
 
 def require_admin(user: User) -> None:
     if user.role != "admin":
-        raise PermissionDenied(f"{user.name} is a {user.role}: only an admin manages users")
+        raise PermissionDenied(f"{user.name} is {article(user.role)}: only an admin manages users")
 
 
 def list_users(*, session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.name)))
+
+
+def article(noun: str) -> str:
+    """The noun with its indefinite article: "an admin", "an engineer", "a fleet manager"."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun.replace('-', ' ')}"
 
 
 def _new_token() -> str:

@@ -108,7 +108,7 @@ def test_admins_enroll_rotate_and_revoke_and_the_old_credential_stops_working(ap
         refused = api.post(
             "/robots", json={"robot_id": "robot-09"}, headers=_bearer(api.tokens[role])
         )
-        assert refused.status_code == 403 and "only a admin" in refused.json()["detail"]
+        assert refused.status_code == 403 and "only an admin" in refused.json()["detail"]
     assert api.post("/robots", json={"robot_id": "robot-09"}).status_code == 401
     made = api.post("/robots", json={"robot_id": "robot-09", "tasks": ["push"]}, headers=admin)
     assert made.status_code == 201 and made.json()["credential"].startswith("fwr_")

@@ -33,7 +33,7 @@ def test_only_an_admin_deletes_episodes(settings, home, monkeypatch):
         app, ["episodes", "delete", "--robot", "robot-00", "--reason", "owner asked"]
     )
     assert result.exit_code != 0
-    assert "erik is a engineer: only an admin may delete episodes" in result.output
+    assert "erik is an engineer: only an admin may delete episodes" in result.output
     assert len(list_episodes(settings)) == 5
 
 

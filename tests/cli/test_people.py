@@ -112,6 +112,35 @@ def test_production_acts_through_the_api_as_the_tokens_holder(production, monkey
 
 
 @pytest.mark.postgres
+def test_production_manages_robot_credentials_through_the_api_as_an_admin(production, monkeypatch):
+    def run(*args, token=None):
+        result = _invoke(*args, token=token, monkeypatch=monkeypatch)
+        return result.exit_code, " ".join(result.output.split())  # unwrapped
+
+    ada = _token(run("users", "add", "ada", "--role", "admin")[1])
+    erin = _token(run("users", "add", "erin", "--role", "engineer", token=ada)[1])
+    code, said = run("robots", "enroll", "robot-07")
+    assert code == 1 and "in production only an admin manages robot credentials" in said
+    code, said = run("robots", "enroll", "robot-07", token=erin)
+    assert code == 1 and "only an admin may enroll robots" in said
+
+    code, said = run("robots", "enroll", "robot-07", "--task", "pick-place", token=ada)
+    assert code == 0, said
+    first = re.search(r"\(shown once\): (fwr_\S+)", said).group(1)
+    code, said = run("robots", "enroll", "robot-07", token=ada)
+    assert code == 1 and "is already enrolled" in said
+    code, said = run("robots", "rotate", "robot-07", token=ada)
+    assert code == 0 and "fwr_" in said and first not in said, said
+    assert run("robots", "revoke", "robot-07", token=ada)[0] == 0
+    audit = json.loads(runner.invoke(app, ["audit", "--subject", "robot-07", "--json"]).output)
+    assert [(a["actor"], a["action"]) for a in audit if a["actor"] == "ada"] == [
+        ("ada", "revoke-robot-credential"),
+        ("ada", "rotate-robot-credential"),
+        ("ada", "enroll-robot"),
+    ]
+
+
+@pytest.mark.postgres
 def test_production_login_checks_the_token_with_the_api_and_keeps_it_private(production, tmp_path):
     ada = _token(_invoke("users", "add", "ada", "--role", "admin").output)
     refused = runner.invoke(app, ["login", "--token-stdin"], input="fw_not-a-token\n")
