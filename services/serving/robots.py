@@ -61,6 +61,8 @@ def record_heartbeat(
     failures: int = 0,
     interventions: int = 0,
     active_seconds: float = 0.0,
+    safety_events: int = 0,
+    emergency_stop: bool = False,
 ) -> Heartbeat:
     """Store what a robot reports since its previous heartbeat."""
     robot = session.get(Robot, robot_id)
@@ -76,6 +78,8 @@ def record_heartbeat(
         failures=failures,
         interventions=interventions,
         active_seconds=active_seconds,
+        safety_events=safety_events,
+        emergency_stop=emergency_stop,
     )
     session.add(heartbeat)
     return heartbeat
