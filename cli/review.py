@@ -39,6 +39,7 @@ from services.rollout.controller import (
     step_rollout,
 )
 from services.rollout.health import serve_health
+from services.rollout.manager import advance_rollout, resume_rollout
 from services.store import session_scope
 
 
@@ -265,6 +266,8 @@ def rollout_status(as_json: JsonFlag = False) -> None:
 
 def _stage_text(stage: dict) -> str:
     text = f"{stage['name']} ({len(stage['robots'])} robots)"
+    if stage["counts"] and stage["counts"]["mismatched"]:
+        text += f" [count mismatch: {', '.join(stage['counts']['mismatched'])}]"
     return text if stage["outcome"] is None else f"{text}: {stage['outcome']}"
 
 
@@ -310,6 +313,41 @@ def rollout_halt(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
     console.print(
         f"halted rollout {rollout.id} of {rollout.to_version}; fleet on {rollout.from_version}"
     )
+
+
+@rollout_app.command("resume")
+def rollout_resume(
+    reason: Annotated[str, typer.Option(help="Why.")],
+    episodes: Annotated[
+        int | None, typer.Option(min=1, help="More candidate episodes (default: the cap again).")
+    ] = None,
+    hours: Annotated[
+        float | None, typer.Option(min=0.01, help="More hours (default: the cap again).")
+    ] = None,
+) -> None:
+    """Let a paused rollout's stage go on with its caps extended (fleet managers)."""
+    settings = ready()
+    user = _fleet_manager(settings, "resume a rollout")
+    try:
+        rollout = resume_rollout(
+            settings, actor=user, reason=reason, episodes=episodes, hours=hours
+        )
+    except (RolloutError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"resumed rollout {rollout.id} of {rollout.to_version}")
+
+
+@rollout_app.command("advance")
+def rollout_advance(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
+    """Move a paused rollout to its next stage by hand (fleet managers)."""
+    settings = ready()
+    user = _fleet_manager(settings, "advance a rollout")
+    try:
+        rollout = advance_rollout(settings, actor=user, reason=reason)
+    except (RolloutError, ValueError) as exc:
+        fail(str(exc))
+    stage = rollout.stages[rollout.current_stage]["name"]
+    console.print(f"rollout {rollout.id} of {rollout.to_version}: {stage} stage, {rollout.state}")
 
 
 @rollout_app.command("rollback")

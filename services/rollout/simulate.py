@@ -115,3 +115,14 @@ def _counts(
         "interventions": int(rng.poisson(per_episode * episodes)),
         "hours": episodes * hours,
     }
+
+
+# The effects the table reports: as good, slightly worse, as much worse as each test is built
+# to catch (the default FLYWHEEL_ROLLOUT_FAILURE_INCREASE and _WORSE_RATIO), and much worse.
+EFFECTS = (
+    Effect("as good"),
+    Effect("slightly worse: +0.10 failures, 1.3x takeovers", 0.10, 1.3),
+    Effect("built to catch: +0.25 failures", 0.25),
+    Effect("built to catch: 2x takeovers", 0.0, 2.0),
+    Effect("much worse: +0.50 failures, 4x takeovers", 0.50, 4.0),
+)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from services.api.deps import SettingsDep, WriteSessionDep
+from services.rollout.guardrails import guard_heartbeat
 from services.serving.robots import record_heartbeat, robot_assignment
 
 router = APIRouter(prefix="/robots", tags=["robots"])
@@ -37,6 +38,10 @@ class HeartbeatIn(BaseModel):
     failures: int = Field(ge=0, le=100_000, description="Episodes that did not.")
     interventions: int = Field(ge=0, le=1_000_000)
     active_seconds: float = Field(ge=0, le=7 * 24 * 3600, description="Time worked.")
+    safety_events: int = Field(
+        default=0, ge=0, le=10_000, description="Safety events (collisions, limit trips)."
+    )
+    emergency_stop: bool = Field(default=False, description="An emergency stop was pressed.")
 
 
 @router.get("/{robot_id}/assignment", response_model=AssignmentPublic, responses=_NOT_FOUND)
@@ -53,8 +58,9 @@ def get_assignment(robot_id: RobotId, session: WriteSessionDep, settings: Settin
 def post_heartbeat(
     robot_id: RobotId, body: HeartbeatIn, session: WriteSessionDep, settings: SettingsDep
 ):
-    """Report since the previous heartbeat; the answer is the robot's current assignment."""
-    record_heartbeat(
+    """Report since the previous heartbeat; the answer is the robot's current assignment.
+    A safety event or an emergency stop on a candidate halts its rollout before the answer."""
+    heartbeat = record_heartbeat(
         session=session,
         robot_id=robot_id,
         policy_version=body.policy_version,
@@ -62,6 +68,9 @@ def post_heartbeat(
         failures=body.failures,
         interventions=body.interventions,
         active_seconds=body.active_seconds,
+        safety_events=body.safety_events,
+        emergency_stop=body.emergency_stop,
     )
     session.flush()
+    guard_heartbeat(session=session, heartbeat=heartbeat)
     return robot_assignment(session=session, settings=settings, robot_id=robot_id)

@@ -1,4 +1,5 @@
-"""Rollouts for fleet managers: stages, robots, the watched metrics; halt and roll back."""
+"""Rollouts for fleet managers: stages, robots, the watched metrics; halt, and resume or
+advance a paused rollout."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.api.deps import CurrentUser, SessionDep, SettingsDep
 from services.api.schemas import Reason
 from services.approval.users import require_role
 from services.readmodel.rollouts import rollouts_overview
-from services.rollout import controller
+from services.rollout import controller, manager
 
 router = APIRouter(
     prefix="/rollouts",
@@ -32,6 +33,10 @@ class Stage(BaseModel):
     episodes: int
     llr: dict[str, float]
     windows: list[dict[str, Any]]
+    spec: dict[str, Any] = Field(description="What the plan declared: tests, limits, gate.")
+    counts: dict[str, Any] | None = Field(
+        description="The last check of heartbeat counts against ingested episodes."
+    )
 
 
 class RolloutOut(BaseModel):
@@ -77,6 +82,43 @@ def halt(body: Reason, settings: SettingsDep, session: SessionDep, user: Current
     """Halt the rollout in progress and return its robots to the champion."""
     require_role(user, "fleet-manager", action="halt a rollout")
     rollout = controller.halt_rollout(settings, actor=user.name, reason=body.reason)
-    session.commit()  # end the read snapshot taken before the halt
-    [out] = [r for r in rollouts_overview(session)["rollouts"] if r["id"] == rollout.id]
+    return _shown(session, rollout.id)
+
+
+class Resume(Reason):
+    episodes: int | None = Field(
+        default=None, ge=1, description="More candidate episodes (default: the cap again)."
+    )
+    hours: float | None = Field(
+        default=None, gt=0, description="More hours for the stage (default: its cap again)."
+    )
+
+
+_PAUSED = {
+    403: {"description": "Only a fleet manager may resume or advance."},
+    409: {"description": "No rollout is paused."},
+}
+
+
+@router.post("/resume", response_model=RolloutOut, responses=_PAUSED)
+def resume(body: Resume, settings: SettingsDep, session: SessionDep, user: CurrentUser) -> dict:
+    """Let the paused rollout's stage go on, its caps extended."""
+    require_role(user, "fleet-manager", action="resume a rollout")
+    rollout = manager.resume_rollout(
+        settings, actor=user.name, reason=body.reason, episodes=body.episodes, hours=body.hours
+    )
+    return _shown(session, rollout.id)
+
+
+@router.post("/advance", response_model=RolloutOut, responses=_PAUSED)
+def advance(body: Reason, settings: SettingsDep, session: SessionDep, user: CurrentUser) -> dict:
+    """Move the paused rollout to its next stage by hand (the last one promotes)."""
+    require_role(user, "fleet-manager", action="advance a rollout")
+    rollout = manager.advance_rollout(settings, actor=user.name, reason=body.reason)
+    return _shown(session, rollout.id)
+
+
+def _shown(session, rollout_id: int) -> dict:
+    session.commit()  # end the read snapshot taken before the change
+    [out] = [r for r in rollouts_overview(session)["rollouts"] if r["id"] == rollout_id]
     return out
