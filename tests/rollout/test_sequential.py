@@ -57,7 +57,10 @@ def test_stages_grow_from_a_canary_to_the_whole_fleet_and_differ_per_version():
     }
     assert len(canaries) > 3  # not always the same robot
     # two robots: 25% and 50% would both be one robot; the plan keeps one canary stage
-    assert [s.name for s in RolloutPlan.of((0.25, 0.5, 1.0)).stages("c", ["a", "b"])] == ["canary", "fleet"]
+    assert [s.name for s in RolloutPlan.of((0.25, 0.5, 1.0)).stages("c", ["a", "b"])] == [
+        "canary",
+        "fleet",
+    ]
 
 
 @pytest.mark.parametrize("shares", [(), (0.5,), (0.5, 0.2, 1.0), (0.0, 1.0), (0.5, 0.5, 1.0)])

@@ -70,10 +70,15 @@ def test_a_new_stage_stores_its_declared_spec_and_an_old_one_reads_as_the_defaul
     assert fleet.is_last and fleet.robots == ("a", "b")
     # stored before specs: the default spec, with the caps
     old = Stage.from_json(STORED)
-    assert old.spec is None and old.plan.max_episodes == 240 and set(old.plan.tests) == {
-        "failures",
-        "interventions",
-    }
+    assert (
+        old.spec is None
+        and old.plan.max_episodes == 240
+        and set(old.plan.tests)
+        == {
+            "failures",
+            "interventions",
+        }
+    )
 
 
 def test_stages_are_frozen():
