@@ -98,7 +98,7 @@ def parse_stage(data: Mapping[str, Any], *, defaults: Mapping[str, Any], where: 
     if not isinstance(data, Mapping):
         raise PlanError(f"{where}: a stage is an object, got {data!r}")
     _known(data, STAGE_KEYS, where)
-    merged = {**defaults, **data}
+    merged = _layer(defaults, data)
     if "share" not in merged:
         raise PlanError(f"{where}: 'share' is required")
     metrics = merged.get("metrics", {m: {} for m in TESTS})
@@ -109,6 +109,8 @@ def parse_stage(data: Mapping[str, Any], *, defaults: Mapping[str, Any], where: 
         _known({metric: None}, tuple(TESTS), f"{where}.metrics")
         kind = TESTS[metric]
         params = params or {}
+        if not isinstance(params, Mapping):
+            raise PlanError(f"{where}.metrics.{metric}: the test's parameters are an object")
         _known(params, tuple(kind.__dataclass_fields__), f"{where}.metrics.{metric}")
         try:
             tests[metric] = kind(**params)
@@ -139,7 +141,7 @@ def parse_plan(text: str, *, defaults: Mapping[str, Any], source: str) -> list[S
     own = data.get("defaults", {})
     _known(own, STAGE_KEYS[1:], f"{source}: defaults")
     return [
-        parse_stage(stage, defaults={**defaults, **own}, where=f"{source}: stage {i + 1}")
+        parse_stage(stage, defaults=_layer(defaults, own), where=f"{source}: stage {i + 1}")
         for i, stage in enumerate(data["stages"])
     ]
 
@@ -150,6 +152,19 @@ def read_plan(path: Path, *, defaults: Mapping[str, Any]) -> list[StageSpec]:
     except OSError as exc:
         raise PlanError(f"cannot read the rollout plan {path}: {exc.strerror}") from exc
     return parse_plan(text, defaults=defaults, source=str(path))
+
+
+def _layer(defaults: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``defaults``; a metric ``over`` names keeps the parameters it does
+    not set from ``defaults`` (the metrics ``over`` names are the ones watched)."""
+    out = {**defaults, **over}
+    base, top = defaults.get("metrics"), over.get("metrics")
+    if isinstance(base, Mapping) and isinstance(top, Mapping):
+        out["metrics"] = {
+            m: {**(base.get(m) or {}), **(p or {})} if isinstance(p, Mapping) or p is None else p
+            for m, p in top.items()
+        }
+    return out
 
 
 def _known(data: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
