@@ -231,5 +231,6 @@ def rollout_outcomes(settings: Settings) -> dict[str, str]:
                 "in_progress": f"at {stage}",
                 "rolled_back": f"rolled back at {stage}",
                 "halted": f"halted at {stage}",
+                "paused": f"paused at {stage} for a fleet manager",
             }.get(r.state, r.state)
     return outcomes
