@@ -3,10 +3,14 @@ manager does with it, and the guardrails that halt it at once."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from cli import app
 from services.api.main import create_app
 from services.approval.users import add_user
 from services.readmodel.rollouts import rollouts_overview
@@ -192,3 +196,25 @@ def test_a_safety_event_stored_another_way_halts_at_the_next_window(settings, ro
     window = step_rollout(settings)
     assert window["decision"] == "halt" and "1 safety event(s)" in window["reason"]
     assert set(_robots(settings).values()) == {"1"}
+
+
+def test_the_cli_shows_a_paused_rollout_and_a_fleet_manager_resumes_it(
+    settings, rollout, monkeypatch
+):
+    with session_scope(settings.db_url, write=True) as session:
+        add_user(session=session, name="fatima", role="fleet-manager")
+        add_user(session=session, name="eve", role="engineer")
+    for _ in range(2):
+        _as_good_window(settings)
+        step_rollout(settings)
+    runner = CliRunner()
+    shown = json.loads(runner.invoke(app, ["rollout", "status", "--json"]).output)
+    assert shown["rollouts"][0]["state"] == "paused"
+    monkeypatch.setenv("FLYWHEEL_USER", "eve")
+    refused = runner.invoke(app, ["rollout", "resume", "--reason", "go on"])
+    assert refused.exit_code == 1 and "fleet manager" in refused.output
+    monkeypatch.setenv("FLYWHEEL_USER", "fatima")
+    done = runner.invoke(app, ["rollout", "resume", "--reason", "go on", "--episodes", "6"])
+    assert done.exit_code == 0 and f"resumed rollout {rollout.id}" in done.output
+    refused = runner.invoke(app, ["rollout", "advance", "--reason", "now"])
+    assert refused.exit_code == 1 and "not paused" in refused.output
