@@ -3,9 +3,11 @@
 A rollout moves through its plan's stages (``plan.py``): at each stage but the last, some
 robots run the candidate and the rest stay on the champion as the control group. The
 controller (``step_rollout``) looks at the robots' heartbeats window by window and runs a
-sequential test per watched metric (``sequential.py``): a breach rolls the candidate back
-on its own; enough exposure without one moves to the next stage. The last stage makes the
-candidate champion.
+sequential test per watched metric (``sequential.py``) by the rule of ``rule.py``: a breach
+rolls the candidate back on its own; every test accepting "not worse" moves to the next
+stage, once the heartbeat counts agree with the ingested episodes (``counts.py``); a stage
+undecided at its cap pauses for a fleet manager (``manager.py``). A safety report from a
+candidate robot halts it (``guardrails.py``). The last stage makes the candidate champion.
 
 The promotion ledger (``registry/ledger.py``) is the record of who is champion; the last stage
 changes it by compare-and-set, in the same transaction as the fleet's assignments. Every
@@ -31,7 +33,6 @@ from services.rollout.counts import check_counts, mismatch_reason
 from services.rollout.guardrails import halt_for_safety, safety_report
 from services.rollout.plan import RolloutPlan
 from services.rollout.rule import ADVANCE, EMPTY, PAUSE, ROLLBACK, capped, judge
-from services.rollout.sequential import WORSE
 from services.rollout.spec import METRICS
 from services.rollout.stages import Stage, stages_of, store_stages
 from services.rollout.transitions import (
@@ -137,12 +138,12 @@ def step_rollout(settings: Settings, *, actor: str = CONTROLLER) -> dict[str, An
         stages = stages_of(rollout)
         stage = stages[rollout.current_stage]
         record: dict[str, Any] = {"rollout": rollout.id, "stage": stage.name}
-        if rollout.state == "paused":
-            return {**record, "decision": "paused", "reason": rollout.reason}
         treatment, control, safety, cursor = _window(session, rollout, stage)
-        if safety:
+        if safety:  # paused or not: a guardrail does not wait for a fleet manager
             halt_for_safety(session, rollout, reports=safety)
             return {**record, "decision": "halt", "reason": rollout.reason}
+        if rollout.state == "paused":
+            return {**record, "decision": "paused", "reason": rollout.reason}
         hours = _hours_since(stage.started_at)
         if treatment["episodes"] == 0 and control["episodes"] == 0 and not capped(stage, hours):
             return {**record, "decision": "no new data"}
@@ -181,7 +182,7 @@ def step_rollout(settings: Settings, *, actor: str = CONTROLLER) -> dict[str, An
         stages[rollout.current_stage] = stage
         store_stages(rollout, stages)
         if decision == ROLLBACK:
-            reason = "; ".join(_breach_reason(m, stage) for m in _worse(stage))
+            reason = "; ".join(_breach_reason(m, stage) for m in judged.worse)
             return_to_champion(
                 session, rollout, "rolled_back", actor=actor, reason=reason, action="rollback"
             )
@@ -249,15 +250,11 @@ def _window(
         )
     ).all()
     return (
-        groups.get(rollout.to_version, EMPTY),
-        groups.get(rollout.from_version, EMPTY),
+        groups.get(rollout.to_version, dict(EMPTY)),
+        groups.get(rollout.from_version, dict(EMPTY)),
         [safety_report(h) for h in safety],
         newest,
     )
-
-
-def _worse(stage: Stage) -> list[str]:
-    return [m for m, t in stage.plan.tests.items() if t.decide(stage.llr[m]) == WORSE]
 
 
 def _breach_reason(metric: str, stage: Stage) -> str:

@@ -44,6 +44,7 @@ class Judgement:
     decision: str  # ADVANCE | ROLLBACK | PAUSE | CONTINUE
     reason: str | None = None  # why, for a rollback or a pause
     cause: str | None = None  # what paused it: cap | manual-gate
+    worse: tuple[str, ...] = ()  # the metrics whose test says "worse"
 
 
 def window_llr(
@@ -78,7 +79,8 @@ def judge(stage: Stage, treatment: Mapping, control: Mapping, *, hours: float) -
     verdicts = {m: t.decide(llr[m]) for m, t in spec.tests.items()}
     worse = [m for m, v in verdicts.items() if v == WORSE]
     if worse:
-        return Judgement(stage, ROLLBACK, "; ".join(_bound(stage, m, "upper") for m in worse))
+        reason = "; ".join(_bound(stage, m, "upper") for m in worse)
+        return Judgement(stage, ROLLBACK, reason, worse=tuple(worse))
     if all(v == NOT_WORSE for v in verdicts.values()) and episodes >= spec.min_episodes:
         if spec.pause:
             return Judgement(
