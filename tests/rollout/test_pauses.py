@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from cli import app
 from services.api.main import create_app
 from services.approval.users import add_user
+from services.nights import rollout_under_way
 from services.readmodel.rollouts import rollouts_overview
 from services.rollout.controller import RolloutError, halt_rollout, step_rollout
 from services.rollout.manager import advance_rollout, resume_rollout
@@ -218,3 +219,15 @@ def test_the_cli_shows_a_paused_rollout_and_a_fleet_manager_resumes_it(
     assert done.exit_code == 0 and f"resumed rollout {rollout.id}" in done.output
     refused = runner.invoke(app, ["rollout", "advance", "--reason", "now"])
     assert refused.exit_code == 1 and "not paused" in refused.output
+
+
+def test_a_night_sees_the_rollout_still_under_way_and_its_candidate_waits(settings, rollout):
+    assert (
+        rollout_under_way(settings) == f"rollout {rollout.id} of model 2 is in progress at canary"
+    )
+    for _ in range(2):
+        _as_good_window(settings)
+        step_rollout(settings)
+    assert rollout_under_way(settings).endswith("is paused at canary")
+    halt_rollout(settings, actor="fatima", reason="enough")
+    assert rollout_under_way(settings) is None
