@@ -94,14 +94,13 @@ def judge(stage: Stage, treatment: Mapping, control: Mapping, *, hours: float) -
     cap = capped(stage, hours)
     if cap:
         open_ = [m for m, v in verdicts.items() if v != NOT_WORSE]
-        return Judgement(
-            stage,
-            PAUSE,
-            f"the {stage.name} stage reached its cap ({cap}) with no decision on "
-            f"{', '.join(open_) or 'its minimum exposure'}: "
-            + "; ".join(_bound(stage, m, "lower") for m in open_),
-            "cap",
+        reason = f"the {stage.name} stage reached its cap ({cap}) " + (
+            f"with no decision on {', '.join(open_)}: "
+            + "; ".join(_bound(stage, m, "lower") for m in open_)
+            if open_
+            else f"before its minimum of {spec.min_episodes} candidate episodes"
         )
+        return Judgement(stage, PAUSE, reason, "cap")
     return Judgement(stage, CONTINUE)
 
 
