@@ -9,8 +9,9 @@ are checked against the episode table, robot by robot:
   an episode's log before the heartbeat that counts it (the simulated fleet does), so every
   episode reported before that run started should be in the episode table by now;
 - ingested: the episodes in the table from that robot and the candidate's version (a
-  candidate version runs only in its own rollout, so no time window is needed), quarantined
-  ones included: they arrived, even if they failed validation.
+  candidate version runs only in its own rollout, so no time window is needed) that finished
+  ingest runs stored, quarantined ones included: they arrived, even if they failed
+  validation.
 
 A robot whose counts differ by more than ``count_tolerance`` of what it reported, or
 ``count_slack`` episodes, whichever is more (uploads racing the ingest run), is a mismatch:
@@ -25,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from services.store.models import Episode, Heartbeat, IngestRun
@@ -47,6 +48,7 @@ def check_counts(
     )
     if cut is None:
         return {"checked_until": None, "robots": {}, "mismatched": []}
+    finished = select(IngestRun.id).where(IngestRun.finished_at.is_not(None))
     reported = _per_robot(
         session.execute(
             select(
@@ -73,7 +75,13 @@ def check_counts(
                 func.sum(failed),
                 func.sum(Episode.n_interventions),
             )
-            .where(Episode.policy_version == version, Episode.robot_id.in_(robots))
+            .where(
+                Episode.policy_version == version,
+                Episode.robot_id.in_(robots),
+                # not those of a run still going (the night's, while the watcher looks):
+                # their heartbeats may be newer than the cut
+                or_(Episode.ingest_run_id.is_(None), Episode.ingest_run_id.in_(finished)),
+            )
             .group_by(Episode.robot_id)
         )
     )

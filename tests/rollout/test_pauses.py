@@ -111,22 +111,22 @@ def test_only_a_fleet_manager_resumes_or_advances_through_the_api(settings, roll
     assert refused.status_code == 409 and "not paused" in refused.json()["detail"]
 
 
-def _ingest(settings, robot: str, *, episodes: int) -> None:
+def _ingest(settings, robot: str, *, episodes: int, run: str = "run-1", done=True) -> None:
     """An ingest run that found ``episodes`` logs of the candidate from ``robot``."""
     with session_scope(settings.db_url, write=True) as session:
-        session.add(IngestRun(id="run-1", source="test", finished_at=utcnow()))
+        session.add(IngestRun(id=run, source="test", finished_at=utcnow() if done else None))
         session.flush()
         for i in range(episodes):
             session.add(
                 Episode(
-                    id=f"{robot}-{i}",
-                    content_hash=f"{robot}-{i}",
+                    id=f"{run}-{robot}-{i}",
+                    content_hash=f"{run}-{robot}-{i}",
                     robot_id=robot,
                     policy_version="2",
                     outcome="success",
                     source_uri="test",
                     source_format="test",
-                    ingest_run_id="run-1",
+                    ingest_run_id=run,
                 )
             )
 
@@ -157,8 +157,12 @@ def test_counts_that_match_within_the_tolerance_let_the_stage_advance(settings, 
     [canary] = rollout.stages[0]["robots"]
     _shift_window(settings, candidate_interventions=0, candidate_failures=0)
     _ingest(settings, canary, episodes=3)
+    # a run still going (tonight's, say) holds logs whose heartbeats are newer than the cut
+    _shift_window(settings, candidate_interventions=0, candidate_failures=0)
+    _ingest(settings, canary, episodes=3, run="run-2", done=False)
     window = step_rollout(settings)
     assert window["decision"] == "next stage"
+    assert window["stage"] == "canary"
 
 
 def test_an_emergency_stop_on_a_candidate_robot_halts_the_rollout_in_the_request(settings, rollout):
