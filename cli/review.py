@@ -37,6 +37,7 @@ from services.rollout.controller import (
     step_rollout,
 )
 from services.rollout.health import serve_health
+from services.rollout.manager import advance_rollout, resume_rollout
 from services.store import session_scope
 
 
@@ -244,6 +245,8 @@ def rollout_status(as_json: JsonFlag = False) -> None:
 
 def _stage_text(stage: dict) -> str:
     text = f"{stage['name']} ({len(stage['robots'])} robots)"
+    if stage["counts"] and stage["counts"]["mismatched"]:
+        text += f" [count mismatch: {', '.join(stage['counts']['mismatched'])}]"
     return text if stage["outcome"] is None else f"{text}: {stage['outcome']}"
 
 
@@ -290,6 +293,49 @@ def rollout_halt(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
     console.print(
         f"halted rollout {rollout['id']} of {rollout['to_version']}; "
         f"fleet on {rollout['from_version']}"
+    )
+
+
+@rollout_app.command("resume")
+def rollout_resume(
+    reason: Annotated[str, typer.Option(help="Why.")],
+    episodes: Annotated[
+        int | None, typer.Option(min=1, help="More candidate episodes (default: the cap again).")
+    ] = None,
+    hours: Annotated[
+        float | None, typer.Option(min=0.01, help="More hours (default: the cap again).")
+    ] = None,
+) -> None:
+    """Let a paused rollout's stage go on with its caps extended (fleet managers)."""
+    settings = acting_settings()
+
+    def local(user) -> dict:
+        users.require_role(user, "fleet-manager", action="resume a rollout")
+        rollout = resume_rollout(
+            settings, actor=user.name, reason=reason, episodes=episodes, hours=hours
+        )
+        return _rollout(rollout)
+
+    body = {"reason": reason, "episodes": episodes, "hours": hours}
+    rollout = _act(settings, Action("POST", "/rollouts/resume", body, local))
+    console.print(f"resumed rollout {rollout['id']} of {rollout['to_version']}")
+
+
+@rollout_app.command("advance")
+def rollout_advance(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
+    """Move a paused rollout to its next stage by hand (fleet managers)."""
+    settings = acting_settings()
+
+    def local(user) -> dict:
+        users.require_role(user, "fleet-manager", action="advance a rollout")
+        rollout = advance_rollout(settings, actor=user.name, reason=reason)
+        stage = rollout.stages[rollout.current_stage]["name"]
+        return {**_rollout(rollout), "current_stage": stage}
+
+    rollout = _act(settings, Action("POST", "/rollouts/advance", {"reason": reason}, local))
+    console.print(
+        f"rollout {rollout['id']} of {rollout['to_version']}: {rollout['current_stage']} stage, "
+        f"{rollout['state']}"
     )
 
 

@@ -84,6 +84,11 @@ def rolled_out_candidate(settings: Settings, night_id: int, dataset_id: str) -> 
     return nights.rolled_out_candidate(settings, night_id, dataset_id)
 
 
+@task(name="rollout-under-way", cache_policy=NO_CACHE)
+def rollout_under_way(settings: Settings) -> str | None:
+    return nights.rollout_under_way(settings)
+
+
 @task(name="close-night", cache_policy=NO_CACHE)
 def close_night(settings: Settings, night_id: int, outcome: str) -> dict:
     nights.update_night(settings, night_id, state="completed", summary={"outcome": outcome})
@@ -124,6 +129,13 @@ def nightly(settings: Settings | None = None, source: str | None = None) -> dict
     approval = request_approval(settings, candidate_id)
     if approval.status != "approved":
         return close_night(settings, night, f"gate {verdict.verdict}; approval {approval.status}")
+    busy = rollout_under_way(settings)
+    if busy is not None:  # a later night's late approvals start it once that one ends
+        return close_night(
+            settings,
+            night,
+            f"gate {verdict.verdict}; approved by {approval.actor}; rollout waits: {busy}",
+        )
     rollout = roll_out(settings, candidate_id)
     stage = rollout.stages[rollout.current_stage]["name"]
     started = "champion on the whole fleet" if rollout.state == "completed" else f"{stage} stage"

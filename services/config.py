@@ -187,13 +187,26 @@ class ApprovalSettings(BaseSettings):
 class RolloutSettings(BaseSettings):
     model_config = _flywheel("FLYWHEEL_ROLLOUT_")
 
+    # A JSON plan file declaring each stage (services/rollout/spec.py, docs/rollout.md); the
+    # settings below fill in what its stages leave out. None: every stage alike, from these.
+    plan: Path | None = None
     # Share of the fleet on the candidate at each stage (the last, 1.0, makes it champion).
     stages: tuple[float, ...] = (0.25, 0.5, 1.0)
     # Episodes the candidate's robots must work per stage.
     min_episodes: int = Field(default=12, ge=1)
-    # The sequential test's false-alarm rate.
+    # A stage's caps: if no sequential test has decided by this many candidate episodes, or
+    # this many hours after the stage started, the rollout pauses for a fleet manager.
+    max_episodes: int | None = Field(default=240, ge=1)
+    max_hours: float | None = Field(default=24.0, gt=0)
+    # Heartbeat counts against ingested episodes: a robot's counts may differ by this share
+    # of what it reported, or by count_slack episodes, whichever is more, before a stage is
+    # held for a fleet manager (services/rollout/counts.py).
+    count_tolerance: float = Field(default=0.1, ge=0, lt=1)
+    count_slack: int = Field(default=2, ge=0)
+    # The chance of rolling back a candidate as good as the champion, for the whole rollout:
+    # each of the two sequential tests gets half of it.
     alpha: float = Field(default=0.05, gt=0, lt=1)
-    # The sequential test's miss rate.
+    # Each sequential test's miss rate at the degradation it is built to catch.
     beta: float = Field(default=0.2, gt=0, lt=1)
     # The degradation it is built to catch: the failure-rate ratio against the champion...
     worse_ratio: float = Field(default=2.0, gt=1)

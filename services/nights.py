@@ -231,5 +231,20 @@ def rollout_outcomes(settings: Settings) -> dict[str, str]:
                 "in_progress": f"at {stage}",
                 "rolled_back": f"rolled back at {stage}",
                 "halted": f"halted at {stage}",
+                "paused": f"paused at {stage} for a fleet manager",
             }.get(r.state, r.state)
     return outcomes
+
+
+def rollout_under_way(settings: Settings) -> str | None:
+    """Which rollout is still under way (in progress or paused), in words; None if none.
+
+    A rollout lasts as long as its tests need, often past the next night: tonight's approved
+    candidate then waits, and a later night's late approvals start it (or supersede it).
+    """
+    with session_scope(settings.db_url) as session:
+        r = session.scalar(select(Rollout).where(Rollout.state.in_(("in_progress", "paused"))))
+        if r is None:
+            return None
+        stage = r.stages[r.current_stage]["name"] if r.stages else "-"
+        return f"rollout {r.id} of model {r.to_version} is {r.state.replace('_', ' ')} at {stage}"

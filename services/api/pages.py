@@ -38,7 +38,7 @@ from services.readmodel import evidence, review
 from services.readmodel.rollouts import rollouts_overview
 from services.registry.ledger import champion_of
 from services.rollout import controller
-from services.rollout.plan import METRICS, RolloutPlan
+from services.rollout.plan import RolloutPlan
 from services.store.models import User, utcnow
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
@@ -383,8 +383,7 @@ def _act(request: Request, viewer: Viewer, session, act, back: str) -> Response:
 
 def _rollouts(session, settings: Settings) -> dict[str, Any]:
     overview = rollouts_overview(session)
-    plan = RolloutPlan.from_settings(settings)
-    thresholds = {m: (plan.failure_test if m == "failures" else plan.test).upper for m in METRICS}
+    thresholds = RolloutPlan.from_settings(settings).thresholds()
     figures = {
         r["id"]: charts.to_json(charts.rollout_watch(r, thresholds))
         for r in overview["rollouts"][:3]

@@ -58,4 +58,6 @@ def _stage(s: Stage) -> dict[str, Any]:
         "episodes": s.episodes,
         "llr": dict(s.llr),
         "windows": [dict(w) for w in s.windows],
+        "spec": s.plan.to_json(),
+        "counts": dict(s.counts) if s.counts is not None else None,
     }

@@ -3,9 +3,11 @@
 A rollout moves through its plan's stages (``plan.py``): at each stage but the last, some
 robots run the candidate and the rest stay on the champion as the control group. The
 controller (``step_rollout``) looks at the robots' heartbeats window by window and runs a
-sequential test per watched metric (``sequential.py``): a breach rolls the candidate back
-on its own; enough exposure without one moves to the next stage. The last stage makes the
-candidate champion.
+sequential test per watched metric (``sequential.py``) by the rule of ``rule.py``: a breach
+rolls the candidate back on its own; every test accepting "not worse" moves to the next
+stage, once the heartbeat counts agree with the ingested episodes (``counts.py``); a stage
+undecided at its cap pauses for a fleet manager (``manager.py``). A safety report from a
+candidate robot halts it (``guardrails.py``). The last stage makes the candidate champion.
 
 The promotion ledger (``registry/ledger.py``) is the record of who is champion; the last stage
 changes it by compare-and-set, in the same transaction as the fleet's assignments. Every
@@ -18,18 +20,29 @@ stored on the Rollout row as JSON.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.config import Settings
-from services.registry.ledger import PromotionConflict, champion_of, lock_champion, promote
+from services.registry.ledger import PromotionConflict, lock_champion, promote
 from services.rollout.champion import reconcile_champion
-from services.rollout.plan import METRICS, RolloutPlan
+from services.rollout.counts import check_counts, mismatch_reason
+from services.rollout.guardrails import halt_for_safety, safety_report
+from services.rollout.plan import RolloutPlan
+from services.rollout.rule import ADVANCE, EMPTY, PAUSE, ROLLBACK, capped, judge
+from services.rollout.spec import METRICS
 from services.rollout.stages import Stage, stages_of, store_stages
-from services.serving.assignments import assign, fleet
+from services.rollout.transitions import (
+    enter_stage,
+    in_progress,
+    move_robots,
+    pause,
+    return_to_champion,
+)
+from services.serving.assignments import fleet
 from services.store import record_audit, session_scope
 from services.store.models import Candidate, Heartbeat, Rollout, utcnow
 
@@ -80,7 +93,7 @@ def start_rollout(
         # stage may, and it is the promotion itself.
         stages = [s for s in stages if s.is_last or len(s.robots) < len(robots)]
         if not stages:
-            stages = RolloutPlan(shares=(1.0,)).stages(candidate.model_version, robots)
+            stages = RolloutPlan.of((1.0,)).stages(candidate.model_version, robots)
         rollout = Rollout(
             candidate_id=candidate_id,
             from_version=champion,
@@ -101,22 +114,20 @@ def start_rollout(
             after={"stages": [(s.name, len(s.robots)) for s in stages]},
             reason=rollout.reason,
         )
-        _enter_stage(session, rollout, 0, actor=actor)
+        enter_stage(session, rollout, 0, actor=actor)
     reconcile_champion(settings)
     return rollout
 
 
-def in_progress(session: Session) -> Rollout | None:
-    return session.scalar(select(Rollout).where(Rollout.state == "in_progress"))
-
-
 def step_rollout(settings: Settings, *, actor: str = CONTROLLER) -> dict[str, Any] | None:
-    """One decision window of the rollout in progress; None if there is none.
+    """One decision window of the rollout under way; None if there is none.
 
-    Reads the heartbeats since the previous window, updates each metric's test, and rolls
-    back, moves to the next stage, or waits for more exposure. Returns the window record.
+    Reads the heartbeats since the previous window and halts on a safety report from a
+    candidate robot, or counts the window into each watched metric's test and rolls back,
+    moves to the next stage (once the episode counts check out), pauses for a fleet manager,
+    or waits for more exposure (``rule.py``). A paused rollout is left alone. Returns the
+    window record.
     """
-    plan = RolloutPlan.from_settings(settings)
     # A controller that died between a promotion and the alias move repairs it first.
     reconcile_champion(settings)
     with session_scope(settings.db_url, write=True) as session:
@@ -126,53 +137,69 @@ def step_rollout(settings: Settings, *, actor: str = CONTROLLER) -> dict[str, An
             return None
         stages = stages_of(rollout)
         stage = stages[rollout.current_stage]
-        treatment, control, cursor = _window(session, rollout, stage)
-        if treatment["episodes"] == 0 and control["episodes"] == 0:
-            return {"rollout": rollout.id, "stage": stage.name, "decision": "no new data"}
-        window: dict[str, Any] = {
+        record: dict[str, Any] = {"rollout": rollout.id, "stage": stage.name}
+        treatment, control, safety, cursor = _window(session, rollout, stage)
+        if safety:  # paused or not: a guardrail does not wait for a fleet manager
+            halt_for_safety(session, rollout, reports=safety)
+            return {**record, "decision": "halt", "reason": rollout.reason}
+        if rollout.state == "paused":
+            return {**record, "decision": "paused", "reason": rollout.reason}
+        hours = _hours_since(stage.started_at)
+        if treatment["episodes"] == 0 and control["episodes"] == 0 and not capped(stage, hours):
+            return {**record, "decision": "no new data"}
+        judged = judge(stage, treatment, control, hours=hours)
+        decision, reason, cause, stage = judged.decision, judged.reason, judged.cause, judged.stage
+        if decision == ADVANCE:
+            stage = stage.with_(
+                counts=check_counts(
+                    session,
+                    version=rollout.to_version,
+                    robots=stage.robots,
+                    tolerance=settings.rollout.count_tolerance,
+                    slack=settings.rollout.count_slack,
+                )
+            )
+            if stage.counts["mismatched"] and not stage.counts_accepted:
+                decision, reason, cause = PAUSE, mismatch_reason(stage.counts), "count-mismatch"
+                record_audit(
+                    session,
+                    actor=actor,
+                    action="count-mismatch",
+                    subject_type="rollout",
+                    subject_id=str(rollout.id),
+                    before=None,
+                    after=stage.counts,
+                    reason=reason,
+                )
+        window = {
             "at": utcnow().isoformat(),
             "treatment": treatment,
             "control": control,
-            "llr": {},
+            "llr": dict(stage.llr),
+            "decision": decision,
         }
-        total = dict(stage.control_total or {"episodes": 0, "failures": 0})
-        total["episodes"] += control["episodes"]
-        total["failures"] += control["failures"]
-        llr = dict(stage.llr)
-        for metric in METRICS:
-            llr[metric] += plan.window_llr(metric, treatment, control, total)
-            window["llr"][metric] = llr[metric]
-        episodes = stage.episodes + treatment["episodes"]
-        breached = [m for m in METRICS if plan.breached(m, llr[m])]
-        if breached:
-            window["decision"] = "rollback"
-        elif episodes >= plan.min_episodes:
-            window["decision"] = "next stage"
-        else:
-            window["decision"] = "continue"
-        stage = stage.with_(
-            episodes=episodes,
-            llr=llr,
-            windows=(*stage.windows, window),
-            cursor=cursor,
-            control_total=total,
-        )
+        stage = stage.with_(windows=(*stage.windows, window), cursor=cursor)
         stages[rollout.current_stage] = stage
         store_stages(rollout, stages)
-        record = {"rollout": rollout.id, "stage": stage.name, **window}
-        if breached:
-            reason = "; ".join(_breach_reason(m, stage, plan) for m in breached)
-            _return_to_champion(session, rollout, "rolled_back", actor=actor, reason=reason)
-        elif window["decision"] == "next stage":
+        if decision == ROLLBACK:
+            reason = "; ".join(_breach_reason(m, stage) for m in judged.worse)
+            return_to_champion(
+                session, rollout, "rolled_back", actor=actor, reason=reason, action="rollback"
+            )
+        elif decision == PAUSE:
+            pause(session, rollout, actor=actor, reason=reason, cause=cause)
+        elif decision == ADVANCE:
             stages[rollout.current_stage] = stage.with_(outcome="passed")
             store_stages(rollout, stages)
-            _enter_stage(session, rollout, rollout.current_stage + 1, actor=actor)
+            enter_stage(session, rollout, rollout.current_stage + 1, actor=actor)
+        record |= window if reason is None else {**window, "reason": reason}
     reconcile_champion(settings)
     return record
 
 
 def halt_rollout(settings: Settings, *, actor: str, reason: str) -> Rollout:
-    """Halt the rollout in progress and return its robots to the champion, by hand."""
+    """Halt the rollout under way (in progress or paused) and return its robots to the
+    champion, by hand."""
     if not reason or not reason.strip():
         raise ValueError("halting a rollout needs a reason")
     with session_scope(settings.db_url, write=True) as session:
@@ -180,20 +207,22 @@ def halt_rollout(settings: Settings, *, actor: str, reason: str) -> Rollout:
         rollout = in_progress(session)
         if rollout is None:
             raise RolloutError("no rollout is in progress: nothing to halt, nothing changed")
-        _return_to_champion(session, rollout, "halted", actor=actor, reason=reason)
+        return_to_champion(
+            session, rollout, "halted", actor=actor, reason=reason, action="halt-rollout"
+        )
     reconcile_champion(settings)
     return rollout
 
 
 def _window(
     session: Session, rollout: Rollout, stage: Stage
-) -> tuple[dict[str, float], dict[str, float], int]:
-    """Sums of the heartbeats after the stage's cursor: candidate robots, champion robots."""
+) -> tuple[dict[str, float], dict[str, float], list[dict[str, Any]], int]:
+    """Sums of the heartbeats after the stage's cursor: candidate robots, champion robots;
+    and the safety reports among the candidate's."""
     cursor = stage.cursor or 0
     rows = session.execute(
         select(
             Heartbeat.policy_version,
-            func.count(Heartbeat.id),
             func.max(Heartbeat.id),
             func.coalesce(func.sum(Heartbeat.episodes), 0),
             func.coalesce(func.sum(Heartbeat.failures), 0),
@@ -205,7 +234,7 @@ def _window(
     ).all()
     groups = {}
     newest = cursor
-    for version, _, last, episodes, failures, interventions, seconds in rows:
+    for version, last, episodes, failures, interventions, seconds in rows:
         newest = max(newest, last)
         groups[version] = {
             "episodes": int(episodes),
@@ -213,125 +242,39 @@ def _window(
             "interventions": int(interventions),
             "hours": float(seconds) / 3600,
         }
-    empty = {"episodes": 0, "failures": 0, "interventions": 0, "hours": 0.0}
+    safety = session.scalars(
+        select(Heartbeat).where(
+            Heartbeat.id > cursor,
+            Heartbeat.policy_version == rollout.to_version,
+            (Heartbeat.safety_events > 0) | Heartbeat.emergency_stop,
+        )
+    ).all()
     return (
-        groups.get(rollout.to_version, empty),
-        groups.get(rollout.from_version, empty),
+        groups.get(rollout.to_version, dict(EMPTY)),
+        groups.get(rollout.from_version, dict(EMPTY)),
+        [safety_report(h) for h in safety],
         newest,
     )
 
 
-def _breach_reason(metric: str, stage: Stage, plan: RolloutPlan) -> str:
+def _breach_reason(metric: str, stage: Stage) -> str:
     t = {k: sum(w["treatment"][k] for w in stage.windows) for k in ("episodes", "hours", metric)}
     c = {k: sum(w["control"][k] for w in stage.windows) for k in ("episodes", "hours", metric)}
     exposure = METRICS[metric]
     unit = "per episode" if exposure == "episodes" else "per robot-hour"
+    test = stage.plan.tests[metric]
     return (
         f"{metric} {unit}: candidate {t[metric] / max(t[exposure], 1e-9):.2f} vs champion "
         f"{c[metric] / max(c[exposure], 1e-9):.2f} at the {stage.name} stage; SPRT "
-        f"log-likelihood ratio {stage.llr[metric]:.2f} >= {plan.threshold(metric)} after "
-        f"{len(stage.windows)} window(s)"
+        f"log-likelihood ratio {stage.llr[metric]:.2f} >= {test.upper:.2f} (alpha "
+        f"{test.alpha}) after {len(stage.windows)} window(s)"
     )
 
 
-def _enter_stage(session: Session, rollout: Rollout, index: int, *, actor: str) -> None:
-    stages = stages_of(rollout)
-    newest = session.scalar(select(func.max(Heartbeat.id))) or 0
-    before = {"stage": stages[rollout.current_stage].name if index else None}
-    stage = stages[index].with_(started_at=utcnow().isoformat(), cursor=newest)
-    rollout.current_stage = index
-    status = None
-    if stage.is_last:
-        promote(
-            session=session,
-            expected=rollout.from_version,
-            new=rollout.to_version,
-            candidate_id=rollout.candidate_id,
-            actor=actor,
-            reason=f"rollout {rollout.id} reached the whole fleet",
-        )
-        stage = stage.with_(robots=tuple(r.id for r in fleet(session=session)), outcome="completed")
-        rollout.state = "completed"
-        rollout.finished_at = utcnow()
-        status = "deployed"
-    stages[index] = stage
-    store_stages(rollout, stages)
-    _move_robots(
-        session,
-        rollout,
-        robots=stage.robots,
-        version=rollout.to_version,
-        candidate_status=status,
-        actor=actor,
-        assign_reason=f"rollout {rollout.id}, {stage.name} stage",
-        action="rollout-stage",
-        before=before,
-        after={
-            "stage": stage.name,
-            "robots": len(stage.robots),
-            "champion": champion_of(session=session),
-        },
-        reason="champion on the whole fleet"
-        if stage.is_last
-        else f"{len(stage.robots)} robot(s) on {rollout.to_version}, the rest on the champion",
-    )
-
-
-def _return_to_champion(
-    session: Session, rollout: Rollout, state: str, *, actor: str, reason: str
-) -> None:
-    stages = stages_of(rollout)
-    stage = stages[rollout.current_stage]
-    stages[rollout.current_stage] = stage.with_(outcome=state)
-    store_stages(rollout, stages)
-    robots = [r.id for r in fleet(session=session) if r.policy_version == rollout.to_version]
-    rollout.state = state
-    rollout.reason = reason
-    rollout.finished_at = utcnow()
-    _move_robots(
-        session,
-        rollout,
-        robots=robots,
-        version=rollout.from_version,
-        candidate_status="rolled_back",
-        actor=actor,
-        assign_reason=f"rollout {rollout.id} {state.replace('_', ' ')}: {reason}",
-        action="rollback" if state == "rolled_back" else "halt-rollout",
-        before={"state": "in_progress", "stage": stage.name},
-        after={"state": state, "robots_returned": len(robots), "champion": rollout.from_version},
-        reason=reason,
-    )
-
-
-def _move_robots(
-    session: Session,
-    rollout: Rollout,
-    *,
-    robots: Sequence[str],
-    version: str | None,
-    candidate_status: str | None,
-    actor: str,
-    assign_reason: str,
-    action: str,
-    before: dict[str, Any],
-    after: dict[str, Any],
-    reason: str,
-) -> None:
-    """How every transition ends: point the robots at a version (each change audited), set
-    the candidate's status, and audit the rollout's transition."""
-    assign(session=session, robot_ids=robots, version=version, actor=actor, reason=assign_reason)
-    if candidate_status is not None:
-        session.get(Candidate, rollout.candidate_id).status = candidate_status
-    record_audit(
-        session,
-        actor=actor,
-        action=action,
-        subject_type="rollout",
-        subject_id=str(rollout.id),
-        before=before,
-        after=after,
-        reason=reason,
-    )
+def _hours_since(started_at: str | None) -> float:
+    if started_at is None:
+        return 0.0
+    return (utcnow() - datetime.fromisoformat(started_at)).total_seconds() / 3600
 
 
 def rollback(settings: Settings, *, actor: str, reason: str) -> Rollout:
@@ -355,7 +298,7 @@ def rollback(settings: Settings, *, actor: str, reason: str) -> Rollout:
         )
         last.state = "rolled_back"
         last.reason = reason
-        _move_robots(
+        move_robots(
             session,
             last,
             robots=[r.id for r in fleet(session=session)],

@@ -1,4 +1,8 @@
-"""Rollout plans: which robots run the candidate at each stage, and when a stage may end.
+"""Rollout plans: which robots run the candidate at each stage, and what each stage watches.
+
+A plan is a list of stage specs (``spec.py``): declared in a plan file
+(``FLYWHEEL_ROLLOUT_PLAN``), or built from the ``FLYWHEEL_ROLLOUT_*`` settings with the same
+tests and limits at every stage (``FLYWHEEL_ROLLOUT_STAGES`` gives the shares).
 
 Robots are ordered by a hash of (model version, robot id), so each rollout picks its own
 canary robots. Not of the candidate's id: that includes the commit of the code that trained it
@@ -17,87 +21,93 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.config import Settings
-from services.rollout.sequential import SPRT, WORSE, ProportionSPRT
+from services.rollout.sequential import SPRT, ProportionSPRT
+from services.rollout.spec import METRICS, PlanError, StageSpec, read_plan
 from services.rollout.stages import Stage
-
-# Watched metrics: events over exposure, compared between candidate and champion robots.
-# A failure is an episode the robot did not complete on its own (it failed, or the operator
-# had to finish it); an intervention is one operator takeover.
-METRICS = {
-    "failures": "episodes",  # failure rate, per episode
-    "interventions": "hours",  # interventions per robot-hour
-}
 
 
 @dataclass(frozen=True)
 class RolloutPlan:
-    # Share of the fleet on the candidate at each stage, increasing, ending at 1.0.
-    shares: tuple[float, ...] = (0.25, 0.5, 1.0)
-    # Episodes the candidate's robots must work in a stage before it may move on: enough for
-    # the tests to see the degradations they are built for (a candidate that never finishes
-    # a task alone is caught within 12 episodes about 95% of the time).
-    min_episodes: int = 12
-    # Interventions per robot-hour: the conditional Poisson-rate SPRT (a rate ratio).
-    test: SPRT = SPRT()
-    # Failure rate: the proportion SPRT (an absolute increase).
-    failure_test: ProportionSPRT = ProportionSPRT()
+    # The stages, in order: shares increasing, the last the whole fleet.
+    specs: tuple[StageSpec, ...]
 
     def __post_init__(self) -> None:
-        if not self.shares or self.shares[-1] != 1.0:
-            raise ValueError(f"a rollout plan must end at the whole fleet (1.0): {self.shares}")
-        if any(not 0 < s <= 1 for s in self.shares) or list(self.shares) != sorted(
-            set(self.shares)
-        ):
-            raise ValueError(f"stage shares must increase within (0, 1]: {self.shares}")
-        if self.min_episodes < 1:
-            raise ValueError("min_episodes must be at least 1")
+        shares = [s.share for s in self.specs]
+        if not shares or shares[-1] != 1.0:
+            raise PlanError(f"a rollout plan must end at the whole fleet (1.0): {shares}")
+        if shares != sorted(set(shares)):
+            raise PlanError(f"stage shares must increase within (0, 1]: {shares}")
+
+    @classmethod
+    def of(
+        cls,
+        shares: Sequence[float],
+        *,
+        min_episodes: int = 12,
+        max_episodes: int | None = 240,
+        max_hours: float | None = 24.0,
+        test: SPRT | None = None,
+        failure_test: ProportionSPRT | None = None,
+    ) -> RolloutPlan:
+        """Every stage with the same tests and limits."""
+        if any(not 0 < s <= 1 for s in shares):
+            raise PlanError(f"stage shares must increase within (0, 1]: {tuple(shares)}")
+        tests = {"failures": failure_test or ProportionSPRT(), "interventions": test or SPRT()}
+        return cls(
+            tuple(
+                StageSpec(
+                    share=share,
+                    tests=tests,
+                    min_episodes=min_episodes,
+                    max_episodes=max_episodes,
+                    max_hours=max_hours,
+                )
+                for share in shares
+            )
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RolloutPlan:
-        return cls(
-            shares=tuple(settings.rollout.stages),
-            min_episodes=settings.rollout.min_episodes,
-            test=SPRT(
-                alpha=settings.rollout.alpha,
-                beta=settings.rollout.beta,
-                ratio=settings.rollout.worse_ratio,
-            ),
-            failure_test=ProportionSPRT(
-                alpha=settings.rollout.alpha,
-                beta=settings.rollout.beta,
-                increase=settings.rollout.failure_increase,
-            ),
+        """The plan file if one is set, else the same tests and limits at every stage."""
+        r = settings.rollout
+        # FLYWHEEL_ROLLOUT_ALPHA is the chance of rolling back a candidate as good as the
+        # champion for the rollout as a whole: each of the two tests gets half (Bonferroni),
+        # or two tests at alpha each roll back nearly 2 alpha of good candidates.
+        alpha = r.alpha / len(METRICS)
+        if r.plan is not None:
+            defaults = {
+                "min_episodes": r.min_episodes,
+                "max_episodes": r.max_episodes,
+                "max_hours": r.max_hours,
+                "metrics": {
+                    "failures": {"alpha": alpha, "beta": r.beta, "increase": r.failure_increase},
+                    "interventions": {"alpha": alpha, "beta": r.beta, "ratio": r.worse_ratio},
+                },
+            }
+            return cls(tuple(read_plan(r.plan, defaults=defaults)))
+        return cls.of(
+            r.stages,
+            min_episodes=r.min_episodes,
+            max_episodes=r.max_episodes,
+            max_hours=r.max_hours,
+            test=SPRT(alpha=alpha, beta=r.beta, ratio=r.worse_ratio),
+            failure_test=ProportionSPRT(alpha=alpha, beta=r.beta, increase=r.failure_increase),
         )
 
-    def window_llr(self, metric: str, treatment: dict, control: dict, control_total: dict) -> float:
-        """What one window adds to a metric's log-likelihood ratio (worse vs as good)."""
-        if metric == "failures":
-            return self.failure_test.window_llr(
-                treatment["failures"],
-                treatment["episodes"],
-                control_total["failures"],
-                control_total["episodes"],
-            )
-        exposure = METRICS[metric]
-        return self.test.window_llr(
-            treatment[metric], treatment[exposure], control[metric], control[exposure]
-        )
-
-    def breached(self, metric: str, llr: float) -> bool:
-        test = self.failure_test if metric == "failures" else self.test
-        return test.decide(llr) == WORSE
-
-    def threshold(self, metric: str) -> str:
-        if metric == "failures":
-            t = self.failure_test
-            return f"{t.upper:.2f} (alpha {t.alpha}, built to catch +{t.increase:.0%} failures)"
-        return f"{self.test.upper:.2f} (alpha {self.test.alpha}, a {self.test.ratio:g}x worse rate)"
+    def thresholds(self) -> dict[str, float]:
+        """Each metric's rollback bound at the first stage that watches it (for charts)."""
+        out: dict[str, float] = {}
+        for spec in self.specs:
+            for metric, test in spec.tests.items():
+                out.setdefault(metric, test.upper)
+        return out
 
     def stages(self, version: str, robots: Sequence[str]) -> list[Stage]:
         """The stages of a new rollout of model ``version``: name, share, robots on it."""
         order = sorted(robots, key=lambda r: hashlib.sha256(f"{version}/{r}".encode()).digest())
         stages: list[Stage] = []
-        for share in self.shares:
+        for spec in self.specs:
+            share = spec.share
             size = len(order) if share == 1.0 else max(1, math.floor(share * len(order)))
             if stages and size == len(stages[-1].robots):
                 continue  # a small fleet: this stage would change nothing
@@ -107,7 +117,8 @@ class RolloutPlan:
                     name=name,
                     share=share,
                     robots=tuple(sorted(order[:size])),
-                    llr={metric: 0.0 for metric in METRICS},
+                    llr={metric: 0.0 for metric in spec.tests},
+                    spec=spec,
                 )
             )
         return stages

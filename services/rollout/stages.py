@@ -1,9 +1,11 @@
 """A rollout's stages, typed: parsed from and written back to the Rollout row's JSON.
 
 The row stores each stage as a JSON object (``name``, ``share``, ``robots``, ``episodes``,
-``llr``, ``windows``, ``outcome``; ``started_at`` and ``cursor`` once the stage is entered;
-``control_total`` once a window was counted). ``Stage`` reads and writes exactly that
-object, so rollouts stored by earlier versions load unchanged.
+``llr``, ``windows``, ``outcome``, ``spec``; ``started_at`` and ``cursor`` once the stage is
+entered; ``control_total`` once a window was counted; ``counts`` once the episode counts
+were checked; ``counts_accepted`` once a fleet manager resumed past a mismatch). ``Stage``
+reads and writes exactly that object. A stage stored before plans were declared per stage
+has no ``spec`` and reads as the default one, so those rollouts load and go on.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from services.rollout.spec import StageSpec
 from services.store.models import Rollout
 
 
@@ -29,6 +32,17 @@ class Stage:
     cursor: int | None = None  # the newest heartbeat id already counted
     # Control-group sums over the stage (the failure test compares against all of them).
     control_total: Mapping[str, int] | None = None
+    # What the plan declared for this stage: tests, limits, manual gate (spec.py).
+    spec: StageSpec | None = None
+    # The last check of heartbeat counts against ingested episodes (counts.py).
+    counts: Mapping[str, Any] | None = None
+    # A fleet manager resumed past a count mismatch: it no longer pauses this stage.
+    counts_accepted: bool = False
+
+    @property
+    def plan(self) -> StageSpec:
+        """The stage's declared spec; the default one for stages stored before specs."""
+        return self.spec or StageSpec(share=self.share)
 
     @property
     def is_last(self) -> bool:
@@ -53,6 +67,9 @@ class Stage:
             control_total=(
                 dict(data["control_total"]) if data.get("control_total") is not None else None
             ),
+            spec=StageSpec.from_json(data["spec"]) if data.get("spec") else None,
+            counts=data.get("counts"),
+            counts_accepted=data.get("counts_accepted", False),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -72,6 +89,12 @@ class Stage:
             out["cursor"] = self.cursor
         if self.control_total is not None:
             out["control_total"] = dict(self.control_total)
+        if self.spec is not None:
+            out["spec"] = self.spec.to_json()
+        if self.counts is not None:
+            out["counts"] = dict(self.counts)
+        if self.counts_accepted:
+            out["counts_accepted"] = True
         return out
 
 

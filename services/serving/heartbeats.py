@@ -51,6 +51,8 @@ class HeartbeatReport:
     failures: int
     interventions: int
     active_seconds: float
+    safety_events: int = 0
+    emergency_stop: bool = False
 
 
 def accept_heartbeat(
@@ -60,17 +62,19 @@ def accept_heartbeat(
     robot: Robot,
     heartbeat_id: str,
     report: HeartbeatReport,
-) -> bool:
-    """Count ``report`` from an authenticated ``robot``; False: a retry, counted before."""
+) -> Heartbeat | None:
+    """Count ``report`` from an authenticated ``robot``: the stored heartbeat, or None for a
+    retry that was counted before."""
     earlier = _earlier(session, robot.id, heartbeat_id)
     if earlier is not None:
-        return _same_as(earlier, heartbeat_id, report)
+        _same_as(earlier, heartbeat_id, report)
+        return None
     now = utcnow()
     _check_version(robot, report.policy_version, settings, now)
     _check_plausible(session, robot, report, settings, now)
     try:
         with session.begin_nested():  # a concurrent retry with the same id may have won
-            record_heartbeat(
+            heartbeat = record_heartbeat(
                 session=session,
                 robot_id=robot.id,
                 heartbeat_id=heartbeat_id,
@@ -78,8 +82,9 @@ def accept_heartbeat(
             )
             session.flush()
     except IntegrityError:
-        return _same_as(_earlier(session, robot.id, heartbeat_id), heartbeat_id, report)
-    return True
+        _same_as(_earlier(session, robot.id, heartbeat_id), heartbeat_id, report)
+        return None
+    return heartbeat
 
 
 def _earlier(session: Session, robot_id: str, heartbeat_id: str) -> Heartbeat | None:
@@ -90,20 +95,21 @@ def _earlier(session: Session, robot_id: str, heartbeat_id: str) -> Heartbeat | 
     )
 
 
-def _same_as(earlier: Heartbeat, heartbeat_id: str, report: HeartbeatReport) -> bool:
+def _same_as(earlier: Heartbeat, heartbeat_id: str, report: HeartbeatReport) -> None:
     stored = HeartbeatReport(
         policy_version=earlier.policy_version,
         episodes=earlier.episodes,
         failures=earlier.failures,
         interventions=earlier.interventions,
         active_seconds=earlier.active_seconds,
+        safety_events=earlier.safety_events,
+        emergency_stop=earlier.emergency_stop,
     )
     if astuple(stored) != astuple(report):
         raise HeartbeatConflict(
             f"heartbeat {heartbeat_id} was already reported with other counts: "
             "a new report needs a new heartbeat_id"
         )
-    return False
 
 
 def _check_version(robot: Robot, version: str | None, settings: Settings, now: datetime) -> None:

@@ -67,6 +67,8 @@ def record_heartbeat(
     interventions: int = 0,
     active_seconds: float = 0.0,
     heartbeat_id: str | None = None,
+    safety_events: int = 0,
+    emergency_stop: bool = False,
 ) -> Heartbeat:
     """Store what a robot reports since its previous heartbeat.
 
@@ -87,6 +89,8 @@ def record_heartbeat(
         failures=failures,
         interventions=interventions,
         active_seconds=active_seconds,
+        safety_events=safety_events,
+        emergency_stop=emergency_stop,
     )
     session.add(heartbeat)
     return heartbeat

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -276,7 +277,8 @@ class Rollout(Base):
     candidate_id: Mapped[str] = mapped_column(ForeignKey("candidates.id"), index=True)
     from_version: Mapped[str | None] = mapped_column(String(32))
     to_version: Mapped[str] = mapped_column(String(32))
-    # in_progress | completed | halted (by hand) | rolled_back (by the controller)
+    # in_progress | paused (for a fleet manager) | completed | halted (by hand or a
+    # guardrail) | rolled_back (by the controller)
     state: Mapped[str] = mapped_column(String(16), default="in_progress")
     # [{"name": "canary", "share": 0.1, "robots": [...], "outcome": ...}, ...]
     stages: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
@@ -307,6 +309,9 @@ class Heartbeat(Base):
     interventions: Mapped[int] = mapped_column(default=0)
     # Seconds the robot worked (episode time), the exposure behind per-robot-hour rates.
     active_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # Guardrails outside the statistics: any of these on a candidate robot halts its rollout.
+    safety_events: Mapped[int] = mapped_column(default=0, server_default="0")
+    emergency_stop: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Champion(Base):

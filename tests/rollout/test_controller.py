@@ -16,7 +16,7 @@ from tests.rollout.candidates import register_candidates
 
 pytestmark = pytest.mark.slow
 # Straight to the whole fleet: the ledger tests need no canary.
-WHOLE_FLEET = RolloutPlan(shares=(1.0,))
+WHOLE_FLEET = RolloutPlan.of((1.0,))
 
 
 def test_only_approved_candidates_roll_out_and_the_alias_follows_the_ledger(

@@ -46,24 +46,27 @@ def test_a_window_without_exposure_says_nothing_and_bad_parameters_are_refused()
 
 def test_stages_grow_from_a_canary_to_the_whole_fleet_and_differ_per_version():
     robots = [f"robot-{i:02d}" for i in range(10)]
-    stages = RolloutPlan(shares=(0.1, 0.5, 1.0)).stages("3", robots)
+    stages = RolloutPlan.of((0.1, 0.5, 1.0)).stages("3", robots)
     assert [s.name for s in stages] == ["canary", "50%", "fleet"]
     sizes = [len(s.robots) for s in stages]
     assert sizes == [1, 5, 10]
     assert set(stages[0].robots) < set(stages[1].robots) < set(stages[2].robots)
-    assert stages == RolloutPlan(shares=(0.1, 0.5, 1.0)).stages("3", list(reversed(robots)))
+    assert stages == RolloutPlan.of((0.1, 0.5, 1.0)).stages("3", list(reversed(robots)))
     canaries = {
-        RolloutPlan(shares=(0.1, 1.0)).stages(str(i), robots)[0].robots[0] for i in range(1, 21)
+        RolloutPlan.of((0.1, 1.0)).stages(str(i), robots)[0].robots[0] for i in range(1, 21)
     }
     assert len(canaries) > 3  # not always the same robot
     # two robots: 25% and 50% would both be one robot; the plan keeps one canary stage
-    assert [s.name for s in RolloutPlan().stages("c", ["a", "b"])] == ["canary", "fleet"]
+    assert [s.name for s in RolloutPlan.of((0.25, 0.5, 1.0)).stages("c", ["a", "b"])] == [
+        "canary",
+        "fleet",
+    ]
 
 
 @pytest.mark.parametrize("shares", [(), (0.5,), (0.5, 0.2, 1.0), (0.0, 1.0), (0.5, 0.5, 1.0)])
 def test_a_plan_must_grow_to_the_whole_fleet(shares):
     with pytest.raises(ValueError):
-        RolloutPlan(shares=shares)
+        RolloutPlan.of(shares)
 
 
 def _proportion_run(

@@ -70,10 +70,12 @@ def test_a_good_candidate_goes_through_every_stage_to_champion(settings, rollout
     assert step_rollout(settings)["decision"] == "no new data"
 
     decisions = []
-    for _ in range(3):
-        _shift_window(settings, candidate_interventions=3, candidate_failures=1)
+    for _ in range(3):  # a better candidate: no failures, no takeovers
+        _shift_window(settings, candidate_interventions=0, candidate_failures=0)
         decisions.append(step_rollout(settings)["decision"])
-    assert decisions == ["continue", "next stage", "next stage"]  # 6 canary episodes, then 6
+    # The tests accept "not worse" in the first window; the canary still needs its 6
+    # episodes; the 50% stage starts with the canary's evidence and needs its own 6.
+    assert decisions == ["continue", "next stage", "next stage"]
     with session_scope(settings.db_url) as session:
         done = session.get(Rollout, rollout.id)
         assert done.state == "completed" and champion_of(session=session) == "2"
@@ -140,20 +142,22 @@ def test_a_controller_killed_at_a_transition_resumes_with_no_double_promotion(
     settings, rollout, monkeypatch, crash_in
 ):
     import services.rollout.controller as controller
+    import services.rollout.transitions as transitions
 
+    module = controller if crash_in == "reconcile_champion" else transitions
     for _ in range(2):  # the canary passes
-        _shift_window(settings, candidate_interventions=3, candidate_failures=1)
+        _shift_window(settings, candidate_interventions=0, candidate_failures=0)
         step_rollout(settings)
-    _shift_window(settings, candidate_interventions=3, candidate_failures=1)
-    real = getattr(controller, crash_in)
+    _shift_window(settings, candidate_interventions=0, candidate_failures=0)
+    real = getattr(module, crash_in)
 
     def killed(*args, **kwargs):
         raise SystemExit(f"controller killed in {crash_in}")
 
-    monkeypatch.setattr(controller, crash_in, killed)
+    monkeypatch.setattr(module, crash_in, killed)
     with pytest.raises(SystemExit):
         step_rollout(settings)  # the 50% stage passes: this moves to the whole fleet
-    monkeypatch.setattr(controller, crash_in, real)
+    monkeypatch.setattr(module, crash_in, real)
     step_rollout(settings)  # the restarted controller
     reconcile_champion(settings)
     with session_scope(settings.db_url) as session:

@@ -43,9 +43,10 @@ def test_a_stored_stage_round_trips_unchanged():
     assert json.dumps(stage.to_json()) == json.dumps(STORED)  # same keys, same order
 
 
-def test_a_new_stage_stores_only_the_keys_a_new_rollout_had():
-    [canary, fleet] = RolloutPlan(shares=(0.5, 1.0)).stages("c1", ["a", "b"])
-    assert canary.to_json() == {
+def test_a_new_stage_stores_its_declared_spec_and_an_old_one_reads_as_the_default():
+    [canary, fleet] = RolloutPlan.of((0.5, 1.0), max_episodes=60).stages("c1", ["a", "b"])
+    stored = canary.to_json()
+    assert stored == {
         "name": "canary",
         "share": 0.5,
         "robots": list(canary.robots),
@@ -53,8 +54,31 @@ def test_a_new_stage_stores_only_the_keys_a_new_rollout_had():
         "llr": {"failures": 0.0, "interventions": 0.0},
         "windows": [],
         "outcome": None,
+        "spec": {
+            "share": 0.5,
+            "metrics": {
+                "failures": {"alpha": 0.05, "beta": 0.2, "increase": 0.25},
+                "interventions": {"alpha": 0.05, "beta": 0.2, "ratio": 2.0},
+            },
+            "min_episodes": 12,
+            "max_episodes": 60,
+            "max_hours": 24.0,
+            "pause": False,
+        },
     }
+    assert Stage.from_json(json.loads(json.dumps(stored))) == canary
     assert fleet.is_last and fleet.robots == ("a", "b")
+    # stored before specs: the default spec, with the caps
+    old = Stage.from_json(STORED)
+    assert (
+        old.spec is None
+        and old.plan.max_episodes == 240
+        and set(old.plan.tests)
+        == {
+            "failures",
+            "interventions",
+        }
+    )
 
 
 def test_stages_are_frozen():

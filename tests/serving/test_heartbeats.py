@@ -38,8 +38,9 @@ def robot(store_settings):
 
 
 def _accept(settings, robot_id, heartbeat_id=ID, **changes) -> bool:
+    """True: stored; False: a retry, counted before."""
     with session_scope(settings.db_url, write=True) as session:
-        return accept_heartbeat(
+        return None is not accept_heartbeat(
             session=session,
             settings=settings,
             robot=session.get(Robot, robot_id),

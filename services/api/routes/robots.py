@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
 from services.api.deps import CurrentRobot, SettingsDep, WriteSessionDep
+from services.rollout.guardrails import guard_heartbeat
 from services.serving.heartbeats import HeartbeatReport, accept_heartbeat
 from services.serving.robots import robot_assignment
 
@@ -54,6 +55,10 @@ class HeartbeatIn(BaseModel):
     failures: int = Field(ge=0, le=100_000, description="Episodes that did not.")
     interventions: int = Field(ge=0, le=1_000_000)
     active_seconds: float = Field(ge=0, le=7 * 24 * 3600, description="Time worked.")
+    safety_events: int = Field(
+        default=0, ge=0, le=10_000, description="Safety events (collisions, limit trips)."
+    )
+    emergency_stop: bool = Field(default=False, description="An emergency stop was pressed.")
 
 
 async def _heartbeat_body(request: Request, robot: CurrentRobot) -> HeartbeatIn:
@@ -105,9 +110,10 @@ def post_heartbeat(
     """Report since the previous heartbeat; the answer is the robot's current assignment.
 
     A retry with the same ``heartbeat_id`` and counts gets the same answer and is not
-    counted again; counts that cannot be true for the time reported get 422.
+    counted again; counts that cannot be true for the time reported get 422. A safety event
+    or an emergency stop on a candidate halts its rollout before the answer.
     """
-    accept_heartbeat(
+    heartbeat = accept_heartbeat(
         session=session,
         settings=settings,
         robot=robot,
@@ -118,6 +124,10 @@ def post_heartbeat(
             failures=body.failures,
             interventions=body.interventions,
             active_seconds=body.active_seconds,
+            safety_events=body.safety_events,
+            emergency_stop=body.emergency_stop,
         ),
     )
+    if heartbeat is not None:  # a retry was guarded the first time
+        guard_heartbeat(session=session, heartbeat=heartbeat)
     return robot_assignment(session=session, settings=settings, robot_id=robot.id)

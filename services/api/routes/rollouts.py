@@ -1,4 +1,5 @@
-"""Rollouts for fleet managers: stages, robots, the watched metrics; start, halt, roll back."""
+"""Rollouts for fleet managers: stages, robots, the watched metrics; start, halt, roll back,
+and resume or advance a paused rollout."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from services.api.schemas import Reason
 from services.approval.decisions import find_candidate
 from services.approval.users import require_role
 from services.readmodel.rollouts import rollouts_overview
-from services.rollout import controller
+from services.rollout import controller, manager
 
 router = APIRouter(
     prefix="/rollouts",
@@ -33,6 +34,10 @@ class Stage(BaseModel):
     episodes: int
     llr: dict[str, float]
     windows: list[dict[str, Any]]
+    spec: dict[str, Any] = Field(description="What the plan declared: tests, limits, gate.")
+    counts: dict[str, Any] | None = Field(
+        description="The last check of heartbeat counts against ingested episodes."
+    )
 
 
 class RolloutOut(BaseModel):
@@ -93,7 +98,7 @@ def start(
     candidate_id = find_candidate(session, body.candidate).id
     session.commit()  # the controller writes in its own transaction
     rollout = controller.start_rollout(settings, candidate_id, actor=user.name)
-    return _overview_of(session, rollout.id)
+    return _shown(session, rollout.id)
 
 
 @router.post(
@@ -108,7 +113,7 @@ def halt(body: Reason, settings: SettingsDep, session: SessionDep, user: Current
     """Halt the rollout in progress and return its robots to the champion."""
     require_role(user, "fleet-manager", action="halt a rollout")
     rollout = controller.halt_rollout(settings, actor=user.name, reason=body.reason)
-    return _overview_of(session, rollout.id)
+    return _shown(session, rollout.id)
 
 
 @router.post(
@@ -123,10 +128,43 @@ def roll_back(body: Reason, settings: SettingsDep, session: SessionDep, user: Cu
     """Return the fleet and the champion to the version before the last completed rollout."""
     require_role(user, "fleet-manager", action="roll back")
     rollout = controller.rollback(settings, actor=user.name, reason=body.reason)
-    return _overview_of(session, rollout.id)
+    return _shown(session, rollout.id)
 
 
-def _overview_of(session, rollout_id: int) -> dict:
-    session.commit()  # end the read snapshot taken before the controller's change
+class Resume(Reason):
+    episodes: int | None = Field(
+        default=None, ge=1, description="More candidate episodes (default: the cap again)."
+    )
+    hours: float | None = Field(
+        default=None, gt=0, description="More hours for the stage (default: its cap again)."
+    )
+
+
+_PAUSED = {
+    403: {"description": "Only a fleet manager may resume or advance."},
+    409: {"description": "No rollout is paused."},
+}
+
+
+@router.post("/resume", response_model=RolloutOut, responses=_PAUSED)
+def resume(body: Resume, settings: SettingsDep, session: SessionDep, user: CurrentUser) -> dict:
+    """Let the paused rollout's stage go on, its caps extended."""
+    require_role(user, "fleet-manager", action="resume a rollout")
+    rollout = manager.resume_rollout(
+        settings, actor=user.name, reason=body.reason, episodes=body.episodes, hours=body.hours
+    )
+    return _shown(session, rollout.id)
+
+
+@router.post("/advance", response_model=RolloutOut, responses=_PAUSED)
+def advance(body: Reason, settings: SettingsDep, session: SessionDep, user: CurrentUser) -> dict:
+    """Move the paused rollout to its next stage by hand (the last one promotes)."""
+    require_role(user, "fleet-manager", action="advance a rollout")
+    rollout = manager.advance_rollout(settings, actor=user.name, reason=body.reason)
+    return _shown(session, rollout.id)
+
+
+def _shown(session, rollout_id: int) -> dict:
+    session.commit()  # end the read snapshot taken before the change
     [out] = [r for r in rollouts_overview(session)["rollouts"] if r["id"] == rollout_id]
     return out
