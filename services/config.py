@@ -15,7 +15,7 @@ above the registries, by services/run_settings.py.
 from __future__ import annotations
 
 import os
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -226,6 +226,27 @@ class NightSettings(BaseSettings):
     night_lease_s: float = Field(default=6 * 3600, gt=0)
 
 
+class ApiSettings(BaseSettings):
+    model_config = _flywheel("FLYWHEEL_API_")
+
+    # Largest request body the API reads (FLYWHEEL_API_MAX_BODY_BYTES); a larger one is
+    # answered 413 before it is read. Heartbeats and forms are well under a kilobyte.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Bad credentials from one client (by IP, and per robot id a credential claims) within
+    # the window that lock it out...
+    lockout_failures: int = Field(default=10, ge=1)
+    # ...the window they are counted in...
+    lockout_window_s: float = Field(default=300.0, gt=0)
+    # ...and how long the lockout lasts (429 with Retry-After, the credential not checked).
+    lockout_s: float = Field(default=300.0, gt=0)
+    # Robot requests served at once; None: 1 on SQLite (its one writer, taken in turn
+    # rather than fought over), 8 on PostgreSQL (within SQLAlchemy's pool of 5 + 10).
+    robot_concurrency: int | None = Field(default=None, ge=1)
+    # How long a robot request may wait for its turn before it is answered 503 with
+    # Retry-After (the robot retries then); a request is never left waiting for the pool.
+    robot_queue_s: float = Field(default=2.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = _flywheel()
 
@@ -261,6 +282,8 @@ class Settings(BaseSettings):
     links: LinkSettings = Field(default_factory=LinkSettings)
     # The nightly run's lease.
     night: NightSettings = Field(default_factory=NightSettings)
+    # What the API lets in: body size, credential lockout, robot requests at once.
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
@@ -293,6 +316,12 @@ class Settings(BaseSettings):
         if self.approval.approval_wait_s is not None:
             return self.approval.approval_wait_s
         return 4 * 3600.0 if self.mode == "production" else 0.0
+
+    @property
+    def robot_concurrency(self) -> int:
+        if self.api.robot_concurrency is not None:
+            return self.api.robot_concurrency
+        return 1 if self.db_url.startswith("sqlite") else 8
 
     @property
     def db_url(self) -> str:
@@ -332,7 +361,18 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """Read settings from the environment now (not cached: tests and the CLI change it)."""
+    """The settings the environment holds now.
+
+    Read afresh whenever a FLYWHEEL_ variable or the working directory (a relative home)
+    changed since the last call, else the same frozen object again: tests and the CLI change
+    the environment, and reading it costs about 10 ms, which the API paid on every request.
+    """
+    names = sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("FLYWHEEL_"))
+    return _settings_of((os.getcwd(), tuple(names)))
+
+
+@lru_cache(maxsize=8)
+def _settings_of(_environment: tuple) -> Settings:
     return Settings()
 
 

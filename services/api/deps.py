@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from services.api.lockout import lockout_keys, lockout_of
 from services.approval.users import Unauthenticated, authenticate
 from services.config import Settings, get_settings
 from services.store import session_scope
@@ -40,6 +41,7 @@ _bearer = HTTPBearer(auto_error=False, description="An API token from `flywheel 
 
 
 def _current_user(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
@@ -49,12 +51,16 @@ def _current_user(
             detail="missing bearer token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    lockout, keys = lockout_of(request), lockout_keys(request)
+    lockout.check(keys)  # a locked-out client's token is not even looked at
     try:
         user = authenticate(session=session, token=credentials.credentials)
     except Unauthenticated as exc:
+        lockout.record_failure(keys)
         raise HTTPException(
             status_code=401, detail=str(exc), headers={"WWW-Authenticate": "Bearer"}
         ) from exc
+    lockout.record_success(keys)
     session.expunge(user)
     return user
 

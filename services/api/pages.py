@@ -26,6 +26,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from services.api import charts
 from services.api.deps import CandidateRef, SessionDep, SettingsDep, WriteSessionDep
 from services.api.errors import STATUS
+from services.api.lockout import LockedOut, lockout_keys, lockout_of
 from services.approval import decisions
 from services.approval.decisions import APPROVER_ROLES
 from services.approval.users import Unauthenticated, authenticate
@@ -128,10 +129,19 @@ def login(
     token: Annotated[str, Form(max_length=200)],
     next: Annotated[str, Form()] = "/ui",
 ) -> Response:
+    lockout, keys = lockout_of(request), lockout_keys(request)
+    try:
+        lockout.check(keys)
+    except LockedOut as exc:
+        page = _page(request, "login.html", None, 429, next=_local(next), error=str(exc))
+        page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     try:
         user = authenticate(session=session, token=token.strip())
     except Unauthenticated as exc:
+        lockout.record_failure(keys)
         return _page(request, "login.html", None, 401, next=_local(next), error=str(exc))
+    lockout.record_success(keys)
     value = {"user": user.name, "token": user.token_hash[:16], "csrf": secrets.token_urlsafe(16)}
     response = RedirectResponse(_local(next), status_code=303)
     response.set_cookie(
