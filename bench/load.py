@@ -45,9 +45,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sim.robot_client import RETRYABLE, retry_after_s  # noqa: E402  (after the path)
+
+ATTEMPTS = 6  # as sim/robot_client.py: a heartbeat is given up after this many refusals
+
 RESULTS = ROOT / "bench" / "results" / "load.json"
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-ATTEMPTS = 6  # as sim/robot_client.py: a heartbeat is given up after this many refusals
 TIMEOUT_S = 35.0  # longer than SQLAlchemy's 30 s pool wait, so a queued request still counts
 
 # Per-robot request headers. The robot endpoints take no credential yet; once robots are
@@ -120,10 +123,9 @@ async def heartbeat(client: httpx.AsyncClient, robot_id: str, headers: dict, pha
             phase.lost += 1
             return
         phase.latencies.append(time.perf_counter() - start)
-        if answer.status_code in (429, 503) and attempt + 1 < ATTEMPTS:
+        if answer.status_code in RETRYABLE and attempt + 1 < ATTEMPTS:
             phase.refused += 1
-            delay = float(answer.headers.get("retry-after", 1))
-            await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+            await asyncio.sleep(retry_after_s(answer) * random.uniform(1.0, 1.5))
             continue
         if answer.is_success:
             phase.accepted.append(time.perf_counter() - first)

@@ -7,7 +7,10 @@ version, checks the checksum before running it, and reports heartbeats. ``http``
 
 from __future__ import annotations
 
+import random
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,15 +18,31 @@ import httpx
 from policies.checkpoint import checkpoint_checksum, load_checkpoint
 from sim.fleet import Assignment
 
+# Answers that mean "not now": the request was not acted on and may be sent again.
+RETRYABLE = (429, 503)
+# The longest wait a Retry-After is taken at (a robot keeps working while it waits).
+MAX_RETRY_AFTER_S = 30.0
+
 
 class RobotApiError(RuntimeError):
     """The API refused a request, or a model failed its checksum."""
 
 
 class ApiFleetClient:
-    def __init__(self, http: httpx.Client, model_cache: Path) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        model_cache: Path,
+        *,
+        attempts: int = 6,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, not {attempts}")
         self.http = http
         self.model_cache = Path(model_cache)
+        self.attempts = attempts
+        self.sleep = sleep
         self._policies: dict[tuple[str, str], object] = {}
 
     def assignment(self, robot_id: str) -> Assignment:
@@ -56,7 +75,16 @@ class ApiFleetClient:
         )
 
     def _call(self, method: str, path: str, **kwargs) -> dict:
-        response = self.http.request(method, path, **kwargs)
+        for attempt in range(1, self.attempts + 1):
+            response = self.http.request(method, path, **kwargs)
+            if response.status_code not in RETRYABLE or attempt == self.attempts:
+                break
+            self.sleep(retry_after_s(response) * random.uniform(1.0, 1.5))
+        if response.status_code in RETRYABLE:
+            raise RobotApiError(
+                f"{method} {path}: {response.status_code} {response.text} "
+                f"(still refused after {self.attempts} attempts)"
+            )
         if response.status_code >= 400:
             raise RobotApiError(f"{method} {path}: {response.status_code} {response.text}")
         return response.json()
@@ -77,3 +105,12 @@ class ApiFleetClient:
                 raise RobotApiError(f"model {version} from {uri}: checksum {got} != {checksum}")
             self._policies[key] = load_checkpoint(checkpoint)
         return self._policies[key]
+
+
+def retry_after_s(response: httpx.Response) -> float:
+    """Retry-After in seconds (the API sends seconds; a date or nothing counts as 1 s)."""
+    try:
+        seconds = float(response.headers.get("retry-after", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)

@@ -115,7 +115,10 @@ class AdmitRobots:
             self._turns.release()
 
     async def _enter(self) -> bool:
-        if self._turns.locked() and self.queue_s == 0:
+        if not self._turns.locked():
+            await self._turns.acquire()  # free: taken at once
+            return True
+        if self.queue_s == 0:
             return False
         try:
             await asyncio.wait_for(self._turns.acquire(), self.queue_s)
