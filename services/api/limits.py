@@ -17,6 +17,13 @@ from fastapi.responses import JSONResponse
 RETRY_AFTER_S = 1
 
 
+# What the robot routes document besides their own answers.
+ROBOT_LIMIT_RESPONSES = {
+    413: {"description": "The body is larger than FLYWHEEL_API_MAX_BODY_BYTES."},
+    503: {"description": "Too many robot requests at once: retry after Retry-After seconds."},
+}
+
+
 class BodyTooLarge(HTTPException):
     """A body that grew past the limit while it was being read (no Content-Length)."""
 

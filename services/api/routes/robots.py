@@ -13,12 +13,13 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from services.api.deps import SettingsDep, WriteSessionDep
+from services.api.limits import ROBOT_LIMIT_RESPONSES
 from services.serving.robots import record_heartbeat, robot_assignment
 
 router = APIRouter(prefix="/robots", tags=["robots"])
 
 RobotId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
-_NOT_FOUND = {404: {"description": "No such robot."}}
+_ANSWERS = {404: {"description": "No such robot."}} | ROBOT_LIMIT_RESPONSES
 
 
 class AssignmentPublic(BaseModel):
@@ -39,7 +40,7 @@ class HeartbeatIn(BaseModel):
     active_seconds: float = Field(ge=0, le=7 * 24 * 3600, description="Time worked.")
 
 
-@router.get("/{robot_id}/assignment", response_model=AssignmentPublic, responses=_NOT_FOUND)
+@router.get("/{robot_id}/assignment", response_model=AssignmentPublic, responses=_ANSWERS)
 def get_assignment(robot_id: RobotId, session: WriteSessionDep, settings: SettingsDep):
     return robot_assignment(session=session, settings=settings, robot_id=robot_id)
 
@@ -48,7 +49,7 @@ def get_assignment(robot_id: RobotId, session: WriteSessionDep, settings: Settin
     "/{robot_id}/heartbeats",
     response_model=AssignmentPublic,
     status_code=201,
-    responses=_NOT_FOUND | {400: {"description": "Malformed JSON body."}},
+    responses=_ANSWERS | {400: {"description": "Malformed JSON body."}},
 )
 def post_heartbeat(
     robot_id: RobotId, body: HeartbeatIn, session: WriteSessionDep, settings: SettingsDep
