@@ -276,7 +276,11 @@ def run_store(store: str, scratch: Path, args) -> list[dict]:
     finally:
         if process is not None:
             process.terminate()
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # still draining a backlog: stop it
+                process.kill()
+                process.wait()
         if database is not None:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
@@ -317,7 +321,11 @@ def main() -> None:
     config = {
         k: getattr(args, k) for k in ("robots", "period", "steady_s", "flood", "flood_requests")
     }
-    RESULTS.write_text(json.dumps({"config": config, "rows": rows}, indent=2) + "\n")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    measured = {"date": time.strftime("%Y-%m-%d"), "commit": commit or None}
+    RESULTS.write_text(json.dumps({**measured, "config": config, "rows": rows}, indent=2) + "\n")
     print(f"written: {RESULTS.relative_to(ROOT)}")
 
 
