@@ -196,7 +196,12 @@ async def _with_health(client, phase: Phase, work: list) -> None:
 
 
 async def drive(base_url: str, robots: list[str], headers_for: HeaderProvider, args) -> list[Phase]:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    # Idle connections are dropped after 2 s, before uvicorn's 5 s keep-alive ends them: at
+    # httpx's default of 5 s too, a request could go out on a connection the server was
+    # closing, and fail with a ReadError that says nothing about the API.
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=None, keepalive_expiry=2.0
+    )
     async with httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT_S, limits=limits) as client:
         phases = [await steady(client, robots, headers_for, args.period, args.steady_s)]
         phases.append(await burst(client, robots, headers_for))
