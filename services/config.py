@@ -365,7 +365,7 @@ def get_settings() -> Settings:
 
     Read afresh whenever a FLYWHEEL_ variable or the working directory (a relative home)
     changed since the last call, else the same frozen object again: tests and the CLI change
-    the environment, and reading it costs about 10 ms, which the API paid on every request.
+    the environment, and reading it takes milliseconds, which the API paid on every request.
     """
     names = sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("FLYWHEEL_"))
     return _settings_of((os.getcwd(), tuple(names)))
