@@ -45,11 +45,13 @@ test: setup browser
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
-# The ingest and training benchmarks, and the flywheel benchmark's quick mode (< 10 min);
-# `make bench-flywheel` is its full run (about an hour here). Results: bench/results/.
+# The ingest, training and API load benchmarks (the load one needs the local PostgreSQL),
+# and the flywheel benchmark's quick mode (< 10 min); `make bench-flywheel` is its full run
+# (about an hour here). Results: bench/results/.
 bench: setup
 	$(PY) bench/ingest.py
 	$(PY) bench/train.py
+	$(PY) bench/load.py
 	$(PY) bench/flywheel.py --quick
 
 bench-flywheel: setup

@@ -15,7 +15,7 @@ above the registries, by services/run_settings.py.
 from __future__ import annotations
 
 import os
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -323,6 +323,27 @@ class MetricsSettings(BaseSettings):
     ttl_s: float = Field(default=15.0, ge=0)
 
 
+class ApiSettings(BaseSettings):
+    model_config = _flywheel("FLYWHEEL_API_")
+
+    # Largest request body the API reads (FLYWHEEL_API_MAX_BODY_BYTES); a larger one is
+    # answered 413 before it is read. Heartbeats and forms are well under a kilobyte.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Bad credentials from one client (by IP, and per robot id a credential claims) within
+    # the window that lock it out...
+    lockout_failures: int = Field(default=10, ge=1)
+    # ...the window they are counted in...
+    lockout_window_s: float = Field(default=300.0, gt=0)
+    # ...and how long the lockout lasts (429 with Retry-After, the credential not checked).
+    lockout_s: float = Field(default=300.0, gt=0)
+    # Robot requests served at once; None: 1 on SQLite (its one writer, taken in turn
+    # rather than fought over), 8 on PostgreSQL (within SQLAlchemy's pool of 5 + 10).
+    robot_concurrency: int | None = Field(default=None, ge=1)
+    # How long a robot request may wait for its turn before it is answered 503 with
+    # Retry-After (the robot retries then); a request is never left waiting for the pool.
+    robot_queue_s: float = Field(default=2.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = _flywheel()
 
@@ -364,6 +385,8 @@ class Settings(BaseSettings):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     # /metrics' snapshot of the store (FLYWHEEL_METRICS_*).
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    # What the API lets in: body size, credential lockout, robot requests at once.
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
@@ -403,6 +426,12 @@ class Settings(BaseSettings):
         return url.rstrip("/")
 
     @property
+    def robot_concurrency(self) -> int:
+        if self.api.robot_concurrency is not None:
+            return self.api.robot_concurrency
+        return 1 if self.db_url.startswith("sqlite") else 8
+
+    @property
     def db_url(self) -> str:
         return self.database.url or f"sqlite:///{self.root / 'flywheel.db'}"
 
@@ -440,7 +469,18 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """Read settings from the environment now (not cached: tests and the CLI change it)."""
+    """The settings the environment holds now.
+
+    Read afresh whenever a FLYWHEEL_ variable or the working directory (a relative home)
+    changed since the last call, else the same frozen object again: tests and the CLI change
+    the environment, and reading it takes milliseconds, which the API paid on every request.
+    """
+    names = sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("FLYWHEEL_"))
+    return _settings_of((os.getcwd(), tuple(names)))
+
+
+@lru_cache(maxsize=8)
+def _settings_of(_environment: tuple) -> Settings:
     return Settings()
 
 

@@ -7,14 +7,16 @@ robot's own credential (``fwr_...``), sent with every request as that robot.
 
 A request that times out or gets a server error is tried again, a heartbeat with the same
 ``heartbeat_id``: the answer may have been lost after the heartbeat was counted, and the
-server counts an id once.
+server counts an id once. A busy API (503) or a lockout (429) is waited out for its
+Retry-After, with up to half again as jitter so a fleet does not come back all at once.
 """
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -22,9 +24,13 @@ import httpx
 from policies.checkpoint import checkpoint_checksum, load_checkpoint
 from sim.fleet import Assignment
 
-# Seconds before each further try of a request that failed on the way (the server's
-# Retry-After, when it sends one, wins).
+# Seconds before each further try of a request that failed on the way or with a server
+# error; the last is repeated for any further attempt (a Retry-After, when sent, wins).
 RETRY_DELAYS = (0.5, 2.0, 5.0)
+# Answers that mean "not now": the request was not acted on and may be sent again.
+RETRYABLE = (429, 503)
+# The longest wait a Retry-After is taken at (a robot keeps working while it waits).
+MAX_RETRY_AFTER_S = 30.0
 
 
 class RobotApiError(RuntimeError):
@@ -37,12 +43,19 @@ class ApiFleetClient:
         http: httpx.Client,
         model_cache: Path,
         credentials: Mapping[str, str],
+        *,
         retry_delays: Sequence[float] = RETRY_DELAYS,
+        attempts: int = 6,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, not {attempts}")
         self.http = http
         self.model_cache = Path(model_cache)
         self.credentials = dict(credentials)
-        self.retry_delays = tuple(retry_delays)
+        self.retry_delays = tuple(retry_delays) or (0.0,)
+        self.attempts = attempts
+        self.sleep = sleep
         self._policies: dict[tuple[str, str], object] = {}
 
     def assignment(self, robot_id: str) -> Assignment:
@@ -81,17 +94,26 @@ class ApiFleetClient:
         if robot_id not in self.credentials:
             raise RobotApiError(f"robot {robot_id!r} has no credential: enroll it first")
         headers = {"Authorization": f"Bearer {self.credentials[robot_id]}"}
-        for delay in (*self.retry_delays, None):
+        for attempt in range(1, self.attempts + 1):
+            last = attempt == self.attempts
+            delay = self.retry_delays[min(attempt, len(self.retry_delays)) - 1]
             try:
                 response = self.http.request(method, path, headers=headers, **kwargs)
             except httpx.TransportError as exc:  # timed out or cut: the same request again
-                if delay is None:
+                if last:
                     raise RobotApiError(f"{method} {path}: {exc!r}") from exc
-                time.sleep(delay)
+                self.sleep(delay)
                 continue
-            if response.status_code < 500 or delay is None:
+            if last or not (response.status_code in RETRYABLE or response.status_code >= 500):
                 break
-            time.sleep(_retry_after(response, delay))
+            if "retry-after" in response.headers:
+                delay = retry_after_s(response) * random.uniform(1.0, 1.5)
+            self.sleep(delay)
+        if response.status_code in RETRYABLE:
+            raise RobotApiError(
+                f"{method} {path}: {response.status_code} {response.text} "
+                f"(still refused after {self.attempts} attempts)"
+            )
         if response.status_code >= 400:
             raise RobotApiError(f"{method} {path}: {response.status_code} {response.text}")
         return response.json()
@@ -114,8 +136,10 @@ class ApiFleetClient:
         return self._policies[key]
 
 
-def _retry_after(response: httpx.Response, default: float) -> float:
+def retry_after_s(response: httpx.Response) -> float:
+    """Retry-After in seconds (the API sends seconds; a date or nothing counts as 1 s)."""
     try:
-        return min(float(response.headers.get("retry-after", default)), 60.0)
-    except ValueError:  # an HTTP date: not worth parsing for a simulated robot
-        return default
+        seconds = float(response.headers.get("retry-after", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)

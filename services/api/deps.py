@@ -7,14 +7,53 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from services.api.lockout import lockout_keys, lockout_of
 from services.approval.users import Unauthenticated, authenticate
 from services.config import Settings, get_settings
-from services.serving.credentials import authenticate_robot
+from services.serving.credentials import RobotForbidden, RobotUnauthenticated, authenticate_robot
 from services.store import session_scope
 from services.store.models import Robot, User
+
+
+def refuse_unknown_query_parameters(request: Request) -> None:
+    """A query parameter the route does not declare is refused (422), not ignored: a typo
+    (``?limt=5``) would otherwise answer as if it were not there."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": "unknown query parameter; this endpoint takes "
+                    + (", ".join(sorted(known)) or "none"),
+                    "input": request.query_params[name],
+                }
+                for name in unknown
+            ]
+        )
+
+
+KnownQueryOnly = Depends(refuse_unknown_query_parameters)
+
+
+def _query_names(dependant) -> set[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names, todo = set(), [dependant]
+    while todo:
+        current = todo.pop()
+        names.update(field.alias for field in current.query_params)
+        todo.extend(current.dependencies)
+    return names
 
 
 def _settings() -> Settings:
@@ -42,6 +81,7 @@ _bearer = HTTPBearer(auto_error=False, description="An API token from `flywheel 
 
 
 def _current_user(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
@@ -51,12 +91,16 @@ def _current_user(
             detail="missing bearer token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    lockout, keys = lockout_of(request), lockout_keys(request)
+    lockout.check(keys)  # a locked-out client's token is not even looked at
     try:
         user = authenticate(session=session, token=credentials.credentials)
     except Unauthenticated as exc:
+        lockout.record_failure(keys)
         raise HTTPException(
             status_code=401, detail=str(exc), headers={"WWW-Authenticate": "Bearer"}
         ) from exc
+    lockout.record_success(keys)
     session.expunge(user)
     return user
 
@@ -77,11 +121,21 @@ def _current_robot(
 ) -> Robot:
     # The raw path parameter, not a validated one: the credential is checked before anything
     # else about the request, so a caller without one learns nothing but 401.
-    return authenticate_robot(
-        session=session,
-        robot_id=request.path_params.get("robot_id", ""),
-        credential=credentials.credentials if credentials else None,
-    )
+    robot_id = request.path_params.get("robot_id", "")
+    lockout, keys = lockout_of(request), lockout_keys(request, robot=robot_id)
+    lockout.check(keys)  # a locked-out client's credential is not even looked at
+    try:
+        robot = authenticate_robot(
+            session=session,
+            robot_id=robot_id,
+            credential=credentials.credentials if credentials else None,
+        )
+    except (RobotUnauthenticated, RobotForbidden):
+        if credentials is not None:  # a request with no credential guessed nothing
+            lockout.record_failure(keys)
+        raise
+    lockout.record_success(keys)
+    return robot
 
 
 # The robot named in the path, authenticated by its own credential (401, or 403 for another's).

@@ -6,7 +6,10 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from services.api.limits import RETRY_AFTER_S
+from services.api.lockout import LockedOut
 from services.approval.decisions import DecisionConflict
 from services.approval.users import NoSuchUser, PermissionDenied, Unauthenticated, UserExists
 from services.errors import NotFound
@@ -42,7 +45,24 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(exc_type, _handler(status))
 
     app.add_exception_handler(ImplausibleHeartbeat, _implausible)
+    app.add_exception_handler(LockedOut, _locked_out)
+    app.add_exception_handler(PoolTimeout, _pool_timeout)
     app.add_middleware(RefuseUnnamedQueryParameters)
+
+
+async def _locked_out(request: Request, exc: LockedOut) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after_s)}
+    return JSONResponse(status_code=429, content={"detail": str(exc)}, headers=headers)
+
+
+async def _pool_timeout(request: Request, exc: PoolTimeout) -> JSONResponse:
+    # Every database connection stayed busy for the pool's timeout: the server is saturated,
+    # not broken; the client is told when to come back.
+    return JSONResponse(
+        status_code=503,
+        content={"detail": f"the server is busy: retry after {RETRY_AFTER_S} s"},
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def _handler(status: int):

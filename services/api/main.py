@@ -6,9 +6,12 @@ from __future__ import annotations
 from fastapi import FastAPI, HTTPException
 
 from services.api import metrics, pages
-from services.api.deps import SettingsDep
+from services.api.deps import KnownQueryOnly, SettingsDep
 from services.api.errors import install_error_handlers
+from services.api.limits import AdmitRobots, LimitBodySize
+from services.api.lockout import Lockout
 from services.api.routes import audit, candidates, robot_credentials, robots, rollouts, users
+from services.config import get_settings
 from services.runtime.dependencies import DependencyUnavailable, check_database
 
 
@@ -22,15 +25,27 @@ def create_app() -> FastAPI:
         "`/robots/{robot_id}/heartbeats`) take that robot's own credential (`Authorization: "
         "Bearer fwr_...`, from `flywheel robots enroll`). /health and /live take none.",
     )
+    settings = get_settings()
+    app.state.lockout = Lockout.from_settings(settings.api)
     install_error_handlers(app)
-    for module in (candidates, rollouts, audit, users, robot_credentials, robots):
-        app.include_router(module.router)
+    # Added last, so run first: a body is measured and a robot admitted before anything else.
+    app.add_middleware(
+        AdmitRobots,
+        concurrency=settings.robot_concurrency,
+        queue_s=settings.api.robot_queue_s,
+    )
+    app.add_middleware(LimitBodySize, max_bytes=settings.api.max_body_bytes)
+    for module in (candidates, rollouts, audit, users, robot_credentials):
+        app.include_router(module.router, dependencies=[KnownQueryOnly])
+    # The robot routes check their query after the credential: without one, only 401.
+    app.include_router(robots.router)
     pages.install(app)
     metrics.install(app)
 
     @app.get("/live", tags=["health"])
-    def live() -> dict[str, str]:
+    async def live() -> dict[str, str]:
         """Liveness: the process answers (depends on nothing else)."""
+        # async: answered on the event loop, not in a worker thread that load may hold.
         return {"status": "ok"}
 
     @app.get(

@@ -29,6 +29,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from services.api import charts
 from services.api.deps import CandidateRef, SessionDep, SettingsDep, WriteSessionDep
 from services.api.errors import STATUS
+from services.api.lockout import LockedOut, lockout_keys, lockout_of
 from services.approval import decisions
 from services.approval.decisions import APPROVER_ROLES
 from services.approval.users import Unauthenticated, article, authenticate
@@ -170,10 +171,19 @@ def login(
     if nonce is None or not hmac.compare_digest(csrf, nonce):
         error = "the sign-in form expired or came from another site: sign in again"
         return _login_page(request, settings, 403, next=_local(next), error=error)
+    lockout, keys = lockout_of(request), lockout_keys(request)
+    try:
+        lockout.check(keys)
+    except LockedOut as exc:
+        page = _login_page(request, settings, 429, next=_local(next), error=str(exc))
+        page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     try:
         user = authenticate(session=session, token=token.strip())
     except Unauthenticated as exc:
+        lockout.record_failure(keys)
         return _login_page(request, settings, 401, next=_local(next), error=str(exc))
+    lockout.record_success(keys)
     value = {"user": user.name, "token": user.token_hash[:16], "csrf": secrets.token_urlsafe(16)}
     response = RedirectResponse(_local(next), status_code=303)
     options = _cookie_options(request, settings)

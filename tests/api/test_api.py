@@ -46,6 +46,15 @@ def test_a_query_parameter_without_a_name_is_refused(api):
     assert api.get("/audit?limit=1", headers=_auth(api, "engineer")).status_code == 200
 
 
+def test_an_unknown_query_parameter_is_refused_not_ignored(api):
+    answer = api.get("/audit?limt=5", headers=_auth(api, "engineer"))  # a typo of limit
+    assert answer.status_code == 422
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["query", "limt"] and "takes limit, subject_id" in error["msg"]
+    # a robot endpoint checks the credential first: without one, only 401
+    assert api.get("/robots/robot-00/assignment?x=1").status_code == 401
+
+
 def test_candidate_list_and_detail_show_every_number_behind_the_verdict(api):
     listed = {
         c["model_version"]: c for c in api.get("/candidates", headers=_auth(api, "engineer")).json()

@@ -16,7 +16,8 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
-from services.api.deps import CurrentRobot, SettingsDep, WriteSessionDep
+from services.api.deps import CurrentRobot, KnownQueryOnly, SettingsDep, WriteSessionDep
+from services.api.limits import ROBOT_LIMIT_RESPONSES
 from services.rollout.guardrails import guard_heartbeat
 from services.serving.heartbeats import HeartbeatReport, accept_heartbeat
 from services.serving.robots import robot_assignment
@@ -27,7 +28,7 @@ RobotId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9
 _REFUSED = {
     401: {"description": "Missing, wrong or revoked robot credential."},
     403: {"description": "The credential is another robot's."},
-}
+} | ROBOT_LIMIT_RESPONSES
 
 
 class AssignmentPublic(BaseModel):
@@ -81,7 +82,11 @@ _HEARTBEAT_BODY = {
 
 @router.get("/{robot_id}/assignment", response_model=AssignmentPublic, responses=_REFUSED)
 def get_assignment(
-    robot_id: RobotId, robot: CurrentRobot, session: WriteSessionDep, settings: SettingsDep
+    robot_id: RobotId,
+    robot: CurrentRobot,
+    _query: Annotated[None, KnownQueryOnly],
+    session: WriteSessionDep,
+    settings: SettingsDep,
 ):
     """What the robot should run: model version, download URI and checksum."""
     return robot_assignment(session=session, settings=settings, robot_id=robot.id)
@@ -103,6 +108,7 @@ def get_assignment(
 def post_heartbeat(
     robot_id: RobotId,
     robot: CurrentRobot,
+    _query: Annotated[None, KnownQueryOnly],
     body: Annotated[HeartbeatIn, Depends(_heartbeat_body)],
     session: WriteSessionDep,
     settings: SettingsDep,
