@@ -295,6 +295,8 @@ class Heartbeat(Base):
     # A robot's retry of a heartbeat carries the same id and is counted once.
     __table_args__ = (
         Index("ix_heartbeats_robot_id_heartbeat_id", "robot_id", "heartbeat_id", unique=True),
+        # The plausibility check reads a robot's latest heartbeat time on every heartbeat.
+        Index("ix_heartbeats_robot_id_at", "robot_id", "at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
