@@ -7,14 +7,12 @@ Issuing a new token replaces the old one.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.store import record_audit
 from services.store.models import User
+from services.tokens import new_secret, secret_hash
 
 ROLES = ("engineer", "fleet-manager", "admin")
 # Users are managed by an admin, or with no token by the operator at the machine: in embedded
@@ -39,10 +37,6 @@ class UserExists(Exception):
     """A user with that name is already there."""
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def add_user(*, session: Session, name: str, role: str, actor: str = LOCAL_ADMIN) -> str:
     """Add a user and return their first API token (shown once, stored only as a hash)."""
     if role not in ROLES:
@@ -53,7 +47,7 @@ def add_user(*, session: Session, name: str, role: str, actor: str = LOCAL_ADMIN
     if session.get(User, name) is not None:
         raise UserExists(f"user {name!r} already exists")
     token = _new_token()
-    session.add(User(name=name, role=role, token_hash=hash_token(token)))
+    session.add(User(name=name, role=role, token_hash=secret_hash(token)))
     record_audit(
         session,
         actor=actor,
@@ -81,7 +75,7 @@ def issue_token(*, session: Session, name: str, actor: str = LOCAL_ADMIN) -> str
     """Replace a user's API token with a new one and return it."""
     user = get_user(session=session, name=name)
     token = _new_token()
-    user.token_hash = hash_token(token)
+    user.token_hash = secret_hash(token)
     record_audit(
         session,
         actor=actor,
@@ -103,7 +97,7 @@ def get_user(*, session: Session, name: str) -> User:
 
 
 def authenticate(*, session: Session, token: str) -> User:
-    user = session.scalar(select(User).where(User.token_hash == hash_token(token)))
+    user = session.scalar(select(User).where(User.token_hash == secret_hash(token)))
     if user is None:
         raise Unauthenticated("invalid or revoked API token")
     return user
@@ -132,4 +126,4 @@ def article(noun: str) -> str:
 
 
 def _new_token() -> str:
-    return "fw_" + secrets.token_urlsafe(32)
+    return new_secret("fw_")

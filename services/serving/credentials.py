@@ -1,19 +1,15 @@
 """Robot credentials: enrollment, rotation, revocation, and checking who is calling.
 
 An admin enrolls a robot and hands it a credential bound to its id; the robot sends it on
-every request (``Authorization: Bearer fwr_...``). As with people's tokens
-(``services/approval/users.py``, a layer above, hence the hash written out again here), the
-credential is shown once and only its SHA-256 is stored: it is 256 random bits, so a fast
-hash is enough and a leaked table leaks nothing. Rotation issues a new credential and the
-old one stops working at once; revocation leaves the robot with none until it is enrolled
-again. Every change is audited.
+every request (``Authorization: Bearer fwr_...``). As with people's tokens, the credential
+is shown once and only its SHA-256 is stored (``services/tokens.py``). Rotation issues a new
+credential and the old one stops working at once; revocation leaves the robot with none
+until it is enrolled again. Every change is audited.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +22,7 @@ from services.serving.assignments import fleet
 from services.serving.robots import provision_robots
 from services.store import record_audit
 from services.store.models import Robot, utcnow
+from services.tokens import new_secret, secret_hash
 
 # Robots' credentials look unlike people's tokens (``fw_``), so a leaked one is recognisable
 # and one can never be mistaken for the other.
@@ -141,7 +138,7 @@ def authenticate_robot(*, session: Session, robot_id: str, credential: str | Non
             "missing robot credential: send 'Authorization: Bearer fwr_...' "
             "(an admin enrolls the robot with `flywheel robots enroll ROBOT_ID`)"
         )
-    robot = session.scalar(select(Robot).where(Robot.credential_hash == _hash(credential)))
+    robot = session.scalar(select(Robot).where(Robot.credential_hash == secret_hash(credential)))
     if robot is None:
         raise RobotUnauthenticated("invalid or revoked robot credential")
     if robot.id != robot_id:
@@ -164,10 +161,6 @@ def enrolled_robots(*, session: Session) -> list[EnrolledRobot]:
     ]
 
 
-def _hash(credential: str) -> str:
-    return hashlib.sha256(credential.encode()).hexdigest()
-
-
 def _robot(session: Session, robot_id: str) -> Robot:
     robot = session.get(Robot, robot_id)
     if robot is None:
@@ -179,9 +172,9 @@ def _robot(session: Session, robot_id: str) -> Robot:
 
 
 def _issue(session: Session, robot_id: str, *, actor: str, action: str, reason: str | None) -> str:
-    credential = PREFIX + secrets.token_urlsafe(32)
+    credential = new_secret(PREFIX)
     robot = _robot(session, robot_id)
-    robot.credential_hash = _hash(credential)
+    robot.credential_hash = secret_hash(credential)
     robot.credential_issued_at = utcnow()
     record_audit(
         session,
