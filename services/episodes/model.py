@@ -15,6 +15,7 @@ from datetime import datetime
 
 import numpy as np
 
+from services.episodes.cameras import CameraTrack
 from services.features import CONTROL_OPERATOR
 
 INTERVENTION_KINDS = ("takeover", "correction", "e-stop")
@@ -68,6 +69,8 @@ class RawEpisode(EpisodeRecording):
 
     # (T,) float64 seconds since the start, as logged (the writer derives them from the rate).
     timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # Camera name -> its frames, one per step, as an MP4 on disk (``cameras.CameraTrack``).
+    cameras: dict[str, CameraTrack] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -23,6 +23,9 @@ the defaults are Flywheel's ROS topic contract (see ``docs/ingest.md``)::
     robomimic: {obs_keys: [robot0_eef_pos, robot0_gripper_qpos], control_hz: 20}
     metadata:                # MCAP metadata records with episode facts (null: read none)
       {name: episode, keys: {robot_id: robot, outcome: result}, values: {SUCCEEDED: success}}
+    cameras:                 # each becomes the feature observation.images.<name>
+      front: {topic: /camera/front/image_raw, max_age_s: 0.1, frozen_s: 2.0}
+      wrist: /camera/wrist/compressed                                 # defaults for the rest
 
 A field path is dotted (``twist.linear.x``); the fields of one topic are concatenated in
 order into one float vector.
@@ -39,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from services.episodes.cameras import CameraSpec
 from services.features import CONTROL_POLICY, CONTROL_SOURCES, OUTCOMES
 from services.ingest.formats import contract
 from services.validation.embodiment import Embodiment
@@ -165,8 +169,13 @@ class FleetMapping:
     robomimic: Robomimic = field(default_factory=Robomimic)
     # MCAP metadata records with episode facts; None: the fleet's records are not read.
     metadata: Metadata | None = field(default_factory=Metadata)
+    # The fleet's cameras (sensor_msgs Image/CompressedImage, foxglove CompressedVideo topics).
+    cameras: tuple[CameraSpec, ...] = ()
 
     def __post_init__(self) -> None:
+        topics = [c.topic for c in self.cameras]
+        if len(topics) != len(set(topics)):
+            raise ValueError(f"two cameras share a topic: {topics}")
         if self.clock not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, not {self.clock!r}")
         if self.control_hz is not None and not 0 < self.control_hz < float("inf"):
@@ -188,7 +197,14 @@ _SECTIONS = (
     "embodiments",
     "robomimic",
     "metadata",
+    "cameras",
 )
+# Sections a fleet may try that Flywheel does not read yet, and what to do instead.
+_OUT_OF_SCOPE = {
+    "depth": "depth cameras are out of scope for now; list colour cameras under cameras",
+    "camera_info": "camera calibration (CameraInfo) is out of scope for now",
+}
+_CAMERA_KEYS = ("topic", "max_age_s", "frozen_s", "type")
 _TOPIC_ROLES = ("state", "action", "control_source", "outcome", "episode")
 
 
@@ -215,6 +231,9 @@ def load_mapping(path: str | Path | None) -> FleetMapping:
 def parse_mapping(raw: Mapping[str, Any]) -> FleetMapping:
     if not isinstance(raw, Mapping):
         raise ValueError("the file must hold a mapping of sections")
+    for key, why in _OUT_OF_SCOPE.items():
+        if key in raw:
+            raise ValueError(f"section {key!r}: {why}")
     _known(raw, _SECTIONS, "section")
     topics = raw.get("topics") or {}
     _known(topics, _TOPIC_ROLES, "topic role")
@@ -231,7 +250,25 @@ def parse_mapping(raw: Mapping[str, Any]) -> FleetMapping:
             }
         ),
         metadata=_metadata(raw["metadata"]) if "metadata" in raw else Metadata(),
+        cameras=tuple(_camera(name, value) for name, value in (raw.get("cameras") or {}).items()),
     )
+
+
+def _camera(name: str, raw: Any) -> CameraSpec:
+    if isinstance(raw, str):
+        raw = {"topic": raw}
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"cameras.{name} must be a topic or a mapping with a topic")
+    _known(raw, _CAMERA_KEYS, f"key of cameras.{name}")
+    kind = raw.get("type", "rgb")
+    if kind in ("depth", "camera_info"):
+        raise ValueError(f"cameras.{name}: {_OUT_OF_SCOPE[kind]}")
+    if kind != "rgb":
+        raise ValueError(f"cameras.{name}: type {kind!r} is not known; Flywheel reads rgb")
+    if "topic" not in raw:
+        raise ValueError(f"cameras.{name} needs a topic")
+    values = {k: v for k, v in raw.items() if k != "type"}
+    return CameraSpec(name=str(name), **values)
 
 
 def _metadata(raw: Any) -> Metadata | None:
