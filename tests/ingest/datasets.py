@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -147,15 +148,21 @@ def write_lerobot(
     return root
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    """An MP4 as LeRobot encodes one (AV1, a keyframe every 2 frames, CRF 30)."""
+def write_video(path: Path, frames: list[np.ndarray], fps: int, skip=()) -> None:
+    """An MP4 as LeRobot encodes one (AV1, a keyframe every 2 frames, CRF 30); the frames
+    numbered in ``skip`` are left out, the others keep their times."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libsvtav1", rate=fps, options={"g": "2", "crf": "30"})
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"
-        for pixels in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+        stream.time_base = Fraction(1, fps)
+        for n, pixels in enumerate(frames):
+            if n in skip:
+                continue
+            picture = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            picture.pts = n
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)

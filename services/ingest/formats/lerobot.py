@@ -338,11 +338,14 @@ def _video_frames(root: Path, info: dict, row: dict, key: str, spec: CameraSpec,
                 count += 1
                 yield last, frame.to_ndarray(format="rgb24")
     except av.error.FFmpegError as exc:
-        raise error(f"{relative} is undecodable ({exc})") from exc
-    if first is None or first > ticks[0] or last < ticks[-1]:
+        raise error(f"{relative} is undecodable ({exc.strerror or exc})") from exc
+    # LeRobot records videos at the dataset's rate, one frame per step: fewer means the video
+    # ends early, or the decoder dropped damaged frames (stale steps that would go unseen).
+    if count < len(ticks) or first > ticks[0] or last < ticks[-1]:
+        shorter = "" if last is not None and last >= ticks[-1] else " (the video ends early)"
         raise error(
-            f"{relative} holds {count} frames in the episode's span {start:.3f}-{end:.3f} s, "
-            f"too few for its {len(ticks)} steps (the video is shorter than the episode)"
+            f"{relative} holds {count} frames in the episode's span {start:.3f}-{end:.3f} s "
+            f"for its {len(ticks)} steps{shorter}"
         )
 
 

@@ -14,7 +14,8 @@ from PIL import Image
 
 from services.episodes.model import LogFormatError
 from services.ingest.formats.lerobot import read_lerobot
-from tests.ingest.datasets import assert_frames, frame, write_lerobot
+from services.ingest.formats.tracks import discard
+from tests.ingest.datasets import assert_frames, frame, write_lerobot, write_video
 
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -79,19 +80,31 @@ def test_damaged_lerobot_videos_fail_their_episodes_and_name_the_camera(tmp_path
     # The last file of the front camera lacks the last 2 frames of episode 3.
     assert str(results["episode_3"]) == (
         "episode 3: camera front: videos/observation.images.front/chunk-000/file-001.mp4 holds "
-        "3 frames in the episode's span 0.233-0.400 s, too few for its 5 steps (the video is "
-        "shorter than the episode)"
+        "3 frames in the episode's span 0.233-0.400 s for its 5 steps (the video ends early)"
     )
     # Only episode 2's tracks are left: the failed episodes' were removed.
     assert len(list(spool.iterdir())) == 2
 
+    # Frames missing inside the span (a decoder drops damaged ones): too few for the steps.
+    front = root / "videos/observation.images.front/chunk-000/file-001.mp4"
+    write_video(front, [frame(0, e, i) for e in (2, 3) for i in range(EPISODES[e][0])], 30, {3, 4})
+    results = dict(read_lerobot(root, {}, WHEN, directory=spool))
+    assert str(results["episode_2"]) == (
+        "episode 2: camera front: videos/observation.images.front/chunk-000/file-001.mp4 holds "
+        "5 frames in the episode's span 0.000-0.233 s for its 7 steps"
+    )
+    assert set(results["episode_3"].cameras) == {"front", "wrist"}
+    discard(results["episode_3"].cameras)
+    assert len(list(spool.iterdir())) == 2  # the first read's episode 2 only
+
     (root / wrist / "file-001.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(300))
     results = dict(read_lerobot(root, {}, WHEN, directory=spool))
-    assert isinstance(results["episode_2"], LogFormatError)
-    assert str(results["episode_2"]).startswith(
-        f"episode 2: camera wrist: {wrist}/file-001.mp4 is undecodable ("
+    assert isinstance(results["episode_3"], LogFormatError)
+    assert str(results["episode_3"]) == (
+        f"episode 3: camera wrist: {wrist}/file-001.mp4 is undecodable (Invalid data found when "
+        "processing input)"
     )
-    assert len(list(spool.iterdir())) == 2  # episode 2's front track went with it
+    assert len(list(spool.iterdir())) == 2  # episode 3's front track went with it
 
 
 def test_lerobot_image_features_in_the_data_files_become_cameras(tmp_path):
