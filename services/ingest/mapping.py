@@ -242,6 +242,17 @@ def load_mapping(path: str | Path | None) -> FleetMapping:
         raise MappingError(f"mapping {path}: {exc}") from exc
 
 
+def _robomimic(raw: Mapping[str, Any]) -> Robomimic:
+    values = dict(raw)
+    for key in ("obs_keys", "image_keys"):
+        if values.get(key) is None:
+            continue
+        if isinstance(values[key], str):  # tuple() would split the name into letters
+            raise ValueError(f"robomimic {key} must be a list of keys, not {values[key]!r}")
+        values[key] = tuple(values[key])
+    return Robomimic(**values)
+
+
 def parse_mapping(raw: Mapping[str, Any]) -> FleetMapping:
     if not isinstance(raw, Mapping):
         raise ValueError("the file must hold a mapping of sections")
@@ -257,12 +268,7 @@ def parse_mapping(raw: Mapping[str, Any]) -> FleetMapping:
         control_hz=raw.get("control_hz"),
         defaults=dict(raw.get("defaults") or {}),
         embodiments=tuple(_embodiment(e) for e in raw.get("embodiments") or ()),
-        robomimic=Robomimic(
-            **{
-                k: tuple(v) if k in ("obs_keys", "image_keys") and v is not None else v
-                for k, v in (raw.get("robomimic") or {}).items()
-            }
-        ),
+        robomimic=_robomimic(raw.get("robomimic") or {}),
         metadata=_metadata(raw["metadata"]) if "metadata" in raw else Metadata(),
         cameras=tuple(_camera(name, value) for name, value in (raw.get("cameras") or {}).items()),
     )

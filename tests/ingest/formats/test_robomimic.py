@@ -95,6 +95,8 @@ def test_robomimic_image_observations_become_cameras(tmp_path):
     assert mapping.robomimic.image_keys == ("agentview_image",)
     with pytest.raises(ValueError, match="camera name 'front-left'"):
         parse_mapping({"robomimic": {"image_keys": ["front-left_image"]}})
+    with pytest.raises(ValueError, match="image_keys must be a list of keys, not 'agentview'"):
+        parse_mapping({"robomimic": {"image_keys": "agentview"}})
 
 
 def test_broken_image_observations_fail_their_demo_and_name_the_camera(tmp_path):
