@@ -309,7 +309,7 @@ def _video_frames(root: Path, info: dict, row: dict, key: str, spec: CameraSpec,
 
     place = [row.get(f"videos/{key}/{c}") for c in ("chunk_index", "file_index")]
     span = [row.get(f"videos/{key}/{c}") for c in ("from_timestamp", "to_timestamp")]
-    if None in place or None in span:
+    if None in place or None in span or not np.isfinite(span).all():
         raise error(f"meta/episodes gives no videos/{key} file and span for it")
     relative = info.get("video_path") or VIDEO_PATH
     relative = relative.format(video_key=key, chunk_index=place[0], file_index=place[1])
@@ -337,7 +337,7 @@ def _video_frames(root: Path, info: dict, row: dict, key: str, spec: CameraSpec,
                 first = last if first is None else first
                 count += 1
                 yield last, frame.to_ndarray(format="rgb24")
-    except av.error.FFmpegError as exc:
+    except (av.error.FFmpegError, OSError) as exc:  # OSError: the file cannot be read
         raise error(f"{relative} is undecodable ({exc.strerror or exc})") from exc
     # LeRobot records videos at the dataset's rate, one frame per step: fewer means the video
     # ends early, or the decoder dropped damaged frames (stale steps that would go unseen).
