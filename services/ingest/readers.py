@@ -60,10 +60,17 @@ def read_bag(path: Path, mapping: FleetMapping) -> list[RawEpisode]:
 
 
 def read_container(
-    fmt: str, path: Path, mapping: FleetMapping, recorded_at: datetime
+    fmt: str,
+    path: Path,
+    mapping: FleetMapping,
+    recorded_at: datetime,
+    directory: str | Path | None = None,
 ) -> Iterator[tuple[str, RawEpisode | LogFormatError]]:
     """(name, episode or why it cannot be one) per episode of a container of many (format
-    ``robomimic`` or ``lerobot``) on a local disk; raises for a container it cannot read."""
+    ``robomimic`` or ``lerobot``) on a local disk; raises for a container it cannot read.
+
+    Episodes' camera tracks are written under ``directory`` (default: the system's temporary
+    folder); an episode that is an error leaves none."""
     if fmt == "robomimic":
-        return read_robomimic(path, mapping.robomimic, mapping.defaults, recorded_at)
-    return read_lerobot(path, mapping.defaults, recorded_at)
+        return read_robomimic(path, mapping.robomimic, mapping.defaults, recorded_at, directory)
+    return read_lerobot(path, mapping.defaults, recorded_at, directory)
