@@ -199,7 +199,10 @@ def decode_image(payload: Payload) -> np.ndarray:
                 raise FrameError(f"a {payload.format.upper()} message holds {found.upper()} data")
             image.load()
             return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:
+        # Pillow's message names the buffer object by its address: say it the same each time.
+        raise FrameError(f"corrupt {payload.format.upper()} (not an image)") from exc
+    except (OSError, SyntaxError) as exc:
         raise FrameError(f"corrupt {payload.format.upper()} ({exc})") from exc
 
 
@@ -233,6 +236,7 @@ class _H264:
     def __init__(self) -> None:
         self._codec: av.CodecContext | None = None
         self._pending: set[int] = set()
+        self._decoded = False
 
     def decode(self, n: int, data: bytes) -> Iterator[tuple[int, np.ndarray | FrameError]]:
         if self._codec is None:
@@ -247,7 +251,13 @@ class _H264:
             frames = self._codec.decode(packet)
         except av.error.FFmpegError as exc:
             self._pending.discard(n)
-            yield n, FrameError(f"undecodable H.264 ({exc})")
+            hint = (
+                ""
+                if self._decoded
+                else "; no frame decoded yet: does the stream start with a keyframe and its "
+                "SPS/PPS?"
+            )
+            yield n, FrameError(f"undecodable H.264 ({exc}){hint}")
             return
         yield from self._frames(frames)
 
@@ -271,6 +281,7 @@ class _H264:
         for frame in frames:
             n = int(frame.pts) if frame.pts is not None else min(self._pending, default=-1)
             self._pending.discard(n)
+            self._decoded = True
             yield n, frame.to_ndarray(format="rgb24")
 
 
@@ -396,11 +407,14 @@ class _TrackBuilder:
         if len(back):
             k = int(back[0]) + 1
             step = int(np.searchsorted(ticks, window[k - 1], side="left"))
-            facts.out_of_order = (min(step, len(ticks) - 1), (window[k - 1] - window[k]) / 1e9)
+            facts.out_of_order = (min(step, len(ticks) - 1), float(window[k - 1] - window[k]) / 1e9)
             self._failed = True
             return np.full(len(ticks), -1, dtype=np.int64)
         held = np.searchsorted(window, ticks, side="right") - 1
         facts.missing_steps = int((held < 0).sum())
+        if not len(window):  # no frame at or before the episode's end: every step is missing
+            self._failed = True
+            return held
         ages = (ticks - window[np.maximum(held, 0)]) / 1e9
         ages[held < 0] = np.inf
         stale = np.flatnonzero((ages > self.spec.max_age_s) & (held >= 0))
