@@ -363,14 +363,24 @@ def episode_tracks(
         for step, n in enumerate(builder.held.tolist()):
             if n >= 0:
                 demands.setdefault(n, []).append((e, step))
+    # An episode's encoder is finished (and its memory freed) as soon as its last step has its
+    # frame, so a long log of many episodes never holds more than a few encoders open.
+    waiting = [0] * len(builders)
+    for pairs in demands.values():
+        for e, _ in pairs:
+            waiting[e] += 1
+    tracks: list[CameraTrack | None] = [None] * len(builders)
     # Decoders may answer late (an H.264 message that gave no frame is known at the end), so
     # frames are matched by message number, and the pass stops once every demand is met.
     for n, frame in decode_frames(spool) if demands else ():
         for e, step in demands.pop(n, ()):
             builders[e].put(step, frame)
+            waiting[e] -= 1
+            if not waiting[e]:
+                tracks[e] = builders[e].finish()
         if not demands:
             break
-    return [builder.finish() for builder in builders]
+    return [track or builder.finish() for track, builder in zip(tracks, builders, strict=True)]
 
 
 class _TrackBuilder:
@@ -484,6 +494,9 @@ class _TrackBuilder:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             self._container.close()
+            # A closed container keeps its encoder's buffers while referenced: let them go now,
+            # not when every episode of the log is done.
+            self._container = self._stream = None
         if not self._failed and self._step != len(self.ticks) and self.facts.decode_error is None:
             self.facts.decode_error = (self._step, "no frame could be decoded for this step")
         if self._failed or self._step != len(self.ticks):
