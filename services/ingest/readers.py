@@ -47,7 +47,8 @@ def read_mcap(
         # Metadata records may come anywhere (writers put them at the end): the readers
         # look at them once every message has streamed past.
         metadata: list[Metadata] = []
-        messages = records(stream, metadata)
+        topics: set[str] = set()  # every channel's, for a camera that logged no frame
+        messages = records(stream, metadata, topics)
         leading = []
         for record in messages:
             leading.append(record)
@@ -66,7 +67,7 @@ def read_mcap(
         encoding = leading[-1][1].message_encoding
         messages = itertools.chain(leading, messages)
         if encoding == contract.MESSAGE_ENCODING:
-            return [episode_from_json_mcap(messages, mapping, metadata, directory)]
+            return [episode_from_json_mcap(messages, mapping, metadata, directory, topics)]
         if encoding == ros.MESSAGE_ENCODING:
             return ros.episodes_from_ros2_mcap(messages, mapping, metadata, directory)
         raise LogFormatError(

@@ -17,7 +17,7 @@ from services.ingest.formats.mcap_writer import h264_frames, write_episode_mcap
 from services.ingest.mapping import FleetMapping, parse_mapping
 from services.ingest.readers import read_bag, read_mcap
 from tests.ingest import cameras
-from tests.ingest.logs import recording
+from tests.ingest.logs import recording, write_bad_camera_uploads
 from tests.ingest.ros_logs import (
     CAMERA_INFO,
     CAMERA_MAPPING,
@@ -198,30 +198,42 @@ def test_camera_info_on_a_camera_topic_is_refused_naming_the_camera(container, t
         read(container, sorted(messages, key=lambda m: m.t_ns), tmp_path, mapping)
 
 
+def check_bad_camera(path: Path, expect: dict, mapping: FleetMapping, cameras: set[str]) -> None:
+    """The reader says what ``expect`` says of a bad camera log, and loses nothing else."""
+    name = path.name
+    if "error" in expect:
+        with pytest.raises(LogFormatError, match=expect["error"]):
+            read_mcap(path, mapping)
+        return
+    [raw] = read_mcap(path, mapping)
+    # nothing good is lost: every step, and the other cameras' frames
+    assert raw.steps == 20 and set(raw.cameras) == cameras, name
+    bad = raw.cameras[expect["camera"]]
+    for other in cameras - {expect["camera"]}:
+        good = raw.cameras[other]
+        assert good.path is not None and good.facts.decode_error is None, name
+        good.discard()
+    assert bad.path is None, name  # no video from frames that cannot make one
+    fact = getattr(bad.facts, expect["fact"])
+    if expect["fact"] == "missing_steps":
+        assert fact == 20 and bad.facts.frames == 0, name
+    else:
+        assert fact[0] == expect["step"], (name, fact)
+    if expect["fact"] == "decode_error":
+        assert expect["fragment"] in fact[1], (name, fact)
+
+
 def test_every_bad_camera_log_reads_with_the_camera_and_step_named(tmp_path):
     expected = write_bad_camera_logs(tmp_path / "bad")
     mapping = parse_mapping(CAMERA_MAPPING)
     for name, expect in expected.items():
-        path = tmp_path / "bad" / name
-        if "error" in expect:
-            with pytest.raises(LogFormatError, match=expect["error"]):
-                read_mcap(path, mapping)
-            continue
-        [raw] = read_mcap(path, mapping)
-        # nothing good is lost: every step, and the other camera's frames
-        assert raw.steps == 20 and sorted(raw.cameras) == ["front", "wrist"], name
-        bad = raw.cameras[expect["camera"]]
-        good = raw.cameras[({"front", "wrist"} - {expect["camera"]}).pop()]
-        assert good.path is not None and good.facts.decode_error is None, name
-        assert bad.path is None, name  # no video from frames that cannot make one
-        fact = getattr(bad.facts, expect["fact"])
-        if expect["fact"] == "missing_steps":
-            assert fact == 20 and bad.facts.frames == 0, name
-        else:
-            assert fact[0] == expect["step"], (name, fact)
-        if expect["fact"] == "decode_error":
-            assert expect["fragment"] in fact[1], (name, fact)
-        good.discard()
+        check_bad_camera(tmp_path / "bad" / name, expect, mapping, {"front", "wrist"})
+
+
+def test_every_bad_contract_camera_reads_with_the_camera_and_step_named(tmp_path):
+    expected = write_bad_camera_uploads(tmp_path / "bad")
+    for name, expect in expected.items():
+        check_bad_camera(tmp_path / "bad" / name, expect, FleetMapping(), {"front"})
 
 
 def cut_message(source: Path, target: Path, topic: str, number: int) -> Path:
