@@ -7,6 +7,7 @@ encoding of its first message picks between them, so the file is still streamed 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 from collections.abc import Iterator
@@ -25,8 +26,10 @@ from services.ingest.formats.robomimic import read_robomimic
 from services.ingest.mapping import FleetMapping
 
 # Messages of other encodings (protobuf camera channels) that may come before the first JSON or
-# CDR message, which says whose the file is; more than this and the file is neither.
+# CDR message, which says whose the file is, are held until it comes: at most this many, or
+# this many bytes, and the file is neither.
 LEADING_MESSAGES = 10_000
+LEADING_BYTES = 64 * 2**20
 
 
 def read_mcap(
@@ -49,9 +52,10 @@ def read_mcap(
         metadata: list[Metadata] = []
         topics: set[str] = set()  # every channel's, for a camera that logged no frame
         messages = records(stream, metadata, topics)
-        leading = []
+        leading, held = [], 0
         for record in messages:
             leading.append(record)
+            held += len(record[2].data)
             encoding = record[1].message_encoding
             if encoding in (contract.MESSAGE_ENCODING, ros.MESSAGE_ENCODING):
                 break
@@ -60,19 +64,28 @@ def read_mcap(
                     f"message encoding {encoding!r} on {record[1].topic}: Flywheel reads its "
                     "JSON contract and ROS 2 (cdr), with cameras in protobuf"
                 )
-            if len(leading) > LEADING_MESSAGES:
+            if len(leading) > LEADING_MESSAGES or held > LEADING_BYTES:
                 break
         if not leading:
             raise LogFormatError("no messages: the MCAP file is empty of data")
         encoding = leading[-1][1].message_encoding
-        messages = itertools.chain(leading, messages)
+        messages = itertools.chain(_handed_on(leading), messages)
         if encoding == contract.MESSAGE_ENCODING:
             return [episode_from_json_mcap(messages, mapping, metadata, directory, topics)]
         if encoding == ros.MESSAGE_ENCODING:
             return ros.episodes_from_ros2_mcap(messages, mapping, metadata, directory)
         raise LogFormatError(
-            "only protobuf messages (cameras?): Flywheel reads its JSON contract and ROS 2 (cdr)"
+            f"no JSON or CDR message among the first {len(leading)} (all protobuf): Flywheel "
+            "reads its JSON contract and ROS 2 (cdr), with cameras in protobuf"
         )
+
+
+def _handed_on(held: list) -> Iterator:
+    """The held records in order, each let go of as it is handed on."""
+    queue = collections.deque(held)
+    held.clear()
+    while queue:
+        yield queue.popleft()
 
 
 def read_bag(

@@ -76,9 +76,12 @@ def write_raw(
     header: dict | None = None,
     outcome=True,
     metadata: dict[str, str] | None = None,
+    cameras: dict[str, tuple[str, list[dict]]] | None = None,
 ) -> Path:
     """An MCAP file with hand-written messages, for what the writer refuses to make; with
-    ``metadata``, a ``flywheel.episode`` metadata record of those facts after them."""
+    ``metadata``, a ``flywheel.episode`` metadata record of those facts after them; with
+    ``cameras``, name -> (schema name, JSON messages) on ``/flywheel/camera/<name>``, message
+    k logged with step k."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         writer = Writer(f)
@@ -93,6 +96,11 @@ def write_raw(
             writer.add_message(channels[topic], at, json.dumps(payload).encode(), at)
 
         emit(contract.EPISODE_TOPIC, HEADER if header is None else header, 0)
+        for name, (schema_name, messages) in (cameras or {}).items():
+            camera_schema = writer.register_schema(schema_name, "jsonschema", b"{}")
+            channel = writer.register_channel(contract.CAMERA_PREFIX + name, "json", camera_schema)
+            for k, message in enumerate(messages):
+                writer.add_message(channel, k + 1, json.dumps(message).encode(), k + 1)
         for i, payload in enumerate(steps):
             emit(contract.STEP_TOPIC, payload, i + 1)
         if outcome:

@@ -17,7 +17,7 @@ from services.ingest.formats.mcap_writer import h264_frames, write_episode_mcap
 from services.ingest.mapping import FleetMapping, parse_mapping
 from services.ingest.readers import read_bag, read_mcap
 from tests.ingest import cameras
-from tests.ingest.logs import recording, write_bad_camera_uploads
+from tests.ingest.logs import recording, step, write_bad_camera_uploads, write_raw
 from tests.ingest.ros_logs import (
     CAMERA_INFO,
     CAMERA_MAPPING,
@@ -128,23 +128,36 @@ def test_protobuf_compressed_video_mixes_with_cdr_channels_even_when_it_comes_fi
 
 def test_the_header_clock_aligns_frames_by_their_stamps_not_their_log_times(tmp_path):
     pictures = [cameras.frame(i) for i in range(63)]
-    # each frame is stamped when it was taken, 50 ms before it was logged
-    messages = episode_messages(steps=20) + camera_messages(
-        "/cam/front",
-        [(COMPRESSED_IMAGE, ("jpeg", cameras.jpeg(f))) for f in pictures],
-        start_ns=START,
-        stamp_offset_ns=-50_000_000,
+    # each frame is stamped when it was taken, 50 ms before it was logged: a ROS header.stamp
+    # and a protobuf CompressedVideo's timestamp
+    units = cameras.h264(pictures)
+    messages = (
+        episode_messages(steps=20)
+        + camera_messages(
+            "/cam/front",
+            [(COMPRESSED_IMAGE, ("jpeg", cameras.jpeg(f))) for f in pictures],
+            start_ns=START,
+            stamp_offset_ns=-50_000_000,
+        )
+        + camera_messages(
+            "/cam/video",
+            [(PROTOBUF_VIDEO, ("h264", u)) for u in units],
+            start_ns=START,
+            stamp_offset_ns=-50_000_000,
+        )
     )
     messages.sort(key=lambda m: m.t_ns)
     path = write_ros2_mcap(messages, tmp_path / "log.mcap")
-    cams = {"front": "/cam/front"}
+    cams = {"front": "/cam/front", "video": "/cam/video"}
     [by_log] = read_mcap(path, parse_mapping({"cameras": cams}))
     [by_stamp] = read_mcap(path, parse_mapping({"cameras": cams, "clock": "header"}))
-    assert shown(by_log.cameras["front"]) == frames(*(3 * i for i in range(20)))
-    # 50 ms earlier: at step i, frame 3i + 1 was already taken
-    assert shown(by_stamp.cameras["front"]) == frames(*(3 * i + 1 for i in range(20)))
+    for name in cams:
+        assert shown(by_log.cameras[name]) == frames(*(3 * i for i in range(20)))
+        # 50 ms earlier: at step i, frame 3i + 1 was already taken
+        assert shown(by_stamp.cameras[name]) == frames(*(3 * i + 1 for i in range(20)))
     for raw in (by_log, by_stamp):
-        raw.cameras["front"].discard()
+        for track in raw.cameras.values():
+            track.discard()
 
 
 @pytest.mark.parametrize("container", CONTAINERS)
@@ -325,3 +338,22 @@ def test_a_contract_camera_whose_stream_is_damaged_names_the_step(tmp_path):
     assert raw.steps == 20
     assert raw.cameras["front"].facts.decode_error[0] == 10
     assert raw.cameras["front"].path is None
+
+
+def test_a_contract_camera_may_log_foxglove_json_images(tmp_path):
+    import base64
+
+    images = [
+        {"timestamp": {"sec": 0, "nsec": k}, "frame_id": "top", "format": "png"}
+        | {"data": base64.b64encode(cameras.png(cameras.frame(k))).decode()}
+        for k in range(5)
+    ]
+    steps = [step(i) for i in range(5)]
+    path = write_raw(
+        tmp_path / "ep.mcap", steps, cameras={"top": ("foxglove.CompressedImage", images)}
+    )
+    [raw] = read_mcap(path)
+    track = raw.cameras["top"]
+    assert track.facts.encoding == "png" and track.facts.frames == 5
+    assert shown(track) == frames(0, 1, 2, 3, 4)
+    track.discard()
