@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from mcap.records import Metadata
 
+from services.episodes.cameras import VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode
 from services.ingest.formats import contract, ros
 from services.ingest.formats.json_mcap import episode_from_json_mcap
@@ -26,12 +27,18 @@ from services.ingest.mapping import FleetMapping
 
 
 def read_mcap(
-    source: str | os.PathLike | BinaryIO | bytes, mapping: FleetMapping | None = None
+    source: str | os.PathLike | BinaryIO | bytes,
+    mapping: FleetMapping | None = None,
+    *,
+    directory: Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> list[RawEpisode]:
     """The episodes of any MCAP upload: Flywheel's JSON contract (one episode), or ROS 2
     messages mapped by the fleet's ``mapping`` (see ``ros.py``; its outcomes split episodes).
 
-    The message encoding of the first message decides; the file is streamed once.
+    The message encoding of the first message decides; the file is streamed once. Camera
+    tracks are written to ``directory`` (ingest's spool folder in the episode store) in
+    ``video_format`` (the readers' own defaults when None).
     """
     mapping = mapping or FleetMapping()
     with opened(source) as stream:
@@ -53,17 +60,30 @@ def read_mcap(
         )
 
 
-def read_bag(path: Path, mapping: FleetMapping) -> list[RawEpisode]:
+def read_bag(
+    path: Path,
+    mapping: FleetMapping,
+    *,
+    directory: Path | None = None,
+    video_format: VideoFormat | None = None,
+) -> list[RawEpisode]:
     """The episodes of a ROS 1 ``.bag`` file or a ROS 2 bag folder (formats ``rosbag1`` and
-    ``rosbag2``), on a local disk."""
+    ``rosbag2``), on a local disk; camera tracks as ``read_mcap``'s."""
     return ros.read_rosbag(path, mapping)
 
 
 def read_container(
-    fmt: str, path: Path, mapping: FleetMapping, recorded_at: datetime
+    fmt: str,
+    path: Path,
+    mapping: FleetMapping,
+    recorded_at: datetime,
+    *,
+    directory: Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> Iterator[tuple[str, RawEpisode | LogFormatError]]:
     """(name, episode or why it cannot be one) per episode of a container of many (format
-    ``robomimic`` or ``lerobot``) on a local disk; raises for a container it cannot read."""
+    ``robomimic`` or ``lerobot``) on a local disk; raises for a container it cannot read.
+    Camera tracks as ``read_mcap``'s."""
     if fmt == "robomimic":
         return read_robomimic(path, mapping.robomimic, mapping.defaults, recorded_at)
     return read_lerobot(path, mapping.defaults, recorded_at)
