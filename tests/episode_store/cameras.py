@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from services.episodes.cameras import CameraSpec, CameraSpool, Payload, episode_tracks
+from services.episodes.cameras import (
+    CameraSpec,
+    CameraSpool,
+    CameraTrack,
+    Payload,
+    VideoFormat,
+    episode_tracks,
+)
 from services.episodes.model import RawEpisode
 from tests.ingest.logs import recording
 
@@ -25,7 +32,7 @@ def frame(seed: int, step: int, width: int = WIDTH, height: int = HEIGHT) -> np.
     return pixels
 
 
-def camera_episode(
+def camera_tracks(
     seed: int,
     steps: int,
     directory: Path,
@@ -33,8 +40,25 @@ def camera_episode(
     cameras: tuple[str, ...] = ("front",),
     width: int = WIDTH,
     height: int = HEIGHT,
-) -> RawEpisode:
-    """A RawEpisode whose cameras show ``frame(seed, step)`` (camera k: seed + 100 k)."""
+    video_format: VideoFormat | None = None,
+) -> dict[str, CameraTrack]:
+    """Camera tracks showing ``frame(seed, step)`` (camera k: seed + 100 k), one per step."""
+    ticks = np.arange(steps, dtype=np.int64) * int(1e9 / HZ)
+    tracks = {}
+    for k, name in enumerate(cameras):
+        spool = CameraSpool(CameraSpec(name, f"/camera/{name}"), directory)
+        for step, tick in enumerate(ticks):
+            pixels = frame(seed + 100 * k, step, width, height)
+            spool.add(int(tick), Payload("raw", pixels.tobytes(), width, height, "rgb8"))
+        (tracks[name],) = episode_tracks(
+            spool, [(ticks, HZ)], directory=directory, video_format=video_format
+        )
+        spool.close()
+    return tracks
+
+
+def camera_episode(seed: int, steps: int, directory: Path, **cameras) -> RawEpisode:
+    """A RawEpisode at ``HZ`` whose cameras are ``camera_tracks(seed, steps, ...)``."""
     base = recording(
         n=steps,
         robot_id=f"robot-{seed:02d}",
@@ -44,15 +68,7 @@ def camera_episode(
         interventions=[],
     )
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-    ticks = np.arange(steps, dtype=np.int64) * int(1e9 / HZ)
-    tracks = {}
-    for k, name in enumerate(cameras):
-        spool = CameraSpool(CameraSpec(name, f"/camera/{name}"), directory)
-        for step, tick in enumerate(ticks):
-            pixels = frame(seed + 100 * k, step, width, height)
-            spool.add(int(tick), Payload("raw", pixels.tobytes(), width, height, "rgb8"))
-        (tracks[name],) = episode_tracks(spool, [(ticks, HZ)], directory=directory)
-        spool.close()
+    tracks = camera_tracks(seed, steps, directory, **cameras)
     return RawEpisode(**fields, timestamps=np.arange(steps) / HZ, cameras=tracks)
 
 
