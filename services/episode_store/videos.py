@@ -9,9 +9,9 @@ episodes' spans, closing the gaps (a deletion); since every episode starts with 
 no kept frame refers to a removed one.
 
 Image statistics (LeRobot's per-channel mean/std/min/max on the 0-1 scale, shape [3, 1, 1])
-come from frames decoded while packing: up to ``sample_count(n)`` of an episode's keyframes,
-spread evenly (LeRobot samples the same number of frames per episode), each downsampled to
-about 150 pixels on its longer side as LeRobot does. Only keyframes are decoded, because a
+come from frames decoded while packing: ``sample_count(n)`` of an episode's n keyframes,
+spread evenly (LeRobot's count, which it takes of all frames), each downsampled to about 150
+pixels on its longer side as LeRobot does. Only keyframes are decoded, because a
 keyframe decodes on its own: the sample costs a few dozen decodes per episode, not the whole
 track. ``count`` is the number of frames sampled.
 """
