@@ -470,7 +470,11 @@ class EpisodeStore:
         meta/episodes."""
         files = set()
         for relative in self._episode_files():
-            held = pq.read_table(self._episodes_path(relative))
+            path = self._episodes_path(relative)
+            names = pq.read_schema(path).names
+            held = pq.read_table(
+                path, columns=[n for n in names if n.startswith("videos/")] + [EPISODE_ID]
+            )
             mine = pc.is_in(held[EPISODE_ID], value_set=pa.array(sorted(episode_ids), pa.string()))
             if pc.any(mine).as_py():
                 files.add(relative)

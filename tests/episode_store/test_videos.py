@@ -244,3 +244,17 @@ def test_a_crash_before_the_episodes_file_keeps_the_old_video_and_a_rerun_finish
     assert _frame_count(store.root / video) == 10
     _check_frames(store, _rows(store)["ep-1"], 1, 10, rng)
     assert pq.read_table(store.root / data_file).num_rows == 10
+
+
+def test_repair_removes_the_spool_of_an_ingest_that_died_and_keeps_a_live_one(tmp_path):
+    store = EpisodeStore(tmp_path / "store")
+    dead = store.root / parquet.SPOOL / "dead"
+    dead.mkdir(parents=True)
+    (dead / ".owner").touch()  # its ingest's lock went with its process
+    (dead / "front-1.mp4").write_bytes(b"a track never packed")
+    with store.spool() as live:
+        (live / "front-2.mp4").write_bytes(b"a track being read")
+        store.repair(set())
+        assert not dead.exists()
+        assert (live / "front-2.mp4").exists()
+    assert not live.exists()
