@@ -77,13 +77,17 @@ def read_container(
     path: Path,
     mapping: FleetMapping,
     recorded_at: datetime,
-    *,
-    directory: Path | None = None,
+    directory: str | Path | None = None,
     video_format: VideoFormat | None = None,
 ) -> Iterator[tuple[str, RawEpisode | LogFormatError]]:
     """(name, episode or why it cannot be one) per episode of a container of many (format
     ``robomimic`` or ``lerobot``) on a local disk; raises for a container it cannot read.
-    Camera tracks as ``read_mcap``'s."""
+
+    Episodes' camera tracks are written under ``directory`` (default: the system's temporary
+    folder) in ``video_format`` (default: ``VideoFormat()``); an episode that is an error
+    leaves none."""
     if fmt == "robomimic":
-        return read_robomimic(path, mapping.robomimic, mapping.defaults, recorded_at)
-    return read_lerobot(path, mapping.defaults, recorded_at)
+        return read_robomimic(
+            path, mapping.robomimic, mapping.defaults, recorded_at, directory, video_format
+        )
+    return read_lerobot(path, mapping.defaults, recorded_at, directory, video_format)
