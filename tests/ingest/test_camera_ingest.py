@@ -20,6 +20,8 @@ from services.ingest import batch
 from services.ingest.batch import episode_digest, ingest_logs
 from services.ingest.formats.mcap_writer import write_episode_mcap
 from tests.episode_store.cameras import HZ, camera_episode, camera_tracks, frame
+from tests.ingest.datasets import frame as dataset_frame
+from tests.ingest.datasets import write_lerobot
 from tests.ingest.logs import recording
 
 KEY = "observation.images.front"
@@ -105,3 +107,29 @@ def test_an_episode_digest_includes_its_camera_frames(tmp_path):
     blind = dataclasses.replace(one, cameras={})
     assert episode_digest(one) == episode_digest(same)
     assert len({episode_digest(one), episode_digest(other), episode_digest(blind)}) == 3
+
+
+def test_a_lerobot_dataset_with_videos_goes_through_ingest_into_the_store(settings, tmp_path):
+    # The real reader: a LeRobot v3.0 dataset, two cameras, two episodes packed per file.
+    write_lerobot(tmp_path / "logs/lerobot", episodes=((10, None), (7, None)), cameras=("a", "b"))
+    summary = ingest_logs(settings, source=str(tmp_path / "logs"))
+
+    assert (summary.ingested, summary.quarantined) == (2, 0)
+    store = EpisodeStore(settings.episode_store)
+    assert set(store.cameras()) == {"observation.images.a", "observation.images.b"}
+    assert not list((store.root / ".spool").iterdir())
+    rows = sorted(store.episodes_meta().to_pylist(), key=lambda r: r["length"], reverse=True)
+    for camera, name in enumerate(("a", "b")):
+        key = f"observation.images.{name}"
+        for episode, row in enumerate(rows):
+            path = store.root / VIDEO_PATH.format(
+                video_key=key,
+                chunk_index=row[f"videos/{key}/chunk_index"],
+                file_index=row[f"videos/{key}/file_index"],
+            )
+            start = row[f"videos/{key}/from_timestamp"]
+            steps = [0, row["length"] - 1]
+            decoded = decode_frames(path, [start + s / 30 for s in steps], 30)
+            for step, pixels in zip(steps, decoded, strict=True):
+                expected = dataset_frame(camera, episode, step).astype(float)
+                assert np.abs(pixels.astype(float) - expected).mean() < 6
