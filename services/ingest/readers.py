@@ -29,8 +29,7 @@ from services.ingest.mapping import FleetMapping
 def read_mcap(
     source: str | os.PathLike | BinaryIO | bytes,
     mapping: FleetMapping | None = None,
-    *,
-    directory: Path | None = None,
+    directory: str | Path | None = None,
     video_format: VideoFormat | None = None,
 ) -> list[RawEpisode]:
     """The episodes of any MCAP upload: Flywheel's JSON contract (one episode), or ROS 2
@@ -63,8 +62,7 @@ def read_mcap(
 def read_bag(
     path: Path,
     mapping: FleetMapping,
-    *,
-    directory: Path | None = None,
+    directory: str | Path | None = None,
     video_format: VideoFormat | None = None,
 ) -> list[RawEpisode]:
     """The episodes of a ROS 1 ``.bag`` file or a ROS 2 bag folder (formats ``rosbag1`` and
