@@ -298,6 +298,12 @@ class EpisodeStore:
                 spans, sampled = _write_atomic(self.root / relative, partial(pack, paths, fps))
                 written.append(self.root / relative)
                 for i, span, stat in zip(members, spans, sampled, strict=True):
+                    episode_id, _, raw = episodes[i]
+                    if span.frames != raw.steps:
+                        raise ValueError(
+                            f"episode {episode_id}: camera {name} has {span.frames} frames for "
+                            f"{raw.steps} steps; a track holds one frame per step"
+                        )
                     places[i] = (chunk_index, file_index, span.from_timestamp, span.to_timestamp)
                     stats[i] = stat
             for column, values in zip(VIDEO_COLUMNS, zip(*places, strict=True), strict=True):

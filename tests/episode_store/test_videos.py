@@ -258,3 +258,12 @@ def test_repair_removes_the_spool_of_an_ingest_that_died_and_keeps_a_live_one(tm
         assert not dead.exists()
         assert (live / "front-2.mp4").exists()
     assert not live.exists()
+
+
+def test_a_track_with_a_frame_count_other_than_the_steps_is_refused(tmp_path):
+    store = EpisodeStore(tmp_path / "store")
+    raw = camera_episode(1, 8, tmp_path)
+    raw.cameras = camera_episode(1, 6, tmp_path).cameras
+    with pytest.raises(ValueError, match="camera front has 6 frames for 8 steps"):
+        store.write_batch([("ep-1", 0, raw)])
+    assert not store.video_files() and not store.data_files()
