@@ -57,7 +57,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from services.episode_store.videos import IMAGE_PREFIX, VIDEO_PATH, Span, Stream, cut, pack
+from services.episode_store.videos import (
+    IMAGE_PREFIX,
+    VIDEO_PATH,
+    Span,
+    Stream,
+    camera_reason,
+    cut,
+    pack,
+    video_feature,
+    video_keys,
+    videos_named,
+)
 from services.episodes.model import RawEpisode
 from services.features import (
     ACTION,
@@ -323,7 +334,7 @@ class EpisodeStore:
             for name in ("meta/info.json", "meta/stats.json"):
                 (self.root / name).unlink(missing_ok=True)
             return
-        keys = _video_keys(episodes)
+        keys = video_keys(episodes)
         stats = {f: _merge_stats(episodes, f) for f in (*STAT_FEATURES, *keys)}
         _write_atomic(self.root / "meta/stats.json", lambda p: p.write_text(json.dumps(stats)))
         first = self.root / DATA_PATH.format(
@@ -331,7 +342,7 @@ class EpisodeStore:
             file_index=episodes["data/file_index"][0].as_py(),
         )
         data_bytes = sum((self.root / f).stat().st_size for f in self.data_files())
-        videos = _videos_named(episodes)
+        videos = videos_named(episodes)
         video_bytes = sum((self.root / f).stat().st_size for f in videos)
         fps = Counter(episodes["fps"].to_pylist()).most_common(1)[0][0]
         total = episodes.num_rows
@@ -353,7 +364,7 @@ class EpisodeStore:
         for key in keys:
             # The store's cameras share one shape (write_batch refuses others): one file says it.
             stream = Stream.of(self.root / next(f for f in sorted(videos) if f"/{key}/" in f))
-            info["features"][key] = _video_feature(stream, fps)
+            info["features"][key] = video_feature(stream, fps)
         text = json.dumps(info, indent=2)
         _write_atomic(self.root / "meta/info.json", lambda p: p.write_text(text))
 
@@ -484,7 +495,7 @@ class EpisodeStore:
             mine = pc.is_in(held[EPISODE_ID], value_set=pa.array(sorted(episode_ids), pa.string()))
             if pc.any(mine).as_py():
                 files.add(relative)
-                files.update(_videos_named(held.filter(mine)))
+                files.update(videos_named(held.filter(mine)))
         return sorted(files)
 
     def drop_episodes(self, episode_ids: set[str]) -> list[str]:
@@ -512,7 +523,7 @@ class EpisodeStore:
             return
         kept_rows = episodes.filter(keep)
         replaced: list[str] = []
-        for key in _video_keys(episodes):
+        for key in video_keys(episodes):
             kept_rows = self._cut_videos(key, kept_rows, episodes.filter(pc.invert(keep)), replaced)
         data = pq.read_table(self.root / relative)
         kept = data.filter(pc.invert(pc.is_in(data[EPISODE_ID], value_set=gone)))
@@ -580,7 +591,7 @@ class EpisodeStore:
         source log). The videos go last: a crash before leaves them named by no row, which
         ``repair`` removes."""
         episodes = self._episodes_path(relative)
-        videos = _videos_named(pq.read_table(episodes)) if episodes.exists() else set()
+        videos = videos_named(pq.read_table(episodes)) if episodes.exists() else set()
         (self.root / relative).unlink(missing_ok=True)
         episodes.unlink(missing_ok=True)
         for video in videos:
@@ -602,7 +613,7 @@ class EpisodeStore:
             self.remove(relative)
         # Video files written before a crash kept their batch's episodes file from being
         # written, or left over by a deletion: no row of meta/episodes names them.
-        videos = sorted(self.video_files() - _videos_named(self.episodes_meta()))
+        videos = sorted(self.video_files() - videos_named(self.episodes_meta()))
         for relative in videos:
             (self.root / relative).unlink()
         orphans += videos
@@ -615,73 +626,6 @@ class EpisodeStore:
 def _chunk_file(relative: str) -> tuple[int, int]:
     chunk, name = Path(relative).parts[-2:]
     return int(chunk.removeprefix("chunk-")), int(name.removeprefix("file-").split(".")[0])
-
-
-def camera_reason(
-    cameras: Mapping[str, tuple[int, int]], expected: Mapping[str, tuple[int, int]]
-) -> str | None:
-    """Why an episode's cameras (``{key: (width, height)}``) cannot join a store with
-    ``expected``; None when they can."""
-    if dict(cameras) == dict(expected):
-        return None
-
-    def named(shapes: Mapping[str, tuple[int, int]]) -> str:
-        if not shapes:
-            return "no cameras"
-        return ", ".join(
-            f"{key.removeprefix(IMAGE_PREFIX)} {w}x{h}" for key, (w, h) in sorted(shapes.items())
-        )
-
-    return (
-        f"cameras ({named(cameras)}) differ from the episode store's ({named(expected)}): the "
-        "LeRobot layout holds one shape per feature, so ingest these cameras into their own "
-        "FLYWHEEL_HOME"
-    )
-
-
-def _video_keys(episodes: pa.Table) -> list[str]:
-    """The camera keys whose frames meta/episodes places (its videos/<key>/... columns)."""
-    return sorted(
-        name.removeprefix("videos/").removesuffix("/chunk_index")
-        for name in episodes.column_names
-        if name.startswith("videos/") and name.endswith("/chunk_index")
-    )
-
-
-def _videos_named(episodes: pa.Table) -> set[str]:
-    """The video files that rows of meta/episodes name."""
-    named = set()
-    for key in _video_keys(episodes):
-        places = zip(
-            episodes[f"videos/{key}/chunk_index"].to_pylist(),
-            episodes[f"videos/{key}/file_index"].to_pylist(),
-            strict=True,
-        )
-        named.update(
-            VIDEO_PATH.format(video_key=key, chunk_index=c, file_index=f)
-            for c, f in places
-            if c is not None
-        )
-    return named
-
-
-def _video_feature(stream: Stream, fps: float) -> dict[str, Any]:
-    """info.json's entry for a camera, as LeRobot v3.0 writes it."""
-    return {
-        "dtype": "video",
-        "shape": [stream.height, stream.width, 3],
-        "names": ["height", "width", "channels"],
-        "info": {
-            "video.height": stream.height,
-            "video.width": stream.width,
-            "video.codec": stream.codec,
-            "video.pix_fmt": stream.pix_fmt,
-            "video.is_depth_map": False,
-            "video.fps": fps,
-            "video.channels": 3,
-            "has_audio": False,
-        },
-    }
 
 
 def _vectors(values: np.ndarray) -> pa.Array:

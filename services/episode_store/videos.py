@@ -18,13 +18,15 @@ track. ``count`` is the number of frames sampled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
+import pyarrow as pa
 
 # A camera <name> is the feature observation.images.<name> (``CameraSpec.feature``).
 IMAGE_PREFIX = "observation.images."
@@ -150,6 +152,73 @@ def decode_frames(path: Path, timestamps: Sequence[float], fps: float) -> list[n
     if missing:
         raise LookupError(f"{path.name} has no frame at {missing[:5]} s")
     return [found[t] for t in timestamps]
+
+
+def camera_reason(
+    cameras: Mapping[str, tuple[int, int]], expected: Mapping[str, tuple[int, int]]
+) -> str | None:
+    """Why an episode's cameras (``{key: (width, height)}``) cannot join a store with
+    ``expected``; None when they can."""
+    if dict(cameras) == dict(expected):
+        return None
+
+    def named(shapes: Mapping[str, tuple[int, int]]) -> str:
+        if not shapes:
+            return "no cameras"
+        return ", ".join(
+            f"{key.removeprefix(IMAGE_PREFIX)} {w}x{h}" for key, (w, h) in sorted(shapes.items())
+        )
+
+    return (
+        f"cameras ({named(cameras)}) differ from the episode store's ({named(expected)}): the "
+        "LeRobot layout holds one shape per feature, so ingest these cameras into their own "
+        "FLYWHEEL_HOME"
+    )
+
+
+def video_keys(episodes: pa.Table) -> list[str]:
+    """The camera keys whose frames meta/episodes places (its videos/<key>/... columns)."""
+    return sorted(
+        name.removeprefix("videos/").removesuffix("/chunk_index")
+        for name in episodes.column_names
+        if name.startswith("videos/") and name.endswith("/chunk_index")
+    )
+
+
+def videos_named(episodes: pa.Table) -> set[str]:
+    """The video files that rows of meta/episodes name."""
+    named = set()
+    for key in video_keys(episodes):
+        places = zip(
+            episodes[f"videos/{key}/chunk_index"].to_pylist(),
+            episodes[f"videos/{key}/file_index"].to_pylist(),
+            strict=True,
+        )
+        named.update(
+            VIDEO_PATH.format(video_key=key, chunk_index=c, file_index=f)
+            for c, f in places
+            if c is not None
+        )
+    return named
+
+
+def video_feature(stream: Stream, fps: float) -> dict[str, Any]:
+    """info.json's entry for a camera, as LeRobot v3.0 writes it."""
+    return {
+        "dtype": "video",
+        "shape": [stream.height, stream.width, 3],
+        "names": ["height", "width", "channels"],
+        "info": {
+            "video.height": stream.height,
+            "video.width": stream.width,
+            "video.codec": stream.codec,
+            "video.pix_fmt": stream.pix_fmt,
+            "video.is_depth_map": False,
+            "video.fps": fps,
+            "video.channels": 3,
+            "has_audio": False,
+        },
+    }
 
 
 class _Writer:

@@ -41,8 +41,8 @@ from sqlalchemy import select
 from services.config import Settings
 from services.episode_store import index
 from services.episode_store.index import Upload
-from services.episode_store.parquet import EpisodeStore, camera_reason
-from services.episode_store.videos import IMAGE_PREFIX
+from services.episode_store.parquet import EpisodeStore
+from services.episode_store.videos import IMAGE_PREFIX, camera_reason
 from services.episodes.cameras import VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode
 from services.ingest.mapping import FleetMapping
