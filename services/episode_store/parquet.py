@@ -499,12 +499,15 @@ class EpisodeStore:
         return sorted(files)
 
     def drop_episodes(self, episode_ids: set[str]) -> list[str]:
-        """Rewrite every data file holding any of ``episode_ids`` without them; returns the
-        files rewritten (or removed, when nothing else was in them).
+        """Rewrite every data file holding any of ``episode_ids`` without them, and every
+        video file holding their frames; returns the files rewritten (or removed, when nothing
+        else was in them).
 
-        Each file is written under a temporary name and renamed over the old one, the data
-        file before its episodes file: a crash leaves either file whole, old or new, and
-        running this again finishes the job (``repair`` does, from the tombstones).
+        Each data file is written under a temporary name and renamed over the old one, the
+        data file before its episodes file; a video file is written again under a new number
+        before both, and the old one deleted after them. A crash leaves every file whole, old
+        or new (a video named by no row is a leftover ``repair`` removes), and running this
+        again finishes the job (``repair`` does, from the tombstones).
         """
         files = self.files_holding(episode_ids)
         for relative in files:
