@@ -267,12 +267,22 @@ def _sample_stats(stream, packets: list[av.Packet]) -> dict[str, list]:
             frames.append(_downsampled(frame.to_ndarray(format="rgb24")))
     if not frames:
         raise ValueError("no keyframe of the track decodes: it cannot give image statistics")
-    pixels = np.concatenate([f.reshape(-1, 3) for f in frames]).astype(np.float64) / 255
+    pixels = np.stack(frames)
+    # One histogram of the 256 levels per channel gives all four exactly, in a fraction of
+    # the time of float arithmetic over every pixel.
+    counts = np.stack([np.bincount(pixels[..., c].ravel(), minlength=256) for c in range(3)])
+    levels = np.arange(256) / 255
+    total = counts.sum(1)
+    mean = counts @ levels / total
+    std = np.sqrt(np.maximum(counts @ levels**2 / total - mean**2, 0.0))
+    seen = counts > 0
+    low = levels[seen.argmax(1)]
+    high = levels[255 - seen[:, ::-1].argmax(1)]
     return {
-        "mean": pixels.mean(0).reshape(3, 1, 1).tolist(),
-        "std": pixels.std(0).reshape(3, 1, 1).tolist(),
-        "min": pixels.min(0).reshape(3, 1, 1).tolist(),
-        "max": pixels.max(0).reshape(3, 1, 1).tolist(),
+        "mean": mean.reshape(3, 1, 1).tolist(),
+        "std": std.reshape(3, 1, 1).tolist(),
+        "min": low.reshape(3, 1, 1).tolist(),
+        "max": high.reshape(3, 1, 1).tolist(),
         "count": [len(frames)],
     }
 
