@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from mcap.records import Metadata
 
+from services.episodes.cameras import VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode
 from services.ingest.formats import contract, ros
 from services.ingest.formats.json_mcap import episode_from_json_mcap
@@ -36,6 +37,7 @@ def read_mcap(
     source: str | os.PathLike | BinaryIO | bytes,
     mapping: FleetMapping | None = None,
     directory: str | Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> list[RawEpisode]:
     """The episodes of any MCAP upload: Flywheel's JSON contract (one episode), or ROS 2
     messages mapped by the fleet's ``mapping`` (see ``ros.py``; its outcomes split episodes).
@@ -43,7 +45,7 @@ def read_mcap(
     The message encoding of the first JSON or CDR message decides (camera channels in
     protobuf may come before it); the file is streamed once. Camera tracks are written to
     ``directory`` (ingest passes the episode store's spool; None: the system's temporary
-    directory).
+    directory), encoded in ``video_format`` (the defaults when None).
     """
     mapping = mapping or FleetMapping()
     with opened(source) as stream:
@@ -71,9 +73,11 @@ def read_mcap(
         encoding = leading[-1][1].message_encoding
         messages = itertools.chain(_handed_on(leading), messages)
         if encoding == contract.MESSAGE_ENCODING:
-            return [episode_from_json_mcap(messages, mapping, metadata, directory, topics)]
+            return [
+                episode_from_json_mcap(messages, mapping, metadata, directory, topics, video_format)
+            ]
         if encoding == ros.MESSAGE_ENCODING:
-            return ros.episodes_from_ros2_mcap(messages, mapping, metadata, directory)
+            return ros.episodes_from_ros2_mcap(messages, mapping, metadata, directory, video_format)
         raise LogFormatError(
             f"no JSON or CDR message among the first {len(leading)} (all protobuf): Flywheel "
             "reads its JSON contract and ROS 2 (cdr), with cameras in protobuf"
@@ -89,11 +93,14 @@ def _handed_on(held: list) -> Iterator:
 
 
 def read_bag(
-    path: Path, mapping: FleetMapping, directory: str | Path | None = None
+    path: Path,
+    mapping: FleetMapping,
+    directory: str | Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> list[RawEpisode]:
     """The episodes of a ROS 1 ``.bag`` file or a ROS 2 bag folder (formats ``rosbag1`` and
-    ``rosbag2``), on a local disk; camera tracks go to ``directory`` as ``read_mcap``'s."""
-    return ros.read_rosbag(path, mapping, directory)
+    ``rosbag2``), on a local disk; camera tracks as ``read_mcap``'s."""
+    return ros.read_rosbag(path, mapping, directory, video_format)
 
 
 def read_container(
@@ -102,12 +109,16 @@ def read_container(
     mapping: FleetMapping,
     recorded_at: datetime,
     directory: str | Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> Iterator[tuple[str, RawEpisode | LogFormatError]]:
     """(name, episode or why it cannot be one) per episode of a container of many (format
     ``robomimic`` or ``lerobot``) on a local disk; raises for a container it cannot read.
 
     Episodes' camera tracks are written under ``directory`` (default: the system's temporary
-    folder); an episode that is an error leaves none."""
+    folder) in ``video_format`` (default: ``VideoFormat()``); an episode that is an error
+    leaves none."""
     if fmt == "robomimic":
-        return read_robomimic(path, mapping.robomimic, mapping.defaults, recorded_at, directory)
-    return read_lerobot(path, mapping.defaults, recorded_at, directory)
+        return read_robomimic(
+            path, mapping.robomimic, mapping.defaults, recorded_at, directory, video_format
+        )
+    return read_lerobot(path, mapping.defaults, recorded_at, directory, video_format)

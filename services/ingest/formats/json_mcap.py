@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 from mcap.records import Metadata
 
-from services.episodes.cameras import CameraSpec
+from services.episodes.cameras import CameraSpec, VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.ingest.formats import contract
@@ -115,13 +115,14 @@ def episode_from_json_mcap(
     metadata: list[Metadata],
     directory: str | os.PathLike | None = None,
     topics: set[str] | None = None,
+    video_format: VideoFormat | None = None,
 ) -> RawEpisode:
     """The episode of an MCAP's ``(schema, channel, message)`` records in the JSON contract;
     ``metadata`` fills with the file's metadata records as the messages stream past, and
     ``topics`` (where given) with every channel's topic, so that a camera channel without a
     message is a camera with no frames. Camera tracks go to ``directory``."""
     specs = [c for c in mapping.cameras if c.topic.startswith(contract.CAMERA_PREFIX)]
-    cameras = CameraTopics(specs, mapping.clock, directory)
+    cameras = CameraTopics(specs, mapping.clock, directory, video_format)
     try:
         return _episode_from(
             messages, mapping, metadata, cameras, set() if topics is None else topics
