@@ -12,7 +12,6 @@ a policy's 64-96 px camera needs none of them, so ``open_renderer`` turns them o
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -24,7 +23,8 @@ import numpy as np
 BACKENDS = ("egl", "osmesa")
 INSTALL_HINT = (
     "install Mesa's EGL (Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) "
-    "or OSMesa (apt-get install libosmesa6); `make render-libs` does it"
+    "or OSMesa (apt-get install libosmesa6); `make render-libs` does it. The simulated fleet "
+    "runs without cameras with FLYWHEEL_SIM_CAMERAS='[]'"
 )
 # The scene's extras that cost a CPU renderer most and a small policy camera nothing.
 _EXTRAS_OFF = ("mjRND_SHADOW", "mjRND_REFLECTION", "mjRND_SKYBOX")
@@ -44,11 +44,11 @@ class RenderError(RuntimeError):
     """No OpenGL backend renders here; the message says what to install."""
 
 
-@functools.cache
-def gl_backend() -> str:
-    """The first of EGL and OSMesa that renders on this machine, set up for MuJoCo."""
+def find_backend(backends: tuple[str, ...] = BACKENDS) -> str:
+    """The first of ``backends`` that renders a frame here, each tried in a child process;
+    RenderError saying what to install when none does."""
     failures = []
-    for backend in BACKENDS:
+    for backend in backends:
         env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
         try:
             probe = subprocess.run(
@@ -58,11 +58,23 @@ def gl_backend() -> str:
             failures.append(f"{backend}: no frame within 120 s")
             continue
         if probe.returncode == 0:
-            _use(backend)
             return backend
         last = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
         failures.append(f"{backend}: {last}")
     raise RenderError(f"no OpenGL backend renders here ({'; '.join(failures)}): {INSTALL_HINT}")
+
+
+_chosen: list[str] = []
+
+
+def gl_backend(backends: tuple[str, ...] = BACKENDS) -> str:
+    """The backend this process renders with: the first of ``backends`` that works, chosen
+    once (MuJoCo cannot change it afterwards)."""
+    if not _chosen:
+        backend = find_backend(backends)
+        _use(backend)
+        _chosen.append(backend)
+    return _chosen[0]
 
 
 def _use(backend: str) -> None:
