@@ -64,9 +64,7 @@ def locate(
         raise FrameRequestError(f"episode {int(absent[0])} is not in meta/episodes")
     chunks, files, starts = (episodes[c].to_numpy()[rows] for c in columns)
     times = starts + np.asarray(frame_index, dtype=np.float64) / fps
-    return [
-        ((int(c), int(f)), float(t)) for c, f, t in zip(chunks, files, times, strict=True)
-    ]
+    return [((int(c), int(f)), float(t)) for c, f, t in zip(chunks, files, times, strict=True)]
 
 
 class FrameReader:
@@ -173,9 +171,7 @@ class _Video:
         self.pts = sorted(frames)
         self.position = {pts: i for i, pts in enumerate(self.pts)}
         self.keys = sorted(keys)
-        self.period = (
-            (self.pts[-1] - self.pts[0]) / (len(self.pts) - 1) if len(self.pts) > 1 else 1
-        )
+        self.period = (self.pts[-1] - self.pts[0]) / (len(self.pts) - 1) if len(self.pts) > 1 else 1
         # Where the decoder stands: the pts of the last frame it gave, and its frames to come.
         self._last: int | None = None
         self._stream: Iterator[av.VideoFrame] | None = None
