@@ -56,10 +56,12 @@ def locate(
     if missing:
         raise FrameRequestError(f"meta/episodes has no column {missing[0]!r}: no camera {key!r}")
     known = episodes["episode_index"].to_numpy()
-    order = np.argsort(known, kind="stable")
     wanted = np.asarray(episode_index, dtype=np.int64)
+    if not len(known):
+        raise FrameRequestError("meta/episodes has no episodes")
+    order = np.argsort(known, kind="stable")
     rows = order[np.clip(np.searchsorted(known, wanted, sorter=order), 0, len(known) - 1)]
-    absent = wanted[known[rows] != wanted] if len(known) else wanted
+    absent = wanted[known[rows] != wanted]
     if len(absent):
         raise FrameRequestError(f"episode {int(absent[0])} is not in meta/episodes")
     chunks, files, starts = (episodes[c].to_numpy()[rows] for c in columns)
@@ -85,22 +87,19 @@ class FrameReader:
         ``(file, timestamp in that file)`` requests (``locate`` makes them)."""
         if not requests:
             raise FrameRequestError("no frames requested")
-        by_file: dict[str, list[tuple[float, int]]] = {}
+        # Every request is checked before any decoding: a bad one is refused whole.
+        by_file: dict[str, dict[int, list[int]]] = {}
         for n, (file, timestamp) in enumerate(requests):
-            by_file.setdefault(video_path(key, file), []).append((float(timestamp), n))
-        out: np.ndarray | None = None
-        for relative, wanted in by_file.items():
+            relative = video_path(key, file)
+            pts = self._video(relative).frame_at(float(timestamp))
+            by_file.setdefault(relative, {}).setdefault(pts, []).append(n)
+        sizes = {(v.width, v.height) for v in map(self._video, by_file)}
+        if len(sizes) > 1:
+            raise FrameRequestError(f"the files of camera {key} differ in size: {sorted(sizes)}")
+        width, height = sizes.pop()
+        out = np.empty((len(requests), height, width, 3), np.uint8)
+        for relative, places in by_file.items():
             video = self._video(relative)
-            if out is None:
-                out = np.empty((len(requests), video.height, video.width, 3), np.uint8)
-            elif out.shape[1:3] != (video.height, video.width):
-                raise FrameRequestError(
-                    f"{relative} is {video.width}x{video.height}, other files of camera {key} "
-                    f"are {out.shape[2]}x{out.shape[1]}"
-                )
-            places: dict[int, list[int]] = {}
-            for timestamp, n in wanted:
-                places.setdefault(video.frame_at(timestamp), []).append(n)
             for pts, picture in video.decode(sorted(places)):
                 out[places[pts]] = picture
             self.decoded += video.decoded
@@ -145,7 +144,10 @@ class _Video:
 
     def __init__(self, path: Path, relative: str) -> None:
         self.relative = relative
-        self.container = av.open(str(path))
+        try:
+            self.container = av.open(str(path))
+        except av.error.FFmpegError as exc:
+            raise FrameRequestError(f"{relative} is not a readable video ({exc})") from None
         try:
             stream = self.container.streams.video[0]
         except IndexError:

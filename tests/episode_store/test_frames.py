@@ -166,7 +166,10 @@ def test_a_timestamp_outside_the_file_is_refused_by_name(store):
     with pytest.raises(FrameRequestError, match="no frame of .* at 0.0250 s"):
         reader.frames(KEY, [((0, 0), 0.5 / FPS)])
     with pytest.raises(FrameRequestError, match="no video file .*file-009"):
-        reader.frames(KEY, [((0, 9), 0.0)])
+        reader.frames(KEY, [((0, 0), 0.0), ((0, 9), 0.0)])
+    (root / video_path(KEY, (0, 8))).write_bytes(b"not a video")
+    with pytest.raises(FrameRequestError, match="file-008.mp4 is not a readable video"):
+        reader.frames(KEY, [((0, 8), 0.0)])
     # The reader still answers after refusing.
     _check(reader.frames(KEY, [((0, 0), 0.0)]), truth, [(0, 0)])
 
