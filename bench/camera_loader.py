@@ -7,7 +7,9 @@ episode. Each minibatch's frames are read twice, in turns:
 
 - loader: ``locate`` (meta/episodes -> file and timestamp) and ``FrameReader.frames``;
 - raw PyAV: for each sampled frame, its container (kept open) seeks to the frame's time and
-  decodes forward to it; nothing else.
+  decodes forward to it; nothing else. Decoder and RGB conversion on one thread, as the
+  loader's (a training worker is one thread);
+- raw PyAV with FFmpeg's default threads, to show what one thread buys.
 
 Both must give the same pixels. Printed: frames/s of each, their ratio (at least 0.8 is the
 goal) and the loader's decode cost per sample (frames decoded, seeks).
@@ -41,8 +43,10 @@ RESULTS = ROOT / "bench" / "results" / "camera_loader.json"
 class RawPyAV:
     """The floor: PyAV alone, one container per file kept open, one seek per frame."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, threads: int | None = 1) -> None:
         self.root = root
+        # 1: one thread, as the loader; None: FFmpeg's defaults (threads per core).
+        self.threads = threads
         self.open: dict[str, tuple[av.container.InputContainer, av.video.VideoStream]] = {}
 
     def frames(self, key: str, requests) -> np.ndarray:
@@ -52,14 +56,15 @@ class RawPyAV:
             if relative not in self.open:
                 container = av.open(str(self.root / relative))
                 stream = container.streams.video[0]
-                stream.codec_context.thread_count = 1
+                if self.threads:
+                    stream.codec_context.thread_count = self.threads
                 self.open[relative] = container, stream
             container, stream = self.open[relative]
             pts = round(timestamp / stream.time_base)
             container.seek(pts, stream=stream, backward=True)
             for frame in container.decode(stream):
                 if frame.pts >= pts:
-                    out.append(frame.to_ndarray(format="rgb24"))
+                    out.append(frame.to_ndarray(format="rgb24", threads=self.threads))
                     break
         return np.stack(out)
 
@@ -96,25 +101,29 @@ def main() -> None:
             episode = np.searchsorted(firsts, step, side="right") - 1
             batches.append((episode, step - firsts[episode]))
 
-        loader, raw = FrameReader(root), RawPyAV(root)
-        # Open every file once on both sides (the loader reads each file's index then).
+        loader = FrameReader(root)
+        sides = {
+            "loader": loader,
+            "raw": RawPyAV(root),
+            "raw, FFmpeg's threads": RawPyAV(root, None),
+        }
+        # Open every file once on every side (the loader reads each file's index then).
         everything = locate(table, KEY, np.arange(args.episodes), np.zeros(args.episodes), fps)
-        loader.frames(KEY, everything)
-        raw.frames(KEY, everything)
+        for side in sides.values():
+            side.frames(KEY, everything)
         loader.decoded = loader.seeks = 0
-        seconds = {"loader": 0.0, "raw": 0.0}
+        seconds = dict.fromkeys(sides, 0.0)
         for episode, frame in batches:
-            # In turns, so that both sides see the same load on a shared machine.
-            started = time.perf_counter()
-            mine = loader.frames(KEY, locate(table, KEY, episode, frame, fps))
-            seconds["loader"] += time.perf_counter() - started
-            started = time.perf_counter()
-            floor = raw.frames(KEY, locate(table, KEY, episode, frame, fps))
-            seconds["raw"] += time.perf_counter() - started
-            if not np.array_equal(mine, floor):
+            # In turns, so that every side sees the same load on a shared machine.
+            pixels = []
+            for name, side in sides.items():
+                started = time.perf_counter()
+                pixels.append(side.frames(KEY, locate(table, KEY, episode, frame, fps)))
+                seconds[name] += time.perf_counter() - started
+            if not all(np.array_equal(pixels[0], p) for p in pixels[1:]):
                 raise SystemExit("the loader and raw PyAV decoded different pixels")
-        loader.close()
-        raw.close()
+        for side in sides.values():
+            side.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -126,9 +135,9 @@ def main() -> None:
         f"{args.per_file} per file, {video_format.codec} gop {video_format.gop} crf "
         f"{video_format.crf}; {args.batches} minibatches of {args.batch} random steps"
     )
-    print(f"{'':10} {'frames/s':>9} {'ms/frame':>9}")
+    print(f"{'':22} {'frames/s':>9} {'ms/frame':>9}")
     for side, rate in rates.items():
-        print(f"{side:10} {rate:9.0f} {1e3 / rate:9.2f}")
+        print(f"{side:22} {rate:9.0f} {1e3 / rate:9.2f}")
     print(f"ratio loader/raw PyAV: {ratio:.2f} (goal: at least 0.8); same pixels: yes")
     print(
         f"loader decode cost per sample: {loader.decoded / samples:.2f} frames decoded, "

@@ -81,6 +81,7 @@ class FrameReader:
         self.seeks = 0
         self._videos: OrderedDict[str, _Video] = OrderedDict()
         self._pid = os.getpid()
+        self._inherited: list[OrderedDict[str, _Video]] = []
 
     def frames(self, key: str, requests: Sequence[tuple[VideoFile, float]]) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB frames of camera ``key``, in the order requested, for
@@ -109,8 +110,11 @@ class FrameReader:
 
     def _video(self, relative: str) -> _Video:
         if os.getpid() != self._pid:
-            # A forked worker: the parent's containers share file offsets with it; forget them.
-            self._videos.clear()
+            # A forked worker: the parent's containers share file offsets with it, and freeing
+            # them here crashes FFmpeg (their decoder's threads stayed in the parent), so they
+            # are set aside, never used nor freed, and the worker opens its own.
+            self._inherited.append(self._videos)
+            self._videos = OrderedDict()
             self._pid = os.getpid()
         video = self._videos.pop(relative, None)
         if video is None:
@@ -130,7 +134,7 @@ class FrameReader:
 
     def __getstate__(self) -> dict:
         # Open containers stay with the process that opened them.
-        return {**self.__dict__, "_videos": OrderedDict()}
+        return {**self.__dict__, "_videos": OrderedDict(), "_inherited": []}
 
     def __enter__(self) -> FrameReader:
         return self
@@ -219,7 +223,9 @@ class _Video:
             self.decoded += 1
             self._last = frame.pts
             if frame.pts == pts:
-                return frame.to_ndarray(format="rgb24")
+                # One thread for the conversion too: a worker is one thread, and the pool
+                # swscale would start cannot be freed in a process forked after it started.
+                return frame.to_ndarray(format="rgb24", threads=1)
             if frame.pts > pts and key > 0:
                 # The seek landed past the keyframe (a demuxer may index by decoding time):
                 # start again one keyframe earlier.
@@ -233,12 +239,15 @@ class _Video:
         self.container.seek(pts, stream=self.stream, backward=True)
         self.seeks += 1
         self._last = None
-        self._stream = self._frames()
-
-    def _frames(self) -> Iterator[av.VideoFrame]:
-        for packet in self.container.demux(self.stream):
-            # The last packet of a demux is empty: it flushes the frames the decoder held.
-            yield from packet.decode()
+        self._stream = _frames(self.container, self.stream)
 
     def close(self) -> None:
         self.container.close()
+
+
+def _frames(container, stream) -> Iterator[av.VideoFrame]:
+    """The stream's frames from where the container stands (a function, not a method: the
+    generator must not hold the ``_Video`` in a cycle, so that it is freed when dropped)."""
+    for packet in container.demux(stream):
+        # The last packet of a demux is empty: it flushes the frames the decoder held.
+        yield from packet.decode()

@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from services.episode_store.frames import FrameReader, FrameRequestError, locate, video_path
 from services.episodes.cameras import VideoFormat
@@ -153,6 +154,32 @@ def test_a_reader_sent_to_a_worker_opens_its_own_files(store):
     before = reader.frames(KEY, requests)
     copy = pickle.loads(pickle.dumps(reader))
     np.testing.assert_array_equal(copy.frames(KEY, requests), before)
+
+
+class _Steps(torch.utils.data.Dataset):
+    """A training dataset's shape: one step's frame per item, one reader per worker."""
+
+    def __init__(self, reader: FrameReader, requests) -> None:
+        self.reader, self.requests = reader, requests
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.reader.frames(KEY, [self.requests[i]])[0]
+
+
+def test_dataloader_workers_forked_after_the_parent_read_decode_the_right_frames(store):
+    root, episodes, truth = store
+    steps = [(e, f) for e, pictures in enumerate(truth) for f in range(0, len(pictures), 2)]
+    episode, frame = (np.array(column) for column in zip(*steps, strict=True))
+    reader = FrameReader(root)
+    requests = locate(episodes, KEY, episode, frame, FPS)
+    reader.frames(KEY, requests)  # the parent's files are open when the workers fork
+    loader = torch.utils.data.DataLoader(
+        _Steps(reader, requests), batch_size=4, num_workers=2, multiprocessing_context="fork"
+    )
+    _check(torch.cat(list(loader)).numpy(), truth, steps)
 
 
 def test_a_timestamp_outside_the_file_is_refused_by_name(store):
