@@ -166,11 +166,15 @@ class _Video:
         # Read once from the container's packets (no decoding): each frame's pts, in order,
         # and the keyframes'.
         frames, keys = [], []
-        for packet in self.container.demux(stream):
-            if packet.pts is not None:
-                frames.append(packet.pts)
-                if packet.is_keyframe:
-                    keys.append(packet.pts)
+        try:
+            for packet in self.container.demux(stream):
+                if packet.pts is not None:
+                    frames.append(packet.pts)
+                    if packet.is_keyframe:
+                        keys.append(packet.pts)
+        except av.error.FFmpegError as exc:
+            self.container.close()
+            raise FrameRequestError(f"{relative} is not a readable video ({exc})") from None
         if not frames:
             self.container.close()
             raise FrameRequestError(f"{relative} holds no frames")

@@ -197,6 +197,10 @@ def test_a_timestamp_outside_the_file_is_refused_by_name(store):
     (root / video_path(KEY, (0, 8))).write_bytes(b"not a video")
     with pytest.raises(FrameRequestError, match="file-008.mp4 is not a readable video"):
         reader.frames(KEY, [((0, 8), 0.0)])
+    whole = (root / video_path(KEY, (0, 0))).read_bytes()
+    (root / video_path(KEY, (0, 7))).write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(FrameRequestError, match="file-007.mp4 is not a readable video"):
+        reader.frames(KEY, [((0, 7), 0.0)])
     # The reader still answers after refusing.
     _check(reader.frames(KEY, [((0, 0), 0.0)]), truth, [(0, 0)])
 
