@@ -220,7 +220,14 @@ class _Video:
             last = self.position.get(self._last, -2)
             if not self.position[self.keys[key]] <= last + 1 <= self.position[pts]:
                 self._seek(self.keys[key])
-            yield pts, self._decode_to(pts, key)
+            try:
+                yield pts, self._decode_to(pts, key)
+            except av.error.FFmpegError as exc:
+                self._last = None  # the next request seeks afresh
+                raise FrameRequestError(
+                    f"{self.relative}: the frame at {self.seconds(pts):.4f} s does not decode "
+                    f"({exc})"
+                ) from None
 
     def _decode_to(self, pts: int, key: int) -> np.ndarray:
         for frame in self._stream:
@@ -237,7 +244,11 @@ class _Video:
                 return self._decode_to(pts, 0)
             if frame.pts > pts:
                 break
-        raise RuntimeError(f"{self.relative}: the frame at pts {pts} did not decode")
+        self._last = None
+        raise FrameRequestError(
+            f"{self.relative}: the frame at {self.seconds(pts):.4f} s did not come out of the "
+            "decoder (a damaged file?)"
+        )
 
     def _seek(self, pts: int) -> None:
         self.container.seek(pts, stream=self.stream, backward=True)

@@ -205,6 +205,23 @@ def test_a_timestamp_outside_the_file_is_refused_by_name(store):
     _check(reader.frames(KEY, [((0, 0), 0.0)]), truth, [(0, 0)])
 
 
+def test_a_damaged_file_gives_frames_or_a_refusal_naming_it_never_an_ffmpeg_error(store):
+    root, _, _ = store
+    data = bytearray((root / video_path(KEY, (0, 0))).read_bytes())
+    for i in range(100, len(data) // 2):  # the header stays, half the pictures are noise
+        data[i] = (data[i] * 7 + 13) % 256
+    (root / video_path(KEY, (0, 6))).write_bytes(bytes(data))
+    reader = FrameReader(root)
+    refused = 0
+    for k in range(sum(LAYOUT[(0, 0)])):
+        try:
+            reader.frames(KEY, [((0, 6), k / FPS)])
+        except FrameRequestError as exc:
+            assert "file-006.mp4" in str(exc)
+            refused += 1
+    assert refused
+
+
 def test_an_episode_or_camera_the_table_does_not_have_is_refused(store):
     _, episodes, _ = store
     with pytest.raises(FrameRequestError, match="episode 99 is not in meta/episodes"):
