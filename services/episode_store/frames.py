@@ -28,7 +28,8 @@ import av
 import numpy as np
 import pyarrow as pa
 
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+from services.episode_store.videos import VIDEO_PATH
+
 # (chunk_index, file_index) of one video file of a camera, as meta/episodes names it.
 VideoFile = tuple[int, int]
 # A requested time may differ from its frame's by this share of the frame period (float
