@@ -380,7 +380,9 @@ def _ingest_chunk(
     if parsed:
         dims = _dims(store, parsed)
         report = validate_episodes(
-            episode_facts(((u.episode_id, u.episode) for u in parsed), mapping.embodiments),
+            episode_facts(
+                ((u.episode_id, u.episode) for u in parsed), mapping.embodiments, mapping.cameras
+            ),
             dims=dims,
             embodiments=mapping.embodiments,
         )
