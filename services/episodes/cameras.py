@@ -401,6 +401,9 @@ class _TrackBuilder:
             return np.full(len(ticks), -1, dtype=np.int64)
         held = np.searchsorted(window, ticks, side="right") - 1
         facts.missing_steps = int((held < 0).sum())
+        if not len(window):  # a camera topic with no frames (before the episode's end)
+            self._failed = True
+            return held
         ages = (ticks - window[np.maximum(held, 0)]) / 1e9
         ages[held < 0] = np.inf
         stale = np.flatnonzero((ages > self.spec.max_age_s) & (held >= 0))

@@ -17,8 +17,10 @@ from dataclasses import dataclass, fields
 from services.episodes.cameras import CameraFacts, CameraSpec, CameraTrack
 from services.validation.embodiment import CameraDeclaration, Embodiment
 
-# The staleness limit of a camera the mapping does not name (Flywheel's contract cameras).
-DEFAULT_MAX_AGE_S = next(f.default for f in fields(CameraSpec) if f.name == "max_age_s")
+# The limits of a camera the mapping does not name (Flywheel's contract cameras).
+DEFAULT_SPEC = {
+    f.name: f.default for f in fields(CameraSpec) if f.name in ("max_age_s", "frozen_s")
+}
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,9 @@ class CameraRow:
     # None: the embodiment declares the camera and the episode has none.
     track: CameraTrack | None
     declared: CameraDeclaration | None
-    # The camera's staleness limit (s), from the mapping.
+    # The camera's limits (s), from the mapping: staleness, and identical frames.
     max_age_s: float
+    frozen_s: float
 
     @property
     def facts(self) -> CameraFacts:
@@ -178,7 +181,7 @@ CAMERA_CHECKS = (
         lambda row: row.facts.frozen_from_step is not None,
         lambda row: (
             f"camera {row.name}: frozen from step {row.facts.frozen_from_step} (identical "
-            "frames for longer than its frozen_s)"
+            f"frames for over {row.frozen_s:g} s)"
         ),
     ),
     CameraCheck("black_fraction", _black_fraction, _black),
@@ -200,7 +203,7 @@ def camera_rows(
 ) -> list[CameraRow]:
     """One row per camera the episode has or its embodiment declares, in name order."""
     declared = {c.name: c for c in embodiment.cameras}
-    limits = {s.name: s.max_age_s for s in specs}
+    limits = {s.name: {"max_age_s": s.max_age_s, "frozen_s": s.frozen_s} for s in specs}
     return [
         CameraRow(
             name=name,
@@ -208,7 +211,7 @@ def camera_rows(
             embodiment=embodiment,
             track=cameras.get(name),
             declared=declared.get(name),
-            max_age_s=limits.get(name, DEFAULT_MAX_AGE_S),
+            **limits.get(name, DEFAULT_SPEC),
         )
         for name in sorted(set(cameras) | set(declared))
     ]
