@@ -119,7 +119,9 @@ def commit_chunk(
     lost = 0
     for attempt in range(COMMIT_ATTEMPTS):
         with writer_lock(db_url, store):
-            taken = _indexed(db_url, chunk, retry=retry)
+            taken = _indexed(db_url, chunk)
+            if retry:  # a quarantined row is replaced, not a reason to skip
+                taken -= _quarantined(db_url, chunk)
             kept = [u for u in chunk if not {u.digest, u.episode_id} & taken]
             lost += len(chunk) - len(kept)
             chunk = kept
@@ -135,24 +137,40 @@ def commit_chunk(
     raise AssertionError("unreachable")
 
 
-def _indexed(db_url: str, chunk: Sequence[Upload], *, retry: bool = False) -> set[str]:
-    """The digests and ids of ``chunk`` that the index already holds (but for quarantined
-    rows, on a retry), or that a deletion tombstoned since the ingest looked."""
+def _indexed(db_url: str, chunk: Sequence[Upload]) -> set[str]:
+    """The digests and ids of ``chunk`` that the index already holds, or that a deletion
+    tombstoned since the ingest looked."""
     if not chunk:
         return set()
     digests = [u.digest for u in chunk]
     ids = [u.episode_id for u in chunk]
     with session_scope(db_url) as session:
-        query = select(Episode.content_hash, Episode.id).where(
-            or_(Episode.content_hash.in_(digests), Episode.id.in_(ids))
-        )
-        if retry:
-            query = query.where(Episode.status != "quarantined")
-        rows = session.execute(query).all()
+        rows = session.execute(
+            select(Episode.content_hash, Episode.id).where(
+                or_(Episode.content_hash.in_(digests), Episode.id.in_(ids))
+            )
+        ).all()
         deleted = session.scalars(
             select(EpisodeTombstone.content_hash).where(EpisodeTombstone.content_hash.in_(digests))
         ).all()
     return {value for row in rows for value in row} | set(deleted)
+
+
+def _quarantined(db_url: str, chunk: Sequence[Upload]) -> set[str]:
+    """The digests and ids of ``chunk`` that the index holds as quarantined."""
+    if not chunk:
+        return set()
+    with session_scope(db_url) as session:
+        rows = session.execute(
+            select(Episode.content_hash, Episode.id).where(
+                Episode.status == "quarantined",
+                or_(
+                    Episode.content_hash.in_([u.digest for u in chunk]),
+                    Episode.id.in_([u.episode_id for u in chunk]),
+                ),
+            )
+        ).all()
+    return {value for row in rows for value in row}
 
 
 def _mark_duplicates(db_url: str, chunk: Sequence[Upload]) -> None:
