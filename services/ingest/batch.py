@@ -180,7 +180,7 @@ def _source_uuids(episodes: list[RawEpisode]) -> list[str | None]:
     ]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Known:
     """What the index held when the run started."""
 
@@ -248,7 +248,9 @@ def _uploads(
             _discard_tracks(raw)
             continue
         uri = f"{unit.uri}#episode-{n}" if several else unit.uri
-        group.append(Upload(uri, _nth(digest, n), unit.format, raw, None, frames, uuid_))
+        group.append(
+            Upload(uri, _nth(digest, n), unit.format, raw, frames_digest=frames, source_uuid=uuid_)
+        )
     if group:
         yield group
 
@@ -286,7 +288,12 @@ def _container(
                 else:
                     digest = episode_digest(result)
                     upload = Upload(
-                        uri, digest, unit.format, result, None, digest, result.episode_uuid or None
+                        uri,
+                        digest,
+                        unit.format,
+                        result,
+                        frames_digest=digest,
+                        source_uuid=result.episode_uuid or None,
                     )
                 if (
                     upload.digest in deleted.hashes
