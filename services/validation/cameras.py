@@ -165,7 +165,7 @@ CAMERA_CHECKS = (
         _wrong_size,
         lambda row: (
             f"camera {row.name}: frames are {row.size}, embodiment {row.embodiment.name} "
-            f"declares {row.declared.width}x{row.declared.height}"
+            f"declares {row.declared.width or 'any'}x{row.declared.height or 'any'}"
         ),
     ),
     CameraCheck(
