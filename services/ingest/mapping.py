@@ -21,7 +21,8 @@ the defaults are Flywheel's ROS topic contract (see ``docs/ingest.md``)::
       - {name: ur5e, robots: ["arm-*"], state_dim: 6, action_dim: 6,
          action_range: [-3.2, 3.2], control_sources: [policy, operator], min_steps: 10,
          cameras: {front: {width: 640, height: 480, encoding: jpeg}}, max_black_fraction: 0}
-    robomimic: {obs_keys: [robot0_eef_pos, robot0_gripper_qpos], control_hz: 20}
+    robomimic: {obs_keys: [robot0_eef_pos, robot0_gripper_qpos], control_hz: 20,
+                image_keys: [agentview_image]}                        # cameras; null: all
     metadata:                # MCAP metadata records with episode facts (null: read none)
       {name: episode, keys: {robot_id: robot, outcome: result}, values: {SUCCEEDED: success}}
     cameras:                 # each becomes the feature observation.images.<name>
@@ -151,10 +152,23 @@ class Robomimic:
     obs_keys: tuple[str, ...] = ()
     # robosuite's default control rate.
     control_hz: float = 20.0
+    # Image observation keys, (T, H, W, 3) uint8, each a camera named without its ``_image``
+    # (agentview_image -> agentview); None: every obs key ending in ``_image`` with 4
+    # dimensions; empty: no cameras.
+    image_keys: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.control_hz < float("inf"):
             raise ValueError(f"robomimic control_hz must be positive, not {self.control_hz}")
+        for key in self.image_keys or ():
+            CameraSpec(robomimic_camera(key), f"/obs/{key}")  # refuses a name it cannot take
+        if self.image_keys and len(set(self.image_keys)) != len(self.image_keys):
+            raise ValueError(f"robomimic image_keys repeat: {list(self.image_keys)}")
+
+
+def robomimic_camera(key: str) -> str:
+    """The camera an image observation key names: agentview_image -> agentview."""
+    return key.removesuffix("_image")
 
 
 @dataclass(frozen=True)
@@ -229,6 +243,17 @@ def load_mapping(path: str | Path | None) -> FleetMapping:
         raise MappingError(f"mapping {path}: {exc}") from exc
 
 
+def _robomimic(raw: Mapping[str, Any]) -> Robomimic:
+    values = dict(raw)
+    for key in ("obs_keys", "image_keys"):
+        if values.get(key) is None:
+            continue
+        if isinstance(values[key], str):  # tuple() would split the name into letters
+            raise ValueError(f"robomimic {key} must be a list of keys, not {values[key]!r}")
+        values[key] = tuple(values[key])
+    return Robomimic(**values)
+
+
 def parse_mapping(raw: Mapping[str, Any]) -> FleetMapping:
     if not isinstance(raw, Mapping):
         raise ValueError("the file must hold a mapping of sections")
@@ -244,12 +269,7 @@ def parse_mapping(raw: Mapping[str, Any]) -> FleetMapping:
         control_hz=raw.get("control_hz"),
         defaults=dict(raw.get("defaults") or {}),
         embodiments=tuple(_embodiment(e) for e in raw.get("embodiments") or ()),
-        robomimic=Robomimic(
-            **{
-                k: tuple(v) if k == "obs_keys" else v
-                for k, v in (raw.get("robomimic") or {}).items()
-            }
-        ),
+        robomimic=_robomimic(raw.get("robomimic") or {}),
         metadata=_metadata(raw["metadata"]) if "metadata" in raw else Metadata(),
         cameras=tuple(_camera(name, value) for name, value in (raw.get("cameras") or {}).items()),
     )
