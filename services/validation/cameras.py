@@ -53,7 +53,7 @@ def _steps(first: int, count: int) -> str:
 def _missing_steps(row: CameraRow) -> str:
     facts = row.facts
     if facts.missing_steps >= row.steps:
-        return f"camera {row.name}: no frame at or before any of the episode's {row.steps} steps"
+        return f"camera {row.name}: no frame at or before any step (steps 0-{row.steps - 1})"
     last = facts.missing_steps - 1
     return (
         f"camera {row.name}: no frame at or before step {last} "

@@ -33,7 +33,7 @@ BAD = {
     ),
     "none": (
         dict(missing_steps=20, frames=0, path=None),
-        "camera front: no frame at or before any of the episode's 20 steps",
+        "camera front: no frame at or before any step (steps 0-19)",
     ),
     "stale-once": (
         dict(stale_steps=1, first_stale_step=41, max_age_s=0.4),
