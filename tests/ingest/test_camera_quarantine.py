@@ -14,6 +14,7 @@ from services.ingest.batch import ingest_logs
 from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.ingest.mapping import FleetMapping, parse_mapping
 from tests.ingest.cameras import frame, h264, jpeg
+from tests.ingest.datasets import write_lerobot
 from tests.ingest.logs import recording, write_bad_camera_uploads
 from tests.ingest.ros_logs import (
     CAMERA_MAPPING,
@@ -127,3 +128,19 @@ def test_frozen_and_stale_cameras_are_quarantined_naming_camera_and_step(setting
         "stale.mcap": "camera wrist: frames older than 0.10 s at 2 steps, first at step 5 "
         "(oldest 0.24 s, largest gap between frames 0.33 s)",
     }
+
+
+def test_a_lerobot_dataset_with_a_missing_video_keeps_the_episodes_it_does_not_hold(
+    settings, tmp_path
+):
+    root = write_lerobot(
+        tmp_path / "logs" / "lab", ((6, None), (5, None), (7, None)), cameras=("front", "wrist")
+    )
+    (root / "videos/observation.images.wrist/chunk-000/file-000.mp4").unlink()  # episodes 0, 1
+
+    summary = ingest_logs(settings, source=str(tmp_path / "logs"))
+
+    assert (summary.ingested, summary.quarantined) == (1, 2)
+    for uri, reason in summary.quarantined_files:
+        episode = uri.rsplit("#episode_", 1)[1]
+        assert reason.startswith(f"episode {episode}: camera wrist: video file"), reason
