@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 DEMO_HOME := .flywheel/demo
 
-.PHONY: setup demo drill test test-fast bench bench-flywheel lint serve up down clean browser
+.PHONY: setup demo drill test test-fast bench bench-flywheel lint serve up down clean browser tools
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,16 @@ browser:
 		{ apt-get update -q && apt-get install -y -q chromium; } || \
 		echo "chromium not installed: the browser tests will skip"
 
-test: setup browser
+# lerobot-doctor, an independent LeRobot v3.0 checker, in a virtual environment of its own
+# (not Flywheel's dependencies): the export test reads `flywheel export`'s output with it, and
+# skips, saying why, where it cannot be installed.
+DOCTOR := .venv-tools/lerobot-doctor
+tools:
+	@test -x $(DOCTOR)/bin/lerobot-doctor || \
+		{ $(PYTHON) -m venv $(DOCTOR) && $(DOCTOR)/bin/pip install -q 'lerobot-doctor==0.2.0'; } || \
+		{ rm -rf $(DOCTOR); echo "lerobot-doctor not installed: the export check will skip"; }
+
+test: setup browser tools
 	$(PY) -m pytest
 
 test-fast: setup
@@ -75,4 +84,4 @@ down: setup
 	FLYWHEEL_HOME=$(PROD_HOME) $(VENV)/bin/flywheel down
 
 clean:
-	rm -rf $(VENV) .flywheel
+	rm -rf $(VENV) .venv-tools .flywheel

@@ -2,25 +2,47 @@
 
 The store already has the LeRobot layout; an export rewrites the chosen episodes through the
 same writer (``EpisodeStore.write_batch``), renumbered from 0, so that the dataset is whole on
-its own: its own tasks, indices, per-episode stats, info.json and stats.json. Flywheel's extra
+its own: its own tasks, indices, per-episode stats, info.json and stats.json. Data files are
+packed up to LeRobot's file size (info.json's ``data_files_size_in_mb``). Flywheel's extra
 columns (``intervention``, ``control_source``, ``policy_version``, ``robot_id``) and per-episode
 ``kind`` and ``outcome`` go with it, so importing it back restores the same episodes. One
 source data file is read at a time. The dataset is written under a temporary name beside the
 destination and renamed when complete, so a folder at the destination is always whole.
+
+Cameras, where the store has them: info.json features of dtype ``video``, each episode's
+``videos/{camera}/chunk_index``, ``file_index``, ``from_timestamp``, ``to_timestamp`` in
+meta/episodes (and its ``stats/{camera}/...`` where the store has them), and the files at
+``videos/{camera}/chunk-CCC/file-NNN.mp4``. Each video file holding an exported episode is
+copied whole and renumbered; the episodes keep their place (timestamps) in it.
+
+The export's README.md is a dataset card (Hugging Face style, YAML front matter) saying where
+the data came from: the Flywheel version, the sources, robots, dates, tasks and counts.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+import yaml
 from sqlalchemy import select
 
 from services.config import Settings
-from services.episode_store.parquet import EpisodeStore
+from services.episode_store.parquet import (
+    CHUNKS_SIZE,
+    DATA_FILE_SIZE_MB,
+    STATS,
+    VIDEO_PATH,
+    EpisodeStore,
+    chunk_file,
+)
 from services.episodes.model import RawEpisode
 from services.features import (
     ACTION,
@@ -33,6 +55,13 @@ from services.features import (
 from services.store import session_scope
 from services.store.models import Episode
 
+# The card's license when the exporter names none (Hugging Face's value for "see the card").
+UNSTATED_LICENSE = "other"
+# Bytes a step takes in a data file besides its state and action floats, over-estimated (the
+# indices, the timestamp, Flywheel's columns), so packed files stay under the size limit.
+STEP_OVERHEAD_BYTES = 64
+VIDEO_PARTS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
+
 
 @dataclass
 class ExportSummary:
@@ -40,6 +69,7 @@ class ExportSummary:
     episodes: int
     frames: int
     data_files: int
+    video_files: int = 0
 
 
 def export_lerobot(
@@ -49,8 +79,16 @@ def export_lerobot(
     tasks: list[str] | None = None,
     robots: list[str] | None = None,
     kinds: list[str] | None = None,
+    robot_type: Callable[[str, str], str | None] | None = None,
+    code_version: str | None = None,
+    license: str = UNSTATED_LICENSE,
+    data_file_mb: float = DATA_FILE_SIZE_MB,
 ) -> ExportSummary:
-    """Write the store's ingested episodes (optionally only some tasks, robots or kinds)."""
+    """Write the store's ingested episodes (optionally only some tasks, robots or kinds).
+
+    ``robot_type(robot_id, task)`` names an episode's embodiment (None where none is
+    declared): info.json's ``robot_type``. ``code_version`` (the commit) goes on the card.
+    """
     destination = Path(destination)
     if destination.exists() and any(destination.iterdir()):
         raise FileExistsError(f"{destination} exists and is not empty; export into a new folder")
@@ -64,40 +102,124 @@ def export_lerobot(
     if not rows:
         raise LookupError("no ingested episodes match; nothing to export")
     source = EpisodeStore(settings.episode_store)
-    meta = source.episodes_meta()
-    fps = dict(zip(meta[EPISODE_ID].to_pylist(), meta["fps"].to_pylist(), strict=True))
+    meta = {row[EPISODE_ID]: row for row in source.episodes_meta().to_pylist()}
+    cameras = {
+        key: spec
+        for key, spec in source.info().get("features", {}).items()
+        if spec.get("dtype") == "video"
+    }
     partial = destination.with_name(f".{destination.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     target = EpisodeStore(partial)
-    by_file: dict[str, list[Episode]] = {}
-    for row in rows:
-        by_file.setdefault(row.data_file, []).append(row)
-    index = frames_total = 0
     try:
-        for data_file, episodes in by_file.items():
-            frames = source.read_frames(
-                [e.id for e in episodes], data_files={e.id: data_file for e in episodes}
-            )
-            batch = []
-            for episode in episodes:
-                raw = _raw(episode, frames[frames[EPISODE_ID] == episode.id], fps[episode.id])
-                batch.append((episode.id, index, raw))
-                index += 1
-                frames_total += raw.steps
-            target.write_batch(batch)
-        target.write_meta()
+        videos = _copy_videos(source.root, partial, [meta[r.id] for r in rows], cameras)
+        packed, frames = _write_data(source, target, rows, meta, videos, data_file_mb)
+        types = {robot_type(r.robot_id, r.task) for r in rows} if robot_type else {None}
+        target.write_meta(
+            robot_type=", ".join(sorted(t for t in types if t)) or None, videos=cameras
+        )
+        card = dataset_card(
+            target.info(),
+            rows,
+            code_version=code_version,
+            license=license,
+            filters={"task": tasks, "robot": robots, "kind": kinds},
+        )
+        (partial / "README.md").write_text(card)
         if destination.exists():
             destination.rmdir()  # empty, checked above
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, destination)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return ExportSummary(str(destination), index, frames_total, len(by_file))
+    return ExportSummary(str(destination), len(rows), frames, packed, len(set(videos.values())))
 
 
-def _raw(episode: Episode, frames, fps: float) -> RawEpisode:
+def _write_data(source, target, rows, meta, videos, data_file_mb: float) -> tuple[int, int]:
+    """Write the episodes renumbered from 0, packed into data files of at most
+    ``data_file_mb`` (an episode larger than that alone in its file); returns the number of
+    files and of frames written."""
+    by_file: dict[str, list[Episode]] = {}
+    for row in rows:
+        by_file.setdefault(row.data_file, []).append(row)
+    limit = data_file_mb * 2**20
+    pending: list[tuple[str, int, RawEpisode]] = []
+    pending_bytes = index = files = frames_total = 0
+    for data_file, episodes in by_file.items():
+        frames = source.read_frames(
+            [e.id for e in episodes], data_files={e.id: data_file for e in episodes}
+        )
+        for episode in episodes:
+            row = meta[episode.id]
+            raw = _raw(episode, frames[frames[EPISODE_ID] == episode.id], row)
+            size = raw.steps * (4 * (raw.state_dim + raw.action_dim) + STEP_OVERHEAD_BYTES)
+            if pending and pending_bytes + size > limit:
+                target.write_batch(pending, episode_columns=_camera_columns(pending, meta, videos))
+                files += 1
+                pending, pending_bytes = [], 0
+            pending.append((episode.id, index, raw))
+            pending_bytes += size
+            index += 1
+            frames_total += raw.steps
+    target.write_batch(pending, episode_columns=_camera_columns(pending, meta, videos))
+    return files + 1, frames_total
+
+
+def _copy_videos(
+    store: Path, target: Path, episodes: list[dict], cameras: dict[str, dict]
+) -> dict[tuple[str, str], str]:
+    """Copy every video file holding an exported episode, numbered from 0 per camera in
+    the episodes' order; returns (camera, source file) -> exported file."""
+    copied: dict[tuple[str, str], str] = {}
+    for camera in cameras:
+        count = 0
+        for row in episodes:
+            old = _video_file(row, camera)
+            if (camera, old) in copied:
+                continue
+            if not (store / old).is_file():
+                raise LookupError(
+                    f"episode {row[EPISODE_ID]}'s {camera} video {old} is missing from the "
+                    "episode store"
+                )
+            chunk, file = divmod(count, CHUNKS_SIZE)
+            new = VIDEO_PATH.format(video_key=camera, chunk_index=chunk, file_index=file)
+            (target / new).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(store / old, target / new)
+            copied[(camera, old)] = new
+            count += 1
+    return copied
+
+
+def _video_file(row: dict, camera: str) -> str:
+    chunk, file = (row.get(f"videos/{camera}/{part}") for part in VIDEO_PARTS[:2])
+    if chunk is None or file is None:
+        raise LookupError(f"episode {row[EPISODE_ID]} has no {camera} video in the episode store")
+    return VIDEO_PATH.format(video_key=camera, chunk_index=chunk, file_index=file)
+
+
+def _camera_columns(batch, meta, videos) -> dict[str, list]:
+    """meta/episodes' camera columns for a batch: the exported video file, the episode's
+    place in it, and its per-episode stats where the store has them."""
+    columns: dict[str, list] = {}
+    for camera in sorted({camera for camera, _ in videos}):
+        rows = [meta[episode_id] for episode_id, _, _ in batch]
+        files = [videos[(camera, _video_file(row, camera))] for row in rows]
+        numbers = [chunk_file(f) for f in files]
+        columns[f"videos/{camera}/chunk_index"] = [c for c, _ in numbers]
+        columns[f"videos/{camera}/file_index"] = [f for _, f in numbers]
+        for part in VIDEO_PARTS[2:]:
+            columns[f"videos/{camera}/{part}"] = [row[f"videos/{camera}/{part}"] for row in rows]
+        stats = [f"stats/{camera}/{s}" for s in STATS]
+        if all(row.get(column) is not None for row in rows for column in stats):
+            columns.update({column: [row[column] for row in rows] for column in stats})
+    return columns
+
+
+def _raw(episode: Episode, frames, row: dict) -> RawEpisode:
     frames = frames.sort_values(FRAME_INDEX)
     sources = frames[CONTROL_SOURCE].tolist()
+    names = {k: tuple(row[k]) if row.get(k) else None for k in ("state_names", "action_names")}
     return RawEpisode(
         episode_uuid="",
         robot_id=episode.robot_id,
@@ -106,11 +228,90 @@ def _raw(episode: Episode, frames, fps: float) -> RawEpisode:
         kind=episode.kind,
         operator_id=None,
         started_at=episode.started_at,
-        control_hz=fps,
+        control_hz=row["fps"],
         states=np.stack(frames[OBSERVATION_STATE].to_numpy()),
         actions=np.stack(frames[ACTION].to_numpy()),
         timestamps=frames[TIMESTAMP].to_numpy(dtype=np.float64),
         control_source=sources,
         reasons=[None] * len(sources),
         outcome=episode.outcome,
+        **names,
     )
+
+
+def dataset_card(
+    info: dict,
+    rows: list[Episode],
+    *,
+    code_version: str | None,
+    license: str,
+    filters: dict[str, list[str] | None],
+) -> str:
+    """README.md for the exported dataset: YAML front matter, then where the data came from."""
+    robot_type = info.get("robot_type")
+    cameras = [k for k, v in info["features"].items() if v.get("dtype") == "video"]
+    front = {
+        "license": license,
+        "task_categories": ["robotics"],
+        "tags": ["LeRobot", "flywheel", *([robot_type] if robot_type else [])],
+        "configs": [{"config_name": "default", "data_files": "data/*/*.parquet"}],
+    }
+    started = sorted(r.started_at for r in rows if r.started_at is not None)
+    made = f"Flywheel {version('flywheel')}" + (f" (code {code_version})" if code_version else "")
+    chosen = [f"{k} in {', '.join(v)}" for k, v in filters.items() if v]
+    by_source = Counter((r.source_format, r.source_uri.rsplit("/", 1)[0]) for r in rows)
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {info['total_episodes']} robot episodes exported by Flywheel",
+        "",
+        f"A LeRobot {info['codebase_version']} dataset, exported by {made} on "
+        f"{datetime.now(UTC):%Y-%m-%d} from its episode store"
+        + (f" ({'; '.join(chosen)})." if chosen else " (every ingested episode)."),
+        "",
+        "## Where the data came from",
+        "",
+        "| source format | location | episodes |",
+        "| --- | --- | --- |",
+        *(f"| {fmt} | `{where}` | {n} |" for (fmt, where), n in sorted(by_source.items())),
+        "",
+        f"- Robots: {_counts(r.robot_id for r in rows)}",
+        f"- Robot type (embodiment): {robot_type or 'not declared'}",
+        f"- Recorded: {_dates(started)}",
+        f"- Tasks: {_counts(r.task for r in rows)}",
+        f"- Kinds: {_counts(r.kind for r in rows)}",
+        f"- Outcomes: {_counts(r.outcome for r in rows)}",
+        f"- Episodes: {info['total_episodes']}; frames: {info['total_frames']}; "
+        f"fps: {info['fps']}; cameras: {', '.join(cameras) or 'none'}",
+        "",
+        "## Flywheel's columns",
+        "",
+        "Besides LeRobot's, each frame has `episode_id` (Flywheel's id of the episode), "
+        "`control_source` (policy or operator), `intervention` (an operator took over a "
+        "deployment), `policy_version` and `robot_id`; each row of `meta/episodes` has the "
+        "episode's `kind` (demo or deployment), `outcome`, `fps`, and `state_names` / "
+        "`action_names` where the log named its values.",
+        "",
+        "## License",
+        "",
+        f"`{license}`"
+        + (
+            " (the exporter named none: ask the fleet's owner)"
+            if license == UNSTATED_LICENSE
+            else ""
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _counts(values) -> str:
+    return ", ".join(f"{k} ({n})" for k, n in sorted(Counter(values).items(), key=str))
+
+
+def _dates(started: list[datetime]) -> str:
+    if not started:
+        return "unknown"
+    return f"{started[0]:%Y-%m-%d} to {started[-1]:%Y-%m-%d}"

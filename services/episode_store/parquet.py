@@ -1,12 +1,16 @@
 """The Parquet episode store, in the LeRobot v3.0 dataset layout plus Flywheel's columns.
 
 ```
-meta/info.json                            features, shapes, totals, fps, paths
-meta/stats.json                           per-feature mean/std/min/max/count over the store
-meta/tasks.parquet                        task_index, task
+meta/info.json                            features (with names), shapes, totals, fps, paths
+meta/stats.json                           mean/std/min/max/count of every numeric feature
+meta/tasks.parquet                        task_index, indexed by the task (pandas index)
 meta/episodes/chunk-CCC/file-NNN.parquet  one row per episode of data file CCC/NNN, with stats
 data/chunk-CCC/file-NNN.parquet           one row per step; one file per ingest batch
+videos/{camera}/chunk-CCC/file-NNN.mp4    camera videos, where the store has cameras
 ```
+
+Each episodes file lies at the same chunk and file numbers as its data file, so an episode's
+``meta/episodes/chunk_index`` and ``file_index`` equal its ``data/`` ones.
 
 Every file is written under a temporary name and renamed. The SQL index (``episodes``) is
 the record of which data files count: a file no row refers to is a crash leftover, and
@@ -23,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,9 +61,26 @@ from services.features import (
 CODEBASE_VERSION = "v3.0"
 # Files per chunk folder, as in LeRobot.
 CHUNKS_SIZE = 1000
+# LeRobot's sizes at which a writer starts a new data (uncompressed Parquet) or video file;
+# info.json's data_files_size_in_mb and video_files_size_in_mb say the largest a file may be.
+DATA_FILE_SIZE_MB = 100
+VIDEO_FILE_SIZE_MB = 500
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-STAT_FEATURES = (OBSERVATION_STATE, ACTION, TIMESTAMP)
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+# Every numeric column of the data files: LeRobot keeps stats of each (strings have none).
+STAT_FEATURES = (
+    OBSERVATION_STATE,
+    ACTION,
+    TIMESTAMP,
+    FRAME_INDEX,
+    EPISODE_INDEX,
+    INDEX,
+    TASK_INDEX,
+    INTERVENTION,
+)
 STATS = ("mean", "std", "min", "max", "count")
+# Per-episode columns of meta/episodes naming the values of the vector features.
+NAME_COLUMNS = {OBSERVATION_STATE: "state_names", ACTION: "action_names"}
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -104,11 +126,17 @@ class EpisodeStore:
 
     # -- writing (hold the lock) ---------------------------------------------------------------
 
-    def write_batch(self, episodes: Sequence[tuple[str, int, RawEpisode]]) -> str:
+    def write_batch(
+        self,
+        episodes: Sequence[tuple[str, int, RawEpisode]],
+        *,
+        episode_columns: Mapping[str, list] | None = None,
+    ) -> str:
         """Write one data file and its episodes file for ``(episode id, episode index, raw)``.
 
         Returns the data file's path relative to the store root. All episodes share one
-        embodiment: LeRobot's layout gives each feature one shape.
+        embodiment: LeRobot's layout gives each feature one shape. ``episode_columns`` adds per-episode
+        columns to meta/episodes, one value per episode (an export's camera columns).
         """
         tasks = self._add_tasks({raw.task for _, _, raw in episodes})
         chunk_index, file_index = self._next_file()
@@ -155,48 +183,89 @@ class EpisodeStore:
             "data/file_index": [file_index] * len(raws),
             "dataset_from_index": (index + starts).tolist(),
             "dataset_to_index": (index + starts + lengths).tolist(),
+            "meta/episodes/chunk_index": [chunk_index] * len(raws),
+            "meta/episodes/file_index": [file_index] * len(raws),
             ROBOT_ID: [raw.robot_id for raw in raws],
             POLICY_VERSION: [raw.policy_version or "" for raw in raws],
             "kind": [raw.kind for raw in raws],
             "outcome": [raw.outcome for raw in raws],
             "fps": [raw.control_hz for raw in raws],
+            "state_names": [_list(raw.state_names) for raw in raws],
+            "action_names": [_list(raw.action_names) for raw in raws],
         }
-        for feature, values in ((OBSERVATION_STATE, states), (ACTION, actions)):
-            rows.update(_episode_stats(feature, values, starts, lengths))
-        rows.update(_episode_stats(TIMESTAMP, timestamps[:, None], starts, lengths))
+        for feature in STAT_FEATURES:
+            values = table[feature].combine_chunks()
+            if pa.types.is_fixed_size_list(values.type):
+                matrix = values.flatten().to_numpy().reshape(total, -1)
+            else:
+                matrix = values.to_numpy(zero_copy_only=False).astype(np.float64)[:, None]
+            rows.update(_episode_stats(feature, matrix, starts, lengths))
+        rows.update(episode_columns or {})
+        meta = pa.table(rows)
+        if not any(r.state_names or r.action_names for r in raws):  # typed, though all null
+            for column in NAME_COLUMNS.values():
+                at = meta.schema.get_field_index(column)
+                meta = meta.set_column(at, column, pa.nulls(len(raws), pa.list_(pa.string())))
         _write_atomic(self.root / relative, lambda p: _write_parquet(table, p))
-        _write_atomic(self._episodes_path(relative), lambda p: pq.write_table(pa.table(rows), p))
+        _write_atomic(self._episodes_path(relative), lambda p: pq.write_table(meta, p))
         return relative
 
-    def write_meta(self) -> None:
-        """Rewrite info.json and stats.json from the per-episode rows of meta/episodes."""
+    def write_meta(
+        self, *, robot_type: str | None = None, videos: Mapping[str, dict] | None = None
+    ) -> None:
+        """Rewrite info.json and stats.json from the per-episode rows of meta/episodes.
+
+        ``robot_type`` and ``videos`` (the camera features, LeRobot's ``dtype: video``
+        entries) default to what info.json says now, so a rewrite keeps them.
+        """
         episodes = self.episodes_meta()
         if not episodes.num_rows:
             for name in ("meta/info.json", "meta/stats.json"):
                 (self.root / name).unlink(missing_ok=True)
             return
-        stats = {f: _merge_stats(episodes, f) for f in STAT_FEATURES}
+        before = self.info()
+        if robot_type is None:
+            robot_type = before.get("robot_type")
+        if videos is None:
+            videos = {
+                k: v for k, v in before.get("features", {}).items() if v.get("dtype") == "video"
+            }
+        stats = {
+            feature: _merge_stats(episodes, feature)
+            for feature in _stat_features(episodes)
+            if feature in STAT_FEATURES or feature in videos
+        }
         _write_atomic(self.root / "meta/stats.json", lambda p: p.write_text(json.dumps(stats)))
         first = self.root / DATA_PATH.format(
             chunk_index=episodes["data/chunk_index"][0].as_py(),
             file_index=episodes["data/file_index"][0].as_py(),
         )
-        data_bytes = sum((self.root / f).stat().st_size for f in self.data_files())
+        features = _features(pq.read_schema(first))
+        for feature, column in NAME_COLUMNS.items():
+            features[feature]["names"] = _shared_names(episodes, column)
+        features.update(videos)
+        data_mb = max((_uncompressed_mb(self.root / f) for f in self.data_files()), default=0)
+        video_mb = max(
+            (p.stat().st_size / 2**20 for p in self.root.glob("videos/*/chunk-*/file-*.mp4")),
+            default=0,
+        )
         total = episodes.num_rows
+        fps = Counter(episodes["fps"].to_pylist()).most_common(1)[0][0]
         info = {
             "codebase_version": CODEBASE_VERSION,
-            "robot_type": "unknown",
+            "robot_type": robot_type,
             "total_episodes": total,
             "total_frames": int(pc.sum(episodes["length"]).as_py()),
             "total_tasks": len(self.tasks()),
             "chunks_size": CHUNKS_SIZE,
-            "data_files_size_in_mb": round(data_bytes / 2**20, 3),
-            "video_files_size_in_mb": 0,
-            "fps": Counter(episodes["fps"].to_pylist()).most_common(1)[0][0],
+            # The largest a file may be: LeRobot's limit, or the largest file where one is over.
+            "data_files_size_in_mb": max(DATA_FILE_SIZE_MB, math.ceil(data_mb)),
+            "video_files_size_in_mb": max(VIDEO_FILE_SIZE_MB, math.ceil(video_mb)),
+            "fps": int(fps) if float(fps).is_integer() else fps,
             "splits": {"train": f"0:{total}"},
             "data_path": DATA_PATH,
-            "video_path": None,
-            "features": _features(pq.read_schema(first)),
+            "video_path": VIDEO_PATH if videos else None,
+            "features": features,
         }
         text = json.dumps(info, indent=2)
         _write_atomic(self.root / "meta/info.json", lambda p: p.write_text(text))
@@ -207,12 +276,15 @@ class EpisodeStore:
         if new:
             for name in new:
                 tasks[name] = len(tasks)
-            table = pa.table({TASK_INDEX: list(tasks.values()), "task": list(tasks)})
-            _write_atomic(self.root / "meta/tasks.parquet", lambda p: pq.write_table(table, p))
+            # LeRobot reads tasks.parquet with pandas, the task as the index.
+            frame = pd.DataFrame(
+                {TASK_INDEX: list(tasks.values())}, index=pd.Index(list(tasks), name="task")
+            )
+            _write_atomic(self.root / "meta/tasks.parquet", frame.to_parquet)
         return tasks
 
     def _next_file(self) -> tuple[int, int]:
-        used = [_chunk_file(f) for f in self.data_files() | self._episode_files()]
+        used = [chunk_file(f) for f in self.data_files() | self._episode_files()]
         number = max((c * CHUNKS_SIZE + f for c, f in used), default=-1) + 1
         return divmod(number, CHUNKS_SIZE)
 
@@ -365,7 +437,8 @@ class EpisodeStore:
         return orphans
 
 
-def _chunk_file(relative: str) -> tuple[int, int]:
+def chunk_file(relative: str) -> tuple[int, int]:
+    """A data, episodes or video file's (chunk index, file index), from its path."""
     chunk, name = Path(relative).parts[-2:]
     return int(chunk.removeprefix("chunk-")), int(name.removeprefix("file-").split(".")[0])
 
@@ -413,10 +486,25 @@ def _episode_stats(
     }
 
 
+def _stat_features(episodes: pa.Table) -> list[str]:
+    """The features every episode of meta/episodes has stats of (a store written before a
+    feature had stats lacks them on its older rows)."""
+    features = []
+    for name in episodes.column_names:
+        if name.startswith("stats/") and name.endswith("/count"):
+            feature = name.removeprefix("stats/").removesuffix("/count")
+            columns = [f"stats/{feature}/{s}" for s in STATS]
+            if all(c in episodes.column_names and not episodes[c].null_count for c in columns):
+                features.append(feature)
+    return features
+
+
 def _merge_stats(episodes: pa.Table, feature: str) -> dict[str, list]:
-    """Pool per-episode stats into the store's (exact pooled mean and variance)."""
+    """Pool per-episode stats into the store's (exact pooled mean and variance); a camera's
+    stats are per channel, shape (3, 1, 1), as LeRobot keeps them."""
     get = {s: np.asarray(episodes[f"stats/{feature}/{s}"].to_pylist(), float) for s in STATS}
-    n = get["count"]  # (E, 1)
+    shape = get["mean"].shape
+    n = get["count"].reshape(-1, *([1] * (len(shape) - 1)))  # (E, 1, ...) to broadcast
     total = n.sum()
     mean = (get["mean"] * n).sum(0) / total
     second = ((get["std"] ** 2 + get["mean"] ** 2) * n).sum(0) / total
@@ -427,6 +515,27 @@ def _merge_stats(episodes: pa.Table, feature: str) -> dict[str, list]:
         "max": get["max"].max(0).tolist(),
         "count": [int(total)],
     }
+
+
+def _list(names: Sequence[str] | None) -> list[str] | None:
+    return None if names is None else list(names)
+
+
+def _shared_names(episodes: pa.Table, column: str) -> list[str] | None:
+    """A vector feature's value names: the ones every episode logged, else None (LeRobot's
+    "no names") where some did not name them or two named them differently."""
+    if column not in episodes.column_names:
+        return None
+    named = {tuple(n) if n is not None else None for n in episodes[column].to_pylist()}
+    only = named.pop() if len(named) == 1 else None
+    return list(only) if only else None
+
+
+def _uncompressed_mb(path: Path) -> float:
+    """A Parquet file's size as LeRobot measures it against its limit: uncompressed."""
+    meta = pq.read_metadata(path)
+    groups = (meta.row_group(g) for g in range(meta.num_row_groups))
+    return sum(g.total_byte_size for g in groups) / 2**20
 
 
 def _features(schema: pa.Schema) -> dict[str, Any]:
