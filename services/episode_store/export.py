@@ -13,7 +13,7 @@ Cameras, where the store has them: info.json features of dtype ``video``, each e
 ``videos/{camera}/chunk_index``, ``file_index``, ``from_timestamp``, ``to_timestamp`` in
 meta/episodes (and its ``stats/{camera}/...`` where the store has them), and the files at
 ``videos/{camera}/chunk-CCC/file-NNN.mp4``. Each video file holding an exported episode is
-copied whole and renumbered; the episodes keep their place (timestamps) in it.
+renumbered: copied whole where all its episodes are exported, else cut to theirs.
 
 The export's README.md is a dataset card (Hugging Face style, YAML front matter) saying where
 the data came from: the Flywheel version, the sources, robots, dates, tasks and counts.
@@ -27,11 +27,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 from importlib.metadata import version
 from pathlib import Path
 
+import av
 import numpy as np
 import yaml
+from av.video.frame import PictureType
 from sqlalchemy import select
 
 from services.config import Settings
@@ -102,7 +105,8 @@ def export_lerobot(
     if not rows:
         raise LookupError("no ingested episodes match; nothing to export")
     source = EpisodeStore(settings.episode_store)
-    meta = {row[EPISODE_ID]: row for row in source.episodes_meta().to_pylist()}
+    held = source.episodes_meta().to_pylist()
+    meta = {row[EPISODE_ID]: row for row in held}
     cameras = {
         key: spec
         for key, spec in source.info().get("features", {}).items()
@@ -112,7 +116,9 @@ def export_lerobot(
     shutil.rmtree(partial, ignore_errors=True)
     target = EpisodeStore(partial)
     try:
-        videos = _copy_videos(source.root, partial, [meta[r.id] for r in rows], cameras)
+        exported = [meta[r.id] for r in rows]
+        fps = source.info()["fps"] if cameras else 0
+        videos = _copy_videos(source.root, partial, exported, held, cameras, fps)
         packed, frames = _write_data(source, target, rows, meta, videos, data_file_mb)
         types = {robot_type(r.robot_id, r.task) for r in rows} if robot_type else {None}
         target.write_meta(
@@ -132,7 +138,9 @@ def export_lerobot(
         os.replace(partial, destination)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return ExportSummary(str(destination), len(rows), frames, packed, len(set(videos.values())))
+    return ExportSummary(
+        str(destination), len(rows), frames, packed, len({file for file, _, _ in videos.values()})
+    )
 
 
 def _write_data(source, target, rows, meta, videos, data_file_mb: float) -> tuple[int, int]:
@@ -166,29 +174,79 @@ def _write_data(source, target, rows, meta, videos, data_file_mb: float) -> tupl
 
 
 def _copy_videos(
-    store: Path, target: Path, episodes: list[dict], cameras: dict[str, dict]
-) -> dict[tuple[str, str], str]:
-    """Copy every video file holding an exported episode, numbered from 0 per camera in
-    the episodes' order; returns (camera, source file) -> exported file."""
-    copied: dict[tuple[str, str], str] = {}
+    store: Path, target: Path, episodes: list[dict], held: list[dict], cameras, fps: float
+) -> dict[tuple[str, str], tuple[str, float, float]]:
+    """Copy the video files holding exported ``episodes`` (of the store's rows ``held``),
+    numbered from 0 per camera; returns (camera, episode id) -> (exported file, from, to).
+
+    A file whose episodes are all exported is copied whole; one holding others too is cut to
+    the exported episodes' frames (decoded and encoded again), so that an export of some
+    episodes carries no frame of the rest.
+    """
+    placed: dict[tuple[str, str], tuple[str, float, float]] = {}
     for camera in cameras:
-        count = 0
+        by_file: dict[str, list[dict]] = {}
         for row in episodes:
-            old = _video_file(row, camera)
-            if (camera, old) in copied:
-                continue
+            by_file.setdefault(_video_file(row, camera), []).append(row)
+        for number, (old, rows) in enumerate(by_file.items()):
             if not (store / old).is_file():
                 raise LookupError(
-                    f"episode {row[EPISODE_ID]}'s {camera} video {old} is missing from the "
+                    f"episode {rows[0][EPISODE_ID]}'s {camera} video {old} is missing from the "
                     "episode store"
                 )
-            chunk, file = divmod(count, CHUNKS_SIZE)
+            chunk, file = divmod(number, CHUNKS_SIZE)
             new = VIDEO_PATH.format(video_key=camera, chunk_index=chunk, file_index=file)
             (target / new).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(store / old, target / new)
-            copied[(camera, old)] = new
-            count += 1
-    return copied
+            spans = [tuple(row[f"videos/{camera}/{p}"] for p in VIDEO_PARTS[2:]) for row in rows]
+            others = {
+                row[EPISODE_ID]
+                for row in held
+                if row.get(f"videos/{camera}/chunk_index") is not None
+                and _video_file(row, camera) == old
+            } - {row[EPISODE_ID] for row in rows}
+            if others:
+                spans = cut_video(store / old, target / new, spans, fps)
+            else:
+                shutil.copyfile(store / old, target / new)
+            for row, (start, end) in zip(rows, spans, strict=True):
+                placed[(camera, row[EPISODE_ID])] = (new, start, end)
+    return placed
+
+
+def cut_video(
+    source: Path, destination: Path, spans: list[tuple[float, float]], fps: float
+) -> list[tuple[float, float]]:
+    """Write the frames of ``source`` that lie in ``spans`` (seconds, [from, to)) end to end
+    into ``destination``, with the source's codec and pixel format; returns each span's place
+    in the new file."""
+    half = 0.5 / fps  # a frame belongs to the span its time falls in, to half a frame
+    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
+    counts = [0] * len(spans)
+    with av.open(str(source)) as reader, av.open(str(destination), "w") as writer:
+        decoded = reader.streams.video[0]
+        rate = Fraction(fps).limit_denominator()
+        stream = writer.add_stream(decoded.codec_context.name, rate=rate)
+        stream.width, stream.height = decoded.width, decoded.height
+        stream.pix_fmt = decoded.format.name
+        written = 0
+        for frame in reader.decode(decoded):
+            at = float(frame.time)
+            span = next((i for i in order if spans[i][0] - half <= at < spans[i][1] - half), None)
+            if span is None:
+                continue
+            # numbered afresh, and no frame type carried over (a source P-frame may be first)
+            frame.pts, frame.time_base = written, 1 / rate
+            frame.pict_type = PictureType.NONE
+            writer.mux(stream.encode(frame))
+            counts[span] += 1
+            written += 1
+        writer.mux(stream.encode())
+    starts = {}
+    done = 0
+    for i in order:
+        starts[i] = done / fps
+        done += counts[i]
+    return [(starts[i], starts[i] + counts[i] / fps) for i in range(len(spans))]
 
 
 def _video_file(row: dict, camera: str) -> str:
@@ -198,18 +256,18 @@ def _video_file(row: dict, camera: str) -> str:
     return VIDEO_PATH.format(video_key=camera, chunk_index=chunk, file_index=file)
 
 
-def _camera_columns(batch, meta, videos) -> dict[str, list]:
+def _camera_columns(batch, meta, placed) -> dict[str, list]:
     """meta/episodes' camera columns for a batch: the exported video file, the episode's
     place in it, and its per-episode stats where the store has them."""
     columns: dict[str, list] = {}
-    for camera in sorted({camera for camera, _ in videos}):
-        rows = [meta[episode_id] for episode_id, _, _ in batch]
-        files = [videos[(camera, _video_file(row, camera))] for row in rows]
-        numbers = [chunk_file(f) for f in files]
+    for camera in sorted({camera for camera, _ in placed}):
+        where = [placed[(camera, episode_id)] for episode_id, _, _ in batch]
+        numbers = [chunk_file(file) for file, _, _ in where]
         columns[f"videos/{camera}/chunk_index"] = [c for c, _ in numbers]
         columns[f"videos/{camera}/file_index"] = [f for _, f in numbers]
-        for part in VIDEO_PARTS[2:]:
-            columns[f"videos/{camera}/{part}"] = [row[f"videos/{camera}/{part}"] for row in rows]
+        columns[f"videos/{camera}/from_timestamp"] = [start for _, start, _ in where]
+        columns[f"videos/{camera}/to_timestamp"] = [end for _, _, end in where]
+        rows = [meta[episode_id] for episode_id, _, _ in batch]
         stats = [f"stats/{camera}/{s}" for s in STATS]
         if all(row.get(column) is not None for row in rows for column in stats):
             columns.update({column: [row[column] for row in rows] for column in stats})

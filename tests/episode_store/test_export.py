@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+import av
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -27,7 +28,7 @@ from services.validation.embodiment import robot_type
 from tests.episode_store.cameras import add_camera
 from tests.ingest.datasets import write_robomimic
 from tests.ingest.logs import recording
-from tests.ingest.ros_logs import T0, episode_messages, write_ros2_bag
+from tests.ingest.ros_logs import INFO, T0, episode_messages, write_ros2_bag
 
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -89,11 +90,13 @@ CAMERA = "observation.images.front"
 MAPPING = {"embodiments": [{"name": "ur5e", "robots": ["arm-*"], "state_dim": 4, "action_dim": 2}]}
 
 
-def _fleet_store(settings, tmp_path) -> None:
-    """A store of two ROS 2 bags (JointState states, 20 and 25 steps) of one embodiment."""
+def _fleet_store(settings, tmp_path, second_task: str = INFO["task"]) -> None:
+    """A store of two ROS 2 bags (JointState states, 20 and 25 steps) of one embodiment, in
+    one data file."""
     logs = tmp_path / "logs"
     write_ros2_bag(episode_messages(steps=20), logs / "bags/one")
-    write_ros2_bag(episode_messages(steps=25, start_ns=T0 + 10**11), logs / "bags/two")
+    second = episode_messages(steps=25, start_ns=T0 + 10**11, info={**INFO, "task": second_task})
+    write_ros2_bag(second, logs / "bags/two")
     summary = ingest_logs(settings, source=str(logs), mapping=parse_mapping(MAPPING))
     assert (summary.ingested, summary.quarantined) == (2, 0)
 
@@ -242,6 +245,21 @@ def test_an_export_carries_the_stores_cameras(settings, tmp_path):
     with pytest.raises(LookupError, match=f"{CAMERA} video .* is missing"):
         _export(settings, tmp_path / "broken")
     assert not (tmp_path / "broken").exists()
+
+
+def test_an_export_of_some_episodes_cuts_their_frames_out_of_a_shared_video(settings, tmp_path):
+    _fleet_store(settings, tmp_path, second_task="bin-place")
+    add_camera(settings.episode_store, CAMERA)
+    out = tmp_path / "export"
+    assert _export(settings, out, tasks=["bin-place"]).episodes == 1
+
+    [row] = pq.read_table(next((out / "meta/episodes").rglob("*.parquet"))).to_pylist()
+    span = (row[f"videos/{CAMERA}/from_timestamp"], row[f"videos/{CAMERA}/to_timestamp"])
+    assert span == (0.0, 2.5)
+    with av.open(str(next(out.glob(f"videos/{CAMERA}/*/*.mp4")))) as video:
+        shades = [frame.to_ndarray(format="rgb24").mean() for frame in video.decode(video=0)]
+    # the second episode's 25 frames (shade 100), none of the first's (shade 40)
+    assert len(shades) == 25 and all(abs(s - 100) < 8 for s in shades)
 
 
 # -- read back by an independent LeRobot v3.0 tool ------------------------------------------
