@@ -135,7 +135,7 @@ class EpisodeStore:
         """Write one data file and its episodes file for ``(episode id, episode index, raw)``.
 
         Returns the data file's path relative to the store root. All episodes share one
-        embodiment: LeRobot's layout gives each feature one shape. ``episode_columns`` adds per-episode
+        embodiment: LeRobot's layout gives each feature one shape. ``episode_columns`` adds
         columns to meta/episodes, one value per episode (an export's camera columns).
         """
         tasks = self._add_tasks({raw.task for _, _, raw in episodes})
