@@ -107,6 +107,12 @@ def export_lerobot(
     source = EpisodeStore(settings.episode_store)
     held = source.episodes_meta().to_pylist()
     meta = {row[EPISODE_ID]: row for row in held}
+    unstored = [r.id for r in rows if r.id not in meta]
+    if unstored:
+        raise LookupError(
+            f"{len(unstored)} indexed episodes have no row in the episode store's meta/episodes "
+            f"(first {unstored[0]}); the store and its index disagree"
+        )
     cameras = {
         key: spec
         for key, spec in source.info().get("features", {}).items()
