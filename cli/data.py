@@ -22,7 +22,7 @@ from cli.base import (
 )
 from cli.progress import Stages
 from services.curation.manifest import NoEpisodesError, build_manifest
-from services.episode_store.export import UNSTATED_LICENSE, export_lerobot
+from services.episode_store.export import UNSTATED_LICENSE, MixedRatesError, export_lerobot
 from services.episode_store.index import list_episodes
 from services.ingest.batch import ingest_logs
 from services.ingest.mapping import MappingError, load_mapping
@@ -139,7 +139,7 @@ def export(
             code_version=code_version(),
             license=license,
         )
-    except (FileExistsError, LookupError) as exc:
+    except (FileExistsError, LookupError, MixedRatesError) as exc:
         fail(str(exc))
     if as_json:
         return print_json(summary)

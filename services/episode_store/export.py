@@ -66,6 +66,10 @@ STEP_OVERHEAD_BYTES = 64
 VIDEO_PARTS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 
 
+class MixedRatesError(ValueError):
+    """The chosen episodes were recorded at different rates; a LeRobot dataset has one fps."""
+
+
 @dataclass
 class ExportSummary:
     path: str
@@ -112,6 +116,13 @@ def export_lerobot(
         raise LookupError(
             f"{len(unstored)} indexed episodes have no row in the episode store's meta/episodes "
             f"(first {unstored[0]}); the store and its index disagree"
+        )
+    rates = Counter(round(meta[r.id]["fps"]) for r in rows)
+    if len(rates) > 1:
+        each = ", ".join(f"{hz} Hz: {n} episode{'s' * (n > 1)}" for hz, n in sorted(rates.items()))
+        raise MixedRatesError(
+            f"the episodes have {len(rates)} rates ({each}); a LeRobot dataset has one fps: "
+            "export them apart (--task, --robot, --kind)"
         )
     cameras = {
         key: spec

@@ -25,7 +25,7 @@ from services.ingest.formats.lerobot import read_lerobot
 from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.ingest.mapping import parse_mapping
 from services.validation.embodiment import robot_type
-from tests.episode_store.cameras import add_camera
+from tests.episode_store.camera_layout import add_camera
 from tests.ingest.datasets import write_robomimic
 from tests.ingest.logs import recording
 from tests.ingest.ros_logs import INFO, T0, episode_messages, write_ros2_bag
@@ -52,18 +52,20 @@ def test_imported_demos_are_ingested_once_and_export_as_a_dataset_that_imports_b
     again = ingest_logs(settings, source=str(logs))
     assert (again.ingested, len(list_episodes(settings))) == (1, 4)
 
-    exported = export_lerobot(settings, tmp_path / "export")
-    assert (exported.episodes, exported.frames) == (4, 12 + 9 + 4 + 15)
+    # the demos (20 Hz) and the fleet's log (10 Hz) cannot share one dataset's fps
+    with pytest.raises(ValueError, match=r"2 rates \(10 Hz: 1 episode, 20 Hz: 3 episodes\)"):
+        export_lerobot(settings, tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
+
+    exported = export_lerobot(settings, tmp_path / "export", kinds=["deployment"])
+    assert (exported.episodes, exported.frames) == (1, 15)
     info = json.loads((tmp_path / "export/meta/info.json").read_text())
     assert (info["codebase_version"], info["total_episodes"], info["total_frames"]) == (
         "v3.0",
-        4,
-        40,
+        1,
+        15,
     )
-    back = dict(read_lerobot(tmp_path / "export", {}, WHEN))
-    store = EpisodeStore(settings.episode_store)
-    originals = store.read_frames([e.id for e in list_episodes(settings)])
-    fleet = next(e for e in back.values() if e.kind == "deployment")
+    [fleet] = dict(read_lerobot(tmp_path / "export", {}, WHEN)).values()
     assert (fleet.steps, fleet.task, fleet.robot_id, fleet.policy_version) == (
         15,
         "toy-reach",
@@ -73,10 +75,15 @@ def test_imported_demos_are_ingested_once_and_export_as_a_dataset_that_imports_b
     assert fleet.outcome == "success" and [
         (s.start_step, s.end_step) for s in fleet.interventions
     ] == [(5, 9)]
-    assert sum(e.steps for e in back.values()) == len(originals)
 
     demos_only = export_lerobot(settings, tmp_path / "demos", kinds=["demo"])
     assert demos_only.episodes == 3
+    demos = dict(read_lerobot(tmp_path / "demos", {}, WHEN)).values()
+    assert sorted(e.steps for e in demos) == [4, 9, 12] and {e.kind for e in demos} == {"demo"}
+    originals = EpisodeStore(settings.episode_store).read_frames(
+        [e.id for e in list_episodes(settings)]
+    )
+    assert sum(e.steps for e in demos) + fleet.steps == len(originals)
     with pytest.raises(FileExistsError):
         export_lerobot(settings, tmp_path / "demos")
     with pytest.raises(LookupError, match="no ingested episodes match"):
