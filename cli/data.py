@@ -22,7 +22,8 @@ from cli.base import (
 )
 from cli.progress import Stages
 from services.curation.manifest import NoEpisodesError, build_manifest
-from services.episode_store.export import UNSTATED_LICENSE, MixedRatesError, export_lerobot
+from services.episode_store.card import UNSTATED_LICENSE
+from services.episode_store.export import MixedRatesError, export_lerobot
 from services.episode_store.index import list_episodes
 from services.ingest.batch import ingest_logs
 from services.ingest.mapping import MappingError, load_mapping
