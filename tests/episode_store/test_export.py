@@ -185,8 +185,9 @@ def test_the_export_is_strict_lerobot_v3(settings, tmp_path):
     assert f"| rosbag2 | `{tmp_path / 'logs/bags'}` | 2 |" in card
 
     # and Flywheel's importer reads it back, names included
-    back = dict(read_lerobot(out, {}, WHEN))
-    assert sorted(e.steps for e in back.values()) == [20, 25]
+    back = dict(read_lerobot(out, {}, WHEN)).values()
+    assert sorted(e.steps for e in back) == [20, 25]
+    assert {e.state_names for e in back} == {tuple(features["observation.state"]["names"])}
 
 
 def test_an_export_packs_data_files_up_to_the_size_limit(settings, tmp_path):
