@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 DEMO_HOME := .flywheel/demo
 
-.PHONY: setup demo drill test test-fast bench bench-flywheel lint serve up down clean browser tools
+.PHONY: setup demo drill test test-fast bench bench-flywheel lint serve up down clean browser tools lerobot-tools
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ tools:
 	@test -x $(DOCTOR)/bin/lerobot-doctor || \
 		{ $(PYTHON) -m venv $(DOCTOR) && $(DOCTOR)/bin/pip install -q 'lerobot-doctor==0.2.0'; } || \
 		{ rm -rf $(DOCTOR); echo "lerobot-doctor not installed: the export check will skip"; }
+
+# The lerobot package itself, to read an export with LeRobot's own reader (a slow test that
+# skips without it). Not part of `make test`: it needs Python 3.12 and pulls about 5 GB.
+LEROBOT_PYTHON ?= python3.12
+lerobot-tools:
+	test -x .venv-tools/lerobot/bin/python || $(LEROBOT_PYTHON) -m venv .venv-tools/lerobot
+	.venv-tools/lerobot/bin/pip install -q 'lerobot[dataset]==0.6.1'
 
 test: setup browser tools
 	$(PY) -m pytest

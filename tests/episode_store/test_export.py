@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -332,3 +333,39 @@ def test_lerobot_doctor_finds_the_export_well_formed(settings, tmp_path, lerobot
         "Features in data but not in stats.json: "
         "['control_source', 'episode_id', 'policy_version', 'robot_id']"
     ]
+
+
+LEROBOT = Path(__file__).parents[2] / ".venv-tools/lerobot/bin/python"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not LEROBOT.exists(),
+    reason="lerobot's own environment is not installed: `make lerobot-tools` (Python 3.12, ~5 GB)",
+)
+def test_lerobots_own_reader_loads_the_export(settings, tmp_path):
+    _fleet_store(settings, tmp_path)
+    add_camera(settings.episode_store, CAMERA)
+    _export(settings, tmp_path / "export")
+    done = subprocess.run(
+        [str(LEROBOT), str(Path(__file__).parent / "lerobot_read.py"), str(tmp_path / "export")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},  # the local folder, never the Hub
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (seen["frames"], seen["episodes"], seen["fps"], seen["robot_type"]) == (
+        45,
+        2,
+        10,
+        "ur5e",
+    )
+    assert seen["tasks"] == ["bin-pick", "bin-pick"]
+    assert seen["names"] == [f"joint{i}.position" for i in range(4)]
+    assert CAMERA in seen["stats"] and "observation.state" in seen["stats"]
+    frames = pq.read_table(tmp_path / "export/data/chunk-000/file-000.parquet").to_pandas()
+    np.testing.assert_allclose(seen["state"][0], frames["observation.state"].iloc[0], rtol=1e-6)
+    # the camera's first frame is the first episode's shade, its last the second's
+    np.testing.assert_allclose(seen["shades"][CAMERA], [40 / 255, 100 / 255], atol=0.03)
