@@ -39,10 +39,10 @@ from services.episode_store.parquet import (
     CHUNKS_SIZE,
     DATA_FILE_SIZE_MB,
     STATS,
-    VIDEO_PATH,
     EpisodeStore,
     chunk_file,
 )
+from services.episode_store.videos import VIDEO_PATH
 from services.episodes.model import RawEpisode
 from services.features import (
     ACTION,
@@ -133,9 +133,7 @@ def export_lerobot(
         videos = _copy_videos(source.root, partial, exported, held, cameras, fps)
         packed, frames = _write_data(source, target, rows, meta, videos, data_file_mb)
         types = {robot_type(r.robot_id, r.task) for r in rows} if robot_type else {None}
-        target.write_meta(
-            robot_type=", ".join(sorted(t for t in types if t)) or None, videos=cameras
-        )
+        target.write_meta(robot_type=", ".join(sorted(t for t in types if t)) or None)
         card = dataset_card(
             target.info(),
             rows,

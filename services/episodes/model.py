@@ -15,6 +15,7 @@ from datetime import datetime
 
 import numpy as np
 
+from services.episodes.cameras import CameraTrack
 from services.features import CONTROL_OPERATOR
 
 INTERVENTION_KINDS = ("takeover", "correction", "e-stop")
@@ -72,6 +73,8 @@ class RawEpisode(EpisodeRecording):
     # JointState's joint names); None where it does not.
     state_names: tuple[str, ...] | None = None
     action_names: tuple[str, ...] | None = None
+    # Camera name -> its frames, one per step, as an MP4 on disk (``cameras.CameraTrack``).
+    cameras: dict[str, CameraTrack] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()

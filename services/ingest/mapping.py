@@ -20,9 +20,13 @@ the defaults are Flywheel's ROS topic contract (see ``docs/ingest.md``)::
     embodiments:
       - {name: ur5e, robots: ["arm-*"], state_dim: 6, action_dim: 6,
          action_range: [-3.2, 3.2], control_sources: [policy, operator], min_steps: 10}
-    robomimic: {obs_keys: [robot0_eef_pos, robot0_gripper_qpos], control_hz: 20}
+    robomimic: {obs_keys: [robot0_eef_pos, robot0_gripper_qpos], control_hz: 20,
+                image_keys: [agentview_image]}                        # cameras; null: all
     metadata:                # MCAP metadata records with episode facts (null: read none)
       {name: episode, keys: {robot_id: robot, outcome: result}, values: {SUCCEEDED: success}}
+    cameras:                 # each becomes the feature observation.images.<name>
+      front: {topic: /camera/front/image_raw, max_age_s: 0.1, frozen_s: 2.0}
+      wrist: /camera/wrist/compressed                                 # defaults for the rest
 
 A field path is dotted (``twist.linear.x``); the fields of one topic are concatenated in
 order into one float vector.
@@ -39,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from services.episodes.cameras import CameraSpec
 from services.features import CONTROL_POLICY, CONTROL_SOURCES, OUTCOMES
 from services.ingest.formats import contract
 from services.validation.embodiment import Embodiment
@@ -146,10 +151,23 @@ class Robomimic:
     obs_keys: tuple[str, ...] = ()
     # robosuite's default control rate.
     control_hz: float = 20.0
+    # Image observation keys, (T, H, W, 3) uint8, each a camera named without its ``_image``
+    # (agentview_image -> agentview); None: every obs key ending in ``_image`` with 4
+    # dimensions; empty: no cameras.
+    image_keys: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.control_hz < float("inf"):
             raise ValueError(f"robomimic control_hz must be positive, not {self.control_hz}")
+        for key in self.image_keys or ():
+            CameraSpec(robomimic_camera(key), f"/obs/{key}")  # refuses a name it cannot take
+        if self.image_keys and len(set(self.image_keys)) != len(self.image_keys):
+            raise ValueError(f"robomimic image_keys repeat: {list(self.image_keys)}")
+
+
+def robomimic_camera(key: str) -> str:
+    """The camera an image observation key names: agentview_image -> agentview."""
+    return key.removesuffix("_image")
 
 
 @dataclass(frozen=True)
@@ -165,8 +183,13 @@ class FleetMapping:
     robomimic: Robomimic = field(default_factory=Robomimic)
     # MCAP metadata records with episode facts; None: the fleet's records are not read.
     metadata: Metadata | None = field(default_factory=Metadata)
+    # The fleet's cameras (sensor_msgs Image/CompressedImage, foxglove CompressedVideo topics).
+    cameras: tuple[CameraSpec, ...] = ()
 
     def __post_init__(self) -> None:
+        topics = [c.topic for c in self.cameras]
+        if len(topics) != len(set(topics)):
+            raise ValueError(f"two cameras share a topic: {topics}")
         if self.clock not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, not {self.clock!r}")
         if self.control_hz is not None and not 0 < self.control_hz < float("inf"):
@@ -188,7 +211,14 @@ _SECTIONS = (
     "embodiments",
     "robomimic",
     "metadata",
+    "cameras",
 )
+# Sections a fleet may try that Flywheel does not read yet, and what to do instead.
+_OUT_OF_SCOPE = {
+    "depth": "depth cameras are out of scope for now; list colour cameras under cameras",
+    "camera_info": "camera calibration (CameraInfo) is out of scope for now",
+}
+_CAMERA_KEYS = ("topic", "max_age_s", "frozen_s", "type")
 _TOPIC_ROLES = ("state", "action", "control_source", "outcome", "episode")
 
 
@@ -212,9 +242,23 @@ def load_mapping(path: str | Path | None) -> FleetMapping:
         raise MappingError(f"mapping {path}: {exc}") from exc
 
 
+def _robomimic(raw: Mapping[str, Any]) -> Robomimic:
+    values = dict(raw)
+    for key in ("obs_keys", "image_keys"):
+        if values.get(key) is None:
+            continue
+        if isinstance(values[key], str):  # tuple() would split the name into letters
+            raise ValueError(f"robomimic {key} must be a list of keys, not {values[key]!r}")
+        values[key] = tuple(values[key])
+    return Robomimic(**values)
+
+
 def parse_mapping(raw: Mapping[str, Any]) -> FleetMapping:
     if not isinstance(raw, Mapping):
         raise ValueError("the file must hold a mapping of sections")
+    for key, why in _OUT_OF_SCOPE.items():
+        if key in raw:
+            raise ValueError(f"section {key!r}: {why}")
     _known(raw, _SECTIONS, "section")
     topics = raw.get("topics") or {}
     _known(topics, _TOPIC_ROLES, "topic role")
@@ -224,14 +268,27 @@ def parse_mapping(raw: Mapping[str, Any]) -> FleetMapping:
         control_hz=raw.get("control_hz"),
         defaults=dict(raw.get("defaults") or {}),
         embodiments=tuple(_embodiment(e) for e in raw.get("embodiments") or ()),
-        robomimic=Robomimic(
-            **{
-                k: tuple(v) if k == "obs_keys" else v
-                for k, v in (raw.get("robomimic") or {}).items()
-            }
-        ),
+        robomimic=_robomimic(raw.get("robomimic") or {}),
         metadata=_metadata(raw["metadata"]) if "metadata" in raw else Metadata(),
+        cameras=tuple(_camera(name, value) for name, value in (raw.get("cameras") or {}).items()),
     )
+
+
+def _camera(name: str, raw: Any) -> CameraSpec:
+    if isinstance(raw, str):
+        raw = {"topic": raw}
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"cameras.{name} must be a topic or a mapping with a topic")
+    _known(raw, _CAMERA_KEYS, f"key of cameras.{name}")
+    kind = raw.get("type", "rgb")
+    if kind in ("depth", "camera_info"):
+        raise ValueError(f"cameras.{name}: {_OUT_OF_SCOPE[kind]}")
+    if kind != "rgb":
+        raise ValueError(f"cameras.{name}: type {kind!r} is not known; Flywheel reads rgb")
+    if "topic" not in raw:
+        raise ValueError(f"cameras.{name} needs a topic")
+    values = {k: v for k, v in raw.items() if k != "type"}
+    return CameraSpec(name=str(name), **values)
 
 
 def _metadata(raw: Any) -> Metadata | None:

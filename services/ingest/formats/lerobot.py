@@ -9,6 +9,16 @@ as in datasets recorded with human interventions and in Flywheel's own exports. 
 robot and policy version come from the episode rows where they have them (Flywheel's exports
 do); otherwise the outcome is ``success`` when a ``next.success`` frame column is set, else
 ``unknown``.
+
+Cameras: every ``video`` feature (``observation.images.<name>``) is read from the MP4 files
+under ``videos/``, many episodes per file; the episode's row says which file
+(``videos/<key>/chunk_index``, ``file_index``) and its span in that file
+(``from_timestamp``, ``to_timestamp``), and frame i of the episode is the one at
+``from_timestamp + timestamp[i]``, as LeRobot reads it (within its 0.1 ms tolerance). PyAV
+seeks to the span and decodes through it once. ``image`` features (PNG or JPEG bytes in the
+data files) are read from their column. Either way each camera becomes a ``CameraTrack``
+(``tracks.py``); a missing, undecodable or short video makes its episode an error that names
+the camera, and the other episodes still import.
 """
 
 from __future__ import annotations
@@ -19,12 +29,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from services.episode_store.parquet import DATA_PATH
+from services.episodes.cameras import CameraSpec, CameraTrack, FrameError, Payload, VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import (
     ACTION,
@@ -42,16 +54,31 @@ from services.features import (
     TASK_INDEX,
     TIMESTAMP,
 )
+from services.ingest.formats.tracks import camera_error, discard, track
 
 SUCCESS = "next.success"
 _OPTIONAL = (TASK_INDEX, INTERVENTION, CONTROL_SOURCE, SUCCESS, ROBOT_ID, POLICY_VERSION)
+# LeRobot v3.0's default; a dataset's info.json may name another.
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+# LeRobot's tolerance between a step's time and its video frame's (``tolerance_s``).
+TOLERANCE_NS = 100_000
+_IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg"}
 
 
 def read_lerobot(
-    root: Path, defaults: Mapping[str, Any], recorded_at: datetime
+    root: Path,
+    defaults: Mapping[str, Any],
+    recorded_at: datetime,
+    directory: str | Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> Iterator[tuple[str, RawEpisode | LogFormatError]]:
-    """(``episode_N``, episode or why it cannot be one) per episode; raises for a bad dataset."""
+    """(``episode_N``, episode or why it cannot be one) per episode; raises for a bad dataset.
+
+    Camera tracks are written under ``directory`` (default: the system's temporary folder) in
+    ``video_format`` (default: ``VideoFormat()``).
+    """
     info = _info(root)
+    cameras = _cameras(info)
     tasks = _tasks(root)
     episodes = _episodes(root)
     by_file: dict[tuple[int, int], list[dict]] = {}
@@ -61,7 +88,7 @@ def read_lerobot(
     for (chunk, file), rows in sorted(by_file.items()):
         path = root / info.get("data_path", DATA_PATH).format(chunk_index=chunk, file_index=file)
         try:
-            frames = _frames(path)
+            frames = _frames(path, [k for k, (_, dtype) in cameras.items() if dtype == "image"])
         except LogFormatError as exc:
             for row in rows:
                 yield f"episode_{row[EPISODE_INDEX]}", exc
@@ -69,9 +96,14 @@ def read_lerobot(
         for row in rows:
             name = f"episode_{row[EPISODE_INDEX]}"
             try:
-                yield name, _episode(row, frames, info, tasks, defaults, recorded_at)
+                episode = _episode(row, frames, info, tasks, defaults, recorded_at)
+                episode.cameras = _tracks(
+                    root, info, row, frames, episode, cameras, (directory, video_format)
+                )
             except LogFormatError as exc:
                 yield name, exc
+            else:
+                yield name, episode
 
 
 def _info(root: Path) -> dict:
@@ -89,6 +121,26 @@ def _info(root: Path) -> dict:
     if not 0 < float(info.get("fps") or 0) < float("inf"):
         raise LogFormatError(f"meta/info.json has no valid fps ({info.get('fps')!r})")
     return info
+
+
+def _cameras(info: dict) -> dict[str, tuple[CameraSpec, str]]:
+    """Feature key -> (camera, ``video`` or ``image``) for the dataset's camera features."""
+    cameras: dict[str, tuple[CameraSpec, str]] = {}
+    for key, feature in info.get("features", {}).items():
+        dtype = feature.get("dtype") if isinstance(feature, dict) else None
+        if dtype not in ("video", "image"):
+            continue
+        # observation.images.front -> front; LeRobot's older single-camera observation.image
+        # -> image.
+        name = key.removeprefix("observation.images.").removeprefix("observation.")
+        try:
+            spec = CameraSpec(name.replace(".", "_"), f"/{key}")
+        except ValueError as exc:
+            raise LogFormatError(f"feature {key}: {exc}") from exc
+        if any(spec.name == other.name for other, _ in cameras.values()):
+            raise LogFormatError(f"feature {key}: two camera features are named {spec.name}")
+        cameras[key] = (spec, dtype)
+    return cameras
 
 
 def _tasks(root: Path) -> dict[int, str]:
@@ -119,12 +171,13 @@ def _episodes(root: Path) -> list[dict]:
     return sorted(table.select(keep).to_pylist(), key=lambda r: r[EPISODE_INDEX])
 
 
-def _frames(path: Path) -> dict[str, np.ndarray]:
-    """The columns Flywheel uses of one data file, sorted by episode and frame."""
+def _frames(path: Path, images: list[str]) -> dict[str, np.ndarray | pa.Array]:
+    """The columns Flywheel uses of one data file, sorted by episode and frame; ``images``
+    (camera features stored as images) stay Arrow arrays, read an episode at a time."""
     try:
         schema = pq.read_schema(path)
         columns = [EPISODE_INDEX, FRAME_INDEX, TIMESTAMP, OBSERVATION_STATE, ACTION]
-        columns += [c for c in _OPTIONAL if c in schema.names]
+        columns += [c for c in (*_OPTIONAL, *images) if c in schema.names]
         table = pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowException, KeyError) as exc:
         raise LogFormatError(f"{path.name}: unreadable data file ({exc})") from exc
@@ -133,7 +186,9 @@ def _frames(path: Path) -> dict[str, np.ndarray]:
     result = {}
     for name in table.column_names:
         column = table[name].combine_chunks()
-        if pa.types.is_fixed_size_list(column.type):
+        if name in images:
+            result[name] = column
+        elif pa.types.is_fixed_size_list(column.type):
             result[name] = _floats(column.flatten()).reshape(len(column), column.type.list_size)
         elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
             sizes = pc.unique(pc.list_value_length(column)).to_pylist()
@@ -233,3 +288,94 @@ def _outcome(row: dict, cut: dict) -> str:
     if SUCCESS in cut and bool(np.asarray(cut[SUCCESS], bool).any()):
         return "success"
     return "unknown"
+
+
+# -- cameras ------------------------------------------------------------------------------------
+
+
+def _tracks(root, info, row, frames, episode, cameras, output) -> dict[str, CameraTrack]:
+    """The episode's camera tracks; on an error, none are left on disk."""
+    index = row[EPISODE_INDEX]
+    ticks = np.round(episode.timestamps * 1e9).astype(np.int64)
+    tracks: dict[str, CameraTrack] = {}
+    try:
+        for key, (spec, dtype) in cameras.items():
+            if dtype == "video":
+                source = _video_frames(root, info, row, key, spec, ticks)
+            else:
+                start, end = np.searchsorted(frames[EPISODE_INDEX], [index, index + 1])
+                if key not in frames:
+                    raise camera_error(f"episode {index}", spec.name, f"no {key} column")
+                source = _image_frames(frames[key][start:end], ticks)
+            tracks[spec.name] = track(spec, source, ticks, episode.control_hz, *output)
+    except BaseException:
+        discard(tracks)
+        raise
+    return tracks
+
+
+def _video_frames(root: Path, info: dict, row: dict, key: str, spec: CameraSpec, ticks):
+    """(time on the episode's clock in ns, RGB frame) for the frames of the episode's span."""
+    index = row[EPISODE_INDEX]
+
+    def error(why: str) -> LogFormatError:
+        return camera_error(f"episode {index}", spec.name, why)
+
+    place = [row.get(f"videos/{key}/{c}") for c in ("chunk_index", "file_index")]
+    span = [row.get(f"videos/{key}/{c}") for c in ("from_timestamp", "to_timestamp")]
+    if None in place or None in span or not np.isfinite(span).all():
+        raise error(f"meta/episodes gives no videos/{key} file and span for it")
+    relative = info.get("video_path") or VIDEO_PATH
+    relative = relative.format(video_key=key, chunk_index=place[0], file_index=place[1])
+    path = root / relative
+    if not path.is_file():
+        raise error(f"video file {relative} is missing")
+    start, end = (float(s) for s in span)
+    half = 0.5 / float(info["fps"])  # a frame belongs to the span its middle falls in
+    count, first, last = 0, None, None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise error(f"{relative} has no video stream")
+            stream = container.streams.video[0]
+            if start > half:
+                offset = int((start - half) / stream.time_base)
+                container.seek(offset, stream=stream, backward=True)
+            for frame in container.decode(stream):
+                t = frame.time
+                if t is None or t < start - half:
+                    continue
+                if t >= end - half:
+                    break
+                last = _snap(round((t - start) * 1e9), ticks)
+                first = last if first is None else first
+                count += 1
+                yield last, frame.to_ndarray(format="rgb24")
+    except (av.error.FFmpegError, OSError) as exc:  # OSError: the file cannot be read
+        raise error(f"{relative} is undecodable ({exc.strerror or exc})") from exc
+    # LeRobot records videos at the dataset's rate, one frame per step: fewer means the video
+    # ends early, or the decoder dropped damaged frames (stale steps that would go unseen).
+    if count < len(ticks) or first > ticks[0] or last < ticks[-1]:
+        shorter = "" if last is not None and last >= ticks[-1] else " (the video ends early)"
+        raise error(
+            f"{relative} holds {count} frames in the episode's span {start:.3f}-{end:.3f} s "
+            f"for its {len(ticks)} steps{shorter}"
+        )
+
+
+def _snap(time_ns: int, ticks: np.ndarray) -> int:
+    """A frame's time, on its step's when within LeRobot's tolerance: float timestamps
+    (float32 in the data files) put a step's frame a hair before or after the step."""
+    k = int(np.searchsorted(ticks, time_ns - TOLERANCE_NS))
+    if k < len(ticks) and abs(int(ticks[k]) - time_ns) <= TOLERANCE_NS:
+        return int(ticks[k])
+    return time_ns
+
+
+def _image_frames(column: pa.Array, ticks) -> Iterator[tuple[int, Payload | FrameError]]:
+    """(step time in ns, PNG or JPEG payload) for an image feature stored in the data file."""
+    for tick, item in zip(ticks.tolist(), column.to_pylist(), strict=True):
+        data = item.get("bytes") if isinstance(item, dict) else item
+        fmt = next((f for m, f in _IMAGE_MAGIC.items() if (data or b"").startswith(m)), None)
+        # An empty or unknown image keeps its step, and the reason, for validation to report.
+        yield tick, Payload(fmt, data) if fmt else FrameError("the image is neither PNG nor JPEG")
