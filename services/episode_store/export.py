@@ -28,9 +28,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
-from av.video.frame import PictureType
 from sqlalchemy import select
 
 from services.config import Settings
@@ -42,7 +40,7 @@ from services.episode_store.parquet import (
     EpisodeStore,
     chunk_file,
 )
-from services.episode_store.videos import VIDEO_PATH
+from services.episode_store.videos import VIDEO_PATH, Span, cut
 from services.episodes.model import RawEpisode
 from services.features import (
     ACTION,
@@ -190,8 +188,8 @@ def _copy_videos(
     numbered from 0 per camera; returns (camera, episode id) -> (exported file, from, to).
 
     A file whose episodes are all exported is copied whole; one holding others too is cut to
-    the exported episodes' frames (decoded and encoded again), so that an export of some
-    episodes carries no frame of the rest.
+    the exported episodes' frames (``videos.cut``, as deletion cuts them: remuxed, not encoded
+    again), so that an export of some episodes carries no frame of the rest.
     """
     placed: dict[tuple[str, str], tuple[str, float, float]] = {}
     for camera in cameras:
@@ -207,56 +205,28 @@ def _copy_videos(
             chunk, file = divmod(number, CHUNKS_SIZE)
             new = VIDEO_PATH.format(video_key=camera, chunk_index=chunk, file_index=file)
             (target / new).parent.mkdir(parents=True, exist_ok=True)
-            spans = [tuple(row[f"videos/{camera}/{p}"] for p in VIDEO_PARTS[2:]) for row in rows]
+            spans = [
+                Span(
+                    row[f"videos/{camera}/from_timestamp"],
+                    row[f"videos/{camera}/to_timestamp"],
+                    row["length"],
+                )
+                for row in rows
+            ]
             others = {
                 row[EPISODE_ID]
                 for row in held
                 if row.get(f"videos/{camera}/chunk_index") is not None
                 and _video_file(row, camera) == old
             } - {row[EPISODE_ID] for row in rows}
-            if others:
-                spans = cut_video(store / old, target / new, spans, fps)
+            if others:  # the store's own cut: packets remuxed, each episode from a keyframe
+                rate = Fraction(fps).limit_denominator(1001)
+                spans = cut(store / old, spans, rate, target / new)
             else:
                 shutil.copyfile(store / old, target / new)
-            for row, (start, end) in zip(rows, spans, strict=True):
-                placed[(camera, row[EPISODE_ID])] = (new, start, end)
+            for row, span in zip(rows, spans, strict=True):
+                placed[(camera, row[EPISODE_ID])] = (new, span.from_timestamp, span.to_timestamp)
     return placed
-
-
-def cut_video(
-    source: Path, destination: Path, spans: list[tuple[float, float]], fps: float
-) -> list[tuple[float, float]]:
-    """Write the frames of ``source`` that lie in ``spans`` (seconds, [from, to)) end to end
-    into ``destination``, with the source's codec and pixel format; returns each span's place
-    in the new file."""
-    half = 0.5 / fps  # a frame belongs to the span its time falls in, to half a frame
-    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
-    counts = [0] * len(spans)
-    with av.open(str(source)) as reader, av.open(str(destination), "w") as writer:
-        decoded = reader.streams.video[0]
-        rate = Fraction(fps).limit_denominator()
-        stream = writer.add_stream(decoded.codec_context.name, rate=rate)
-        stream.width, stream.height = decoded.width, decoded.height
-        stream.pix_fmt = decoded.format.name
-        written = 0
-        for frame in reader.decode(decoded):
-            at = float(frame.time)
-            span = next((i for i in order if spans[i][0] - half <= at < spans[i][1] - half), None)
-            if span is None:
-                continue
-            # numbered afresh, and no frame type carried over (a source P-frame may be first)
-            frame.pts, frame.time_base = written, 1 / rate
-            frame.pict_type = PictureType.NONE
-            writer.mux(stream.encode(frame))
-            counts[span] += 1
-            written += 1
-        writer.mux(stream.encode())
-    starts = {}
-    done = 0
-    for i in order:
-        starts[i] = done / fps
-        done += counts[i]
-    return [(starts[i], starts[i] + counts[i] / fps) for i in range(len(spans))]
 
 
 def _video_file(row: dict, camera: str) -> str:

@@ -1,10 +1,11 @@
 """A camera added to an episode store in LeRobot v3.0's layout, as the export expects it.
 
-One H.264 video per data file, ``videos/{camera}/chunk-CCC/file-NNN.mp4`` at the data file's
-numbers, holding its episodes end to end at the store's fps; each episode's row of
-meta/episodes says where (``videos/{camera}/chunk_index``, ``file_index``, ``from_timestamp``,
-``to_timestamp``) and has its per-channel stats (``stats/{camera}/...``, shape (3, 1, 1),
-values 0-1); info.json has the camera feature (dtype ``video``).
+One H.264 video per data file (every frame a keyframe), at the data file's numbers
+(``videos/{camera}/chunk-CCC/file-NNN.mp4``), holding its episodes end to end at the store's
+fps; each episode's row of meta/episodes says where (``videos/{camera}/chunk_index``,
+``file_index``, ``from_timestamp``, ``to_timestamp``) and has its per-channel stats
+(``stats/{camera}/...``, shape (3, 1, 1), values 0-1); info.json has the camera feature
+(dtype ``video``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def _write_video(path: Path, shades: list[int], fps: int) -> None:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        # Every frame a keyframe: as in the store's files, each episode starts on one.
+        stream.codec_context.gop_size = 1
         for shade in shades:
             image = np.full((HEIGHT, WIDTH, 3), shade, np.uint8)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))

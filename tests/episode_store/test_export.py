@@ -27,7 +27,7 @@ from services.ingest.formats.mcap_writer import write_episode_mcap
 from services.ingest.mapping import parse_mapping
 from services.validation.embodiment import robot_type
 from tests.episode_store.camera_layout import add_camera
-from tests.ingest.datasets import write_robomimic
+from tests.ingest.datasets import write_lerobot, write_robomimic
 from tests.ingest.logs import recording
 from tests.ingest.ros_logs import INFO, T0, episode_messages, write_ros2_bag
 
@@ -269,6 +269,45 @@ def test_an_export_of_some_episodes_cuts_their_frames_out_of_a_shared_video(sett
         shades = [frame.to_ndarray(format="rgb24").mean() for frame in video.decode(video=0)]
     # the second episode's 25 frames (shade 100), none of the first's (shade 40)
     assert len(shades) == 25 and all(abs(s - 100) < 8 for s in shades)
+
+
+def _ingested_cameras(settings, tmp_path) -> None:
+    """A store of a LeRobot dataset's 4 episodes (8, 6, 7, 5 steps at 30 Hz; two tasks,
+    alternating) and its two cameras, ingested by the real reader into the store's videos."""
+    write_lerobot(tmp_path / "logs/ds", LEROBOT_EPISODES, 6, 6, cameras=("front", "wrist"))
+    summary = ingest_logs(settings, source=str(tmp_path / "logs"))
+    assert (summary.ingested, summary.quarantined) == (4, 0)
+
+
+LEROBOT_EPISODES = ((8, None), (6, [2, 3]), (7, None), (5, None))
+
+
+def test_an_ingested_dataset_with_cameras_exports_whole_and_in_part(settings, tmp_path):
+    _ingested_cameras(settings, tmp_path)
+    store = EpisodeStore(settings.episode_store)
+    whole = _export(settings, tmp_path / "whole")
+    assert (whole.episodes, whole.frames, whole.video_files) == (4, 26, 2)
+    for camera in ("observation.images.front", "observation.images.wrist"):
+        [stored] = sorted(store.root.glob(f"videos/{camera}/*/*.mp4"))
+        [exported] = sorted((tmp_path / "whole").glob(f"videos/{camera}/*/*.mp4"))
+        assert exported.read_bytes() == stored.read_bytes()  # all its episodes: copied whole
+    info = json.loads((tmp_path / "whole/meta/info.json").read_text())
+    assert info["features"]["observation.images.wrist"]["dtype"] == "video"
+    stats = json.loads((tmp_path / "whole/meta/stats.json").read_text())
+    assert np.shape(stats["observation.images.front"]["mean"]) == (3, 1, 1)
+
+    part = _export(settings, tmp_path / "part", tasks=["fold towel"])
+    assert (part.episodes, part.frames) == (2, 15)
+    rows = pq.read_table(next((tmp_path / "part/meta/episodes").rglob("*.parquet"))).to_pylist()
+    front = "videos/observation.images.front"
+    assert [(r[f"{front}/from_timestamp"], r[f"{front}/to_timestamp"]) for r in rows] == [
+        pytest.approx((0.0, 8 / 30)),
+        pytest.approx((8 / 30, 15 / 30)),
+    ]
+    with av.open(str(next((tmp_path / "part").glob(f"{front}/*/*.mp4")))) as video:
+        assert sum(1 for _ in video.decode(video=0)) == 15  # the other task's frames cut out
+    back = dict(read_lerobot(tmp_path / "part", {}, WHEN)).values()
+    assert sorted(e.steps for e in back) == [7, 8]
 
 
 # -- read back by an independent LeRobot v3.0 tool ------------------------------------------
