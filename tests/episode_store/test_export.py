@@ -332,9 +332,15 @@ def lerobot_doctor() -> Path:
 
 
 @pytest.mark.slow
-def test_lerobot_doctor_finds_the_export_well_formed(settings, tmp_path, lerobot_doctor):
-    _fleet_store(settings, tmp_path)
-    add_camera(settings.episode_store, CAMERA)
+@pytest.mark.parametrize("store", ["ros-bags", "lerobot-with-cameras"])
+def test_lerobot_doctor_finds_the_export_well_formed(settings, tmp_path, lerobot_doctor, store):
+    if store == "ros-bags":  # a camera laid out in the store as the export expects
+        _fleet_store(settings, tmp_path)
+        add_camera(settings.episode_store, CAMERA)
+        totals, cameras = (2, 45), [CAMERA]
+    else:  # two cameras ingested by the real reader into the store's own videos
+        _ingested_cameras(settings, tmp_path)
+        totals, cameras = (4, 26), ["observation.images.front", "observation.images.wrist"]
     _export(settings, tmp_path / "export")
     done = subprocess.run(
         [str(lerobot_doctor), "check", str(tmp_path / "export"), "--json"],
@@ -348,8 +354,7 @@ def test_lerobot_doctor_finds_the_export_well_formed(settings, tmp_path, lerobot
     assert report["overall_severity"] != "FAIL"
     assert (report["codebase_version"], report["total_episodes"], report["total_frames"]) == (
         "v3.0",
-        2,
-        45,
+        *totals,
     )
     # the format's checks pass outright, the camera's video included
     for name in (
@@ -361,7 +366,8 @@ def test_lerobot_doctor_finds_the_export_well_formed(settings, tmp_path, lerobot
     ):
         assert checks[name]["severity"] == "PASS", checks[name]
     video = [m["message"] for m in checks["Video Integrity"]["messages"]]
-    assert f"{CAMERA}: All video files present" in video
+    for camera in cameras:
+        assert f"{camera}: All video files present" in video
     # stats.json misses only Flywheel's string columns, of which LeRobot keeps no stats
     missing = [
         m["message"]
