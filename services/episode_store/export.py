@@ -9,7 +9,7 @@ columns (``intervention``, ``control_source``, ``policy_version``, ``robot_id``)
 source data file is read at a time. The dataset is written under a temporary name beside the
 destination and renamed when complete, so a folder at the destination is always whole.
 
-Cameras, where the store has them: info.json features of dtype ``video``, each episode's
+Cameras, where the store has them (info.json features of dtype ``video``): each episode's
 ``videos/{camera}/chunk_index``, ``file_index``, ``from_timestamp``, ``to_timestamp`` in
 meta/episodes (and its ``stats/{camera}/...`` where the store has them), and the files at
 ``videos/{camera}/chunk-CCC/file-NNN.mp4``. Each video file holding an exported episode is
