@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 DEMO_HOME := .flywheel/demo
 
-.PHONY: setup demo drill test test-fast bench bench-flywheel lint serve up down clean browser render-libs
+.PHONY: setup demo drill test test-fast bench bench-flywheel lint serve up down clean browser render-libs \
+	tools lerobot-tools
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,7 +50,23 @@ browser:
 		{ apt-get update -q && apt-get install -y -q chromium; } || \
 		echo "chromium not installed: the browser tests will skip"
 
-test: setup browser
+# lerobot-doctor, an independent LeRobot v3.0 checker, in a virtual environment of its own
+# (not Flywheel's dependencies): the export test reads `flywheel export`'s output with it, and
+# skips, saying why, where it cannot be installed.
+DOCTOR := .venv-tools/lerobot-doctor
+tools:
+	@test -x $(DOCTOR)/bin/lerobot-doctor || \
+		{ $(PYTHON) -m venv $(DOCTOR) && $(DOCTOR)/bin/pip install -q 'lerobot-doctor==0.2.0'; } || \
+		{ rm -rf $(DOCTOR); echo "lerobot-doctor not installed: the export check will skip"; }
+
+# The lerobot package itself, to read an export with LeRobot's own reader (a slow test that
+# skips without it). Not part of `make test`: it needs Python 3.12 and pulls about 5 GB.
+LEROBOT_PYTHON ?= python3.12
+lerobot-tools:
+	test -x .venv-tools/lerobot/bin/python || $(LEROBOT_PYTHON) -m venv .venv-tools/lerobot
+	.venv-tools/lerobot/bin/pip install -q 'lerobot[dataset]==0.6.1'
+
+test: setup browser tools
 	$(PY) -m pytest
 
 test-fast: setup
@@ -85,4 +102,4 @@ down: setup
 	FLYWHEEL_HOME=$(PROD_HOME) $(VENV)/bin/flywheel down
 
 clean:
-	rm -rf $(VENV) .flywheel
+	rm -rf $(VENV) .venv-tools .flywheel

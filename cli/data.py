@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -21,12 +22,15 @@ from cli.base import (
 )
 from cli.progress import Stages
 from services.curation.manifest import NoEpisodesError, build_manifest
-from services.episode_store.export import export_lerobot
+from services.episode_store.card import UNSTATED_LICENSE
+from services.episode_store.export import MixedRatesError, export_lerobot
 from services.episode_store.index import list_episodes
 from services.ingest.batch import ingest_logs
 from services.ingest.mapping import MappingError, load_mapping
 from services.readmodel.lineage import intervention_lineage, model_lineage
+from services.registry.mlflow_registry import code_version
 from services.training.config import TrainConfig
+from services.validation.embodiment import robot_type
 
 
 @app.command()
@@ -122,12 +126,32 @@ def export(
     task: Annotated[list[str] | None, typer.Option(help="Only this task (repeatable).")] = None,
     robot: Annotated[list[str] | None, typer.Option(help="Only this robot (repeatable).")] = None,
     kind: Annotated[list[str] | None, typer.Option(help="demo | deployment (repeatable).")] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help="The fleet's mapping file: its embodiments name the robot type."),
+    ] = None,
+    license: Annotated[
+        str, typer.Option(help="The data's license for the dataset card (e.g. cc-by-4.0).")
+    ] = UNSTATED_LICENSE,
     as_json: JsonFlag = False,
 ) -> None:
-    """Export the ingested episodes as a LeRobot v3.0 dataset."""
+    """Export the ingested episodes as a LeRobot v3.0 dataset, with a dataset card."""
     try:
-        summary = export_lerobot(ready(), destination, tasks=task, robots=robot, kinds=kind)
-    except (FileExistsError, LookupError) as exc:
+        fleet = load_mapping(mapping)
+    except MappingError as exc:
+        fail(str(exc))
+    try:
+        summary = export_lerobot(
+            ready(),
+            destination,
+            tasks=task,
+            robots=robot,
+            kinds=kind,
+            robot_type=partial(robot_type, fleet.embodiments),
+            code_version=code_version(),
+            license=license,
+        )
+    except (FileExistsError, LookupError, MixedRatesError) as exc:
         fail(str(exc))
     if as_json:
         return print_json(summary)

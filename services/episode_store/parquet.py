@@ -1,14 +1,17 @@
 """The Parquet episode store, in the LeRobot v3.0 dataset layout plus Flywheel's columns.
 
 ```
-meta/info.json                            features, shapes, totals, fps, paths
-meta/stats.json                           per-feature mean/std/min/max/count over the store
-meta/tasks.parquet                        task_index, task
+meta/info.json                            features (with names), shapes, totals, fps, paths
+meta/stats.json                           mean/std/min/max/count of every numeric feature
+meta/tasks.parquet                        task_index, indexed by the task (pandas index)
 meta/episodes/chunk-CCC/file-NNN.parquet  one row per episode of data file CCC/NNN, with stats
 data/chunk-CCC/file-NNN.parquet           one row per step; one file per ingest batch
 videos/<key>/chunk-CCC/file-NNN.mp4       per camera (key observation.images.<name>), the
                                           frames of one ingest batch's episodes, end to end
 ```
+
+Each episodes file lies at the same chunk and file numbers as its data file, so an episode's
+``meta/episodes/chunk_index`` and ``file_index`` equal its ``data/`` ones.
 
 Camera frames (``videos.py``): each episode's camera comes in as its own MP4 track, one frame
 per step; ``write_batch`` remuxes the batch's tracks of a camera into one file (no
@@ -40,6 +43,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -89,9 +93,25 @@ from services.features import (
 CODEBASE_VERSION = "v3.0"
 # Files per chunk folder, as in LeRobot.
 CHUNKS_SIZE = 1000
+# LeRobot's sizes at which a writer starts a new data (uncompressed Parquet) or video file;
+# info.json's data_files_size_in_mb and video_files_size_in_mb say the largest a file may be.
+DATA_FILE_SIZE_MB = 100
+VIDEO_FILE_SIZE_MB = 500
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-STAT_FEATURES = (OBSERVATION_STATE, ACTION, TIMESTAMP)
+# Every numeric column of the data files: LeRobot keeps stats of each (strings have none).
+STAT_FEATURES = (
+    OBSERVATION_STATE,
+    ACTION,
+    TIMESTAMP,
+    FRAME_INDEX,
+    EPISODE_INDEX,
+    INDEX,
+    TASK_INDEX,
+    INTERVENTION,
+)
 STATS = ("mean", "std", "min", "max", "count")
+# Per-episode columns of meta/episodes naming the values of the vector features.
+NAME_COLUMNS = {OBSERVATION_STATE: "state_names", ACTION: "action_names"}
 # meta/episodes columns of a camera: videos/<key>/<column>.
 # Ingest's camera tracks wait here, one folder per ingest, until they are packed.
 SPOOL = ".spool"
@@ -177,7 +197,12 @@ class EpisodeStore:
 
     # -- writing (hold the lock) ---------------------------------------------------------------
 
-    def write_batch(self, episodes: Sequence[tuple[str, int, RawEpisode]]) -> str:
+    def write_batch(
+        self,
+        episodes: Sequence[tuple[str, int, RawEpisode]],
+        *,
+        episode_columns: Mapping[str, list] | None = None,
+    ) -> str:
         """Write one data file and its episodes file for ``(episode id, episode index, raw)``.
 
         Returns the data file's path relative to the store root. All episodes share one
@@ -185,7 +210,8 @@ class EpisodeStore:
         cameras and their resolution too (``ValueError`` otherwise, and for a camera track
         with no video, which validation quarantines before it gets here). The episodes'
         camera tracks are packed into the batch's video files; the tracks stay where they
-        are (ingest discards them).
+        are (ingest discards them). ``episode_columns``
+        adds columns to meta/episodes, one value per episode (an export's camera columns).
         """
         streams = self._check_cameras(episodes)
         tasks = self._add_tasks({raw.task for _, _, raw in episodes})
@@ -233,23 +259,35 @@ class EpisodeStore:
             "data/file_index": [file_index] * len(raws),
             "dataset_from_index": (index + starts).tolist(),
             "dataset_to_index": (index + starts + lengths).tolist(),
+            "meta/episodes/chunk_index": [chunk_index] * len(raws),
+            "meta/episodes/file_index": [file_index] * len(raws),
             ROBOT_ID: [raw.robot_id for raw in raws],
             POLICY_VERSION: [raw.policy_version or "" for raw in raws],
             "kind": [raw.kind for raw in raws],
             "outcome": [raw.outcome for raw in raws],
             "fps": [raw.control_hz for raw in raws],
+            "state_names": [_list(raw.state_names) for raw in raws],
+            "action_names": [_list(raw.action_names) for raw in raws],
         }
-        for feature, values in ((OBSERVATION_STATE, states), (ACTION, actions)):
-            rows.update(_episode_stats(feature, values, starts, lengths))
-        rows.update(_episode_stats(TIMESTAMP, timestamps[:, None], starts, lengths))
+        for feature in STAT_FEATURES:
+            values = table[feature].combine_chunks()
+            if pa.types.is_fixed_size_list(values.type):
+                matrix = values.flatten().to_numpy().reshape(total, -1)
+            else:
+                matrix = values.to_numpy(zero_copy_only=False).astype(np.float64)[:, None]
+            rows.update(_episode_stats(feature, matrix, starts, lengths))
         written: list[Path] = []
         try:
             rows.update(self._write_videos(episodes, streams, written))
+            rows.update(episode_columns or {})
+            meta = pa.table(rows)
+            if not any(r.state_names or r.action_names for r in raws):  # typed, though null
+                for column in NAME_COLUMNS.values():
+                    at = meta.schema.get_field_index(column)
+                    meta = meta.set_column(at, column, pa.nulls(len(raws), pa.list_(pa.string())))
             _write_atomic(self.root / relative, lambda p: _write_parquet(table, p))
             written.append(self.root / relative)
-            _write_atomic(
-                self._episodes_path(relative), lambda p: pq.write_table(pa.table(rows), p)
-            )
+            _write_atomic(self._episodes_path(relative), lambda p: pq.write_table(meta, p))
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
@@ -324,42 +362,55 @@ class EpisodeStore:
         return columns
 
     def _next_video(self, key: str) -> int:
-        used = [_chunk_file(str(p)) for p in self.root.glob(f"videos/{key}/chunk-*/file-*.mp4")]
+        used = [chunk_file(str(p)) for p in self.root.glob(f"videos/{key}/chunk-*/file-*.mp4")]
         return max((c * CHUNKS_SIZE + f for c, f in used), default=-1) + 1
 
-    def write_meta(self) -> None:
-        """Rewrite info.json and stats.json from the per-episode rows of meta/episodes."""
+    def write_meta(self, *, robot_type: str | None = None) -> None:
+        """Rewrite info.json and stats.json from the per-episode rows of meta/episodes.
+
+        ``robot_type`` defaults to what info.json says now, so a rewrite keeps it.
+        """
         episodes = self.episodes_meta()
         if not episodes.num_rows:
             for name in ("meta/info.json", "meta/stats.json"):
                 (self.root / name).unlink(missing_ok=True)
             return
+        if robot_type is None:
+            robot_type = self.info().get("robot_type")
         keys = video_keys(episodes)
-        stats = {f: _merge_stats(episodes, f) for f in (*STAT_FEATURES, *keys)}
+        stats = {
+            feature: _merge_stats(episodes, feature)
+            for feature in _stat_features(episodes)
+            if feature in STAT_FEATURES or feature in keys
+        }
         _write_atomic(self.root / "meta/stats.json", lambda p: p.write_text(json.dumps(stats)))
         first = self.root / DATA_PATH.format(
             chunk_index=episodes["data/chunk_index"][0].as_py(),
             file_index=episodes["data/file_index"][0].as_py(),
         )
-        data_bytes = sum((self.root / f).stat().st_size for f in self.data_files())
+        features = _features(pq.read_schema(first))
+        for feature, column in NAME_COLUMNS.items():
+            features[feature]["names"] = _shared_names(episodes, column)
+        data_mb = max((_uncompressed_mb(self.root / f) for f in self.data_files()), default=0)
         videos = videos_named(episodes)
-        video_bytes = sum((self.root / f).stat().st_size for f in videos)
-        fps = Counter(episodes["fps"].to_pylist()).most_common(1)[0][0]
+        video_mb = max(((self.root / f).stat().st_size / 2**20 for f in videos), default=0)
         total = episodes.num_rows
+        fps = Counter(episodes["fps"].to_pylist()).most_common(1)[0][0]
         info = {
             "codebase_version": CODEBASE_VERSION,
-            "robot_type": "unknown",
+            "robot_type": robot_type,
             "total_episodes": total,
             "total_frames": int(pc.sum(episodes["length"]).as_py()),
             "total_tasks": len(self.tasks()),
             "chunks_size": CHUNKS_SIZE,
-            "data_files_size_in_mb": round(data_bytes / 2**20, 3),
-            "video_files_size_in_mb": round(video_bytes / 2**20, 3),
-            "fps": fps,
+            # The largest a file may be: LeRobot's limit, or the largest file where one is over.
+            "data_files_size_in_mb": max(DATA_FILE_SIZE_MB, math.ceil(data_mb)),
+            "video_files_size_in_mb": max(VIDEO_FILE_SIZE_MB, math.ceil(video_mb)),
+            "fps": int(fps) if float(fps).is_integer() else fps,
             "splits": {"train": f"0:{total}"},
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH if keys else None,
-            "features": _features(pq.read_schema(first)),
+            "features": features,
         }
         for key in keys:
             # The store's cameras share one shape (write_batch refuses others): one file says it.
@@ -374,12 +425,15 @@ class EpisodeStore:
         if new:
             for name in new:
                 tasks[name] = len(tasks)
-            table = pa.table({TASK_INDEX: list(tasks.values()), "task": list(tasks)})
-            _write_atomic(self.root / "meta/tasks.parquet", lambda p: pq.write_table(table, p))
+            # LeRobot reads tasks.parquet with pandas, the task as the index.
+            frame = pd.DataFrame(
+                {TASK_INDEX: list(tasks.values())}, index=pd.Index(list(tasks), name="task")
+            )
+            _write_atomic(self.root / "meta/tasks.parquet", frame.to_parquet)
         return tasks
 
     def _next_file(self) -> tuple[int, int]:
-        used = [_chunk_file(f) for f in self.data_files() | self._episode_files()]
+        used = [chunk_file(f) for f in self.data_files() | self._episode_files()]
         number = max((c * CHUNKS_SIZE + f for c, f in used), default=-1) + 1
         return divmod(number, CHUNKS_SIZE)
 
@@ -626,7 +680,8 @@ class EpisodeStore:
         return orphans
 
 
-def _chunk_file(relative: str) -> tuple[int, int]:
+def chunk_file(relative: str) -> tuple[int, int]:
+    """A data, episodes or video file's (chunk index, file index), from its path."""
     chunk, name = Path(relative).parts[-2:]
     return int(chunk.removeprefix("chunk-")), int(name.removeprefix("file-").split(".")[0])
 
@@ -674,8 +729,22 @@ def _episode_stats(
     }
 
 
+def _stat_features(episodes: pa.Table) -> list[str]:
+    """The features every episode of meta/episodes has stats of (a store written before a
+    feature had stats lacks them on its older rows)."""
+    features = []
+    for name in episodes.column_names:
+        if name.startswith("stats/") and name.endswith("/count"):
+            feature = name.removeprefix("stats/").removesuffix("/count")
+            columns = [f"stats/{feature}/{s}" for s in STATS]
+            if all(c in episodes.column_names and not episodes[c].null_count for c in columns):
+                features.append(feature)
+    return features
+
+
 def _merge_stats(episodes: pa.Table, feature: str) -> dict[str, list]:
-    """Pool per-episode stats into the store's (exact pooled mean and variance)."""
+    """Pool per-episode stats into the store's (exact pooled mean and variance); a camera's
+    stats are per channel, shape (3, 1, 1), as LeRobot keeps them."""
     get = {s: np.asarray(episodes[f"stats/{feature}/{s}"].to_pylist(), float) for s in STATS}
     # Counts (E, 1) against values (E, ...): an image's stats are (E, 3, 1, 1).
     n = get["count"].reshape(len(get["count"]), *[1] * (get["mean"].ndim - 1))
@@ -689,6 +758,27 @@ def _merge_stats(episodes: pa.Table, feature: str) -> dict[str, list]:
         "max": get["max"].max(0).tolist(),
         "count": [int(total)],
     }
+
+
+def _list(names: Sequence[str] | None) -> list[str] | None:
+    return None if names is None else list(names)
+
+
+def _shared_names(episodes: pa.Table, column: str) -> list[str] | None:
+    """A vector feature's value names: the ones every episode logged, else None (LeRobot's
+    "no names") where some did not name them or two named them differently."""
+    if column not in episodes.column_names:
+        return None
+    named = {tuple(n) if n is not None else None for n in episodes[column].to_pylist()}
+    only = named.pop() if len(named) == 1 else None
+    return list(only) if only else None
+
+
+def _uncompressed_mb(path: Path) -> float:
+    """A Parquet file's size as LeRobot measures it against its limit: uncompressed."""
+    meta = pq.read_metadata(path)
+    groups = (meta.row_group(g) for g in range(meta.num_row_groups))
+    return sum(g.total_byte_size for g in groups) / 2**20
 
 
 def _features(schema: pa.Schema) -> dict[str, Any]:

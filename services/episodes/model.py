@@ -78,6 +78,10 @@ class RawEpisode(EpisodeRecording):
 
     # (T,) float64 seconds since the start, as logged (the writer derives them from the rate).
     timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # One name per value of the state and action vectors, where the log names them (a ROS
+    # JointState's joint names); None where it does not.
+    state_names: tuple[str, ...] | None = None
+    action_names: tuple[str, ...] | None = None
     # Camera name -> its frames, one per step, as an MP4 on disk (``cameras.CameraTrack``).
     cameras: dict[str, CameraTrack] = field(default_factory=dict)
 
@@ -85,6 +89,12 @@ class RawEpisode(EpisodeRecording):
         super().__post_init__()
         if len(self.timestamps) != len(self.states):
             raise ValueError("timestamps and states differ in length")
+        for label, names, values in (
+            ("state", self.state_names, self.states),
+            ("action", self.action_names, self.actions),
+        ):
+            if names is not None and len(values) and len(names) != np.shape(values)[1]:
+                raise ValueError(f"{len(names)} {label} names for {np.shape(values)[1]} values")
 
     @property
     def state_dim(self) -> int:

@@ -128,3 +128,10 @@ def embodiment_for(embodiments: Sequence[Embodiment], robot_id: str, task: str) 
         if embodiment.matches(robot_id, task):
             return embodiment
     return Embodiment(name=INFERRED)
+
+
+def robot_type(embodiments: Sequence[Embodiment], robot_id: str, task: str) -> str | None:
+    """The name of the declared embodiment the episode matches (LeRobot's ``robot_type``), or
+    None where it matches none."""
+    name = embodiment_for(embodiments, robot_id, task).name
+    return None if name == INFERRED else name

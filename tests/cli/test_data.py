@@ -57,11 +57,20 @@ def test_ingest_with_a_mapping_lists_reasons_and_exports(settings, tmp_path):
         ("arm-01", "wipe", 6, "unknown")
     ]
 
-    exported = runner.invoke(app, ["export", str(tmp_path / "dataset"), "--json"])
+    exported = runner.invoke(
+        app,
+        ["export", str(tmp_path / "dataset"), "--json", "--license", "cc-by-4.0"]
+        + ["--mapping", str(tmp_path / "fleet.yaml")],
+    )
     assert exported.exit_code == 0, exported.output
     assert json.loads(exported.output)["episodes"] == 1
     info = json.loads((tmp_path / "dataset/meta/info.json").read_text())
     assert info["features"]["observation.state"]["shape"] == [3]
+    # the embodiment is the robot type; the JointState's joints name the state's values
+    assert info["robot_type"] == "arm"
+    names = info["features"]["observation.state"]["names"]
+    assert names == ["joint0.position", "joint1.position", "joint2.position"]
+    assert "license: cc-by-4.0" in (tmp_path / "dataset/README.md").read_text()
     again = runner.invoke(app, ["export", str(tmp_path / "dataset")])
     assert again.exit_code == 1 and "is not empty" in again.output
 

@@ -264,7 +264,17 @@ def _episode(row, frames, info, tasks, defaults, recorded_at) -> RawEpisode:
         interventions=[]
         if kind == "demo"
         else intervention_spans(sources, [None] * n, [], defaults.get("operator_id")),
+        state_names=_names(info, OBSERVATION_STATE, cut[OBSERVATION_STATE]),
+        action_names=_names(info, ACTION, cut[ACTION]),
     )
+
+
+def _names(info: dict, feature: str, values: np.ndarray) -> tuple[str, ...] | None:
+    """The feature's value names in info.json, where it has one string per value (LeRobot
+    also allows none, or a dict of axes, which name no single value)."""
+    names = info.get("features", {}).get(feature, {}).get("names")
+    named = isinstance(names, list) and len(names) == values.shape[1]
+    return tuple(names) if named and all(isinstance(n, str) for n in names) else None
 
 
 def _first(values) -> Any:

@@ -73,6 +73,8 @@ class _Series:
     values: list[Any] = field(default_factory=list)
     # State and action: how many values each field has in the first message.
     sizes: tuple[int, ...] | None = None
+    # State and action: one name per value, from the first message (``_names``).
+    names: tuple[str, ...] | None = None
 
 
 class TopicCollector:
@@ -116,6 +118,7 @@ class TopicCollector:
             sizes = tuple(map(_size, value))
             if series.sizes is None:
                 series.sizes = sizes
+                series.names = _names(message, fields, sizes)
             elif sizes != series.sizes:
                 raise LogFormatError(
                     f"{role} message {len(series.values)} on {topic} has {sum(sizes)} values, "
@@ -270,6 +273,8 @@ class TopicCollector:
             interventions=[]
             if kind == "demo"
             else intervention_spans(sources, [None] * len(sources), [], info.get("operator_id")),
+            state_names=self.series["state"].names,
+            action_names=self.series["action"].names,
         )
 
 
@@ -341,6 +346,23 @@ def _field(message: Any, path: str, topic: str) -> Any:
                 "fleet's mapping file"
             ) from None
     return value
+
+
+def _names(message: Any, paths: tuple[str, ...], sizes: tuple[int, ...]) -> tuple[str, ...]:
+    """A name per value: ``joint.field`` where the message names its joints (a JointState's
+    ``name`` beside ``position``), else the field's path (``data.0``, ``data.1``, ...)."""
+    names: list[str] = []
+    for path, size in zip(paths, sizes, strict=True):
+        parent, _, leaf = path.rpartition(".")
+        owner = message
+        for part in parent.split(".") if parent else ():
+            owner = getattr(owner, part)
+        joints = getattr(owner, "name", None)
+        if isinstance(joints, list | tuple) and len(joints) == size and size > 0:
+            names += [f"{joint}.{leaf}" for joint in joints]
+        else:
+            names += [path] if size == 1 else [f"{path}.{i}" for i in range(size)]
+    return tuple(names)
 
 
 def _stamp(message: Any, fallback_ns: int) -> int:

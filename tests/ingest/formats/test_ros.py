@@ -47,6 +47,14 @@ def test_a_ros_log_reads_as_one_episode_aligned_on_the_actions(container, tmp_pa
         "success",
     )
     assert raw.steps == 20 and raw.control_hz == 10.0
+    # the JointState names the state's values; the action's are named by their field
+    assert raw.state_names == (
+        "joint0.position",
+        "joint1.position",
+        "joint2.position",
+        "joint3.position",
+    )
+    assert raw.action_names == ("data.0", "data.1")
     np.testing.assert_allclose(raw.timestamps, np.arange(20) / 10)
     actions = [m.value for m in messages if m.topic == "/flywheel/action"]
     np.testing.assert_allclose(raw.actions, np.asarray(actions, dtype=np.float32))
