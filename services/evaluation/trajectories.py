@@ -23,6 +23,12 @@ def trajectory_path(settings: Settings, suite: str, version: str, task: str, see
     return settings.root / "evaluations" / suite / version / task / f"{seed}.parquet"
 
 
+def video_path(settings: Settings, suite: str, version: str, task: str, seed: int) -> Path:
+    """The episode's camera video, beside its trajectory: recorded only for the episodes a
+    reviewer is shown (services/evaluation/videos.py)."""
+    return trajectory_path(settings, suite, version, task, seed).with_suffix(".mp4")
+
+
 def write_trajectory(
     path: Path, states: np.ndarray, actions: np.ndarray, rewards: np.ndarray
 ) -> None:
