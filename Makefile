@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 DEMO_HOME := .flywheel/demo
 
-.PHONY: setup demo drill test test-fast bench bench-flywheel lint serve up down clean browser
+.PHONY: setup demo drill test test-fast bench bench-flywheel lint serve up down clean browser render-libs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,17 @@ $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) render-libs
+
+# Mesa's EGL and OSMesa (Debian's packages), with which MuJoCo renders the simulated robots'
+# cameras without a display (services/twin/render.py); installed when missing.
+RENDER_LIBS := libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
+render-libs:
+	@dpkg -s $(RENDER_LIBS) >/dev/null 2>&1 || \
+		apt-get install -y -q --no-install-recommends $(RENDER_LIBS) || \
+		{ apt-get update -q && apt-get install -y -q --no-install-recommends $(RENDER_LIBS); } || \
+		echo "Mesa's EGL and OSMesa not installed: the simulated robots cannot render their" \
+			"cameras (install $(RENDER_LIBS), or run without: FLYWHEEL_SIM_CAMERAS='[]')"
 
 # Several nights of the loop on the embedded default with a simulated fleet of 4 robots,
 # from a fresh demo home; prints one row per night. Two of the four robots are the canary

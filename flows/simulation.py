@@ -22,7 +22,7 @@ from services.rollout.controller import step_rollout
 from services.run_settings import load_run_settings
 from services.serving.credentials import issue_fleet_credentials
 from services.store import session_scope
-from sim.fleet import FleetConfig, robot_ids, run_shift
+from sim.fleet import FleetConfig, camera_setup, robot_ids, run_shift
 from sim.lab import record_lab_demos
 from sim.robot_client import ApiFleetClient
 
@@ -44,7 +44,11 @@ def fleet_shift(
         champion = champion_of(session=session)
     if champion is None:
         paths = record_lab_demos(
-            settings.fleet.tasks, lab_demos, log_dir, seed=settings.fleet.sim_seed
+            settings.fleet.tasks,
+            lab_demos,
+            log_dir,
+            seed=settings.fleet.sim_seed,
+            cameras=camera_setup(settings.fleet),
         )
         return {"night": night, "lab_demos": len(paths)}
     config = FleetConfig(
@@ -52,6 +56,7 @@ def fleet_shift(
         episodes_per_robot=episodes_per_robot,
         tasks=settings.fleet.shift_tasks,
         seed=settings.fleet.sim_seed,
+        cameras=camera_setup(settings.fleet),
     )
     with session_scope(settings.db_url, write=True) as session:
         # The simulated robots keep no credentials between shifts: each shift has fresh ones.

@@ -105,6 +105,12 @@ class FleetSettings(BaseSettings):
     sim_seed: int = Field(default=0, ge=0)
     # Where the fleet uploads its logs: a folder or an object-store URI; default: home/fleet-logs.
     fleet_logs: str | None = None
+    # The simulated robots' cameras (FLYWHEEL_SIM_CAMERAS='["front", "wrist"]'; Meta-World's:
+    # front, side, top, wrist; the toy task has none; [] records no frames), their size in
+    # pixels a side and their frame rate. Rendering costs shift time: bench/render.py.
+    sim_cameras: tuple[str, ...] = ("front", "wrist")
+    sim_camera_px: int = Field(default=64, ge=16, le=480)
+    sim_camera_hz: float = Field(default=20.0, gt=0)
     # Heartbeat plausibility (docs/security.md): the shortest episode a robot can work; a
     # heartbeat claiming more episodes than its active seconds allow at this pace is refused.
     # The simulated fleet's shortest possible one is a single step of the toy task (10 Hz).

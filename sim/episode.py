@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 
 from services.episodes.model import EpisodeRecording, InterventionSpan
 from services.features import CONTROL_OPERATOR, CONTROL_POLICY
+from services.ingest.formats.mcap_writer import h264_frames, write_episode_mcap
 from services.twin.env import PolicyFn, SimEnv
+from services.twin.render import CameraSetup, SceneCameras
 from sim.operator import Operator
+
+
+@contextlib.contextmanager
+def robot_cameras(env: SimEnv, setup: CameraSetup | None) -> Iterator[SceneCameras | None]:
+    """The robot's cameras in ``env``'s world, or None: no cameras asked for, or a task that has
+    none (the toy task). A name the task's cameras lack is refused."""
+    if setup is None or not env.camera_names:
+        yield None
+        return
+    with env.open_cameras(setup.names, setup.px) as cameras:
+        yield cameras
 
 
 def run_episode(
@@ -22,17 +38,24 @@ def run_episode(
     policy_version: str | None,
     started_at: datetime,
     episode_uuid: str,
+    cameras: SceneCameras | None = None,
+    camera_every: int = 1,
 ) -> EpisodeRecording:
-    """Run and record one episode. ``policy=None`` records an expert demonstration."""
+    """Run and record one episode. ``policy=None`` records an expert demonstration.
+    ``cameras`` render the scene every ``camera_every`` steps, before the step's action."""
     state = env.reset(seed)
     operator.start()
     demo = policy is None
+    frames: dict[str, list[tuple[float, np.ndarray]]] = {}
     states, actions, sources, reasons = [], [], [], []
     spans: list[InterventionSpan] = []
     takeover_start: int | None = None
     reason: str | None = None
     success = False
     for step in range(env.max_steps):
+        if cameras is not None and step % camera_every == 0:
+            for name, frame in cameras.render().items():
+                frames.setdefault(name, []).append((step / env.control_hz, frame))
         by_operator = demo or operator.in_control
         expert_action = env.expert_action(state)
         action = expert_action if by_operator else policy(state, env.task)
@@ -71,7 +94,15 @@ def run_episode(
         reasons=reasons,
         outcome="success" if success else "failure",
         interventions=spans,
+        camera_frames=frames,
     )
+
+
+def upload(recording: EpisodeRecording, path: Path, setup: CameraSetup | None) -> Path:
+    """Write the episode's log as a robot uploads it, its cameras as H.264."""
+    fps = setup.hz if setup is not None else recording.control_hz
+    cameras = {name: h264_frames(f, fps) for name, f in recording.camera_frames.items()}
+    return write_episode_mcap(recording, path, cameras=cameras)
 
 
 def _span(start: int, end: int, operator: Operator, reasons: list) -> InterventionSpan:

@@ -6,6 +6,7 @@ a client, and uploads one MCAP file per episode into the fleet log store.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,10 +16,11 @@ from typing import Protocol
 
 import numpy as np
 
-from services.ingest.formats.mcap_writer import write_episode_mcap
-from services.twin.env import PolicyFn
+from services.config import FleetSettings
+from services.twin.env import PolicyFn, SimEnv
+from services.twin.render import CameraSetup, SceneCameras
 from services.twin.tasks import make_env
-from sim.episode import run_episode
+from sim.episode import robot_cameras, run_episode, upload
 from sim.operator import Operator, OperatorConfig
 
 # Seed ranges kept apart: evaluation uses 0..9_999_999, the fleet and the lab their own.
@@ -67,6 +69,8 @@ class FleetConfig:
     operator: OperatorConfig = field(default_factory=OperatorConfig)
     # Rounds (one episode per robot) between two looks of the rollout controller.
     window_rounds: int = 4
+    # The cameras every robot records (None: none).
+    cameras: CameraSetup | None = None
 
     def __post_init__(self) -> None:
         if self.window_rounds < 1:
@@ -88,6 +92,13 @@ class ShiftSummary:
     steps: int
     idle_robots: tuple[str, ...]
     files: tuple[str, ...]
+
+
+def camera_setup(settings: FleetSettings) -> CameraSetup | None:
+    """The simulated robots' cameras as the settings name them (FLYWHEEL_SIM_CAMERAS...)."""
+    if not settings.sim_cameras:
+        return None
+    return CameraSetup(settings.sim_cameras, settings.sim_camera_px, settings.sim_camera_hz)
 
 
 def robot_ids(config: FleetConfig) -> list[str]:
@@ -116,6 +127,24 @@ def run_shift(
     rollout controller looking at the heartbeats), so a stage change or a rollback reaches
     the robots within the shift."""
     envs = {task: make_env(task) for task in config.tasks}
+    with contextlib.ExitStack() as stack:
+        cameras = {
+            task: stack.enter_context(robot_cameras(env, config.cameras))
+            for task, env in envs.items()
+        }
+        return _work(config, client, log_dir, night, envs, cameras, after_window)
+
+
+def _work(
+    config: FleetConfig,
+    client: FleetClient,
+    log_dir: Path,
+    night: int,
+    envs: dict[str, SimEnv],
+    cameras: dict[str, SceneCameras | None],
+    after_window: Callable[[], None] | None,
+) -> ShiftSummary:
+    """The shift's rounds, with each task's world and its robots' cameras open."""
     operator = Operator(config.operator)
     counts = dict(episodes=0, autonomous=0, successes=0, interventions=0, operator=0, steps=0)
     idle, files = set(), []
@@ -136,9 +165,11 @@ def run_shift(
                 policy_version=assignment.version,
                 started_at=EPOCH + timedelta(days=night, minutes=10 * e),
                 episode_uuid=_episode_uuid(robot, night, e, seed, assignment.version),
+                cameras=cameras[task],
+                camera_every=config.cameras.every(envs[task].control_hz) if config.cameras else 1,
             )
             path = log_dir / robot / f"night-{night:03d}" / f"{recording.episode_uuid}.mcap"
-            files.append(str(write_episode_mcap(recording, path)))
+            files.append(str(upload(recording, path, config.cameras)))
             client.heartbeat(
                 robot,
                 assignment.version,

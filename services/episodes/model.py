@@ -54,6 +54,9 @@ class EpisodeRecording:
     reasons: Sequence[str | None]
     outcome: str
     interventions: list[InterventionSpan] = field(default_factory=list)
+    # Camera name -> its frames as recorded: (seconds since the start, (H, W, 3) uint8 RGB),
+    # in time order. A log read back carries its frames on disk instead (``RawEpisode.cameras``).
+    camera_frames: dict[str, list[tuple[float, np.ndarray]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None:
@@ -61,6 +64,12 @@ class EpisodeRecording:
         n = len(self.states)
         if not (len(self.actions) == len(self.control_source) == len(self.reasons) == n):
             raise ValueError("states, actions, control_source and reasons differ in length")
+        for name, frames in self.camera_frames.items():
+            times = [t for t, _ in frames]
+            if any(b <= a for a, b in zip(times, times[1:], strict=False)):
+                raise ValueError(f"camera {name}: frame times do not increase")
+            if any(f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3 for _, f in frames):
+                raise ValueError(f"camera {name}: frames must be (H, W, 3) uint8 RGB")
 
 
 @dataclass

@@ -20,18 +20,27 @@ from services.episodes.model import LogFormatError, RawEpisode
 from services.ingest.formats import contract, ros
 from services.ingest.formats.json_mcap import episode_from_json_mcap
 from services.ingest.formats.lerobot import read_lerobot
-from services.ingest.formats.mcap_records import opened, records
+from services.ingest.formats.mcap_records import PROTOBUF, opened, records
 from services.ingest.formats.robomimic import read_robomimic
 from services.ingest.mapping import FleetMapping
 
+# Messages of other encodings (protobuf camera channels) that may come before the first JSON or
+# CDR message, which says whose the file is; more than this and the file is neither.
+LEADING_MESSAGES = 10_000
+
 
 def read_mcap(
-    source: str | os.PathLike | BinaryIO | bytes, mapping: FleetMapping | None = None
+    source: str | os.PathLike | BinaryIO | bytes,
+    mapping: FleetMapping | None = None,
+    directory: str | Path | None = None,
 ) -> list[RawEpisode]:
     """The episodes of any MCAP upload: Flywheel's JSON contract (one episode), or ROS 2
     messages mapped by the fleet's ``mapping`` (see ``ros.py``; its outcomes split episodes).
 
-    The message encoding of the first message decides; the file is streamed once.
+    The message encoding of the first JSON or CDR message decides (camera channels in
+    protobuf may come before it); the file is streamed once. Camera tracks are written to
+    ``directory`` (ingest passes the episode store's spool; None: the system's temporary
+    directory).
     """
     mapping = mapping or FleetMapping()
     with opened(source) as stream:
@@ -39,24 +48,38 @@ def read_mcap(
         # look at them once every message has streamed past.
         metadata: list[Metadata] = []
         messages = records(stream, metadata)
-        first = next(messages, None)
-        if first is None:
+        leading = []
+        for record in messages:
+            leading.append(record)
+            encoding = record[1].message_encoding
+            if encoding in (contract.MESSAGE_ENCODING, ros.MESSAGE_ENCODING):
+                break
+            if encoding != PROTOBUF:
+                raise LogFormatError(
+                    f"message encoding {encoding!r} on {record[1].topic}: Flywheel reads its "
+                    "JSON contract and ROS 2 (cdr), with cameras in protobuf"
+                )
+            if len(leading) > LEADING_MESSAGES:
+                break
+        if not leading:
             raise LogFormatError("no messages: the MCAP file is empty of data")
-        messages = itertools.chain([first], messages)
-        if first[1].message_encoding == contract.MESSAGE_ENCODING:
-            return [episode_from_json_mcap(messages, mapping, metadata)]
-        if first[1].message_encoding == ros.MESSAGE_ENCODING:
-            return ros.episodes_from_ros2_mcap(messages, mapping, metadata)
+        encoding = leading[-1][1].message_encoding
+        messages = itertools.chain(leading, messages)
+        if encoding == contract.MESSAGE_ENCODING:
+            return [episode_from_json_mcap(messages, mapping, metadata, directory)]
+        if encoding == ros.MESSAGE_ENCODING:
+            return ros.episodes_from_ros2_mcap(messages, mapping, metadata, directory)
         raise LogFormatError(
-            f"message encoding {first[1].message_encoding!r} on {first[1].topic}: Flywheel reads "
-            "its JSON contract and ROS 2 (cdr)"
+            "only protobuf messages (cameras?): Flywheel reads its JSON contract and ROS 2 (cdr)"
         )
 
 
-def read_bag(path: Path, mapping: FleetMapping) -> list[RawEpisode]:
+def read_bag(
+    path: Path, mapping: FleetMapping, directory: str | Path | None = None
+) -> list[RawEpisode]:
     """The episodes of a ROS 1 ``.bag`` file or a ROS 2 bag folder (formats ``rosbag1`` and
-    ``rosbag2``), on a local disk."""
-    return ros.read_rosbag(path, mapping)
+    ``rosbag2``), on a local disk; camera tracks go to ``directory`` as ``read_mcap``'s."""
+    return ros.read_rosbag(path, mapping, directory)
 
 
 def read_container(

@@ -8,6 +8,8 @@ from typing import Protocol
 
 import numpy as np
 
+from services.twin.render import SceneCameras
+
 
 @dataclass(frozen=True)
 class StepResult:
@@ -24,12 +26,16 @@ class SimEnv(Protocol):
     action_dim: int
     max_steps: int
     control_hz: float
+    # The cameras the task's robot has (none: its episodes are recorded without frames).
+    camera_names: tuple[str, ...]
 
     def reset(self, seed: int) -> np.ndarray: ...
     def step(self, action: np.ndarray) -> StepResult: ...
     def expert_action(self, state: np.ndarray) -> np.ndarray: ...
     # After reset: does this initial condition lie in the part of the workspace the lab covers?
     def in_lab_workspace(self) -> bool: ...
+    # A renderer of the named cameras (some of ``camera_names``), frames ``px`` a side.
+    def open_cameras(self, names: tuple[str, ...], px: int) -> SceneCameras: ...
 
 
 # (state, task) -> action: what Flywheel hands a robot to run.

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from services.twin.env import SimEnv, StepResult
+from services.twin.render import SceneCameras
 from services.twin.toy import ToyReach
 
 # Meta-World's scripted experts warn on every episode that their gains are high; they are.
@@ -26,6 +27,15 @@ class MetaWorldEnv:
 
     state_dim = 39
     action_dim = 4
+    # A robot's camera name -> Meta-World's camera, and whether it is mounted upside down
+    # (Meta-World's corner cameras look at the table with their image-up axis at the floor).
+    CAMERAS = {
+        "front": ("corner", True),
+        "side": ("corner2", True),
+        "top": ("topview", False),
+        "wrist": ("gripperPOV", False),
+    }
+    camera_names = tuple(CAMERAS)
 
     def __init__(
         self, task: str, env_name: str, expert: type, max_steps: int, lab_axis: int
@@ -66,6 +76,9 @@ class MetaWorldEnv:
 
     def expert_action(self, state: np.ndarray) -> np.ndarray:
         return np.asarray(self._expert.get_action(state), dtype=np.float32)
+
+    def open_cameras(self, names: tuple[str, ...], px: int) -> SceneCameras:
+        return SceneCameras(self._env.model, self._env.data, self.CAMERAS, names, px)
 
     def in_lab_workspace(self) -> bool:
         # The lab's table covers the left half of the workspace along this state coordinate.

@@ -21,6 +21,8 @@ class ToyReach:
     # How far one full-scale action moves the point, and how close counts as reached.
     speed = 0.08
     tolerance = 0.05
+    # A point on a plane has nothing to look at: no cameras, and no MuJoCo to render them.
+    camera_names: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._state = np.zeros(4, dtype=np.float32)
@@ -44,6 +46,9 @@ class ToyReach:
 
     def in_lab_workspace(self) -> bool:
         return bool(self._state[2] < 0.0)
+
+    def open_cameras(self, names: tuple[str, ...], px: int):
+        raise ValueError(f"{self.task} has no cameras (asked for {', '.join(names)})")
 
     def _distance(self) -> float:
         return float(np.linalg.norm(self._state[2:4] - self._state[:2]))

@@ -8,13 +8,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 FLOAT_ARRAY = "std_msgs/msg/Float64MultiArray"
 STRING = "std_msgs/msg/String"
 BOOL = "std_msgs/msg/Bool"
 INT32 = "std_msgs/msg/Int32"
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+COMPRESSED_VIDEO = "foxglove_msgs/msg/CompressedVideo"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+# foxglove.CompressedVideo on a protobuf channel (MCAP only), value (format, data).
+PROTOBUF_VIDEO = "foxglove.CompressedVideo"
+# Foxglove's ROS 2 message (foxglove_msgs), which the ROS typestores do not have.
+COMPRESSED_VIDEO_MSG = (
+    "builtin_interfaces/Time timestamp\nstring frame_id\nuint8[] data\nstring format\n"
+)
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
 INFO = {"robot_id": "arm-01", "task": "bin-pick", "policy_version": "7", "kind": "deployment"}
@@ -25,8 +35,37 @@ class Msg:
     topic: str
     msgtype: str
     t_ns: int
-    # JointState: position list; Float64MultiArray: data list; String/Bool/Int32: data.
+    # JointState: position list; Float64MultiArray: data list; String/Bool/Int32: data;
+    # Image: (width, height, encoding, pixels); CompressedImage, CompressedVideo: (format, data).
     value: object
+    # The message's own time (header.stamp or timestamp) when it differs from the log time.
+    stamp_ns: int | None = None
+
+    @property
+    def stamp(self) -> int:
+        return self.t_ns if self.stamp_ns is None else self.stamp_ns
+
+
+def camera_messages(
+    topic: str,
+    payloads: list[tuple[str, object]],
+    *,
+    start_ns: int = T0,
+    period_ns: int = 1_000_000_000 // 30,
+    stamp_offset_ns: int = 0,
+) -> list[Msg]:
+    """A camera's messages, one per (msgtype, value), every ``period_ns`` from ``start_ns``;
+    each stamped ``stamp_offset_ns`` after its log time."""
+    return [
+        Msg(
+            topic,
+            msgtype,
+            start_ns + i * period_ns,
+            value,
+            start_ns + i * period_ns + stamp_offset_ns,
+        )
+        for i, (msgtype, value) in enumerate(payloads)
+    ]
 
 
 def episode_messages(
@@ -69,10 +108,41 @@ def episode_messages(
 TYPESTORES = {2: Stores.ROS2_HUMBLE, 1: Stores.ROS1_NOETIC}
 
 
+def _typestore(version: int):
+    typestore = get_typestore(TYPESTORES[version])
+    typestore.register(get_types_from_msg(COMPRESSED_VIDEO_MSG, COMPRESSED_VIDEO))
+    return typestore
+
+
 def _message(typestore, msg: Msg):
     types = typestore.types
+    time = types["builtin_interfaces/msg/Time"](sec=msg.stamp // 10**9, nanosec=msg.stamp % 10**9)
+    if msg.msgtype == IMAGE:
+        width, height, encoding, pixels = msg.value
+        data = np.frombuffer(bytes(pixels), dtype=np.uint8)
+        step = width * (1 if encoding == "mono8" else 3)
+        return types[IMAGE](
+            header=_header(types, time),
+            height=height,
+            width=width,
+            encoding=encoding,
+            is_bigendian=0,
+            step=step,
+            data=data,
+        )
+    if msg.msgtype == COMPRESSED_IMAGE:
+        fmt, data = msg.value
+        return types[COMPRESSED_IMAGE](
+            header=_header(types, time), format=fmt, data=np.frombuffer(data, dtype=np.uint8)
+        )
+    if msg.msgtype == COMPRESSED_VIDEO:
+        fmt, data = msg.value
+        return types[COMPRESSED_VIDEO](
+            timestamp=time, frame_id="camera", data=np.frombuffer(data, np.uint8), format=fmt
+        )
+    if msg.msgtype == CAMERA_INFO:
+        return _camera_info(types, time)
     if msg.msgtype == JOINT_STATE:
-        time = types["builtin_interfaces/msg/Time"](sec=msg.t_ns // 10**9, nanosec=msg.t_ns % 10**9)
         header = _header(types, time)
         n = len(msg.value)
         return types[JOINT_STATE](
@@ -88,6 +158,28 @@ def _message(typestore, msg: Msg):
     return types[msg.msgtype](data=msg.value)
 
 
+def _camera_info(types, time):
+    fields = types[CAMERA_INFO].__dataclass_fields__
+    values = {"header": _header(types, time), "height": 48, "width": 64}
+    values["distortion_model"] = "plumb_bob"
+    for name in fields:
+        if name in values:
+            continue
+        if name in ("D", "d"):
+            values[name] = np.zeros(5)
+        elif name in ("K", "R", "k", "r"):
+            values[name] = np.zeros(9)
+        elif name in ("P", "p"):
+            values[name] = np.zeros(12)
+        elif name in ("binning_x", "binning_y"):
+            values[name] = 0
+        elif name == "roi":
+            values[name] = types["sensor_msgs/msg/RegionOfInterest"](
+                x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+            )
+    return types[CAMERA_INFO](**values)
+
+
 def _header(types, time):
     fields = types["std_msgs/msg/Header"].__dataclass_fields__
     if "seq" in fields:  # ROS 1
@@ -99,7 +191,7 @@ def write_ros2_bag(messages: list[Msg], folder: Path) -> Path:
     """A ROS 2 bag folder (metadata.yaml and sqlite3 storage)."""
     from rosbags.rosbag2 import Writer
 
-    typestore = get_typestore(TYPESTORES[2])
+    typestore = _typestore(2)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with Writer(folder, version=8) as writer:
         connections = {}
@@ -116,7 +208,7 @@ def write_ros2_bag(messages: list[Msg], folder: Path) -> Path:
 def write_ros1_bag(messages: list[Msg], path: Path) -> Path:
     from rosbags.rosbag1 import Writer
 
-    typestore = get_typestore(TYPESTORES[1])
+    typestore = _typestore(1)
     path.parent.mkdir(parents=True, exist_ok=True)
     with Writer(path) as writer:
         connections = {}
@@ -137,12 +229,16 @@ def write_ros2_mcap(
     ``metadata`` records (name, map of strings) after the messages."""
     from mcap_ros2.writer import Writer
 
-    typestore = get_typestore(TYPESTORES[2])
+    typestore = _typestore(2)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as stream:
         writer = Writer(stream)
         schemas = {}
+        protobuf = {}
         for msg in messages:
+            if msg.msgtype == PROTOBUF_VIDEO:
+                _write_protobuf(writer._writer, protobuf, msg)  # the MCAP writer inside
+                continue
             if msg.msgtype not in schemas:
                 text, _ = typestore.generate_msgdef(msg.msgtype, ros_version=2)
                 schemas[msg.msgtype] = writer.register_msgdef(msg.msgtype, text)
@@ -159,9 +255,63 @@ def write_ros2_mcap(
     return path
 
 
+def _write_protobuf(writer, channels: dict, msg: Msg) -> None:
+    from foxglove_schemas_protobuf.CompressedVideo_pb2 import CompressedVideo
+    from mcap_protobuf.schema import register_schema
+
+    if msg.topic not in channels:
+        if "schema" not in channels:
+            channels["schema"] = register_schema(writer, CompressedVideo)
+        channels[msg.topic] = writer.register_channel(
+            topic=msg.topic, message_encoding="protobuf", schema_id=channels["schema"]
+        )
+    fmt, data = msg.value
+    message = CompressedVideo(frame_id="camera", format=fmt, data=data)
+    message.timestamp.FromNanoseconds(msg.stamp)
+    writer.add_message(
+        channels[msg.topic],
+        log_time=msg.t_ns,
+        publish_time=msg.t_ns,
+        data=message.SerializeToString(),
+    )
+
+
 def _as_dict(msg: Msg) -> dict:
+    stamp = {"sec": msg.stamp // 10**9, "nanosec": msg.stamp % 10**9}
+    header = {"stamp": stamp, "frame_id": "camera"}
+    if msg.msgtype == IMAGE:
+        width, height, encoding, pixels = msg.value
+        step = width * (1 if encoding == "mono8" else 3)
+        return {
+            "header": header,
+            "height": height,
+            "width": width,
+            "encoding": encoding,
+            "is_bigendian": 0,
+            "step": step,
+            "data": bytes(pixels),
+        }
+    if msg.msgtype == COMPRESSED_IMAGE:
+        fmt, data = msg.value
+        return {"header": header, "format": fmt, "data": data}
+    if msg.msgtype == COMPRESSED_VIDEO:
+        fmt, data = msg.value
+        return {"timestamp": stamp, "frame_id": "camera", "format": fmt, "data": data}
+    if msg.msgtype == CAMERA_INFO:
+        return {
+            "header": header,
+            "height": 48,
+            "width": 64,
+            "distortion_model": "plumb_bob",
+            "d": [0.0] * 5,
+            "k": [0.0] * 9,
+            "r": [0.0] * 9,
+            "p": [0.0] * 12,
+            "binning_x": 0,
+            "binning_y": 0,
+            "roi": {"x_offset": 0, "y_offset": 0, "height": 0, "width": 0, "do_rectify": False},
+        }
     if msg.msgtype == JOINT_STATE:
-        stamp = {"sec": msg.t_ns // 10**9, "nanosec": msg.t_ns % 10**9}
         n = len(msg.value)
         return {
             "header": {"stamp": stamp, "frame_id": "base"},

@@ -18,6 +18,16 @@ schema encoding ``jsonschema``) on four topics:
 ``/flywheel/outcome``  once, last.
     {"outcome" ("success" | "failure" | "aborted" | "unknown"), "steps"}
 
+``/flywheel/camera/<name>``  camera ``<name>``'s frames, one message per frame, in protobuf
+    (``message_encoding="protobuf"``, schema ``foxglove.CompressedVideo`` from
+    ``foxglove-schemas-protobuf``): ``timestamp`` = the frame's time, ``frame_id`` = ``<name>``,
+    ``format`` = ``"h264"``, ``data`` = one H.264 Annex B access unit (no B-frames; the first
+    message a keyframe with its SPS/PPS). Each becomes the feature ``observation.images.<name>``:
+    one frame per step, the latest at or before it (staleness limits are ``CameraSpec``'s
+    defaults unless the fleet's mapping names the camera). Other image messages on these topics
+    (``foxglove.CompressedImage``, in protobuf or JSON) read too; ``mcap_writer.py`` writes
+    the contract's.
+
 A metadata record named ``flywheel.episode`` repeats the episode's facts as strings
 (``episode_uuid``, ``robot_id``, ``task``, ``policy_version``, ``kind``, ``operator_id``,
 ``outcome``, ``start_ns``, ``end_ns``). The messages win where both say something; a robot
@@ -36,6 +46,10 @@ EPISODE_TOPIC = "/flywheel/episode"
 STEP_TOPIC = "/flywheel/step"
 INTERVENTION_TOPIC = "/flywheel/intervention"
 OUTCOME_TOPIC = "/flywheel/outcome"
+# Camera <name> logs on CAMERA_PREFIX + <name>, in protobuf foxglove.CompressedVideo.
+CAMERA_PREFIX = "/flywheel/camera/"
+CAMERA_SCHEMA = "foxglove.CompressedVideo"
+CAMERA_ENCODING = "protobuf"
 
 # The metadata record with the episode's facts (``mapping.Metadata``'s default name).
 METADATA_NAME = "flywheel.episode"

@@ -6,6 +6,12 @@ well-formed episode raises ``LogFormatError`` with a reason a person can act on;
 stage quarantines the file with it. Checks that compare episodes with each other (sizes per
 task, NaN, clocks) are the validation suite's, run once per batch. An MCAP with ROS 2 messages
 is ``ros.py``'s; ``services/ingest/readers.py`` picks the reader by the messages' encoding.
+
+Cameras (``/flywheel/camera/<name>``, protobuf ``foxglove.CompressedVideo``) are spooled to
+disk as they stream past and become one track per camera, a frame per step, aligned by log
+time (or by the message's ``timestamp`` when the mapping's clock is ``header``; the steps are
+then at ``started_at`` + ``t``). A frame that cannot be read is named by the step it would have
+shown, not a reason to lose the episode.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import numpy as np
 import orjson
 from mcap.records import Metadata
 
+from services.episodes.cameras import CameraSpec
 from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.ingest.formats import contract
-from services.ingest.formats.mcap_records import file_metadata, opened, records
+from services.ingest.formats.camera_topics import CameraTopics
+from services.ingest.formats.mcap_records import decoder, file_metadata, opened, records
 from services.ingest.mapping import FleetMapping
 
 REQUIRED_HEADER = (
@@ -46,8 +54,10 @@ class _Steps:
         self.times: list[float] = []
         self.sources: list[str] = []
         self.reasons: list[str | None] = []
+        # Each step message's log time (ns), for the cameras.
+        self.log_times: list[int] = []
 
-    def add(self, payload: dict, dims: tuple[int, int]) -> None:
+    def add(self, payload: dict, dims: tuple[int, int], log_time_ns: int) -> None:
         i = len(self.times)
         state, action = payload.get("state"), payload.get("action")
         source = payload.get("control_source")
@@ -68,6 +78,7 @@ class _Steps:
         self.times.append(float(t) if isinstance(t, int | float) else float("nan"))
         self.sources.append(source)
         self.reasons.append(payload.get("reason"))
+        self.log_times.append(log_time_ns)
 
 
 def _refuse(payload: dict, dims: tuple[int, int], i: int) -> None:
@@ -84,30 +95,53 @@ def _refuse(payload: dict, dims: tuple[int, int], i: int) -> None:
     raise LogFormatError(f"step {i}: unknown control source {payload.get('control_source')!r}")
 
 
-def read_episode_mcap(source: str | os.PathLike | BinaryIO | bytes) -> RawEpisode:
+def read_episode_mcap(
+    source: str | os.PathLike | BinaryIO | bytes, directory: str | os.PathLike | None = None
+) -> RawEpisode:
     """Read one upload in Flywheel's JSON contract from a path, a binary stream (read once,
-    never seeked) or bytes."""
+    never seeked) or bytes; camera tracks go to ``directory`` (None: the system's temporary
+    directory)."""
     with opened(source) as stream:
         metadata: list[Metadata] = []
-        return episode_from_json_mcap(records(stream, metadata), FleetMapping(), metadata)
+        return episode_from_json_mcap(
+            records(stream, metadata), FleetMapping(), metadata, directory
+        )
 
 
 def episode_from_json_mcap(
-    messages: Iterable[tuple], mapping: FleetMapping, metadata: list[Metadata]
+    messages: Iterable[tuple],
+    mapping: FleetMapping,
+    metadata: list[Metadata],
+    directory: str | os.PathLike | None = None,
 ) -> RawEpisode:
     """The episode of an MCAP's ``(schema, channel, message)`` records in the JSON contract;
-    ``metadata`` fills with the file's metadata records as the messages stream past."""
+    ``metadata`` fills with the file's metadata records as the messages stream past, camera
+    tracks go to ``directory``."""
+    specs = [c for c in mapping.cameras if c.topic.startswith(contract.CAMERA_PREFIX)]
+    cameras = CameraTopics(specs, mapping.clock, directory)
+    try:
+        return _episode_from(messages, mapping, metadata, cameras)
+    finally:
+        cameras.close()
+
+
+def _episode_from(
+    messages: Iterable[tuple], mapping: FleetMapping, metadata: list[Metadata], cameras
+) -> RawEpisode:
     payload: dict | None = None  # the header message as logged
     dims: tuple[int, int] | None = None
     steps = _Steps()
     spans: list[dict] = []
     outcome: dict | None = None
     topics: set[str] = set()
-    for _, channel, message in messages:
+    decoders: dict[int, object] = {}
+    for schema, channel, message in messages:
         topic = channel.topic
-        if topic == contract.STEP_TOPIC:
+        if topic.startswith(contract.CAMERA_PREFIX):
+            _camera(cameras, decoders, schema, channel, message)
+        elif topic == contract.STEP_TOPIC:
             dims = dims or _dims(payload, len(steps.states))
-            steps.add(_decode(topic, message.data), dims)
+            steps.add(_decode(topic, message.data), dims, message.log_time)
         elif topic == contract.EPISODE_TOPIC:
             payload, dims = _decode(topic, message.data), None
         elif topic == contract.INTERVENTION_TOPIC:
@@ -134,7 +168,46 @@ def episode_from_json_mcap(
         )
     if label not in OUTCOMES:
         raise LogFormatError(f"unknown outcome {label!r}")
-    return _episode(header, steps, spans, label)
+    raw = _episode(header, steps, spans, label)
+    if cameras.spools:
+        [raw.cameras] = cameras.tracks(
+            [(_step_times(steps, header, mapping.clock), raw.control_hz)]
+        )
+    return raw
+
+
+def _camera(cameras: CameraTopics, decoders: dict, schema, channel, message) -> None:
+    """One message on a camera topic, to its camera's spool."""
+    topic = channel.topic
+    decode = decoders.get(channel.id)
+    if decode is None:
+        if topic not in cameras:
+            try:
+                cameras.open(CameraSpec(topic.removeprefix(contract.CAMERA_PREFIX), topic))
+            except ValueError as exc:
+                raise LogFormatError(f"camera topic {topic}: {exc}") from None
+        cameras.check(topic, schema.name if schema else None)
+        decode = decoders[channel.id] = decoder(channel, schema)
+    try:
+        decoded = decode(message.data)
+    except Exception as exc:  # cut short, not of its schema: a frame lost, named by step
+        cameras.add_unreadable(topic, message.log_time, f"undecodable ({exc})")
+        return
+    cameras.add(topic, message.log_time, decoded)
+
+
+def _step_times(steps: _Steps, header: dict, clock: str) -> np.ndarray:
+    """The steps' times (ns) on the cameras' clock: the step messages' log times, or with the
+    ``header`` clock the episode's start plus each step's ``t`` (a step without one keeps its
+    log time)."""
+    log_times = np.asarray(steps.log_times, dtype=np.int64)
+    if clock != "header":
+        return log_times
+    start_ns = int(header["started_at"].timestamp() * 1e9)
+    t = np.asarray(steps.times, dtype=np.float64)
+    known = np.isfinite(t) & (np.abs(t) < 1e7)
+    at = start_ns + np.round(np.where(known, t, 0) * 1e9).astype(np.int64)
+    return np.where(known, at, log_times)
 
 
 def _decode(topic: str, data: bytes) -> dict:

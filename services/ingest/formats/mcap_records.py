@@ -13,10 +13,12 @@ import io
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from functools import lru_cache
+from typing import Any, BinaryIO
 
+import orjson
 from mcap.exceptions import EndOfFile, InvalidMagic, McapError
 from mcap.records import Channel, Message, Metadata, Schema
 from mcap.stream_reader import StreamReader
@@ -29,6 +31,9 @@ from services.ingest.mapping import FleetMapping
 # are about 1 MiB, and no record of an episode log comes near this.
 RECORD_SIZE_LIMIT = 256 * 2**20
 MCAP_MAGIC = b"\x89MCAP0\r\n"
+# The message encoding of Foxglove's protobuf messages (cameras, in any kind of MCAP upload).
+PROTOBUF = "protobuf"
+JSON = "json"
 
 
 @contextmanager
@@ -126,3 +131,39 @@ def _position(stream: BinaryIO) -> int | None:
         return stream.tell()
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def decoder(channel, schema) -> Callable[[bytes], Any]:
+    """The decoder for a channel's messages (CDR, protobuf or JSON), or why there is none."""
+    if channel.message_encoding == JSON:
+        return orjson.loads
+    try:
+        decode = _generated_decoder(
+            channel.message_encoding,
+            *((schema.name, schema.encoding, schema.data) if schema else (None, None, None)),
+        )
+    except Exception as exc:  # a schema the decoder cannot parse
+        raise LogFormatError(f"{channel.topic}: cannot decode its schema ({exc})") from exc
+    if decode is None:
+        raise LogFormatError(
+            f"{channel.topic}: message encoding {channel.message_encoding!r} with schema "
+            f"encoding {schema.encoding if schema else None!r}: Flywheel decodes ROS 2 CDR "
+            "(cdr messages, ros2msg schemas), protobuf and JSON"
+        )
+    return decode
+
+
+@lru_cache(maxsize=256)
+def _generated_decoder(
+    message_encoding: str, name: str | None, encoding: str | None, data: bytes | None
+) -> Callable[[bytes], Any] | None:
+    """mcap-ros2-support's (or mcap-protobuf-support's) decoder for one schema. A fleet logs
+    the same few message types in every file: each schema's decoder is generated once per
+    process, not once per file."""
+    if message_encoding == PROTOBUF:
+        from mcap_protobuf.decoder import DecoderFactory
+    else:
+        from mcap_ros2.decoder import DecoderFactory
+
+    schema = None if name is None else Schema(id=0, name=name, encoding=encoding, data=data)
+    return DecoderFactory().decoder_for(message_encoding, schema)

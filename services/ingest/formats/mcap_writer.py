@@ -2,23 +2,103 @@
 
 This is what a robot (or the simulated fleet) runs to upload an episode. The file is written
 to a temporary name and renamed, so the log store never shows a half-written upload.
+
+**Cameras.** ``write_episode_mcap(recording, path, cameras={"front": frames, ...})`` writes
+each camera on ``/flywheel/camera/<name>`` as protobuf ``foxglove.CompressedVideo``, where
+``frames`` is an iterable of ``(t, access_unit)``: ``t`` the frame's time in seconds since the
+episode's start (the log time is ``started_at`` + ``t``, like the steps'), ``access_unit`` one
+H.264 Annex B access unit (no B-frames; the first a keyframe carrying its SPS/PPS). The frames
+are consumed as they are written, so a generator keeps memory flat. A recorder that has RGB
+frames encodes them as it renders with ``H264Encoder``::
+
+    encoder = H264Encoder(width=96, height=96, fps=30)
+    front = [(t, encoder.encode(rgb)) for t, rgb in rendered]   # (H, W, 3) uint8
+    encoder.close()
+    write_episode_mcap(recording, path, cameras={"front": front})
+
+or, for frames already in hand, ``h264_frames(((t, rgb), ...), fps)``, a generator of the same
+pairs. Each camera's frames must be in time order; the reader aligns the latest frame at or
+before each step.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator, Mapping
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
+from foxglove_schemas_protobuf.CompressedVideo_pb2 import CompressedVideo
 from mcap.writer import CompressionType, Writer
+from mcap_protobuf.schema import build_file_descriptor_set
 
 from services.episodes.model import EpisodeRecording
 from services.ingest.formats import contract
 
+# Frames of one camera: (seconds since the episode's start, one H.264 Annex B access unit).
+CameraFrames = Iterable[tuple[float, bytes]]
 
-def write_episode_mcap(recording: EpisodeRecording, path: Path) -> Path:
-    """Write ``recording`` to ``path`` atomically; returns the path."""
+
+class H264Encoder:
+    """RGB frames to H.264 access units as the contract wants them, one frame in, one out:
+    libx264 with zero latency (no lookahead, no B-frames) and its SPS/PPS repeated on every
+    keyframe, so any keyframe starts a decodable stream."""
+
+    def __init__(self, width: int, height: int, fps: float = 30.0, gop: int = 30) -> None:
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+        codec.time_base = 1 / Fraction(fps).limit_denominator(1001)
+        codec.options = {
+            "tune": "zerolatency",
+            "preset": "veryfast",
+            "bframes": "0",
+            "repeat-headers": "1",
+            "g": str(gop),
+        }
+        self._codec = codec
+        self._n = 0
+
+    def encode(self, frame: np.ndarray) -> bytes:
+        """One (H, W, 3) uint8 RGB frame as one access unit."""
+        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, np.uint8), format="rgb24")
+        video.pts = self._n
+        self._n += 1
+        if self._codec is None:
+            raise ValueError("the encoder is closed")
+        packets = self._codec.encode(video)
+        # Zero latency: the encoder answers every frame at once, with exactly one packet.
+        if len(packets) != 1:
+            raise RuntimeError(f"libx264 gave {len(packets)} packets for frame {self._n - 1}")
+        return bytes(packets[0])
+
+    def close(self) -> None:
+        """Ends the stream (zero latency leaves nothing to flush) and frees the encoder."""
+        self._codec = None
+
+
+def h264_frames(frames: Iterable[tuple[float, np.ndarray]], fps: float = 30.0) -> Iterator:
+    """``(t, RGB frame)`` pairs as ``(t, access unit)`` pairs, encoded as they are consumed."""
+    encoder: H264Encoder | None = None
+    try:
+        for t, frame in frames:
+            if encoder is None:
+                encoder = H264Encoder(frame.shape[1], frame.shape[0], fps)
+            yield t, encoder.encode(frame)
+    finally:
+        if encoder is not None:
+            encoder.close()
+
+
+def write_episode_mcap(
+    recording: EpisodeRecording,
+    path: Path,
+    cameras: Mapping[str, CameraFrames] | None = None,
+) -> Path:
+    """Write ``recording`` to ``path`` atomically, with each of ``cameras`` (name -> frames,
+    see the module's docstring) on its contract topic; returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     start_ns = int(recording.started_at.timestamp() * 1e9)
@@ -96,6 +176,8 @@ def write_episode_mcap(recording: EpisodeRecording, path: Path) -> Path:
                 start_ns + span.end_step * period_ns,
             )
         emit(contract.OUTCOME_TOPIC, {"outcome": recording.outcome, "steps": len(states)}, end_ns)
+        if cameras:
+            _write_cameras(writer, cameras, start_ns)
         # The same facts as a metadata record, for tools that list a file's episode without
         # reading its messages (``mcap info``, Foxglove); the topics stay authoritative.
         facts = {
@@ -112,3 +194,24 @@ def write_episode_mcap(recording: EpisodeRecording, path: Path) -> Path:
         os.fsync(stream.fileno())
     os.replace(tmp, path)
     return path
+
+
+def _write_cameras(writer: Writer, cameras: Mapping[str, CameraFrames], start_ns: int) -> None:
+    schema_id = writer.register_schema(
+        name=contract.CAMERA_SCHEMA,
+        encoding=contract.CAMERA_ENCODING,
+        data=build_file_descriptor_set(CompressedVideo).SerializeToString(),
+    )
+    for name, frames in cameras.items():
+        channel = writer.register_channel(
+            topic=contract.CAMERA_PREFIX + name,
+            message_encoding=contract.CAMERA_ENCODING,
+            schema_id=schema_id,
+        )
+        for t, unit in frames:
+            at = start_ns + int(round(t * 1e9))
+            message = CompressedVideo(frame_id=name, data=unit, format="h264")
+            message.timestamp.FromNanoseconds(at)
+            writer.add_message(
+                channel, log_time=at, publish_time=at, data=message.SerializeToString()
+            )

@@ -6,8 +6,15 @@ Three containers, one normalisation:
 - ROS 2 bags (a folder with ``metadata.yaml`` and sqlite3 or MCAP storage) and ROS 1 ``.bag``
   files, read by ``rosbags`` in log-time order, with no ROS installation.
 
-Only the mapped topics are decoded; other topics (``/tf``, cameras, diagnostics) are skipped
-unread. A log with none of the mapped topics is refused with the topics it does have.
+Only the mapped topics are decoded; other topics (``/tf``, diagnostics) are skipped unread. A
+log with none of the mapped topics is refused with the topics it does have.
+
+**Cameras.** The mapping's camera topics (``sensor_msgs/msg/Image`` in rgb8, bgr8 or mono8,
+``sensor_msgs/msg/CompressedImage`` in JPEG or PNG, ``foxglove_msgs/msg/CompressedVideo`` in
+H.264, and in MCAP also ``foxglove.CompressedVideo`` on protobuf channels) are spooled to disk
+as they stream past (``camera_topics.py``), each frame at the mapping's clock (log time or its
+``header.stamp``), and once the episodes are split each camera becomes one track per episode:
+the latest frame at or before each control step, with the facts the validation suite judges.
 
 **Alignment onto the control rate (zero-order hold).** Each action message is one control
 step (or, with ``control_hz`` set, the steps are a fixed grid from the first action to the
@@ -27,10 +34,9 @@ the MCAP contract's header) at or before an episode's first step, else the mappi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,8 @@ import numpy as np
 
 from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
-from services.ingest.formats.mcap_records import episode_metadata
+from services.ingest.formats.camera_topics import CameraTopics
+from services.ingest.formats.mcap_records import decoder, episode_metadata
 from services.ingest.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
 
 # The message encoding of ROS 2 messages in an MCAP file.
@@ -70,8 +77,9 @@ class _Series:
 class TopicCollector:
     """Extracts the mapped fields of each message, then aligns them into episodes."""
 
-    def __init__(self, mapping: FleetMapping) -> None:
+    def __init__(self, mapping: FleetMapping, directory: str | Path | None = None) -> None:
         self.mapping = mapping
+        self.cameras = CameraTopics(mapping.cameras, mapping.clock, directory)
         self.series = {
             role: _Series(topic)
             for role in ROLES
@@ -84,9 +92,15 @@ class TopicCollector:
 
     def wants(self, topic: str) -> bool:
         self.seen.add(topic)
-        return topic in self.roles
+        return topic in self.roles or topic in self.cameras
+
+    def close(self) -> None:
+        self.cameras.close()
 
     def add(self, topic: str, log_time_ns: int, message: Any) -> None:
+        if topic in self.cameras:
+            self.cameras.add(topic, log_time_ns, message)
+            return
         role = self.roles[topic]
         series = self.series[role]
         at = _stamp(message, log_time_ns) if self.mapping.clock == "header" else log_time_ns
@@ -130,13 +144,16 @@ class TopicCollector:
         sources = self._sources(ticks)
         outcomes, ends = self._outcomes()
         which = np.searchsorted(ends, ticks, side="left")
-        result = []
+        result, steps = [], []
         for k in np.unique(which).tolist():
             rows = np.flatnonzero(which == k)
             outcome = outcomes[k] if k < len(outcomes) else "unknown"
             result.append(
                 self._episode(ticks[rows], states[rows], actions[rows], sources[rows], outcome)
             )
+            steps.append((ticks[rows], result[-1].control_hz))
+        for raw, tracks in zip(result, self.cameras.tracks(steps), strict=True):
+            raw.cameras = tracks
         return result
 
     def _ticks(self, action: _Series) -> tuple[np.ndarray, np.ndarray]:
@@ -332,73 +349,74 @@ def _stamp(message: Any, fallback_ns: int) -> int:
 
 
 def episodes_from_ros2_mcap(
-    messages: Iterable, mapping: FleetMapping, metadata: list | None = None
+    messages: Iterable,
+    mapping: FleetMapping,
+    metadata: list | None = None,
+    directory: str | Path | None = None,
 ) -> list[RawEpisode]:
-    """Episodes from an MCAP's ``(schema, channel, message)`` records with CDR payloads;
-    ``metadata`` fills with the file's metadata records as the messages stream past."""
+    """Episodes from an MCAP's ``(schema, channel, message)`` records with CDR payloads (and
+    protobuf camera channels); ``metadata`` fills with the file's metadata records as the
+    messages stream past. Camera tracks are written to ``directory`` (the system's temporary
+    directory when None)."""
     decoders: dict[int, Any] = {}
-    collector = TopicCollector(mapping)
-    for schema, channel, message in messages:
-        if not collector.wants(channel.topic):
-            continue
-        decode = decoders.get(channel.id)
-        if decode is None:
-            decode = decoders[channel.id] = _decoder(channel, schema)
-        try:
-            decoded = decode(message.data)
-        except Exception as exc:  # a message cut short or not of its schema
-            raise LogFormatError(f"{channel.topic}: undecodable message ({exc})") from exc
-        collector.add(channel.topic, message.log_time, decoded)
-    collector.metadata = episode_metadata(metadata or [], mapping)
-    return collector.episodes()
-
-
-def _decoder(channel, schema) -> Callable[[bytes], Any]:
-    """The CDR decoder for a channel's schema, or why there is none."""
+    collector = TopicCollector(mapping, directory)
+    cameras = collector.cameras
     try:
-        decode = _generated_decoder(
-            channel.message_encoding,
-            *((schema.name, schema.encoding, schema.data) if schema else (None, None, None)),
-        )
-    except Exception as exc:  # a schema the decoder cannot parse
-        raise LogFormatError(f"{channel.topic}: cannot decode its schema ({exc})") from exc
-    if decode is None:
-        raise LogFormatError(
-            f"{channel.topic}: message encoding {channel.message_encoding!r} with schema "
-            f"encoding {schema.encoding if schema else None!r}: Flywheel decodes ROS 2 CDR "
-            "(cdr messages, ros2msg schemas)"
-        )
-    return decode
+        for schema, channel, message in messages:
+            topic = channel.topic
+            if not collector.wants(topic):
+                continue
+            decode = decoders.get(channel.id)
+            if decode is None:
+                if topic in cameras:
+                    cameras.check(topic, schema.name if schema else None)
+                decode = decoders[channel.id] = decoder(channel, schema)
+            try:
+                decoded = decode(message.data)
+            except Exception as exc:  # a message cut short or not of its schema
+                if topic in cameras:  # one lost frame, which the suite names by its step
+                    cameras.add_unreadable(topic, message.log_time, f"undecodable ({exc})")
+                    continue
+                raise LogFormatError(f"{topic}: undecodable message ({exc})") from exc
+            collector.add(topic, message.log_time, decoded)
+        collector.metadata = episode_metadata(metadata or [], mapping)
+        return collector.episodes()
+    finally:
+        collector.close()
 
 
-@lru_cache(maxsize=256)
-def _generated_decoder(
-    message_encoding: str, name: str | None, encoding: str | None, data: bytes | None
-) -> Callable[[bytes], Any] | None:
-    """mcap-ros2-support's decoder for one schema. A fleet logs the same few message types in
-    every file: each schema's decoder is generated once per process, not once per file."""
-    from mcap.records import Schema
-    from mcap_ros2.decoder import DecoderFactory
-
-    schema = None if name is None else Schema(id=0, name=name, encoding=encoding, data=data)
-    return DecoderFactory().decoder_for(message_encoding, schema)
-
-
-def read_rosbag(path: Path, mapping: FleetMapping) -> list[RawEpisode]:
-    """Episodes from a ROS 1 ``.bag`` file or a ROS 2 bag folder."""
+def read_rosbag(
+    path: Path, mapping: FleetMapping, directory: str | Path | None = None
+) -> list[RawEpisode]:
+    """Episodes from a ROS 1 ``.bag`` file or a ROS 2 bag folder; camera tracks are written
+    to ``directory`` (the system's temporary directory when None)."""
     from rosbags.highlevel import AnyReader
 
-    collector = TopicCollector(mapping)
+    collector = TopicCollector(mapping, directory)
+    cameras = collector.cameras
     try:
-        with AnyReader([Path(path)]) as reader:
-            connections = [c for c in reader.connections if collector.wants(c.topic)]
-            # No connections would mean every message to rosbags, not none.
-            messages = reader.messages(connections=connections) if connections else ()
-            for connection, timestamp, data in messages:
-                message = reader.deserialize(data, connection.msgtype)
-                collector.add(connection.topic, timestamp, message)
-    except LogFormatError:
-        raise
-    except Exception as exc:  # rosbags raises its own error types per container
-        raise LogFormatError(f"unreadable bag ({type(exc).__name__}: {exc})") from exc
-    return collector.episodes()
+        try:
+            with AnyReader([Path(path)]) as reader:
+                connections = [c for c in reader.connections if collector.wants(c.topic)]
+                for connection in connections:
+                    if connection.topic in cameras:
+                        cameras.check(connection.topic, connection.msgtype)
+                # No connections would mean every message to rosbags, not none.
+                messages = reader.messages(connections=connections) if connections else ()
+                for connection, timestamp, data in messages:
+                    topic = connection.topic
+                    try:
+                        message = reader.deserialize(data, connection.msgtype)
+                    except Exception as exc:  # rosbags raises its own error types
+                        if topic not in cameras:
+                            raise
+                        cameras.add_unreadable(topic, timestamp, f"undecodable ({exc})")
+                        continue
+                    collector.add(topic, timestamp, message)
+        except LogFormatError:
+            raise
+        except Exception as exc:  # rosbags raises its own error types per container
+            raise LogFormatError(f"unreadable bag ({type(exc).__name__}: {exc})") from exc
+        return collector.episodes()
+    finally:
+        collector.close()
