@@ -35,6 +35,7 @@ from services.approval.decisions import APPROVER_ROLES
 from services.approval.users import Unauthenticated, article, authenticate
 from services.config import Settings, get_settings
 from services.errors import NotFound
+from services.evaluation.trajectories import FILMED_FAILURES, VIDEO_FPS
 from services.readmodel import episodes, evidence, review
 from services.readmodel.rollouts import rollouts_overview
 from services.registry.ledger import champion_of
@@ -51,8 +52,9 @@ SESSION_HOURS = 12
 # The login form's CSRF nonce, until the session cookie (with a nonce of its own) replaces it.
 LOGIN_COOKIE = "flywheel_login"
 LOGIN_FORM_HOURS = 1
-# Failing evaluation episodes whose trajectories the candidate page plots (all are listed).
-PLOTTED_FAILURES = 4
+# Failing evaluation episodes whose trajectories the candidate page plots (all are listed):
+# those the evaluation films.
+PLOTTED_FAILURES = FILMED_FAILURES
 # Rows of the episode browser's table (the page says how many match in all).
 LISTED_EPISODES = 200
 
@@ -295,6 +297,7 @@ def candidate(
         plotted_failures=failures,
         fleet_episodes=fleet,
         links=_links(detail),
+        fps=VIDEO_FPS,
         figures={k: charts.to_json(f) for k, f in figures.items()},
         awaiting=_awaiting(detail["status"], detail["decisions"]),
     )

@@ -15,9 +15,14 @@ import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sqlalchemy import select
 
 from services.episode_store.clips import IMAGE_PREFIX, VIDEO_PATH
+from services.evaluation.trajectories import video_path
+from services.evaluation.videos import write_video
 from services.features import EPISODE_ID
+from services.store import session_scope
+from services.store.models import Episode
 
 SIZE = 64
 
@@ -105,3 +110,21 @@ def add_camera(
                 table = table.append_column(column, array)
         pq.write_table(table, meta)
     return store_root / relative
+
+
+def add_review_videos(settings, codec: str = "libx264") -> None:
+    """A front camera (in ``codec``) for every stored episode of the fleet store
+    (seed_fleet_store), and the videos of candidate 3's failure on pick-place seed 35 and its
+    champion's (v2) as the evaluation films them (the store's codec, AV1)."""
+    with session_scope(settings.db_url) as session:
+        stored = session.execute(
+            select(Episode.id, Episode.data_file, Episode.steps)
+            .where(Episode.status == "ok")
+            .order_by(Episode.data_file, Episode.id)
+        ).all()
+    for index, data_file in enumerate(sorted({f for _, f, _ in stored})):
+        mine = [(e, f, n) for e, f, n in stored if f == data_file]
+        add_camera(settings.episode_store, mine, codec=codec, file_index=index)
+    for version, shift in (("3", 0), ("2", 20)):
+        path = video_path(settings, "closed-loop-v1", version, "pick-place", 35)
+        write_video(path, [frame(step + shift, 0) for step in range(200)])
