@@ -161,6 +161,7 @@ def test_candidate_page_shows_the_evidence(site):
     assert "run-abc123" in page and "flow-2" in page
     assert page.count('class="plot"') == 2 + 1 + 3  # tasks, curve; seed 35; 3 fleet takeovers
     assert '"operator"' in page  # the operator's spans are shaded and labelled
+    assert 'id="no-videos"' in page  # none recorded for its failure: the page says so
     assert site.get("/ui/candidates/nope").status_code == 404
 
 
@@ -214,7 +215,7 @@ def _rows(page: str) -> list[str]:
     return re.findall(r"<tr class=\"(\w+)\">(.*?)</tr>", body, re.S)
 
 
-def test_the_episode_browser_filters_by_robot_outcome_and_status(site):
+def test_the_episode_browser_filters_and_shows_quarantine_reasons(site):
     _login(site, "engineer")
     everything = _rows(site.get("/ui/episodes").text)
     # 4 deployments a night for 2 nights, and the truncated log (the same bytes both nights)
@@ -225,10 +226,7 @@ def test_the_episode_browser_filters_by_robot_outcome_and_status(site):
     assert len(failures) == 2 and all("robot-00" in cells for _, cells in failures)
     both = site.get("/ui/episodes", params={"robot": "robot-01", "outcome": "failure"}).text
     assert _rows(both) == [] and "No episode matches" in both
-
-
-def test_quarantined_episodes_show_their_reason(site):
-    _login(site, "engineer")
+    # a quarantined upload, with its reason, and a page that says nothing of it is stored
     page = site.get("/ui/episodes", params={"status": "quarantined"}).text
     rows = _rows(page)
     assert len(rows) == 1 and rows[0][0] == "quarantined"
@@ -255,11 +253,7 @@ def test_an_episode_page_plays_its_camera_with_the_takeover_on_the_timeline(film
     assert len(frames) == 60
     assert [int(np.argmax(f[32, :, 0])) for f in frames] == list(range(60))
     assert filmed.get(video).content == answer.content  # the cached clip
-
-
-def test_a_missing_camera_or_episode_is_a_404_and_videos_need_a_session(filmed):
-    page = filmed.get("/ui/episodes", params={"status": "ok"}).text
-    link = re.search(r'href="(/ui/episodes/[^"]+)"', page).group(1)
+    # a camera or an episode that is not there, and a video without a session
     assert filmed.get(f"{link}/cameras/wrist.mp4").status_code == 404
     assert filmed.get("/ui/episodes/nope/cameras/front.mp4").status_code == 404
     assert filmed.get("/ui/episodes/nope").status_code == 404
@@ -291,7 +285,7 @@ def test_the_candidate_page_shows_a_failure_beside_the_champion_on_the_same_seed
         assert answer.status_code == 200
         with av.open(io.BytesIO(answer.content)) as video:
             assert sum(1 for _ in video.decode(video=0)) == 200
-    assert "Play together" in pair
+    assert "Play together" in pair and 'id="no-videos"' not in page
     # no video was recorded for a seed both passed, nor for a side that is not one
     assert filmed.get("/ui/candidates/c3/episodes/pick-place/0/candidate.mp4").status_code == 404
     assert filmed.get("/ui/candidates/c3/episodes/pick-place/35/parent.mp4").status_code == 404
