@@ -253,8 +253,13 @@ def test_an_episode_page_plays_its_camera_with_the_takeover_on_the_timeline(film
     assert len(frames) == 60
     assert [int(np.argmax(f[32, :, 0])) for f in frames] == list(range(60))
     assert filmed.get(video).content == answer.content  # the cached clip
+    # the wrist camera's episodes start mid-GOP: its clip still shows exactly this episode
+    wrist = filmed.get(video.replace("/front.mp4", "/wrist.mp4"))
+    with av.open(io.BytesIO(wrist.content)) as clip:
+        frames = [f.to_ndarray(format="rgb24") for f in clip.decode(video=0)]
+    assert [int(np.argmax(f[32, :, 0])) for f in frames] == list(range(60))
     # a camera or an episode that is not there, and a video without a session
-    assert filmed.get(f"{link}/cameras/wrist.mp4").status_code == 404
+    assert filmed.get(f"{link}/cameras/top.mp4").status_code == 404
     assert filmed.get("/ui/episodes/nope/cameras/front.mp4").status_code == 404
     assert filmed.get("/ui/episodes/nope").status_code == 404
     filmed.cookies.clear()
@@ -291,5 +296,5 @@ def test_the_candidate_page_shows_a_failure_beside_the_champion_on_the_same_seed
     assert filmed.get("/ui/candidates/c3/episodes/pick-place/35/parent.mp4").status_code == 404
     # the fleet episodes it learned from, with their cameras and the takeover on the timeline
     fleet = page.split("Fleet episodes it learned from")[1].split("Decisions and comments")[0]
-    assert fleet.count('<figure class="player"') == 3
+    assert fleet.count('<figure class="player"') == 3 * 2  # front and wrist
     assert fleet.count('class="takeover"') >= 2

@@ -53,7 +53,8 @@ def encode(
         stream.codec_context.gop_size = gop
         if codec == "libx264":
             stream.codec_context.max_b_frames = 0
-            stream.options = {"tune": "zerolatency"}
+            # no scene-cut keyframes: a new episode's picture would start one
+            stream.options = {"tune": "zerolatency", "x264-params": "scenecut=0"}
         for episode, n in enumerate(lengths):
             for step in range(n):
                 video_frame = av.VideoFrame.from_ndarray(frame(step, episode), format="rgb24")
@@ -76,6 +77,7 @@ def add_camera(
     fps: int = 10,
     codec: str = "libx264",
     file_index: int = 0,
+    gop: int = 2,
     keyframe_starts: bool = True,
 ) -> Path:
     """Pack camera ``name`` of ``episodes`` ((episode id, data file, steps)) into one video
@@ -87,6 +89,7 @@ def add_camera(
         [n for _, _, n in episodes],
         fps,
         codec,
+        gop=gop,
         keyframe_starts=keyframe_starts,
     )
     place = {e: span for (e, _, _), span in zip(episodes, spans, strict=True)}
@@ -113,7 +116,7 @@ def add_camera(
 
 
 def add_review_videos(settings, codec: str = "libx264") -> None:
-    """A front camera (in ``codec``) for every stored episode of the fleet store
+    """A front and a wrist camera (in ``codec``) for every stored episode of the fleet store
     (seed_fleet_store), and the videos of candidate 3's failure on pick-place seed 35 and its
     champion's (v2) as the evaluation films them (the store's codec, AV1)."""
     with session_scope(settings.db_url) as session:
@@ -125,6 +128,17 @@ def add_review_videos(settings, codec: str = "libx264") -> None:
     for index, data_file in enumerate(sorted({f for _, f, _ in stored})):
         mine = [(e, f, n) for e, f, n in stored if f == data_file]
         add_camera(settings.episode_store, mine, codec=codec, file_index=index)
+        # a wrist camera as another tool may pack it: a keyframe every 7 frames whatever the
+        # episode, so that episodes start mid-GOP
+        add_camera(
+            settings.episode_store,
+            mine,
+            "wrist",
+            codec=codec,
+            file_index=index,
+            gop=7,
+            keyframe_starts=False,
+        )
     for version, shift in (("3", 0), ("2", 20)):
         path = video_path(settings, "closed-loop-v1", version, "pick-place", 35)
         write_video(path, [frame(step + shift, 0) for step in range(200)])
