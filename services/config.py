@@ -293,6 +293,18 @@ class RetentionSettings(BaseSettings):
     episode_days: float | None = Field(default=None, gt=0)
 
 
+class VideoSettings(BaseSettings):
+    model_config = _flywheel("FLYWHEEL_VIDEO_")
+
+    # How ingest encodes camera tracks, which the episode store packs without re-encoding.
+    # LeRobot's defaults (AV1, a keyframe every 2 frames, CRF 30); bench/video_codec.py
+    # measures the choices. An FFmpeg encoder PyAV has: libsvtav1 or libx264.
+    codec: Literal["libsvtav1", "libx264"] = "libsvtav1"
+    # Frames between keyframes: small, so decoding a randomly sampled step stays cheap.
+    gop: int = Field(default=2, ge=1)
+    crf: int = Field(default=30, ge=0, le=63)
+
+
 class NotifySettings(BaseSettings):
     model_config = _flywheel("FLYWHEEL_NOTIFY_")
 
@@ -387,6 +399,8 @@ class Settings(BaseSettings):
     cli: CliSettings = Field(default_factory=CliSettings)
     # How long raw uploads and episodes are kept (FLYWHEEL_RETENTION_*).
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    # How camera frames are encoded (FLYWHEEL_VIDEO_CODEC, _GOP, _CRF).
+    video: VideoSettings = Field(default_factory=VideoSettings)
     # The webhook told of approvals waiting, verdicts, rollbacks, halts (FLYWHEEL_NOTIFY_*).
     notify: NotifySettings = Field(default_factory=NotifySettings)
     # /metrics' snapshot of the store (FLYWHEEL_METRICS_*).

@@ -10,10 +10,11 @@ shared with others without them. The tombstones are the record of what must go: 
 after the commit leaves frames that the next ingest's repair (or the same deletion run again)
 removes.
 
-Data stores: the Parquet episode store today. Camera frames and videos (issue 19) add a store
-with the same two methods (``files_holding``, ``drop_episodes``) to ``data_stores``, and
-deletion and retention reach them with no other change. It lives in curation, not in the
-episode store, because it answers which datasets and models used the episodes.
+Data stores: the episode store, whose ``files_holding`` and ``drop_episodes`` cover its
+Parquet data files and its camera video files (a deleted episode's frames are cut out of the
+MP4s it shares with others). Another store holding episode data would join ``data_stores``
+with the same two methods. It lives in curation, not in the episode store, because it answers
+which datasets and models used the episodes.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class DataStore(Protocol):
 
 
 def data_stores(settings: Settings) -> list[DataStore]:
-    """Every store that holds episode data: the Parquet frames (videos: issue 19)."""
+    """Every store that holds episode data: the episode store (Parquet frames and videos)."""
     return [EpisodeStore(settings.episode_store)]
 
 
@@ -87,7 +88,7 @@ class DeletionReport:
     dry_run: bool
     # Asked for by id, deleted before: nothing left to delete but leftover frames.
     already_deleted: list[str] = field(default_factory=list)
-    # Data files rewritten without the episodes (a dry run: that would be).
+    # Data and video files rewritten without the episodes (a dry run: that would be).
     data_files: list[str] = field(default_factory=list)
     # Datasets that used them, now (a dry run: to be) marked no longer reproducible.
     datasets: list[str] = field(default_factory=list)

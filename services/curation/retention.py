@@ -4,7 +4,8 @@
 ``FLYWHEEL_RETENTION_EPISODE_DAYS`` ages the indexed episodes by when they were recorded
 (when they were ingested, for a log without a start time). Unset keeps them forever, the
 default. Expired episodes go through the deletion path (``services/curation/deletion.py``):
-tombstones, dataset marks, one audit event with actor ``retention``.
+tombstones, dataset marks, one audit event with actor ``retention``, and their stored frames
+(Parquet rows and camera frames in the video files) removed from the episode store.
 
 The lineage rule: episodes the current champion was trained on (its dataset and its
 ancestors', ``champion_episodes``) are kept while it is champion, so that the model the

@@ -6,16 +6,33 @@ meta/stats.json                           per-feature mean/std/min/max/count ove
 meta/tasks.parquet                        task_index, task
 meta/episodes/chunk-CCC/file-NNN.parquet  one row per episode of data file CCC/NNN, with stats
 data/chunk-CCC/file-NNN.parquet           one row per step; one file per ingest batch
+videos/<key>/chunk-CCC/file-NNN.mp4       per camera (key observation.images.<name>), the
+                                          frames of one ingest batch's episodes, end to end
 ```
 
-Every file is written under a temporary name and renamed. The SQL index (``episodes``) is
-the record of which data files count: a file no row refers to is a crash leftover, and
-``repair`` deletes it. info.json and stats.json are derived from the per-episode
-rows of meta/episodes, so ``write_meta`` can rebuild them after any crash.
+Camera frames (``videos.py``): each episode's camera comes in as its own MP4 track, one frame
+per step; ``write_batch`` remuxes the batch's tracks of a camera into one file (no
+re-encoding), and the episode's row in meta/episodes says where its frames are:
+``videos/<key>/chunk_index``, ``file_index``, ``from_timestamp`` and ``to_timestamp``
+(seconds in that file; step i is the frame at from_timestamp + i / fps). Episodes whose
+tracks differ in rate or codec header go to separate files of the batch. Every episode of a
+store has the same cameras at the same resolution (LeRobot gives a feature one shape);
+``write_batch`` refuses any other.
+
+Every file is written under a temporary name and renamed: a batch's video files first, then
+its data file, then its episodes file. The SQL index (``episodes``) is the record of which
+data files count: a file no row refers to is a crash leftover, and ``repair`` deletes it, with
+the video files its episodes file names; a video file no row of meta/episodes names is a
+leftover too. info.json and stats.json are derived from the per-episode rows of
+meta/episodes, so ``write_meta`` can rebuild them after any crash.
 
 Deleting episodes (``drop_episodes``) rewrites the files they share with others, without
-their rows: the others keep every value, their indices included, so the store's numbering
-has gaps afterwards (an export renumbers from 0). See docs/data-retention.md.
+their rows and frames: the others keep every value, their indices included, so the store's
+numbering has gaps afterwards (an export renumbers from 0). A video file is rewritten under a
+new number (the kept episodes end to end, their timestamps updated), the episodes file is
+renamed over the old one to point at it, and only then is the old video file deleted: a crash
+at any point leaves whole files, and the old or the new video a leftover. See
+docs/data-retention.md.
 """
 
 from __future__ import annotations
@@ -24,9 +41,13 @@ import fcntl
 import itertools
 import json
 import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +57,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from services.episode_store.videos import (
+    IMAGE_PREFIX,
+    VIDEO_PATH,
+    Span,
+    Stream,
+    camera_reason,
+    cut,
+    pack,
+    video_feature,
+    video_keys,
+    videos_named,
+)
 from services.episodes.model import RawEpisode
 from services.features import (
     ACTION,
@@ -59,13 +92,19 @@ CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 STAT_FEATURES = (OBSERVATION_STATE, ACTION, TIMESTAMP)
 STATS = ("mean", "std", "min", "max", "count")
+# meta/episodes columns of a camera: videos/<key>/<column>.
+# Ingest's camera tracks wait here, one folder per ingest, until they are packed.
+SPOOL = ".spool"
+VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 
 
-def _write_atomic(path: Path, write) -> None:
+def _write_atomic(path: Path, write):
+    """``write(temporary path)``, renamed to ``path``; returns what ``write`` returns."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
-    write(tmp)
+    result = write(tmp)
     os.replace(tmp, path)
+    return result
 
 
 def _data_schema(state_dim: int, action_dim: int) -> pa.Schema:
@@ -102,14 +141,53 @@ class EpisodeStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    @contextmanager
+    def spool(self) -> Iterator[Path]:
+        """A folder under ``.spool/`` for one ingest's camera tracks until they are packed;
+        removed afterwards, and by ``repair`` when the ingest that made it died (its owner
+        lock is free then)."""
+        base = self.root / SPOOL
+        base.mkdir(parents=True, exist_ok=True)
+        while True:
+            folder = Path(tempfile.mkdtemp(dir=base))
+            try:
+                owner = open(folder / ".owner", "w")  # noqa: SIM115 (held until the end)
+            except FileNotFoundError:
+                continue  # a repair took the new folder for a dead ingest's: another one
+            fcntl.flock(owner, fcntl.LOCK_EX)
+            if folder.exists():
+                break
+            owner.close()
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            owner.close()
+
+    def _remove_dead_spools(self) -> None:
+        """Spool folders whose ingest died: their owner lock is free (the system frees a
+        process's locks when it ends). Removed while holding that lock."""
+        for folder in sorted((self.root / SPOOL).glob("*/")):
+            try:
+                with open(folder / ".owner", "a") as owner:
+                    fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    shutil.rmtree(folder, ignore_errors=True)
+            except (BlockingIOError, FileNotFoundError):
+                continue  # an ingest running now, or a folder gone meanwhile
+
     # -- writing (hold the lock) ---------------------------------------------------------------
 
     def write_batch(self, episodes: Sequence[tuple[str, int, RawEpisode]]) -> str:
         """Write one data file and its episodes file for ``(episode id, episode index, raw)``.
 
         Returns the data file's path relative to the store root. All episodes share one
-        embodiment: LeRobot's layout gives each feature one shape.
+        embodiment: LeRobot's layout gives each feature one shape; so they share the store's
+        cameras and their resolution too (``ValueError`` otherwise, and for a camera track
+        with no video, which validation quarantines before it gets here). The episodes'
+        camera tracks are packed into the batch's video files; the tracks stay where they
+        are (ingest discards them).
         """
+        streams = self._check_cameras(episodes)
         tasks = self._add_tasks({raw.task for _, _, raw in episodes})
         chunk_index, file_index = self._next_file()
         relative = DATA_PATH.format(chunk_index=chunk_index, file_index=file_index)
@@ -164,9 +242,90 @@ class EpisodeStore:
         for feature, values in ((OBSERVATION_STATE, states), (ACTION, actions)):
             rows.update(_episode_stats(feature, values, starts, lengths))
         rows.update(_episode_stats(TIMESTAMP, timestamps[:, None], starts, lengths))
-        _write_atomic(self.root / relative, lambda p: _write_parquet(table, p))
-        _write_atomic(self._episodes_path(relative), lambda p: pq.write_table(pa.table(rows), p))
+        written: list[Path] = []
+        try:
+            rows.update(self._write_videos(episodes, streams, written))
+            _write_atomic(self.root / relative, lambda p: _write_parquet(table, p))
+            written.append(self.root / relative)
+            _write_atomic(
+                self._episodes_path(relative), lambda p: pq.write_table(pa.table(rows), p)
+            )
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         return relative
+
+    def _check_cameras(self, episodes: Sequence[tuple[str, int, RawEpisode]]) -> list[dict]:
+        """Each episode's cameras as ``{key: Stream}``; refuses a batch that would give the
+        store two shapes of a camera, or a track with no video."""
+        expected = self.cameras()
+        found = []
+        for episode_id, _, raw in episodes:
+            for name, track in raw.cameras.items():
+                if track.path is None:
+                    raise ValueError(
+                        f"episode {episode_id}: camera {name} has no video (its frames could "
+                        "not make one); validation quarantines such an episode before it is "
+                        "stored"
+                    )
+            streams = {IMAGE_PREFIX + n: Stream.of(t.path) for n, t in raw.cameras.items()}
+            shapes = {key: (s.width, s.height) for key, s in streams.items()}
+            if expected is None:
+                expected = shapes  # the first episode of a new store sets them
+            reason = camera_reason(shapes, expected)
+            if reason is not None:
+                raise ValueError(f"episode {episode_id}: {reason}")
+            found.append(streams)
+        return found
+
+    def _write_videos(
+        self,
+        episodes: Sequence[tuple[str, int, RawEpisode]],
+        streams: list[dict[str, Stream]],
+        written: list[Path],
+    ) -> dict[str, list]:
+        """Pack the episodes' tracks into video files, per camera; returns their meta/episodes
+        columns (where each episode's frames are, and their image statistics)."""
+        columns: dict[str, list] = {}
+        for key in sorted(streams[0]) if streams else ():
+            name = key.removeprefix(IMAGE_PREFIX)
+            tracks = [raw.cameras[name] for _, _, raw in episodes]
+            # Files are joined only when the rate and the codec's header match: normally the
+            # whole batch.
+            groups: dict[tuple, list[int]] = {}
+            for i, track in enumerate(tracks):
+                groups.setdefault((track.fps, streams[i][key].extradata), []).append(i)
+            places: list[tuple] = [()] * len(tracks)
+            stats: list[dict] = [{}] * len(tracks)
+            number = self._next_video(key)
+            for (fps, _), members in groups.items():
+                chunk_index, file_index = divmod(number, CHUNKS_SIZE)
+                number += 1
+                relative = VIDEO_PATH.format(
+                    video_key=key, chunk_index=chunk_index, file_index=file_index
+                )
+                paths = [tracks[i].path for i in members]
+                spans, sampled = _write_atomic(self.root / relative, partial(pack, paths, fps))
+                written.append(self.root / relative)
+                for i, span, stat in zip(members, spans, sampled, strict=True):
+                    episode_id, _, raw = episodes[i]
+                    if span.frames != raw.steps:
+                        raise ValueError(
+                            f"episode {episode_id}: camera {name} has {span.frames} frames for "
+                            f"{raw.steps} steps; a track holds one frame per step"
+                        )
+                    places[i] = (chunk_index, file_index, span.from_timestamp, span.to_timestamp)
+                    stats[i] = stat
+            for column, values in zip(VIDEO_COLUMNS, zip(*places, strict=True), strict=True):
+                columns[f"videos/{key}/{column}"] = list(values)
+            for stat in STATS:
+                columns[f"stats/{key}/{stat}"] = [s[stat] for s in stats]
+        return columns
+
+    def _next_video(self, key: str) -> int:
+        used = [_chunk_file(str(p)) for p in self.root.glob(f"videos/{key}/chunk-*/file-*.mp4")]
+        return max((c * CHUNKS_SIZE + f for c, f in used), default=-1) + 1
 
     def write_meta(self) -> None:
         """Rewrite info.json and stats.json from the per-episode rows of meta/episodes."""
@@ -175,13 +334,17 @@ class EpisodeStore:
             for name in ("meta/info.json", "meta/stats.json"):
                 (self.root / name).unlink(missing_ok=True)
             return
-        stats = {f: _merge_stats(episodes, f) for f in STAT_FEATURES}
+        keys = video_keys(episodes)
+        stats = {f: _merge_stats(episodes, f) for f in (*STAT_FEATURES, *keys)}
         _write_atomic(self.root / "meta/stats.json", lambda p: p.write_text(json.dumps(stats)))
         first = self.root / DATA_PATH.format(
             chunk_index=episodes["data/chunk_index"][0].as_py(),
             file_index=episodes["data/file_index"][0].as_py(),
         )
         data_bytes = sum((self.root / f).stat().st_size for f in self.data_files())
+        videos = videos_named(episodes)
+        video_bytes = sum((self.root / f).stat().st_size for f in videos)
+        fps = Counter(episodes["fps"].to_pylist()).most_common(1)[0][0]
         total = episodes.num_rows
         info = {
             "codebase_version": CODEBASE_VERSION,
@@ -191,13 +354,17 @@ class EpisodeStore:
             "total_tasks": len(self.tasks()),
             "chunks_size": CHUNKS_SIZE,
             "data_files_size_in_mb": round(data_bytes / 2**20, 3),
-            "video_files_size_in_mb": 0,
-            "fps": Counter(episodes["fps"].to_pylist()).most_common(1)[0][0],
+            "video_files_size_in_mb": round(video_bytes / 2**20, 3),
+            "fps": fps,
             "splits": {"train": f"0:{total}"},
             "data_path": DATA_PATH,
-            "video_path": None,
+            "video_path": VIDEO_PATH if keys else None,
             "features": _features(pq.read_schema(first)),
         }
+        for key in keys:
+            # The store's cameras share one shape (write_batch refuses others): one file says it.
+            stream = Stream.of(self.root / next(f for f in sorted(videos) if f"/{key}/" in f))
+            info["features"][key] = video_feature(stream, fps)
         text = json.dumps(info, indent=2)
         _write_atomic(self.root / "meta/info.json", lambda p: p.write_text(text))
 
@@ -236,6 +403,22 @@ class EpisodeStore:
         if OBSERVATION_STATE not in features:
             return None
         return features[OBSERVATION_STATE]["shape"][0], features[ACTION]["shape"][0]
+
+    def cameras(self) -> dict[str, tuple[int, int]] | None:
+        """The store's cameras, ``{key: (width, height)}``, or None while it is empty."""
+        features = self.info().get("features")
+        if features is None:
+            return None
+        return {
+            key: (feature["shape"][1], feature["shape"][0])
+            for key, feature in features.items()
+            if feature.get("dtype") == "video"
+        }
+
+    def video_files(self) -> set[str]:
+        return {
+            str(p.relative_to(self.root)) for p in self.root.glob("videos/*/chunk-*/file-*.mp4")
+        }
 
     def read_frames(
         self, episode_ids: Sequence[str], *, data_files: Mapping[str, str | None] | None = None
@@ -300,25 +483,36 @@ class EpisodeStore:
     # -- deleting (hold the lock) --------------------------------------------------------------
 
     def files_holding(self, episode_ids: set[str]) -> list[str]:
-        """The data files that hold frames of any of ``episode_ids``, per meta/episodes."""
+        """The data and video files that hold frames of any of ``episode_ids``, per
+        meta/episodes."""
         files = set()
         for relative in self._episode_files():
-            held = pq.read_table(self._episodes_path(relative), columns=[EPISODE_ID])
-            if not episode_ids.isdisjoint(held[EPISODE_ID].to_pylist()):
+            path = self._episodes_path(relative)
+            names = pq.read_schema(path).names
+            held = pq.read_table(
+                path, columns=[n for n in names if n.startswith("videos/")] + [EPISODE_ID]
+            )
+            mine = pc.is_in(held[EPISODE_ID], value_set=pa.array(sorted(episode_ids), pa.string()))
+            if pc.any(mine).as_py():
                 files.add(relative)
+                files.update(videos_named(held.filter(mine)))
         return sorted(files)
 
     def drop_episodes(self, episode_ids: set[str]) -> list[str]:
-        """Rewrite every data file holding any of ``episode_ids`` without them; returns the
-        files rewritten (or removed, when nothing else was in them).
+        """Rewrite every data file holding any of ``episode_ids`` without them, and every
+        video file holding their frames; returns the files rewritten (or removed, when nothing
+        else was in them).
 
-        Each file is written under a temporary name and renamed over the old one, the data
-        file before its episodes file: a crash leaves either file whole, old or new, and
-        running this again finishes the job (``repair`` does, from the tombstones).
+        Each data file is written under a temporary name and renamed over the old one, the
+        data file before its episodes file; a video file is written again under a new number
+        before both, and the old one deleted after them. A crash leaves every file whole, old
+        or new (a video named by no row is a leftover ``repair`` removes), and running this
+        again finishes the job (``repair`` does, from the tombstones).
         """
         files = self.files_holding(episode_ids)
         for relative in files:
-            self._rewrite_without(relative, episode_ids)
+            if relative.startswith("data/"):
+                self._rewrite_without(relative, episode_ids)
         if files:
             self.write_meta()
         return files
@@ -330,12 +524,64 @@ class EpisodeStore:
         if not pc.any(keep).as_py():
             self.remove(relative)
             return
+        kept_rows = episodes.filter(keep)
+        replaced: list[str] = []
+        for key in video_keys(episodes):
+            kept_rows = self._cut_videos(key, kept_rows, episodes.filter(pc.invert(keep)), replaced)
         data = pq.read_table(self.root / relative)
         kept = data.filter(pc.invert(pc.is_in(data[EPISODE_ID], value_set=gone)))
         _write_atomic(self.root / relative, lambda p: _write_parquet(kept, p))
-        _write_atomic(
-            self._episodes_path(relative), lambda p: pq.write_table(episodes.filter(keep), p)
+        _write_atomic(self._episodes_path(relative), lambda p: pq.write_table(kept_rows, p))
+        # Only now that no row names them: the old files, with the deleted frames.
+        for old in replaced:
+            (self.root / old).unlink(missing_ok=True)
+
+    def _cut_videos(
+        self, key: str, kept: pa.Table, dropped: pa.Table, replaced: list[str]
+    ) -> pa.Table:
+        """Write each of ``key``'s video files that holds a dropped episode again under a new
+        number, with only the kept episodes' frames; returns ``kept`` pointing at them."""
+        prefix = f"videos/{key}/"
+        columns = {c: kept[prefix + c].to_pylist() for c in VIDEO_COLUMNS}
+        places = list(zip(columns["chunk_index"], columns["file_index"], strict=True))
+        doomed = set(
+            zip(*(dropped[prefix + c].to_pylist() for c in VIDEO_COLUMNS[:2]), strict=True)
         )
+        number = self._next_video(key)
+        for chunk_index, file_index in sorted(doomed):
+            old = VIDEO_PATH.format(video_key=key, chunk_index=chunk_index, file_index=file_index)
+            replaced.append(old)
+            rows = sorted(
+                (i for i, place in enumerate(places) if place == (chunk_index, file_index)),
+                key=lambda i: columns["from_timestamp"][i],
+            )
+            if not rows:
+                continue
+            new_chunk, new_file = divmod(number, CHUNKS_SIZE)
+            number += 1
+            new = VIDEO_PATH.format(video_key=key, chunk_index=new_chunk, file_index=new_file)
+            spans = [
+                Span(
+                    columns["from_timestamp"][i],
+                    columns["to_timestamp"][i],
+                    kept["length"][i].as_py(),
+                )
+                for i in rows
+            ]
+            fps = Fraction(kept["fps"][rows[0]].as_py()).limit_denominator(1001)
+            moved = _write_atomic(self.root / new, partial(cut, self.root / old, spans, fps))
+            for i, span in zip(rows, moved, strict=True):
+                columns["chunk_index"][i], columns["file_index"][i] = new_chunk, new_file
+                columns["from_timestamp"][i] = span.from_timestamp
+                columns["to_timestamp"][i] = span.to_timestamp
+        for column, values in columns.items():
+            name = prefix + column
+            kept = kept.set_column(
+                kept.schema.get_field_index(name),
+                kept.schema.field(name),
+                pa.array(values, kept[name].type),
+            )
+        return kept
 
     # -- repair --------------------------------------------------------------------------------
 
@@ -344,22 +590,37 @@ class EpisodeStore:
         return (self.data_files() | self._episode_files()) - set(known)
 
     def remove(self, relative: str) -> None:
-        """Delete a data file and its episodes file (never a source log)."""
+        """Delete a data file, its episodes file and the video files that names (never a
+        source log). The videos go last: a crash before leaves them named by no row, which
+        ``repair`` removes."""
+        episodes = self._episodes_path(relative)
+        videos = videos_named(pq.read_table(episodes)) if episodes.exists() else set()
         (self.root / relative).unlink(missing_ok=True)
-        self._episodes_path(relative).unlink(missing_ok=True)
+        episodes.unlink(missing_ok=True)
+        for video in videos:
+            (self.root / video).unlink(missing_ok=True)
 
     def repair(self, known: set[str]) -> list[str]:
-        """Undo what a crash left (hold the lock); returns the orphan data files removed.
+        """Undo what a crash left (hold the lock); returns the orphan data and video files
+        removed.
 
-        Unfinished temp files and data files no index row refers to are deleted, and
+        Unfinished temp files, data files no index row refers to, video files no row of
+        meta/episodes names and spool folders of ingests that died are deleted, and
         info.json and stats.json are rebuilt when they do not count what meta/episodes holds
         (a crash after the index commit, before ``write_meta``).
         """
-        for partial in self.root.rglob(".*.partial"):
-            partial.unlink(missing_ok=True)
+        for leftover in self.root.rglob(".*.partial"):
+            leftover.unlink(missing_ok=True)
         orphans = sorted(self.orphan_files(known))
         for relative in orphans:
             self.remove(relative)
+        # Video files written before a crash kept their batch's episodes file from being
+        # written, or left over by a deletion: no row of meta/episodes names them.
+        videos = sorted(self.video_files() - videos_named(self.episodes_meta()))
+        for relative in videos:
+            (self.root / relative).unlink()
+        orphans += videos
+        self._remove_dead_spools()
         if orphans or self.info().get("total_episodes", 0) != self.episodes_meta().num_rows:
             self.write_meta()
         return orphans
@@ -416,7 +677,8 @@ def _episode_stats(
 def _merge_stats(episodes: pa.Table, feature: str) -> dict[str, list]:
     """Pool per-episode stats into the store's (exact pooled mean and variance)."""
     get = {s: np.asarray(episodes[f"stats/{feature}/{s}"].to_pylist(), float) for s in STATS}
-    n = get["count"]  # (E, 1)
+    # Counts (E, 1) against values (E, ...): an image's stats are (E, 3, 1, 1).
+    n = get["count"].reshape(len(get["count"]), *[1] * (get["mean"].ndim - 1))
     total = n.sum()
     mean = (get["mean"] * n).sum(0) / total
     second = ((get["std"] ** 2 + get["mean"] ** 2) * n).sum(0) / total

@@ -199,7 +199,10 @@ def decode_image(payload: Payload) -> np.ndarray:
                 raise FrameError(f"a {payload.format.upper()} message holds {found.upper()} data")
             image.load()
             return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:
+        # Pillow's message names the buffer object by its address: say it the same each time.
+        raise FrameError(f"corrupt {payload.format.upper()} (not an image)") from exc
+    except (OSError, SyntaxError) as exc:
         raise FrameError(f"corrupt {payload.format.upper()} ({exc})") from exc
 
 
@@ -233,6 +236,7 @@ class _H264:
     def __init__(self) -> None:
         self._codec: av.CodecContext | None = None
         self._pending: set[int] = set()
+        self._decoded = False
 
     def decode(self, n: int, data: bytes) -> Iterator[tuple[int, np.ndarray | FrameError]]:
         if self._codec is None:
@@ -247,7 +251,13 @@ class _H264:
             frames = self._codec.decode(packet)
         except av.error.FFmpegError as exc:
             self._pending.discard(n)
-            yield n, FrameError(f"undecodable H.264 ({exc})")
+            hint = (
+                ""
+                if self._decoded
+                else "; no frame decoded yet: does the stream start with a keyframe and its "
+                "SPS/PPS?"
+            )
+            yield n, FrameError(f"undecodable H.264 ({exc}){hint}")
             return
         yield from self._frames(frames)
 
@@ -271,6 +281,7 @@ class _H264:
         for frame in frames:
             n = int(frame.pts) if frame.pts is not None else min(self._pending, default=-1)
             self._pending.discard(n)
+            self._decoded = True
             yield n, frame.to_ndarray(format="rgb24")
 
 
@@ -352,14 +363,24 @@ def episode_tracks(
         for step, n in enumerate(builder.held.tolist()):
             if n >= 0:
                 demands.setdefault(n, []).append((e, step))
+    # An episode's encoder is finished (and its memory freed) as soon as its last step has its
+    # frame, so a long log of many episodes never holds more than a few encoders open.
+    waiting = [0] * len(builders)
+    for pairs in demands.values():
+        for e, _ in pairs:
+            waiting[e] += 1
+    tracks: list[CameraTrack | None] = [None] * len(builders)
     # Decoders may answer late (an H.264 message that gave no frame is known at the end), so
     # frames are matched by message number, and the pass stops once every demand is met.
     for n, frame in decode_frames(spool) if demands else ():
         for e, step in demands.pop(n, ()):
             builders[e].put(step, frame)
+            waiting[e] -= 1
+            if not waiting[e]:
+                tracks[e] = builders[e].finish()
         if not demands:
             break
-    return [builder.finish() for builder in builders]
+    return [track or builder.finish() for track, builder in zip(tracks, builders, strict=True)]
 
 
 class _TrackBuilder:
@@ -396,11 +417,14 @@ class _TrackBuilder:
         if len(back):
             k = int(back[0]) + 1
             step = int(np.searchsorted(ticks, window[k - 1], side="left"))
-            facts.out_of_order = (min(step, len(ticks) - 1), (window[k - 1] - window[k]) / 1e9)
+            facts.out_of_order = (min(step, len(ticks) - 1), float(window[k - 1] - window[k]) / 1e9)
             self._failed = True
             return np.full(len(ticks), -1, dtype=np.int64)
         held = np.searchsorted(window, ticks, side="right") - 1
         facts.missing_steps = int((held < 0).sum())
+        if not len(window):  # no frame at or before the episode's end: every step is missing
+            self._failed = True
+            return held
         ages = (ticks - window[np.maximum(held, 0)]) / 1e9
         ages[held < 0] = np.inf
         stale = np.flatnonzero((ages > self.spec.max_age_s) & (held >= 0))
@@ -470,6 +494,9 @@ class _TrackBuilder:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             self._container.close()
+            # A closed container keeps its encoder's buffers while referenced: let them go now,
+            # not when every episode of the log is done.
+            self._container = self._stream = None
         if not self._failed and self._step != len(self.ticks) and self.facts.decode_error is None:
             self.facts.decode_error = (self._step, "no frame could be decoded for this step")
         if self._failed or self._step != len(self.ticks):

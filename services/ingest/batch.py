@@ -34,6 +34,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -41,6 +42,8 @@ from services.config import Settings
 from services.episode_store import index
 from services.episode_store.index import Upload
 from services.episode_store.parquet import EpisodeStore
+from services.episode_store.videos import IMAGE_PREFIX, camera_reason
+from services.episodes.cameras import VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode
 from services.ingest.mapping import FleetMapping
 from services.ingest.readers import read_bag, read_container, read_mcap
@@ -109,7 +112,8 @@ class _HashingStream(io.BufferedReader):
 
 
 def episode_digest(raw: RawEpisode) -> str:
-    """The content hash of one episode: its frames and labels (for episodes in containers)."""
+    """The content hash of one episode: its frames, camera frames and labels (the id of an
+    episode in a container; what recognises the same episode uploaded twice)."""
     digest = hashlib.sha256()
     for array in (raw.states, raw.actions, raw.timestamps):
         digest.update(array.tobytes())
@@ -117,6 +121,10 @@ def episode_digest(raw: RawEpisode) -> str:
     labels = (*raw.control_source, raw.task, raw.robot_id, raw.kind, raw.outcome)
     digest.update("".join(f"{text}\0" for text in labels).encode())
     digest.update(str(raw.policy_version).encode())
+    # Each camera's frames (its track's digest of the aligned pixels), by camera name; an
+    # episode without cameras hashes as it did before cameras were stored.
+    for name, track in sorted(raw.cameras.items()):
+        digest.update(f"{name}\0{track.digest}\0".encode())
     return digest.hexdigest()
 
 
@@ -155,6 +163,14 @@ def _nth(digest: str, n: int) -> str:
 # -- reading one unit -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Cameras:
+    """Where readers write camera tracks (a spool folder of the episode store) and how."""
+
+    directory: Path
+    video_format: VideoFormat
+
+
 def _uploads(
     source: Source,
     unit: LogUnit,
@@ -162,10 +178,11 @@ def _uploads(
     known: set[str],
     deleted: Tombstones,
     summary: IngestSummary,
+    cameras: Cameras,
 ) -> Iterator[list[Upload]]:
     """Groups of uploads that must share a chunk: a stream's episodes, or one container episode."""
     if unit.format in CONTAINERS:
-        yield from _container(source, unit, mapping, known, deleted, summary)
+        yield from _container(source, unit, mapping, known, deleted, summary, cameras)
         return
     if unit.uri in deleted.logs:
         summary.tombstoned += 1
@@ -179,12 +196,17 @@ def _uploads(
         return
     try:
         if unit.format == "mcap":
-            episodes = _read_mcap(source, unit, mapping, digest)
+            episodes = _read_mcap(source, unit, mapping, digest, cameras)
             if episodes is None:
                 return
         else:
             with source.local_path(unit) as path:
-                episodes = read_bag(path, mapping)
+                episodes = read_bag(
+                    path,
+                    mapping,
+                    directory=cameras.directory,
+                    video_format=cameras.video_format,
+                )
     except LogFormatError as exc:
         yield [Upload(unit.uri, digest, unit.format, reason=str(exc))]
         return
@@ -198,16 +220,26 @@ def _uploads(
 
 
 def _read_mcap(
-    source: Source, unit: LogUnit, mapping: FleetMapping, digest: str
+    source: Source, unit: LogUnit, mapping: FleetMapping, digest: str, cameras: Cameras
 ) -> list[RawEpisode] | None:
     """One streamed pass; None if the file changed since it was hashed."""
     with source.open(unit.path) as stream:
         hashing = _HashingStream(stream)
-        episodes = read_mcap(hashing, mapping)
+        episodes = read_mcap(
+            hashing, mapping, directory=cameras.directory, video_format=cameras.video_format
+        )
         if hashing.drain() != digest:
             log.warning("%s changed while it was read; it is left for the next run", unit.uri)
+            for raw in episodes:
+                discard_tracks(raw)
             return None
     return episodes
+
+
+def discard_tracks(raw: RawEpisode | None) -> None:
+    """Remove an episode's camera tracks from the spool (packed, or never to be)."""
+    for track in raw.cameras.values() if raw is not None else ():
+        track.discard()
 
 
 def _container(
@@ -217,9 +249,17 @@ def _container(
     known: set[str],
     deleted: Tombstones,
     summary: IngestSummary,
+    cameras: Cameras,
 ) -> Iterator[list[Upload]]:
     with source.local_path(unit) as path:
-        episodes = read_container(unit.format, path, mapping, unit.modified)
+        episodes = read_container(
+            unit.format,
+            path,
+            mapping,
+            unit.modified,
+            directory=cameras.directory,
+            video_format=cameras.video_format,
+        )
         try:
             for key, result in episodes:
                 uri = f"{unit.uri}#{key}"
@@ -231,9 +271,11 @@ def _container(
                     upload = Upload(uri, episode_digest(result), unit.format, result)
                 if upload.digest in deleted.hashes or uri in deleted.episodes:
                     summary.tombstoned += 1
+                    discard_tracks(upload.episode)
                     continue
                 if upload.digest in known:
                     summary.skipped += 1
+                    discard_tracks(upload.episode)
                     continue
                 yield [upload]
         except LogFormatError as exc:  # the container itself is unreadable
@@ -271,18 +313,22 @@ def ingest_logs(
     with session_scope(settings.db_url) as session:
         known = set(session.scalars(select(Episode.content_hash)))
         deleted = Tombstones.load(session)
+    video = settings.video
+    video_format = VideoFormat(codec=video.codec, gop=video.gop, crf=video.crf)
     chunk: list[Upload] = []
     frames = 0
-    for unit in logs.discover():
-        for group in _uploads(logs, unit, mapping, known, deleted, summary):
-            known.update(u.digest for u in group)
-            chunk += group
-            frames += sum(u.episode.steps for u in group if u.episode is not None)
-            if len(chunk) >= CHUNK_EPISODES or frames >= CHUNK_FRAMES:
-                _ingest_chunk(settings, store, chunk, summary, source, mapping)
-                chunk, frames = [], 0
-    # The last commit also closes the run: its counts are final by then.
-    _ingest_chunk(settings, store, chunk, summary, source, mapping, finished=True)
+    with store.spool() as spool:
+        cameras = Cameras(spool, video_format)
+        for unit in logs.discover():
+            for group in _uploads(logs, unit, mapping, known, deleted, summary, cameras):
+                known.update(u.digest for u in group)
+                chunk += group
+                frames += sum(u.episode.steps for u in group if u.episode is not None)
+                if len(chunk) >= CHUNK_EPISODES or frames >= CHUNK_FRAMES:
+                    _ingest_chunk(settings, store, chunk, summary, source, mapping)
+                    chunk, frames = [], 0
+        # The last commit also closes the run: its counts are final by then.
+        _ingest_chunk(settings, store, chunk, summary, source, mapping, finished=True)
     log.info(
         "ingest %s: %d ingested, %d skipped, %d quarantined, %d tombstoned",
         summary.run_id,
@@ -314,21 +360,32 @@ def _ingest_chunk(
             embodiments=mapping.embodiments,
         )
         results.append(report.result)
+        expected = _cameras(store, parsed)
         for upload in parsed:
-            upload.reason = report.reason(upload.episode_id) or _shape_reason(upload, dims)
+            upload.reason = (
+                report.reason(upload.episode_id)
+                or _shape_reason(upload, dims)
+                or _camera_reason(upload, expected)
+            )
     # Another ingest (on this machine or another) may index some of these first: they are
     # skipped, as if this one had found them indexed when it started.
-    indexed, lost = index.commit_chunk(
-        settings.db_url,
-        store,
-        chunk,
-        run_id=summary.run_id,
-        source=source,
-        validation=results,
-        skipped=summary.skipped,
-        tombstoned=summary.tombstoned,
-        finished=finished,
-    )
+    try:
+        indexed, lost = index.commit_chunk(
+            settings.db_url,
+            store,
+            chunk,
+            run_id=summary.run_id,
+            source=source,
+            validation=results,
+            skipped=summary.skipped,
+            tombstoned=summary.tombstoned,
+            finished=finished,
+        )
+    finally:
+        # Packed into the store's video files, quarantined, or indexed by another ingest first:
+        # either way the chunk's tracks are done with.
+        for upload in chunk:
+            discard_tracks(upload.episode)
     good = [u for u in indexed if u.reason is None]
     bad = [u for u in indexed if u.reason is not None]
     summary.skipped += lost
@@ -363,3 +420,30 @@ def _shape_reason(upload: Upload, dims: dict[str, tuple[int, int]]) -> str | Non
         f"(state {expected[0]}, action {expected[1]}): the LeRobot layout holds one shape per "
         "feature, so ingest this embodiment into its own FLYWHEEL_HOME"
     )
+
+
+def _cameras(store: EpisodeStore, parsed: list[Upload]) -> dict[str, tuple[int, int]]:
+    """The cameras every episode must have, ``{key: (width, height)}``: the store's, or the
+    batch's most common for a new store (like ``_dims``)."""
+    known = store.cameras()
+    if known is not None:
+        return known
+    shapes = Counter(tuple(sorted(_camera_shapes(u.episode).items())) for u in parsed)
+    return dict(shapes.most_common(1)[0][0])
+
+
+def _camera_shapes(raw: RawEpisode) -> dict[str, tuple[int, int]]:
+    return {
+        f"{IMAGE_PREFIX}{name}": (track.facts.width, track.facts.height)
+        for name, track in raw.cameras.items()
+    }
+
+
+def _camera_reason(upload: Upload, expected: dict[str, tuple[int, int]]) -> str | None:
+    """The store holds each camera at one resolution, and every episode has them all."""
+    for name, track in sorted(upload.episode.cameras.items()):
+        if track.path is None:
+            # Validation names what went wrong with the frames; this only keeps an episode
+            # with a camera and no video out of the store, whatever it missed.
+            return f"camera {name}: its frames make no video, so the episode cannot be stored"
+    return camera_reason(_camera_shapes(upload.episode), expected)

@@ -11,12 +11,16 @@ from PIL import Image
 from services.ingest.formats.mcap_writer import H264Encoder
 
 WIDTH, HEIGHT = 32, 24
+# Frames repeat their colours after this many.
+CYCLE = 24
 
 
 def frame(i: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    """Frame ``i``: its red level counts frames, a bright row moves down."""
+    """Frame ``i``: red rises and blue falls with ``i`` (modulo ``CYCLE``; far enough apart to
+    tell frames apart through two lossy codecs), a bright row moves down."""
     pixels = np.full((height, width, 3), 60, np.uint8)
-    pixels[..., 0] = 40 + (i * 9) % 200
+    pixels[..., 0] = 20 + 8 * (i % CYCLE)
+    pixels[..., 2] = 220 - 8 * (i % CYCLE)
     pixels[i % height, :, 1] = 250
     return pixels
 
@@ -43,6 +47,10 @@ def h264(frames: list[np.ndarray], fps: float = 30.0, gop: int = 30) -> list[byt
         encoder.close()
 
 
-def red(pixels: np.ndarray) -> float:
-    """The frame's red level, which says which frame it is (``frame``)."""
-    return float(pixels[..., 0].mean())
+def index(pixels: np.ndarray, mono: bool = False) -> int:
+    """Which frame (``frame``, modulo ``CYCLE``) a decoded picture is, from its red and blue
+    levels (from its grey level for a mono8 picture of the red channel)."""
+    red, blue = float(pixels[..., 0].mean()), float(pixels[..., 2].mean())
+    if mono:
+        return round((red - 20) / 8)
+    return round(((red - 20) + (220 - blue)) / 16)

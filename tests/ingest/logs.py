@@ -76,9 +76,12 @@ def write_raw(
     header: dict | None = None,
     outcome=True,
     metadata: dict[str, str] | None = None,
+    cameras: dict[str, tuple[str, list[dict]]] | None = None,
 ) -> Path:
     """An MCAP file with hand-written messages, for what the writer refuses to make; with
-    ``metadata``, a ``flywheel.episode`` metadata record of those facts after them."""
+    ``metadata``, a ``flywheel.episode`` metadata record of those facts after them; with
+    ``cameras``, name -> (schema name, JSON messages) on ``/flywheel/camera/<name>``, message
+    k logged with step k."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         writer = Writer(f)
@@ -93,6 +96,11 @@ def write_raw(
             writer.add_message(channels[topic], at, json.dumps(payload).encode(), at)
 
         emit(contract.EPISODE_TOPIC, HEADER if header is None else header, 0)
+        for name, (schema_name, messages) in (cameras or {}).items():
+            camera_schema = writer.register_schema(schema_name, "jsonschema", b"{}")
+            channel = writer.register_channel(contract.CAMERA_PREFIX + name, "json", camera_schema)
+            for k, message in enumerate(messages):
+                writer.add_message(channel, k + 1, json.dumps(message).encode(), k + 1)
         for i, payload in enumerate(steps):
             emit(contract.STEP_TOPIC, payload, i + 1)
         if outcome:
@@ -140,4 +148,67 @@ def write_bad_logs(folder: Path, good: bytes) -> dict[str, str]:
         "no-outcome.mcap": "no /flywheel/outcome message",
         "no-header.mcap": "episode header is incomplete",
         "other-embodiment.mcap": "action has 3 values, expected 2 for task toy-reach",
+    }
+
+
+def write_bad_camera_uploads(folder: Path) -> dict[str, dict]:
+    """Every kind of bad camera in Flywheel's own contract (``/flywheel/camera/<name>``, H.264
+    in protobuf CompressedVideo), read with the default mapping: 20 steps at 10 Hz, camera
+    ``front`` at 30 Hz from 10 ms before the first step, so step i shows frame 3i. Returns file
+    name -> what the reader must say: ``{"camera", "step", "fact", "fragment"}`` (the episode
+    reads, and that camera's fact names the step) or ``{"error"}`` (a LogFormatError)."""
+    from tests.ingest.cameras import frame, h264
+
+    folder.mkdir(parents=True, exist_ok=True)
+    units = h264([frame(i) for i in range(60)])
+
+    def upload(name: str, front: list[bytes], times: list[float] | None = None, camera="front"):
+        times = [k / 30 - 0.01 for k in range(len(front))] if times is None else times
+        frames = list(zip(times, front, strict=True))
+        write_episode_mcap(recording(n=20), folder / name, cameras={camera: frames})
+
+    truncated = list(units)
+    truncated[30] = truncated[30][: len(truncated[30]) // 3]
+    upload("camera-truncated-h264.mcap", truncated)
+    upload("camera-no-keyframe.mcap", units[1:] + units[-1:])  # starts with a P-frame
+    upload("camera-no-frames.mcap", [])
+    # The camera switches to 48x36 at frame 30, with a keyframe and its new SPS/PPS.
+    bigger = h264([frame(i, 48, 36) for i in range(30, 60)])
+    upload("camera-resolution-change.mcap", units[:30] + bigger)
+    times = [k / 30 - 0.01 for k in range(60)]
+    times[30], times[31] = times[31], times[30]
+    upload("camera-out-of-order.mcap", units, times)
+    upload("camera-bad-name.mcap", units, camera="front-left")
+    return {
+        "camera-truncated-h264.mcap": {
+            "camera": "front",
+            "step": 10,
+            "fact": "decode_error",
+            "fragment": "H.264",
+        },
+        "camera-no-keyframe.mcap": {
+            "camera": "front",
+            "step": 0,
+            "fact": "decode_error",
+            "fragment": "keyframe",
+        },
+        "camera-no-frames.mcap": {
+            "camera": "front",
+            "step": 0,
+            "fact": "missing_steps",
+            "fragment": "",
+        },
+        "camera-resolution-change.mcap": {
+            "camera": "front",
+            "step": 10,
+            "fact": "resolution_change",
+            "fragment": "",
+        },
+        "camera-out-of-order.mcap": {
+            "camera": "front",
+            "step": 11,
+            "fact": "out_of_order",
+            "fragment": "",
+        },
+        "camera-bad-name.mcap": {"error": "camera topic /flywheel/camera/front-left: camera name"},
     }

@@ -330,3 +330,115 @@ WRITERS = {
     "ros2-bag": lambda messages, folder: write_ros2_bag(messages, folder / "episode"),
     "ros1-bag": lambda messages, folder: write_ros1_bag(messages, folder / "episode.bag"),
 }
+
+
+# -- cameras ---------------------------------------------------------------------------------
+
+# The cameras of the camera logs: ``front`` logs H.264, ``wrist`` JPEG, both at 30 Hz from 10 ms
+# before the first action, so step i (at T0 + i * 100 ms) shows frame 3i.
+CAMERA_MAPPING = {
+    "cameras": {
+        "front": {"topic": "/camera/front/video", "max_age_s": 0.1},
+        "wrist": "/camera/wrist/compressed",
+    }
+}
+CAMERA_START = T0 - 10_000_000
+
+
+def camera_log(
+    steps: int = 20,
+    *,
+    front: list[bytes] | None = None,
+    wrist: list[bytes] | None = None,
+    **episode,
+) -> list[Msg]:
+    """An episode's messages with the two cameras of ``CAMERA_MAPPING`` (frames from
+    ``tests/ingest/cameras.py`` unless given), in log-time order."""
+    from tests.ingest.cameras import frame, h264, jpeg
+
+    frames = [frame(i) for i in range(steps * 3 + 3)]
+    front = h264(frames) if front is None else front
+    wrist = [jpeg(f) for f in frames] if wrist is None else wrist
+    messages = episode_messages(steps=steps, **episode)
+    messages += camera_messages(
+        "/camera/front/video",
+        [(COMPRESSED_VIDEO, ("h264", unit)) for unit in front],
+        start_ns=CAMERA_START,
+    )
+    messages += camera_messages(
+        "/camera/wrist/compressed",
+        [(COMPRESSED_IMAGE, ("jpeg", data)) for data in wrist],
+        start_ns=CAMERA_START,
+    )
+    return sorted(messages, key=lambda m: m.t_ns)
+
+
+def write_bad_camera_logs(folder: Path) -> dict[str, dict]:
+    """Every kind of bad camera log, as ROS 2 MCAPs read with ``CAMERA_MAPPING``; returns file
+    name -> what the reader must say: ``{"camera", "step", "fact", "fragment"}`` (the episode
+    reads, and that camera's fact names the step) or ``{"error"}`` (a LogFormatError)."""
+    from tests.ingest.cameras import frame, h264, jpeg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = [frame(i) for i in range(63)]
+    units = h264(frames)
+    jpegs = [jpeg(f) for f in frames]
+    # Frame 30 is what step 10 shows.
+    corrupt = list(jpegs)
+    corrupt[30] = corrupt[30][:20] + bytes(range(256)) * 4
+    write_ros2_mcap(camera_log(wrist=corrupt), folder / "corrupt-jpeg.mcap")
+    truncated = list(units)
+    truncated[30] = truncated[30][: len(truncated[30]) // 3]
+    write_ros2_mcap(camera_log(front=truncated), folder / "truncated-h264.mcap")
+    # The keyframe (and its SPS/PPS) is gone: the stream starts with a P-frame.
+    write_ros2_mcap(camera_log(front=units[1:] + units[-1:]), folder / "no-keyframe.mcap")
+    no_frames = [m for m in camera_log() if m.topic != "/camera/front/video"]
+    write_ros2_mcap(no_frames, folder / "no-frames.mcap")
+    bigger = jpegs[:30] + [jpeg(frame(i, 48, 36)) for i in range(30, 63)]
+    write_ros2_mcap(camera_log(wrist=bigger), folder / "resolution-change.mcap")
+    # Frame 31 is written (and stamped) before frame 30: the file goes back in time.
+    log = camera_log()
+    wrist = [i for i, m in enumerate(log) if m.topic == "/camera/wrist/compressed"]
+    log[wrist[30]], log[wrist[31]] = log[wrist[31]], log[wrist[30]]
+    write_ros2_mcap(log, folder / "out-of-order.mcap")
+    info = [
+        Msg("/camera/front/video", CAMERA_INFO, m.t_ns, None)
+        if m.msgtype == COMPRESSED_VIDEO
+        else m
+        for m in camera_log()
+    ]
+    write_ros2_mcap(info, folder / "camera-info.mcap")
+    return {
+        "corrupt-jpeg.mcap": {
+            "camera": "wrist",
+            "step": 10,
+            "fact": "decode_error",
+            "fragment": "corrupt JPEG",
+        },
+        "truncated-h264.mcap": {
+            "camera": "front",
+            "step": 10,
+            "fact": "decode_error",
+            "fragment": "H.264",
+        },
+        "no-keyframe.mcap": {
+            "camera": "front",
+            "step": 0,
+            "fact": "decode_error",
+            "fragment": "keyframe",
+        },
+        "no-frames.mcap": {"camera": "front", "step": 0, "fact": "missing_steps", "fragment": ""},
+        "resolution-change.mcap": {
+            "camera": "wrist",
+            "step": 10,
+            "fact": "resolution_change",
+            "fragment": "",
+        },
+        "out-of-order.mcap": {
+            "camera": "wrist",
+            "step": 11,
+            "fact": "out_of_order",
+            "fragment": "",
+        },
+        "camera-info.mcap": {"error": "camera front: camera topic /camera/front/video carries"},
+    }

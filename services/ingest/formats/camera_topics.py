@@ -26,6 +26,7 @@ from services.episodes.cameras import (
     CameraSpool,
     CameraTrack,
     FrameError,
+    VideoFormat,
     episode_tracks,
 )
 from services.episodes.model import LogFormatError
@@ -42,11 +43,14 @@ class CameraTopics:
         specs: Sequence[CameraSpec],
         clock: str = "log_time",
         directory: str | Path | None = None,
+        video_format: VideoFormat | None = None,
     ) -> None:
         if clock not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, not {clock!r}")
         self.clock = clock
         self.directory = directory
+        # How the per-episode tracks are encoded (the store's settings; None: the defaults).
+        self.video_format = video_format
         self.spools: dict[str, CameraSpool] = {}
         # Topic -> the message type it carries, once checked.
         self.schemas: dict[str, str] = {}
@@ -98,7 +102,9 @@ class CameraTopics:
         result: list[dict[str, CameraTrack]] = [{} for _ in episodes]
         try:
             for spool in self.spools.values():
-                made = episode_tracks(spool, episodes, directory=self.directory)
+                made = episode_tracks(
+                    spool, episodes, video_format=self.video_format, directory=self.directory
+                )
                 for per_episode, track in zip(result, made, strict=True):
                     per_episode[spool.spec.name] = track
         except BaseException:

@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 from mcap.records import Metadata
 
-from services.episodes.cameras import CameraSpec
+from services.episodes.cameras import CameraSpec, VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.ingest.formats import contract
@@ -103,8 +103,9 @@ def read_episode_mcap(
     directory)."""
     with opened(source) as stream:
         metadata: list[Metadata] = []
+        topics: set[str] = set()
         return episode_from_json_mcap(
-            records(stream, metadata), FleetMapping(), metadata, directory
+            records(stream, metadata, topics), FleetMapping(), metadata, directory, topics
         )
 
 
@@ -113,27 +114,36 @@ def episode_from_json_mcap(
     mapping: FleetMapping,
     metadata: list[Metadata],
     directory: str | os.PathLike | None = None,
+    topics: set[str] | None = None,
+    video_format: VideoFormat | None = None,
 ) -> RawEpisode:
     """The episode of an MCAP's ``(schema, channel, message)`` records in the JSON contract;
-    ``metadata`` fills with the file's metadata records as the messages stream past, camera
-    tracks go to ``directory``."""
+    ``metadata`` fills with the file's metadata records as the messages stream past, and
+    ``topics`` (where given) with every channel's topic, so that a camera channel without a
+    message is a camera with no frames. Camera tracks go to ``directory``."""
     specs = [c for c in mapping.cameras if c.topic.startswith(contract.CAMERA_PREFIX)]
-    cameras = CameraTopics(specs, mapping.clock, directory)
+    cameras = CameraTopics(specs, mapping.clock, directory, video_format)
     try:
-        return _episode_from(messages, mapping, metadata, cameras)
+        return _episode_from(
+            messages, mapping, metadata, cameras, set() if topics is None else topics
+        )
     finally:
         cameras.close()
 
 
 def _episode_from(
-    messages: Iterable[tuple], mapping: FleetMapping, metadata: list[Metadata], cameras
+    messages: Iterable[tuple],
+    mapping: FleetMapping,
+    metadata: list[Metadata],
+    cameras: CameraTopics,
+    topics: set[str],
 ) -> RawEpisode:
     payload: dict | None = None  # the header message as logged
     dims: tuple[int, int] | None = None
     steps = _Steps()
     spans: list[dict] = []
     outcome: dict | None = None
-    topics: set[str] = set()
+    others: set[str] = set()
     decoders: dict[int, object] = {}
     for schema, channel, message in messages:
         topic = channel.topic
@@ -149,9 +159,9 @@ def _episode_from(
         elif topic == contract.OUTCOME_TOPIC:
             outcome = _decode(topic, message.data)
         else:
-            topics.add(topic)
+            others.add(topic)
     if payload is None:
-        unknown = f" (it has {', '.join(sorted(topics))})" if topics else ""
+        unknown = f" (it has {', '.join(sorted(others))})" if others else ""
         raise LogFormatError(
             f"no {contract.EPISODE_TOPIC} message: not a Flywheel episode log{unknown}"
         )
@@ -169,6 +179,9 @@ def _episode_from(
     if label not in OUTCOMES:
         raise LogFormatError(f"unknown outcome {label!r}")
     raw = _episode(header, steps, spans, label)
+    for topic in sorted(topics):
+        if topic.startswith(contract.CAMERA_PREFIX) and topic not in cameras:
+            _open_camera(cameras, topic)  # its channel, and not one frame
     if cameras.spools:
         [raw.cameras] = cameras.tracks(
             [(_step_times(steps, header, mapping.clock), raw.control_hz)]
@@ -182,10 +195,7 @@ def _camera(cameras: CameraTopics, decoders: dict, schema, channel, message) -> 
     decode = decoders.get(channel.id)
     if decode is None:
         if topic not in cameras:
-            try:
-                cameras.open(CameraSpec(topic.removeprefix(contract.CAMERA_PREFIX), topic))
-            except ValueError as exc:
-                raise LogFormatError(f"camera topic {topic}: {exc}") from None
+            _open_camera(cameras, topic)
         cameras.check(topic, schema.name if schema else None)
         decode = decoders[channel.id] = decoder(channel, schema)
     try:
@@ -194,6 +204,13 @@ def _camera(cameras: CameraTopics, decoders: dict, schema, channel, message) -> 
         cameras.add_unreadable(topic, message.log_time, f"undecodable ({exc})")
         return
     cameras.add(topic, message.log_time, decoded)
+
+
+def _open_camera(cameras: CameraTopics, topic: str) -> None:
+    try:
+        cameras.open(CameraSpec(topic.removeprefix(contract.CAMERA_PREFIX), topic))
+    except ValueError as exc:
+        raise LogFormatError(f"camera topic {topic}: {exc}") from None
 
 
 def _step_times(steps: _Steps, header: dict, clock: str) -> np.ndarray:

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from services.episode_store.parquet import DATA_PATH
-from services.episodes.cameras import CameraSpec, CameraTrack, FrameError, Payload
+from services.episodes.cameras import CameraSpec, CameraTrack, FrameError, Payload, VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import (
     ACTION,
@@ -70,10 +70,12 @@ def read_lerobot(
     defaults: Mapping[str, Any],
     recorded_at: datetime,
     directory: str | Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> Iterator[tuple[str, RawEpisode | LogFormatError]]:
     """(``episode_N``, episode or why it cannot be one) per episode; raises for a bad dataset.
 
-    Camera tracks are written under ``directory`` (default: the system's temporary folder).
+    Camera tracks are written under ``directory`` (default: the system's temporary folder) in
+    ``video_format`` (default: ``VideoFormat()``).
     """
     info = _info(root)
     cameras = _cameras(info)
@@ -95,7 +97,9 @@ def read_lerobot(
             name = f"episode_{row[EPISODE_INDEX]}"
             try:
                 episode = _episode(row, frames, info, tasks, defaults, recorded_at)
-                episode.cameras = _tracks(root, info, row, frames, episode, cameras, directory)
+                episode.cameras = _tracks(
+                    root, info, row, frames, episode, cameras, (directory, video_format)
+                )
             except LogFormatError as exc:
                 yield name, exc
             else:
@@ -279,7 +283,7 @@ def _outcome(row: dict, cut: dict) -> str:
 # -- cameras ------------------------------------------------------------------------------------
 
 
-def _tracks(root, info, row, frames, episode, cameras, directory) -> dict[str, CameraTrack]:
+def _tracks(root, info, row, frames, episode, cameras, output) -> dict[str, CameraTrack]:
     """The episode's camera tracks; on an error, none are left on disk."""
     index = row[EPISODE_INDEX]
     ticks = np.round(episode.timestamps * 1e9).astype(np.int64)
@@ -293,7 +297,7 @@ def _tracks(root, info, row, frames, episode, cameras, directory) -> dict[str, C
                 if key not in frames:
                     raise camera_error(f"episode {index}", spec.name, f"no {key} column")
                 source = _image_frames(frames[key][start:end], ticks)
-            tracks[spec.name] = track(spec, source, ticks, episode.control_hz, directory)
+            tracks[spec.name] = track(spec, source, ticks, episode.control_hz, *output)
     except BaseException:
         discard(tracks)
         raise

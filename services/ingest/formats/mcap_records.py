@@ -48,9 +48,12 @@ def opened(source: str | os.PathLike | BinaryIO | bytes) -> Iterator[BinaryIO]:
         yield source
 
 
-def records(stream: BinaryIO, metadata: list[Metadata]) -> Iterator[tuple]:
+def records(
+    stream: BinaryIO, metadata: list[Metadata], topics: set[str] | None = None
+) -> Iterator[tuple]:
     """``(schema, channel, message)`` in file order, appending each metadata record to
-    ``metadata`` as it passes; damage raises LogFormatError.
+    ``metadata`` as it passes (and each channel's topic to ``topics``, messages or not);
+    damage raises LogFormatError.
 
     One pass over the stream for both: mcap's ``NonSeekingReader`` answers one query per
     stream (``iter_messages`` or ``iter_metadata``), so this walks its records the same way.
@@ -77,6 +80,8 @@ def records(stream: BinaryIO, metadata: list[Metadata]) -> Iterator[tuple]:
                 if record.schema_id != 0 and record.schema_id not in schemas:
                     raise McapError(f"no schema record found with id {record.schema_id}")
                 channels[record.id] = record
+                if topics is not None:
+                    topics.add(record.topic)
             elif isinstance(record, Schema):
                 schemas[record.id] = record
             elif isinstance(record, Metadata):

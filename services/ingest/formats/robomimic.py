@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from services.episodes.cameras import CameraSpec, CameraTrack
+from services.episodes.cameras import CameraSpec, CameraTrack, VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode
 from services.features import CONTROL_OPERATOR
 from services.ingest.formats.tracks import camera_error, discard, track
@@ -49,10 +49,12 @@ def read_robomimic(
     defaults: Mapping[str, Any],
     recorded_at: datetime,
     directory: str | Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> Iterator[tuple[str, RawEpisode | LogFormatError]]:
     """(demo name, episode or why it cannot be one) per demo; raises for a bad file.
 
-    Camera tracks are written under ``directory`` (default: the system's temporary folder).
+    Camera tracks are written under ``directory`` (default: the system's temporary folder) in
+    ``video_format`` (default: ``VideoFormat()``).
     """
     import h5py
 
@@ -76,7 +78,8 @@ def read_robomimic(
         task = defaults.get("task") or _env_name(data) or Path(path).stem
         for name in demos:
             try:
-                yield name, _demo(data[name], name, config, defaults, task, recorded_at, directory)
+                output = (directory, video_format)
+                yield name, _demo(data[name], name, config, defaults, task, recorded_at, output)
             except LogFormatError as exc:
                 yield name, exc
             except (OSError, KeyError, ValueError) as exc:  # a damaged dataset inside the file
@@ -95,7 +98,7 @@ def _env_name(data) -> str | None:
         return None
 
 
-def _demo(group, name, config: Robomimic, defaults, task, recorded_at, directory) -> RawEpisode:
+def _demo(group, name, config: Robomimic, defaults, task, recorded_at, output) -> RawEpisode:
     import h5py
 
     # Each dataset is looked up once: h5py's lookups, not the reads, are most of the cost.
@@ -139,11 +142,11 @@ def _demo(group, name, config: Robomimic, defaults, task, recorded_at, directory
         reasons=[None] * n,
         outcome=outcome,
     )
-    episode.cameras = _tracks(datasets, name, config, n, directory)
+    episode.cameras = _tracks(datasets, name, config, n, output)
     return episode
 
 
-def _tracks(datasets, name: str, config: Robomimic, n: int, directory) -> dict[str, CameraTrack]:
+def _tracks(datasets, name: str, config: Robomimic, n: int, output) -> dict[str, CameraTrack]:
     """The demo's camera tracks; on an error, none are left on disk."""
     if config.image_keys is None:
         keys = sorted(
@@ -158,7 +161,7 @@ def _tracks(datasets, name: str, config: Robomimic, n: int, directory) -> dict[s
             camera = robomimic_camera(key)
             frames = _frames(datasets.get(key), key, name, camera, ticks)
             spec = CameraSpec(camera, f"/obs/{key}")
-            tracks[camera] = track(spec, frames, ticks, config.control_hz, directory)
+            tracks[camera] = track(spec, frames, ticks, config.control_hz, *output)
     except BaseException:
         discard(tracks)
         raise

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from services.episodes.cameras import VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.ingest.formats.camera_topics import CameraTopics
@@ -77,9 +78,14 @@ class _Series:
 class TopicCollector:
     """Extracts the mapped fields of each message, then aligns them into episodes."""
 
-    def __init__(self, mapping: FleetMapping, directory: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        mapping: FleetMapping,
+        directory: str | Path | None = None,
+        video_format: VideoFormat | None = None,
+    ) -> None:
         self.mapping = mapping
-        self.cameras = CameraTopics(mapping.cameras, mapping.clock, directory)
+        self.cameras = CameraTopics(mapping.cameras, mapping.clock, directory, video_format)
         self.series = {
             role: _Series(topic)
             for role in ROLES
@@ -353,13 +359,14 @@ def episodes_from_ros2_mcap(
     mapping: FleetMapping,
     metadata: list | None = None,
     directory: str | Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> list[RawEpisode]:
     """Episodes from an MCAP's ``(schema, channel, message)`` records with CDR payloads (and
     protobuf camera channels); ``metadata`` fills with the file's metadata records as the
     messages stream past. Camera tracks are written to ``directory`` (the system's temporary
-    directory when None)."""
+    directory when None), encoded in ``video_format``."""
     decoders: dict[int, Any] = {}
-    collector = TopicCollector(mapping, directory)
+    collector = TopicCollector(mapping, directory, video_format)
     cameras = collector.cameras
     try:
         for schema, channel, message in messages:
@@ -386,13 +393,16 @@ def episodes_from_ros2_mcap(
 
 
 def read_rosbag(
-    path: Path, mapping: FleetMapping, directory: str | Path | None = None
+    path: Path,
+    mapping: FleetMapping,
+    directory: str | Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> list[RawEpisode]:
     """Episodes from a ROS 1 ``.bag`` file or a ROS 2 bag folder; camera tracks are written
     to ``directory`` (the system's temporary directory when None)."""
     from rosbags.highlevel import AnyReader
 
-    collector = TopicCollector(mapping, directory)
+    collector = TopicCollector(mapping, directory, video_format)
     cameras = collector.cameras
     try:
         try:

@@ -24,6 +24,7 @@ from services.episodes.cameras import (
     CameraTrack,
     FrameError,
     Payload,
+    VideoFormat,
     episode_tracks,
 )
 from services.episodes.model import LogFormatError
@@ -43,6 +44,7 @@ def track(
     step_times_ns: np.ndarray,
     control_hz: float,
     directory: str | Path | None = None,
+    video_format: VideoFormat | None = None,
 ) -> CameraTrack:
     """One episode's track of one camera from (time in ns, frame) pairs in time order.
 
@@ -59,7 +61,9 @@ def track(
                 spool.add(time_ns, frame if isinstance(frame, Payload) else rgb8(frame))
             except FrameError as exc:
                 spool.add_unreadable(time_ns, str(exc))
-        [result] = episode_tracks(spool, [(step_times_ns, control_hz)], directory=directory)
+        [result] = episode_tracks(
+            spool, [(step_times_ns, control_hz)], video_format=video_format, directory=directory
+        )
     finally:
         spool.close()
     return result
