@@ -26,11 +26,9 @@ from pathlib import Path
 import av
 import pyarrow.parquet as pq
 
+from services.episode_store.parquet import VIDEO_COLUMNS
+from services.episode_store.videos import IMAGE_PREFIX, VIDEO_PATH, video_keys
 from services.features import EPISODE_ID
-
-# A camera <name> is the feature observation.images.<name> in the store.
-IMAGE_PREFIX = "observation.images."
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 
 
 @dataclass(frozen=True)
@@ -56,19 +54,9 @@ def camera_places(store_root: Path, data_file: str, episode_id: str) -> list[Cam
     if not rows:
         raise LookupError(f"episode {episode_id} is not in {meta.relative_to(store_root)}")
     row = rows[0]
-    keys = sorted(
-        {
-            c.split("/")[1]
-            for c in table.column_names
-            if c.startswith(f"videos/{IMAGE_PREFIX}") and c.endswith("/from_timestamp")
-        }
-    )
     places = []
-    for key in keys:
-        values = {
-            field: table[f"videos/{key}/{field}"][row].as_py()
-            for field in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
-        }
+    for key in video_keys(table):
+        values = {field: table[f"videos/{key}/{field}"][row].as_py() for field in VIDEO_COLUMNS}
         if values["chunk_index"] is None:  # this episode has no frames of that camera
             continue
         places.append(

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
-from services.episode_store.clips import IMAGE_PREFIX, VIDEO_PATH
+from services.episode_store.videos import IMAGE_PREFIX, VIDEO_PATH
 from services.evaluation.trajectories import video_path
 from services.evaluation.videos import write_video
 from services.features import EPISODE_ID
