@@ -19,6 +19,7 @@ data file (columns ``videos/<key>/chunk_index``, ``file_index``, ``from_timestam
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -110,7 +111,10 @@ def write_clip(source: Path, from_timestamp: float, to_timestamp: float, destina
         start = min(packets[i].pts for i in shown)
         copied = packets[first : shown[-1] + 1]
         destination.parent.mkdir(parents=True, exist_ok=True)
-        partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+        # A name of this writer's own: two requests for one clip may cut it at once.
+        partial = destination.with_name(
+            f".{destination.name}.{os.getpid()}-{threading.get_ident()}.partial"
+        )
         # faststart: the index at the front, so that a browser starts playing at once.
         with av.open(str(partial), "w", format="mp4", options={"movflags": "faststart"}) as out:
             stream = out.add_stream_from_template(video, opaque=True)

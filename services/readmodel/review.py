@@ -248,13 +248,14 @@ def evaluation_video(
     "champion") evaluation episode on ``task`` and ``seed``; NotFound if none was recorded."""
     if side not in ("candidate", "champion"):
         raise NotFound(f"no side {side!r}: candidate or champion")
-    episode = evaluation_episode(session, settings, ref, task, seed)[side]
-    if episode is None or not episode["video"]:
-        raise NotFound(f"no video of the {side}'s episode of {task!r} with seed {seed}")
     candidate = find_candidate(session, ref)
-    suite = session.scalar(
-        select(Evaluation.suite).where(
-            Evaluation.candidate_id == candidate.id, Evaluation.task == task
-        )
+    evaluation = session.scalar(
+        select(Evaluation).where(Evaluation.candidate_id == candidate.id, Evaluation.task == task)
     )
-    return video_path(settings, suite, episode["model_version"], task, seed)
+    if evaluation is None or candidate.model_version is None:
+        raise NotFound(f"candidate {candidate.id} has no evaluation on task {task!r}")
+    version = candidate.model_version if side == "candidate" else evaluation.champion_version
+    path = video_path(settings, evaluation.suite, version or "", task, seed)
+    if version is None or not path.exists():
+        raise NotFound(f"no video of the {side}'s episode of {task!r} with seed {seed}")
+    return path
