@@ -28,7 +28,7 @@ import av
 import pyarrow.parquet as pq
 
 from services.episode_store.parquet import VIDEO_COLUMNS
-from services.episode_store.videos import IMAGE_PREFIX, VIDEO_PATH, video_keys
+from services.episode_store.videos import CLIPS, IMAGE_PREFIX, VIDEO_PATH, video_keys
 from services.features import EPISODE_ID
 
 
@@ -84,6 +84,14 @@ def episode_cameras(
         {"name": p.name, "fps": steps / (p.to_timestamp - p.from_timestamp)}
         for p in camera_places(store_root, data_file, episode_id)
     ]
+
+
+def clip_path(store_root: Path, episode_id: str, place: CameraPlace) -> Path:
+    """Where the clip of ``place`` is kept: named by the episode (``drop_episodes`` removes
+    an episode's clips with it) and by the packed file's modification time, so that a file
+    written again never serves an old clip."""
+    mtime = (store_root / place.video_file).stat().st_mtime_ns
+    return store_root / CLIPS / place.name / f"{episode_id}-{mtime}-{place.from_timestamp:.6f}.mp4"
 
 
 def write_clip(source: Path, from_timestamp: float, to_timestamp: float, destination: Path) -> int:

@@ -15,12 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.config import Settings
-from services.episode_store.clips import (
-    CameraPlace,
-    camera_places,
-    episode_cameras,
-    write_clip,
-)
+from services.episode_store.clips import camera_places, clip_path, episode_cameras, write_clip
 from services.episode_store.parquet import EpisodeStore
 from services.errors import NotFound
 from services.features import (
@@ -126,21 +121,10 @@ def camera_clip(settings: Settings, session: Session, episode_id: str, name: str
     source = root / place.video_file
     if not source.exists():
         raise NotFound(f"the episode store has lost {place.video_file}")
-    clip = _clip_path(root, episode.id, place, source)
+    clip = clip_path(root, episode.id, place)
     if not clip.exists():
         write_clip(source, place.from_timestamp, place.to_timestamp, clip)
     return clip
-
-
-def _clip_path(root: Path, episode_id: str, place: CameraPlace, source: Path) -> Path:
-    # The packed file's modification time in the name: a file rewritten (a deletion cuts
-    # episodes out) gives new clips, never a stale one.
-    return (
-        root
-        / ".clips"
-        / place.name
-        / f"{episode_id}-{source.stat().st_mtime_ns}-{place.from_timestamp:.6f}.mp4"
-    )
 
 
 def _summary(e: Episode) -> dict[str, Any]:

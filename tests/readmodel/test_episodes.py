@@ -7,6 +7,7 @@ import av
 import numpy as np
 import pytest
 
+from services.episode_store.parquet import EpisodeStore
 from services.errors import NotFound
 from services.ingest.batch import ingest_logs
 from services.ingest.formats.mcap_writer import write_episode_mcap
@@ -45,3 +46,6 @@ def test_an_ingested_camera_plays_as_its_episode_with_the_takeover(settings, tmp
     assert [int(np.argmax(f[32, :, 0])) for f in frames] == list(range(STEPS))
     shade = int(frame(0, 2)[0, 40, 1])  # robot-01's background, not robot-00's
     assert all(abs(int(f[0, 40, 1]) - shade) < 15 for f in frames)
+    # deleting the episode deletes its clip too (data retention): the cache keeps no frames
+    EpisodeStore(settings.episode_store).drop_episodes({rows[0]["id"]})
+    assert not clip.exists()
