@@ -3,17 +3,19 @@
 1. Frames/s of Meta-World's scene (pick-place, the arm moving) through MuJoCo's offscreen
    renderer, per OpenGL backend (EGL, OSMesa: each in its own process, as MuJoCo fixes its
    backend once), per size: Meta-World's default scene (shadows, reflections, skybox, 4x
-   multisampling) against the robots' (all four off), and the ratio.
-2. Seconds per episode of the expert on pick-place: without cameras, and with the cameras
-   recorded and uploaded as H.264 (render, encode, write the MCAP), at the settings' rate and
-   at every control step; the time they add to a shift of the demo's size.
+   multisampling) against the robots' (all four off), and the ratio; the median frame.
+2. Milliseconds per control step of the expert on pick-place: without cameras, and with the
+   cameras recorded and uploaded as H.264 (render, encode, write the MCAP), at the settings'
+   rate and at every control step; the time they add to a shift of the demo's size. The
+   settings take turns episode by episode; the median episode of each counts.
 
-    .venv/bin/python bench/render.py [--frames 30] [--episodes 3] [--px 64 96]
+    .venv/bin/python bench/render.py [--frames 30] [--episodes 5] [--px 64 96]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +24,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from services.config import FleetSettings
 from services.twin.render import BACKENDS, CameraSetup, RenderError, SceneCameras, gl_backend
@@ -35,7 +39,8 @@ DEMO_SHIFT_STEPS = 4 * 12 * 150
 
 
 def frames_per_s(backend: str, px: int, fast: bool, frames: int) -> float:
-    """Frames/s of the front and wrist cameras, rendered alternately while the arm moves."""
+    """Frames/s of the front and wrist cameras, rendered alternately while the arm moves (the
+    median frame's time: a busy machine's stalls do not count)."""
     gl_backend((backend,))
     env = make_env(TASK)
     state = env.reset(1)
@@ -44,39 +49,45 @@ def frames_per_s(backend: str, px: int, fast: bool, frames: int) -> float:
     )
     with cameras:
         cameras.render()  # the first frame sets up the context's buffers
-        elapsed = 0.0
+        times = []
         for _ in range(frames // 2):
             state = env.step(env.expert_action(state)).state
             start = time.perf_counter()
             cameras.render()
-            elapsed += time.perf_counter() - start
-    return 2 * (frames // 2) / elapsed
+            times.append((time.perf_counter() - start) / 2)
+    return 1.0 / float(np.median(times))
 
 
-def episode_seconds(setup: CameraSetup | None, episodes: int, folder: Path) -> tuple[float, int]:
-    """Seconds and steps of ``episodes`` expert episodes, run and uploaded, with ``setup``'s
-    cameras."""
-    env = make_env(TASK)
-    every = setup.every(env.control_hz) if setup else 1
+def shift_costs(setups: dict[str, CameraSetup | None], episodes: int, folder: Path) -> dict:
+    """Milliseconds per control step of expert episodes, run and uploaded, with each setup's
+    cameras: the settings take turns episode by episode, and each gets the median of its
+    episodes, so that a busy machine's stalls fall on all alike and count for none."""
     started = datetime(2026, 1, 1, tzinfo=UTC)
-    with robot_cameras(env, setup) as cameras:
-        start, steps = time.perf_counter(), 0
+    per_step: dict[str, list[float]] = {label: [] for label in setups}
+    with contextlib.ExitStack() as stack:
+        worlds = {}
+        for label, setup in setups.items():
+            env = make_env(TASK)
+            worlds[label] = (env, stack.enter_context(robot_cameras(env, setup)), setup)
         for seed in range(episodes):
-            recording = run_episode(
-                env,
-                seed,
-                policy=None,
-                operator=Operator(operator_id="bench"),
-                robot_id="bench",
-                policy_version=None,
-                started_at=started,
-                episode_uuid=f"bench-{seed}",
-                cameras=cameras,
-                camera_every=every,
-            )
-            upload(recording, folder / f"{seed}.mcap", setup)
-            steps += len(recording.states)
-        return time.perf_counter() - start, steps
+            for label, (env, cameras, setup) in worlds.items():
+                start = time.perf_counter()
+                recording = run_episode(
+                    env,
+                    seed,
+                    policy=None,
+                    operator=Operator(operator_id="bench"),
+                    robot_id="bench",
+                    policy_version=None,
+                    started_at=started,
+                    episode_uuid=f"bench-{seed}",
+                    cameras=cameras,
+                    camera_every=setup.every(env.control_hz) if setup else 1,
+                )
+                upload(recording, folder / f"{seed}.mcap", setup)
+                seconds = time.perf_counter() - start
+                per_step[label].append(seconds * 1e3 / len(recording.states))
+    return {label: float(np.median(values)) for label, values in per_step.items()}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -95,7 +106,7 @@ def child(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=30, help="frames per measurement")
-    parser.add_argument("--episodes", type=int, default=3, help="episodes per shift setting")
+    parser.add_argument("--episodes", type=int, default=5, help="episodes per camera setting")
     parser.add_argument("--px", type=int, nargs="+", default=[64, 96])
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -131,29 +142,23 @@ def main() -> None:
     control_hz = make_env(TASK).control_hz
     print(
         f"\n2. expert episodes of {TASK} ({control_hz:.0f} Hz control), run and uploaded; "
-        f"{args.episodes} episodes each; backend {gl_backend()}"
+        f"median of {args.episodes} episodes each, taking turns; backend {gl_backend()}"
     )
     print(
-        f"{'cameras':34} {'s/episode':>10} {'ms/step':>8} {'added':>7}   added per demo shift "
+        f"{'cameras':34} {'ms/step':>8} {'added':>7}   added per demo shift "
         f"(4 robots x 12 episodes x 150 steps, the most)"
     )
-    settings_rows = [
-        ("none", None),
-        (f"{','.join(names)} {px} px {hz:g} Hz (settings)", CameraSetup(names, px, hz)),
-        (f"{','.join(names)} {px} px every step", CameraSetup(names, px, control_hz)),
-        (f"front {px} px {hz:g} Hz", CameraSetup(("front",), px, hz)),
-    ]
+    setups = {
+        "none": None,
+        f"{','.join(names)} {px} px {hz:g} Hz (settings)": CameraSetup(names, px, hz),
+        f"{','.join(names)} {px} px every step": CameraSetup(names, px, control_hz),
+        f"front {px} px {hz:g} Hz": CameraSetup(("front",), px, hz),
+    }
     with tempfile.TemporaryDirectory() as folder:
-        base = None
-        for label, setup in settings_rows:
-            seconds, steps = episode_seconds(setup, args.episodes, Path(folder))
-            per_step = seconds / steps
-            base = per_step if base is None else base
-            added = per_step - base
-            print(
-                f"{label:34} {seconds / args.episodes:10.2f} {per_step * 1e3:8.2f} "
-                f"{added * 1e3:+7.2f}   {added * DEMO_SHIFT_STEPS:+.0f} s"
-            )
+        costs = shift_costs(setups, args.episodes, Path(folder))
+    for label, ms in costs.items():
+        added = ms - costs["none"]
+        print(f"{label:34} {ms:8.2f} {added:+7.2f}   {added * DEMO_SHIFT_STEPS / 1e3:+.0f} s")
     print(f"\n(load average now: {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
 
 

@@ -6,8 +6,8 @@ render-libs`` installs them). ``gl_backend`` finds the first that renders, in a 
 so that a broken driver cannot take this one down, and hands it to MuJoCo.
 
 Meta-World's scenes are set up for pictures: shadows, reflections, a skybox and 4x
-multisampling. On a CPU they cost ten times the frame itself (``bench/render.py`` prints both);
-a policy's 64-96 px camera needs none of them, so ``open_renderer`` turns them off.
+multisampling. On a CPU they cost many times the frame itself (``bench/render.py`` prints
+both); a policy's 64-96 px camera needs none of them, so ``SceneCameras`` turns them off.
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ _chosen: list[str] = []
 def gl_backend(backends: tuple[str, ...] = BACKENDS) -> str:
     """The backend this process renders with: the first of ``backends`` that works, chosen
     once (MuJoCo cannot change it afterwards)."""
+    # A backend the process was started with (MuJoCo's and PyOpenGL's own variables, which
+    # they read at import) is the one to use: MuJoCo may have set itself up with it already.
+    started_with = os.environ.get("MUJOCO_GL") or os.environ.get("PYOPENGL_PLATFORM")
+    if backends == BACKENDS and started_with in BACKENDS:
+        backends = (started_with,)
     if not _chosen:
         backend = find_backend(backends)
         _use(backend)
@@ -88,7 +93,6 @@ def _use(backend: str) -> None:
             f"renders here is {backend!r}: unset it"
         )
     os.environ["MUJOCO_GL"] = backend
-    import mujoco
     from mujoco import gl_context
 
     if backend == "egl":
@@ -98,7 +102,6 @@ def _use(backend: str) -> None:
     # Imported earlier without MUJOCO_GL, MuJoCo would open a window (GLFW): the Renderer
     # reads its context class from this module when it is made, so the choice still holds.
     gl_context.GLContext = GLContext
-    del mujoco
 
 
 @dataclass(frozen=True)

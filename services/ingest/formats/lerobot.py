@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from services.episode_store.parquet import DATA_PATH
+from services.episode_store.videos import VIDEO_PATH
 from services.episodes.cameras import CameraSpec, CameraTrack, FrameError, Payload, VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import (
@@ -58,8 +59,6 @@ from services.ingest.formats.tracks import camera_error, discard, track
 
 SUCCESS = "next.success"
 _OPTIONAL = (TASK_INDEX, INTERVENTION, CONTROL_SOURCE, SUCCESS, ROBOT_ID, POLICY_VERSION)
-# LeRobot v3.0's default; a dataset's info.json may name another.
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 # LeRobot's tolerance between a step's time and its video frame's (``tolerance_s``).
 TOLERANCE_NS = 100_000
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg"}
@@ -315,6 +314,7 @@ def _video_frames(root: Path, info: dict, row: dict, key: str, spec: CameraSpec,
     span = [row.get(f"videos/{key}/{c}") for c in ("from_timestamp", "to_timestamp")]
     if None in place or None in span or not np.isfinite(span).all():
         raise error(f"meta/episodes gives no videos/{key} file and span for it")
+    # LeRobot v3.0's default layout, unless the dataset's info.json names another.
     relative = info.get("video_path") or VIDEO_PATH
     relative = relative.format(video_key=key, chunk_index=place[0], file_index=place[1])
     path = root / relative
