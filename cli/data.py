@@ -47,6 +47,14 @@ def ingest(
         Path | None,
         typer.Option(help="The fleet's mapping file (YAML/TOML): topics, embodiments."),
     ] = None,
+    retry_quarantined: Annotated[
+        bool,
+        typer.Option(
+            "--retry-quarantined",
+            help="Read quarantined uploads again (after fixing the mapping); the audit log "
+            "keeps their earlier reasons.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Ingest new fleet logs: MCAP, ROS 1/2 bags, LeRobot v3.0 datasets, robomimic HDF5."""
@@ -56,13 +64,15 @@ def ingest(
         fail(str(exc))
     settings = ready()
     with Stages() as stages, stages.stage("ingest-logs"):
-        summary = ingest_logs(settings, source=source, mapping=fleet)
+        summary = ingest_logs(
+            settings, source=source, mapping=fleet, retry_quarantined=retry_quarantined
+        )
     if as_json:
         return print_json(summary)
     console.print(
         f"ingested {summary.ingested}, skipped {summary.skipped}, "
-        f"quarantined {summary.quarantined}, tombstoned {summary.tombstoned} "
-        f"(run {summary.run_id})"
+        f"quarantined {summary.quarantined}, tombstoned {summary.tombstoned}, "
+        f"duplicates {summary.duplicates} (run {summary.run_id})"
     )
     for path, reason in summary.quarantined_files:
         console.print(f"  [yellow]quarantined[/yellow] {path}: {reason}")
@@ -71,14 +81,14 @@ def ingest(
 @episodes_app.callback(invoke_without_command=True)
 def episodes(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option(help="ok | quarantined")] = None,
+    status: Annotated[str | None, typer.Option(help="ok | quarantined | duplicate")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """List episodes (`flywheel episodes delete` deletes them)."""
     if ctx.invoked_subcommand is not None:
         return None
-    if status not in (None, "ok", "quarantined"):
-        fail(f"--status must be ok or quarantined, not {status!r}")
+    if status not in (None, "ok", "quarantined", "duplicate"):
+        fail(f"--status must be ok, quarantined or duplicate, not {status!r}")
     rows = list_episodes(ready(), status=status)
     fields = (
         "id",
@@ -91,6 +101,7 @@ def episodes(
         "n_interventions",
         "status",
         "reason",
+        "duplicate_of",
         "source_uri",
     )
     records = [{f: getattr(r, f) for f in fields} for r in rows]

@@ -29,8 +29,10 @@ from services.training.stage import train_and_register
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
-def ingest_task(settings: Settings, source: str | None, run_id: str | None):
-    return ingest_logs(settings, source=source, run_id=run_id)
+def ingest_task(
+    settings: Settings, source: str | None, run_id: str | None, retry_quarantined: bool = False
+):
+    return ingest_logs(settings, source=source, run_id=run_id, retry_quarantined=retry_quarantined)
 
 
 @task(name="build-dataset", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
@@ -83,9 +85,15 @@ def rollout_task(settings: Settings, candidate_id: str):
 
 
 @flow(name="ingest-logs", **FLOW_HOOKS)
-def ingest_new_logs(settings: Settings, source: str | None = None, run_id: str | None = None):
-    """``run_id``: an ingest run to continue (a dead nightly run's); None starts a new one."""
-    return ingest_task(settings, source, run_id)
+def ingest_new_logs(
+    settings: Settings,
+    source: str | None = None,
+    run_id: str | None = None,
+    retry_quarantined: bool = False,
+):
+    """``run_id``: an ingest run to continue (a dead nightly run's); None starts a new one.
+    ``retry_quarantined``: read quarantined uploads again (after their fleet's fix)."""
+    return ingest_task(settings, source, run_id, retry_quarantined)
 
 
 @flow(name="build-dataset", **FLOW_HOOKS)

@@ -111,7 +111,9 @@ def _episodes(session) -> Iterator[Metric]:
     )
     total_interventions, total_seconds = 0, 0.0
     for row in figures.episode_counts(session):
-        family = ingested if row.status == "ok" else quarantined
+        family = {"ok": ingested, "quarantined": quarantined}.get(row.status)
+        if family is None:  # duplicates of stored episodes: neither new data nor refused
+            continue
         family.add_metric([row.kind or "unknown"], row.episodes)
         if row.status == "ok" and row.kind == "deployment":
             total_interventions += row.interventions

@@ -293,6 +293,7 @@ def _commit(session: Session, report: DeletionReport, used: dict[str, list[str]]
                 EpisodeTombstone(
                     episode_id=episode.id,
                     content_hash=episode.content_hash,
+                    frames_digest=episode.frames_digest,
                     source_uri=episode.source_uri,
                     source_format=episode.source_format,
                     robot_id=episode.robot_id,

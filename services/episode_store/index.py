@@ -8,6 +8,13 @@ indexed since it looked (they count as skipped), then numbers its episodes, writ
 chunk's Parquet file and commits its rows. A unique violation all the same (a writer that
 took no lock) is treated as losing the race: the transaction rolls back, the data file is
 removed, and the chunk is tried again without what the winner indexed.
+
+Duplicates are found under the same lock: a good episode whose frames digest (or, with its
+robot, the episode id the robot logged) matches a stored episode, or an earlier one of the
+chunk, is indexed as a duplicate of it (status ``duplicate``) and its frames are not written
+again; datasets and exports take only ``ok`` episodes. A retry of quarantined uploads
+(``retry=True``) replaces the quarantined rows its uploads stand for, and the audit log keeps
+the reasons they had.
 """
 
 from __future__ import annotations
@@ -45,10 +52,22 @@ class Upload:
     format: str
     episode: RawEpisode | None = None
     reason: str | None = None  # why it is quarantined
+    # The episode's content digest (``batch.episode_digest``), whatever bytes its log had.
+    frames_digest: str | None = None
+    # The episode id the robot logged, where it names this one episode of its log.
+    source_uuid: str | None = None
+    # The id of the stored episode (or an earlier one of the chunk) this one repeats.
+    duplicate_of: str | None = None
 
     @property
     def episode_id(self) -> str:
         return self.digest[:16]
+
+    @property
+    def status(self) -> str:
+        if self.reason is not None:
+            return "quarantined"
+        return "ok" if self.duplicate_of is None else "duplicate"
 
 
 @contextmanager
@@ -91,19 +110,25 @@ def commit_chunk(
     skipped: int,
     finished: bool,
     tombstoned: int = 0,
+    retry: bool = False,
 ) -> tuple[list[Upload], int]:
-    """Index ``chunk`` (uploads with ``reason`` set are quarantined); returns the uploads
-    indexed and how many another writer had indexed first (skipped)."""
+    """Index ``chunk`` (uploads with ``reason`` set are quarantined, good ones that repeat a
+    stored episode become duplicates of it); returns the uploads indexed and how many another
+    writer had indexed first (skipped). ``retry``: quarantined rows of these uploads (same
+    content hash or source) are replaced, not a reason to skip them."""
     lost = 0
     for attempt in range(COMMIT_ATTEMPTS):
         with writer_lock(db_url, store):
             taken = _indexed(db_url, chunk)
+            if retry:  # a quarantined row is replaced, not a reason to skip
+                taken -= _quarantined(db_url, chunk)
             kept = [u for u in chunk if not {u.digest, u.episode_id} & taken]
             lost += len(chunk) - len(kept)
             chunk = kept
+            _mark_duplicates(db_url, chunk)
             try:
                 counts = {"skipped": skipped + lost, "tombstoned": tombstoned}
-                _commit(db_url, store, chunk, run_id, source, validation, counts, finished)
+                _commit(db_url, store, chunk, run_id, source, validation, counts, finished, retry)
                 return list(chunk), lost
             except IntegrityError as exc:
                 if attempt == COMMIT_ATTEMPTS - 1:
@@ -131,12 +156,111 @@ def _indexed(db_url: str, chunk: Sequence[Upload]) -> set[str]:
     return {value for row in rows for value in row} | set(deleted)
 
 
-def _commit(db_url, store, chunk, run_id, source, validation, counts, finished) -> None:
-    good = [u for u in chunk if u.reason is None]
-    bad = [u for u in chunk if u.reason is not None]
+def _quarantined(db_url: str, chunk: Sequence[Upload]) -> set[str]:
+    """The digests and ids of ``chunk`` that the index holds as quarantined."""
+    if not chunk:
+        return set()
+    with session_scope(db_url) as session:
+        rows = session.execute(
+            select(Episode.content_hash, Episode.id).where(
+                Episode.status == "quarantined",
+                or_(
+                    Episode.content_hash.in_([u.digest for u in chunk]),
+                    Episode.id.in_([u.episode_id for u in chunk]),
+                ),
+            )
+        ).all()
+    return {value for row in rows for value in row}
+
+
+def _mark_duplicates(db_url: str, chunk: Sequence[Upload]) -> None:
+    """Point each good upload that repeats a stored episode, or an earlier good upload of the
+    chunk, at it: by frames digest, or by robot and the episode id the robot logged."""
+    good = [u for u in chunk if u.reason is None and u.episode is not None]
+    digests = {u.frames_digest for u in good} - {None}
+    uuids = {u.source_uuid for u in good} - {None}
+    if not digests and not uuids:
+        return
+    with session_scope(db_url) as session:
+        rows = session.execute(
+            select(
+                Episode.id, Episode.frames_digest, Episode.robot_id, Episode.source_episode_uuid
+            ).where(
+                Episode.status == "ok",
+                or_(
+                    Episode.frames_digest.in_(digests),
+                    Episode.source_episode_uuid.in_(uuids),
+                ),
+            )
+        ).all()
+    by_digest = {row.frames_digest: row.id for row in rows if row.frames_digest}
+    by_uuid = {
+        (row.robot_id, row.source_episode_uuid): row.id for row in rows if row.source_episode_uuid
+    }
+    for upload in good:
+        upload.duplicate_of = None  # a retried commit decides afresh
+        uuid_key = (upload.episode.robot_id, upload.source_uuid)
+        original = by_digest.get(upload.frames_digest) or (
+            by_uuid.get(uuid_key) if upload.source_uuid else None
+        )
+        if original is not None:
+            upload.duplicate_of = original
+            continue
+        if upload.frames_digest:
+            by_digest[upload.frames_digest] = upload.episode_id
+        if upload.source_uuid:
+            by_uuid[uuid_key] = upload.episode_id
+
+
+def _replace_quarantined(session, chunk: Sequence[Upload], run_id: str) -> None:
+    """On a retry: remove the quarantined rows that these uploads stand for (the same content
+    hash, id or source), each leaving its reason in the audit log beside the new outcome."""
+    if not chunk:
+        return
+    by_key: dict[str, Upload] = {}
+    for upload in chunk:
+        for key in (upload.digest, upload.episode_id, upload.uri, upload.uri.split("#", 1)[0]):
+            by_key.setdefault(key, upload)
+    old = session.scalars(
+        select(Episode).where(
+            Episode.status == "quarantined",
+            or_(
+                Episode.content_hash.in_(by_key),
+                Episode.id.in_(by_key),
+                Episode.source_uri.in_(by_key),
+            ),
+        )
+    ).all()
+    for row in old:
+        upload = by_key.get(row.content_hash) or by_key.get(row.id) or by_key.get(row.source_uri)
+        record_audit(
+            session,
+            actor="ingest",
+            action="retry-quarantined",
+            subject_type="episode",
+            subject_id=row.id,
+            before={
+                "status": row.status,
+                "reason": row.reason,
+                "ingest_run_id": row.ingest_run_id,
+                "source": row.source_uri,
+            },
+            after={"status": upload.status, "episode_id": upload.episode_id, "run": run_id},
+            reason=row.reason,
+        )
+        session.delete(row)
+    session.flush()  # gone before the new rows (which may reuse an id) go in
+
+
+def _commit(db_url, store, chunk, run_id, source, validation, counts, finished, retry) -> None:
+    good = [u for u in chunk if u.status == "ok"]
+    duplicates = [u for u in chunk if u.status == "duplicate"]
+    bad = [u for u in chunk if u.status == "quarantined"]
     data_file = None
     try:
         with session_scope(db_url, write=True) as session:
+            if retry:
+                _replace_quarantined(session, chunk, run_id)
             first = session.scalar(select(func.coalesce(func.max(Episode.episode_index), -1))) + 1
             if good:
                 data_file = store.write_batch(
@@ -148,7 +272,7 @@ def _commit(db_url, store, chunk, run_id, source, validation, counts, finished) 
                 session.add(run)
                 session.flush()  # the episodes below refer to it
             rows = [_episode_row(u, run_id, data_file, first + i) for i, u in enumerate(good)]
-            rows += [_episode_row(u, run_id) for u in bad]
+            rows += [_episode_row(u, run_id) for u in duplicates + bad]
             if rows:
                 session.execute(insert(Episode), rows)
             spans = list(_intervention_rows(good))
@@ -185,6 +309,7 @@ def _count_run(session, run: IngestRun, *, skipped: int, tombstoned: int, finish
     )
     run.ingested = counts.get("ok", 0)
     run.quarantined = counts.get("quarantined", 0)
+    run.duplicates = counts.get("duplicate", 0)
     run.skipped = skipped
     run.tombstoned = tombstoned
     if finished:
@@ -195,7 +320,7 @@ def _episode_row(
     upload: Upload, run_id: str, data_file: str | None = None, episode_index: int | None = None
 ) -> dict:
     raw = upload.episode
-    ok = upload.reason is None
+    ok = upload.status == "ok"
     return {
         "id": upload.episode_id,
         "content_hash": upload.digest,
@@ -213,8 +338,11 @@ def _episode_row(
         "source_uri": upload.uri,
         "source_format": upload.format,
         "ingest_run_id": run_id,
-        "status": "ok" if ok else "quarantined",
+        "status": upload.status,
         "reason": upload.reason,
+        "frames_digest": upload.frames_digest,
+        "source_episode_uuid": upload.source_uuid,
+        "duplicate_of": upload.duplicate_of,
         "data_file": data_file if ok else None,
         "ingested_at": utcnow(),
     }

@@ -13,7 +13,17 @@ split it into several, the hash with the episode's number. A container of many e
 frames and labels, so a dataset that grows imports only its new episodes.
 
 Deleted episodes stay deleted: a log (or a container's episode) that a tombstone names, by
-content hash or by URI, is left out and counted as tombstoned (docs/data-retention.md).
+content hash or by URI, or an episode with a deleted one's frames, is left out and counted as
+tombstoned (docs/data-retention.md).
+
+The same episode is stored once: every episode's content digest (``episode_digest``) is
+indexed, and a good episode whose digest, or whose robot and logged episode id, match a stored
+one is indexed as its duplicate (``index.commit_chunk``), so a copy of a log with other bytes
+(a damaged summary section, which the streaming reader never reads) adds nothing to train on.
+
+Quarantined uploads are retried on request (``retry_quarantined``, after a fleet fixes its
+mapping): their logs are read again and their quarantined rows replaced; the audit log keeps
+the earlier reasons. Tombstones still win.
 
 Crash safety: a chunk of episodes (bounded in episodes and frames, so memory stays flat
 whatever the backlog) is written as one Parquet data file first and its index rows after it
@@ -68,6 +78,8 @@ class IngestSummary:
     quarantined: int = 0
     # Logs (or container episodes) left out because a deleted episode's tombstone names them.
     tombstoned: int = 0
+    # Good episodes that repeat a stored one: indexed as its duplicates, not stored again.
+    duplicates: int = 0
     episode_ids: list[str] = field(default_factory=list)
     # (source uri, reason) of every log or episode quarantined by this run.
     quarantined_files: list[tuple[str, str]] = field(default_factory=list)
@@ -133,6 +145,8 @@ class Tombstones:
     """What deleted episodes leave behind for ingest to recognise their sources by."""
 
     hashes: frozenset[str]
+    # Deleted episodes' frames digests (``episode_digest``): a copy with other bytes.
+    frames: frozenset[str]
     # URIs of container episodes ("<container>#<episode>"), matched exactly.
     episodes: frozenset[str]
     # URIs of log files that held deleted episodes (a re-upload under the same name, with
@@ -146,18 +160,55 @@ class Tombstones:
                 EpisodeTombstone.content_hash,
                 EpisodeTombstone.source_uri,
                 EpisodeTombstone.source_format,
+                EpisodeTombstone.frames_digest,
             )
         ).all()
         return cls(
-            hashes=frozenset(digest for digest, _, _ in rows),
-            episodes=frozenset(uri for _, uri, fmt in rows if fmt in CONTAINERS),
-            logs=frozenset(uri.split("#", 1)[0] for _, uri, fmt in rows if fmt not in CONTAINERS),
+            hashes=frozenset(digest for digest, _, _, _ in rows),
+            frames=frozenset(frames for _, _, _, frames in rows if frames),
+            episodes=frozenset(uri for _, uri, fmt, _ in rows if fmt in CONTAINERS),
+            logs=frozenset(
+                uri.split("#", 1)[0] for _, uri, fmt, _ in rows if fmt not in CONTAINERS
+            ),
         )
 
 
 def _nth(digest: str, n: int) -> str:
     """The hash of a stream's n-th episode: the log's own for the first."""
     return digest if n == 0 else hashlib.sha256(f"{digest}#{n}".encode()).hexdigest()
+
+
+def _source_uuids(episodes: list[RawEpisode]) -> list[str | None]:
+    """The episode id each episode logged, where it names that episode alone: an id that
+    several episodes of one log share (a log-wide default) says nothing about duplicates."""
+    counts = Counter(raw.episode_uuid for raw in episodes)
+    return [
+        raw.episode_uuid if raw.episode_uuid and counts[raw.episode_uuid] == 1 else None
+        for raw in episodes
+    ]
+
+
+@dataclass
+class _Known:
+    """What the index held when the run started."""
+
+    # Content hashes to skip: every row's, or on a retry those not quarantined.
+    hashes: set[str]
+    # On a retry: the logs (URIs without "#<episode>") that have a quarantined row.
+    retry_logs: frozenset[str] = frozenset()
+
+    @classmethod
+    def load(cls, session, *, retry: bool) -> _Known:
+        if not retry:
+            return cls(set(session.scalars(select(Episode.content_hash))))
+        rows = session.execute(select(Episode.content_hash, Episode.status, Episode.source_uri))
+        hashes, logs = set(), set()
+        for digest, status, uri in rows:
+            if status == "quarantined":
+                logs.add(uri.split("#", 1)[0])
+            else:
+                hashes.add(digest)
+        return cls(hashes, frozenset(logs))
 
 
 # -- reading one unit -------------------------------------------------------------------------
@@ -175,14 +226,14 @@ def _uploads(
     source: Source,
     unit: LogUnit,
     mapping: FleetMapping,
-    known: set[str],
+    known: _Known,
     deleted: Tombstones,
     summary: IngestSummary,
     cameras: Cameras,
 ) -> Iterator[list[Upload]]:
     """Groups of uploads that must share a chunk: a stream's episodes, or one container episode."""
     if unit.format in CONTAINERS:
-        yield from _container(source, unit, mapping, known, deleted, summary, cameras)
+        yield from _container(source, unit, mapping, known.hashes, deleted, summary, cameras)
         return
     if unit.uri in deleted.logs:
         summary.tombstoned += 1
@@ -191,7 +242,7 @@ def _uploads(
     if digest in deleted.hashes:
         summary.tombstoned += 1
         return
-    if digest in known:
+    if digest in known.hashes and unit.uri not in known.retry_logs:
         summary.skipped += 1
         return
     try:
@@ -211,12 +262,19 @@ def _uploads(
         yield [Upload(unit.uri, digest, unit.format, reason=str(exc))]
         return
     several = len(episodes) > 1
-    yield [
-        Upload(
-            f"{unit.uri}#episode-{n}" if several else unit.uri, _nth(digest, n), unit.format, raw
+    group = []
+    for n, (raw, uuid_) in enumerate(zip(episodes, _source_uuids(episodes), strict=True)):
+        frames = episode_digest(raw)
+        if frames in deleted.frames:
+            summary.tombstoned += 1
+            discard_tracks(raw)
+            continue
+        uri = f"{unit.uri}#episode-{n}" if several else unit.uri
+        group.append(
+            Upload(uri, _nth(digest, n), unit.format, raw, frames_digest=frames, source_uuid=uuid_)
         )
-        for n, raw in enumerate(episodes)
-    ]
+    if group:
+        yield group
 
 
 def _read_mcap(
@@ -268,8 +326,20 @@ def _container(
                     digest = hashlib.sha256(f"{uri}\n{result}".encode()).hexdigest()
                     upload = Upload(uri, digest, unit.format, reason=str(result))
                 else:
-                    upload = Upload(uri, episode_digest(result), unit.format, result)
-                if upload.digest in deleted.hashes or uri in deleted.episodes:
+                    digest = episode_digest(result)
+                    upload = Upload(
+                        uri,
+                        digest,
+                        unit.format,
+                        result,
+                        frames_digest=digest,
+                        source_uuid=result.episode_uuid or None,
+                    )
+                if (
+                    upload.digest in deleted.hashes
+                    or upload.digest in deleted.frames
+                    or uri in deleted.episodes
+                ):
                     summary.tombstoned += 1
                     discard_tracks(upload.episode)
                     continue
@@ -298,11 +368,13 @@ def ingest_logs(
     source: str | None = None,
     mapping: FleetMapping | None = None,
     run_id: str | None = None,
+    retry_quarantined: bool = False,
 ) -> IngestSummary:
     """Ingest every log under ``source`` (default: the fleet log store) not yet indexed.
 
     ``mapping`` is the fleet's mapping file (``mapping.load_mapping``); the default reads
-    Flywheel's own topic contracts.
+    Flywheel's own topic contracts. ``retry_quarantined`` reads quarantined uploads again
+    (after the mapping was fixed) and replaces their quarantined rows with the new outcome.
     """
     source = source or settings.fleet_log_uri
     mapping = mapping or FleetMapping()
@@ -311,7 +383,7 @@ def ingest_logs(
     summary = IngestSummary(run_id=run_id or uuid.uuid4().hex[:16])
     index.repair(settings.db_url, store)
     with session_scope(settings.db_url) as session:
-        known = set(session.scalars(select(Episode.content_hash)))
+        known = _Known.load(session, retry=retry_quarantined)
         deleted = Tombstones.load(session)
     video = settings.video
     video_format = VideoFormat(codec=video.codec, gop=video.gop, crf=video.crf)
@@ -321,18 +393,23 @@ def ingest_logs(
         cameras = Cameras(spool, video_format)
         for unit in logs.discover():
             for group in _uploads(logs, unit, mapping, known, deleted, summary, cameras):
-                known.update(u.digest for u in group)
+                known.hashes.update(u.digest for u in group)
                 chunk += group
                 frames += sum(u.episode.steps for u in group if u.episode is not None)
                 if len(chunk) >= CHUNK_EPISODES or frames >= CHUNK_FRAMES:
-                    _ingest_chunk(settings, store, chunk, summary, source, mapping)
+                    _ingest_chunk(
+                        settings, store, chunk, summary, source, mapping, retry_quarantined
+                    )
                     chunk, frames = [], 0
         # The last commit also closes the run: its counts are final by then.
-        _ingest_chunk(settings, store, chunk, summary, source, mapping, finished=True)
+        _ingest_chunk(
+            settings, store, chunk, summary, source, mapping, retry_quarantined, finished=True
+        )
     log.info(
-        "ingest %s: %d ingested, %d skipped, %d quarantined, %d tombstoned",
+        "ingest %s: %d ingested, %d duplicates, %d skipped, %d quarantined, %d tombstoned",
         summary.run_id,
         summary.ingested,
+        summary.duplicates,
         summary.skipped,
         summary.quarantined,
         summary.tombstoned,
@@ -347,6 +424,7 @@ def _ingest_chunk(
     summary: IngestSummary,
     source: str,
     mapping: FleetMapping,
+    retry: bool = False,
     *,
     finished: bool = False,
 ) -> None:
@@ -355,18 +433,19 @@ def _ingest_chunk(
     if parsed:
         dims = _dims(store, parsed)
         report = validate_episodes(
-            episode_facts(((u.episode_id, u.episode) for u in parsed), mapping.embodiments),
+            episode_facts(
+                ((u.episode_id, u.episode) for u in parsed), mapping.embodiments, mapping.cameras
+            ),
             dims=dims,
             embodiments=mapping.embodiments,
         )
         results.append(report.result)
-        expected = _cameras(store, parsed)
         for upload in parsed:
-            upload.reason = (
-                report.reason(upload.episode_id)
-                or _shape_reason(upload, dims)
-                or _camera_reason(upload, expected)
-            )
+            upload.reason = report.reason(upload.episode_id) or _shape_reason(upload, dims)
+        # A new store's cameras follow the batch's good episodes, not its broken ones.
+        expected = _cameras(store, [u for u in parsed if u.reason is None])
+        for upload in parsed:
+            upload.reason = upload.reason or _camera_reason(upload, expected)
     # Another ingest (on this machine or another) may index some of these first: they are
     # skipped, as if this one had found them indexed when it started.
     try:
@@ -380,16 +459,18 @@ def _ingest_chunk(
             skipped=summary.skipped,
             tombstoned=summary.tombstoned,
             finished=finished,
+            retry=retry,
         )
     finally:
         # Packed into the store's video files, quarantined, or indexed by another ingest first:
         # either way the chunk's tracks are done with.
         for upload in chunk:
             discard_tracks(upload.episode)
-    good = [u for u in indexed if u.reason is None]
-    bad = [u for u in indexed if u.reason is not None]
+    good = [u for u in indexed if u.status == "ok"]
+    bad = [u for u in indexed if u.status == "quarantined"]
     summary.skipped += lost
     summary.ingested += len(good)
+    summary.duplicates += sum(u.status == "duplicate" for u in indexed)
     summary.quarantined += len(bad)
     summary.episode_ids += [u.episode_id for u in good]
     summary.quarantined_files += [(u.uri, u.reason) for u in bad]
@@ -428,6 +509,8 @@ def _cameras(store: EpisodeStore, parsed: list[Upload]) -> dict[str, tuple[int, 
     known = store.cameras()
     if known is not None:
         return known
+    if not parsed:
+        return {}
     shapes = Counter(tuple(sorted(_camera_shapes(u.episode).items())) for u in parsed)
     return dict(shapes.most_common(1)[0][0])
 

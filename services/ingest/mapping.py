@@ -19,7 +19,8 @@ the defaults are Flywheel's ROS topic contract (see ``docs/ingest.md``)::
     defaults: {robot_id: arm-01, task: bin-pick, kind: deployment}
     embodiments:
       - {name: ur5e, robots: ["arm-*"], state_dim: 6, action_dim: 6,
-         action_range: [-3.2, 3.2], control_sources: [policy, operator], min_steps: 10}
+         action_range: [-3.2, 3.2], control_sources: [policy, operator], min_steps: 10,
+         cameras: {front: {width: 640, height: 480, encoding: jpeg}}, max_black_fraction: 0}
     robomimic: {obs_keys: [robot0_eef_pos, robot0_gripper_qpos], control_hz: 20,
                 image_keys: [agentview_image]}                        # cameras; null: all
     metadata:                # MCAP metadata records with episode facts (null: read none)
@@ -46,7 +47,7 @@ import yaml
 from services.episodes.cameras import CameraSpec
 from services.features import CONTROL_POLICY, CONTROL_SOURCES, OUTCOMES
 from services.ingest.formats import contract
-from services.validation.embodiment import Embodiment
+from services.validation.embodiment import CameraDeclaration, Embodiment
 
 CLOCKS = ("log_time", "header")
 # Control source before the first control-source message: the policy drives unless told.
@@ -345,4 +346,15 @@ def _embodiment(raw: Mapping[str, Any]) -> Embodiment:
     for key in ("state_range", "action_range"):
         if values.get(key) is not None:
             values[key] = tuple(tuple(b) if isinstance(b, list) else b for b in values[key])
+    cameras = values.get("cameras") or {}
+    if not isinstance(cameras, Mapping):
+        raise ValueError("an embodiment's cameras must map names to {width, height, encoding}")
+    values["cameras"] = tuple(_declared_camera(name, value) for name, value in cameras.items())
     return Embodiment(**values)
+
+
+def _declared_camera(name: str, raw: Any) -> CameraDeclaration:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"embodiment camera {name} must be a mapping of width, height, encoding")
+    _known(raw, ("width", "height", "encoding"), f"key of embodiment camera {name}")
+    return CameraDeclaration(name=str(name), **raw)

@@ -92,6 +92,8 @@ class IngestRun(Base):
     quarantined: Mapped[int] = mapped_column(default=0)
     # Logs (or container episodes) left out because a deleted episode's tombstone names them.
     tombstoned: Mapped[int] = mapped_column(default=0)
+    # Episodes indexed as duplicates of stored ones (their frames not stored again).
+    duplicates: Mapped[int] = mapped_column(default=0, server_default="0")
     # The validation suite's result summary, one entry per chunk of files validated.
     validation: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
@@ -116,8 +118,16 @@ class Episode(Base):
     source_uri: Mapped[str] = mapped_column(Text)
     source_format: Mapped[str] = mapped_column(String(32))
     ingest_run_id: Mapped[str | None] = mapped_column(ForeignKey("ingest_runs.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | quarantined
+    # ok | quarantined | duplicate (of a stored episode: indexed, its frames not stored again)
+    status: Mapped[str] = mapped_column(String(16), default="ok")
     reason: Mapped[str | None] = mapped_column(Text)
+    # The episode's content digest (frames, cameras and labels: ``batch.episode_digest``),
+    # whatever bytes its log had: two uploads of one episode have the same.
+    frames_digest: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The episode's own id as the robot logged it (episode_uuid), where it logged one.
+    source_episode_uuid: Mapped[str | None] = mapped_column(String(128), index=True)
+    # For a duplicate: the id of the stored episode it repeats.
+    duplicate_of: Mapped[str | None] = mapped_column(String(64))
     # Parquet file of the episode store holding its frames, relative to the store root.
     data_file: Mapped[str | None] = mapped_column(Text)
     ingested_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -184,6 +194,8 @@ class EpisodeTombstone(Base):
     episode_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     # The hash ingest dedupes on (services/ingest/batch.py): the log's, or the episode's.
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The episode's frames digest: a copy of its log with other bytes stays out too.
+    frames_digest: Mapped[str | None] = mapped_column(String(64), index=True)
     source_uri: Mapped[str] = mapped_column(Text)
     source_format: Mapped[str] = mapped_column(String(32))
     robot_id: Mapped[str | None] = mapped_column(String(64), index=True)

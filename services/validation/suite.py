@@ -13,6 +13,11 @@ frame costs the suite the same whatever the episodes' length.
 An embodiment (``embodiment.py``) sets the suite's parameters: state and action sizes, value
 ranges (joint limits), minimum length, and which control sources it may log. Checks every suite
 has: finite values, timestamps present, plausible and strictly increasing.
+
+Cameras have a suite of their own per embodiment, over one row per episode and camera
+(``cameras.py``): steps before the first frame, stale frames, frames out of order or
+undecodable, a resolution change, size and encoding against the embodiment's declaration, a
+declared camera missing, a frozen camera and black frames. A failing camera fails its episode.
 """
 
 from __future__ import annotations
@@ -27,16 +32,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from services.episodes.cameras import CameraSpec
 from services.episodes.model import RawEpisode
 from services.features import CONTROL_SOURCES, EPISODE_ID
+from services.validation.cameras import CAMERA_CHECKS, FACT_COLUMNS, camera_rows
 from services.validation.embodiment import Embodiment, embodiment_for
 
 # Longest plausible gap between two control steps, in seconds (0.1 Hz): larger is a bad clock.
 MAX_STEP_GAP_S = 10.0
 # Longest plausible episode, in seconds.
 MAX_EPISODE_S = 24 * 3600.0
-# Columns that name a failing episode in the suite's results.
+# Columns that name a failing episode (a failing camera) in the suites' results.
 INDEX_COLUMNS = [EPISODE_ID, "task"]
+CAMERA_INDEX_COLUMNS = [EPISODE_ID, "camera"]
 # Steps listed in a reason before it says "...".
 SHOWN_STEPS = 5
 
@@ -179,14 +187,23 @@ class EpisodeFacts:
     table: pd.DataFrame
     # (episode id, fact column) -> the reason for the steps it counts.
     reasons: dict[tuple[str, str], str] = field(default_factory=dict)
+    # One row per episode and camera (``cameras.CAMERA_CHECKS`` columns), and the reasons
+    # keyed by (episode id, camera, column).
+    cameras: pd.DataFrame = field(default_factory=pd.DataFrame)
+    camera_reasons: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
 
 def episode_facts(
-    episodes: Iterable[tuple[str, RawEpisode]], embodiments: Sequence[Embodiment] = ()
+    episodes: Iterable[tuple[str, RawEpisode]],
+    embodiments: Sequence[Embodiment] = (),
+    cameras: Sequence[CameraSpec] = (),
 ) -> EpisodeFacts:
-    """One row of facts per (episode id, RawEpisode), checked against its embodiment."""
+    """One row of facts per (episode id, RawEpisode), checked against its embodiment, and one
+    per camera; ``cameras`` are the mapping's (their staleness limits, for the reasons)."""
     rows: dict[str, list] = defaultdict(list)
     reasons: dict[tuple[str, str], str] = {}
+    camera_table: dict[str, list] = defaultdict(list)
+    camera_reasons: dict[tuple[str, str, str], str] = {}
     for episode_id, raw in episodes:
         embodiment = embodiment_for(embodiments, raw.robot_id, raw.task)
         rows[EPISODE_ID].append(episode_id)
@@ -202,9 +219,27 @@ def episode_facts(
                 reasons[episode_id, check.column] = check.describe(
                     raw, embodiment, steps, _where(steps)
                 )
+        for camera in camera_rows(raw.cameras, raw.steps, embodiment, cameras):
+            camera_table[EPISODE_ID].append(episode_id)
+            camera_table["camera"].append(camera.name)
+            camera_table["embodiment"].append(embodiment.name)
+            for column in FACT_COLUMNS:
+                camera_table[column].append(getattr(camera.facts, column))
+            for check in CAMERA_CHECKS:
+                value = float(check.value(camera))
+                camera_table[check.column].append(value)
+                if value:
+                    camera_reasons[episode_id, camera.name, check.column] = check.describe(camera)
     columns = [EPISODE_ID, "task", "embodiment", "steps", "state_dim", "action_dim"]
     columns += [check.column for check in STEP_CHECKS]
-    return EpisodeFacts(pd.DataFrame({c: rows[c] for c in columns}, columns=columns), reasons)
+    camera_columns = [EPISODE_ID, "camera", "embodiment", *FACT_COLUMNS]
+    camera_columns += [check.column for check in CAMERA_CHECKS]
+    return EpisodeFacts(
+        pd.DataFrame({c: rows[c] for c in columns}, columns=columns),
+        reasons,
+        pd.DataFrame({c: camera_table[c] for c in camera_columns}, columns=camera_columns),
+        camera_reasons,
+    )
 
 
 def expected_dims(
@@ -266,6 +301,25 @@ def _checks(embodiment: Embodiment, reasons: Mapping[tuple[str, str], str]) -> l
     return checks
 
 
+def _camera_checks(
+    embodiment: Embodiment, reasons: Mapping[tuple[str, str, str], str]
+) -> list[_Check]:
+    import great_expectations as gx
+
+    e = gx.expectations
+    return [
+        _Check(
+            e.ExpectColumnValuesToBeBetween(
+                column=check.column,
+                min_value=0,
+                max_value=embodiment.max_black_fraction if check.column == "black_fraction" else 0,
+            ),
+            lambda r, column=check.column: reasons[r[EPISODE_ID], r["camera"], column],
+        )
+        for check in CAMERA_CHECKS
+    ]
+
+
 @cache
 def _batch_definition():
     """The ephemeral GX context and its one in-memory asset, built once per process."""
@@ -301,8 +355,6 @@ def validate_episodes(
     table = facts.table
     if table.empty:
         return ValidationReport(result={"success": True, "frames": 0, "suites": []})
-    import great_expectations as gx
-
     by_name = {e.name: e for e in embodiments}
     inferred = expected_dims(table, dims)
     failures: dict[str, list[str]] = defaultdict(list)
@@ -318,47 +370,21 @@ def validate_episodes(
             or group["task"].map({t: d[1] for t, d in inferred.items()}),
         )
         checks = _checks(embodiment, facts.reasons)
-        suite = gx.ExpectationSuite(
-            name=f"episodes-{name}", expectations=[c.expectation for c in checks]
-        )
-        batch = _batch_definition().get_batch(batch_parameters={"dataframe": group})
-        result = batch.validate(
-            suite,
-            result_format={
-                "result_format": "COMPLETE",
-                "unexpected_index_column_names": INDEX_COLUMNS,
-            },
-        )
-        rows = group.set_index(EPISODE_ID, drop=False)
-        summary = []
-        for outcome, check in zip(result.results, checks, strict=True):
-            failed = sorted(
-                {r[EPISODE_ID] for r in outcome.result.get("unexpected_index_list") or []}
-            )
-            for episode_id in failed:
-                failures[episode_id].append(check.describe(rows.loc[episode_id].to_dict()))
-            config = outcome.expectation_config
-            summary.append(
-                {
-                    "type": config.type,
-                    "kwargs": {k: _plain(v) for k, v in config.kwargs.items() if k != "batch_id"},
-                    "success": bool(outcome.success),
-                    "element_count": int(outcome.result.get("element_count") or 0),
-                    "unexpected_count": int(outcome.result.get("unexpected_count") or 0),
-                    "episodes": failed,
-                }
-            )
+        suite = _run_suite(f"episodes-{name}", group, checks, [EPISODE_ID], failures)
         suites.append(
             {
                 "embodiment": name,
-                "suite": suite.name,
-                "success": bool(result.success),
+                **suite,
                 "frames": int(group["steps"].sum()),
                 "episodes": len(group),
-                "statistics": {k: _plain(v) for k, v in result.statistics.items()},
-                "expectations": summary,
             }
         )
+        cameras = facts.cameras
+        cameras = cameras[cameras["embodiment"] == name] if not cameras.empty else cameras
+        if not cameras.empty:
+            checks = _camera_checks(embodiment, facts.camera_reasons)
+            suite = _run_suite(f"cameras-{name}", cameras, checks, [EPISODE_ID, "camera"], failures)
+            suites.append({"embodiment": name, **suite, "cameras": len(cameras)})
     return ValidationReport(
         failures=dict(failures),
         result={
@@ -369,6 +395,52 @@ def validate_episodes(
             "suites": suites,
         },
     )
+
+
+def _run_suite(
+    name: str,
+    table: pd.DataFrame,
+    checks: list[_Check],
+    keys: list[str],
+    failures: dict[str, list[str]],
+) -> dict[str, Any]:
+    """Validate ``table`` (rows named by ``keys``, the episode id first) with ``checks``; each
+    failing row's reason goes to its episode's ``failures``. Returns the suite's summary."""
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name=name, expectations=[c.expectation for c in checks])
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": table})
+    index_columns = keys if len(keys) > 1 else INDEX_COLUMNS
+    result = batch.validate(
+        suite,
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns},
+    )
+    rows = table.set_index(keys, drop=False)
+    summary = []
+    for outcome, check in zip(result.results, checks, strict=True):
+        failed = sorted(
+            {tuple(r[k] for k in keys) for r in outcome.result.get("unexpected_index_list") or []}
+        )
+        for key in failed:
+            row = rows.loc[key if len(keys) > 1 else key[0]]
+            failures[key[0]].append(check.describe(row.to_dict()))
+        config = outcome.expectation_config
+        summary.append(
+            {
+                "type": config.type,
+                "kwargs": {k: _plain(v) for k, v in config.kwargs.items() if k != "batch_id"},
+                "success": bool(outcome.success),
+                "element_count": int(outcome.result.get("element_count") or 0),
+                "unexpected_count": int(outcome.result.get("unexpected_count") or 0),
+                "episodes": sorted({key[0] for key in failed}),
+            }
+        )
+    return {
+        "suite": suite.name,
+        "success": bool(result.success),
+        "statistics": {k: _plain(v) for k, v in result.statistics.items()},
+        "expectations": summary,
+    }
 
 
 def _plain(value: Any) -> Any:

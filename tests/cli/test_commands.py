@@ -35,7 +35,7 @@ def test_ingest_then_list_episodes_as_json(settings):
 
 def test_bad_arguments_get_a_clear_message(settings):
     result = runner.invoke(app, ["episodes", "--status", "weird"])
-    assert result.exit_code == 1 and "must be ok or quarantined" in result.output
+    assert result.exit_code == 1 and "must be ok, quarantined or duplicate" in result.output
     result = runner.invoke(app, ["dataset", "build"])
     assert result.exit_code == 1 and "run `flywheel ingest` first" in result.output
     result = runner.invoke(app, ["dataset", "build", "--scheme", "sirus"])

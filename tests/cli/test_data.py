@@ -71,3 +71,25 @@ def test_a_bad_mapping_file_is_refused_before_anything_runs(settings, tmp_path):
     result = runner.invoke(app, ["ingest", "--mapping", str(tmp_path / "fleet.yaml")])
     assert result.exit_code == 1
     assert "unknown topic role 'stat'; did you mean 'state'?" in result.output
+
+
+def test_quarantined_logs_are_retried_once_the_mapping_is_fixed(settings, tmp_path):
+    logs = tmp_path / "logs"
+    bag(logs / "good.bag")
+    mapping = tmp_path / "fleet.yaml"
+    mapping.write_text(MAPPING.replace("/arm/command", "/arm/cmd"))  # a typo in the topic
+    first = runner.invoke(app, ["ingest", "--source", str(logs), "--mapping", str(mapping)])
+    assert "ingested 0, skipped 0, quarantined 1" in first.output
+    [old] = json.loads(runner.invoke(app, ["episodes", "--status", "quarantined", "--json"]).output)
+    assert "/arm/cmd" in old["reason"]
+
+    mapping.write_text(MAPPING)
+    args = ["ingest", "--source", str(logs), "--mapping", str(mapping)]
+    assert "ingested 0, skipped 1" in runner.invoke(app, args).output
+    retried = runner.invoke(app, [*args, "--retry-quarantined"])
+
+    assert retried.exit_code == 0, retried.output
+    assert "ingested 1, skipped 0, quarantined 0" in retried.output
+    history = runner.invoke(app, ["audit", "--subject", old["id"], "--json"])
+    actions = [(h["action"], h["reason"]) for h in json.loads(history.output)]
+    assert actions == [("retry-quarantined", old["reason"]), ("quarantine", old["reason"])]

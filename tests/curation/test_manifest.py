@@ -135,7 +135,7 @@ def test_a_replay_share_keeps_new_episodes_and_only_that_share_of_what_the_champ
     second = build_manifest(settings, replay=0.0)
     assert second.n_episodes == 1 and second.n_steps == 40  # night 2 alone
     _make_champion(settings, second.id, "2", "1")
-    _upload(settings, "night-3", n=30)
+    _upload(settings, "night-3", n=30, policy_version="2")  # v2 ran night 3 (not night 1 again)
     # v2 carries what v1 learnt: nights 1 and 2 and the demo are all seen, night 3 is new
     half = build_manifest(settings, replay=0.5)
     assert half.n_steps <= 60 and half.n_episodes == 2  # 30 new + one seen of <= 30 steps
@@ -156,12 +156,21 @@ def test_no_replay_and_nothing_new_is_a_clear_error(settings):
 
 
 def test_class_shares_apply_within_each_task_so_a_quiet_task_keeps_its_share(settings):
-    # task A: takeovers in every episode; task B: clean autonomous successes only
+    # task A: takeovers in every episode; task B: clean autonomous successes only (each from
+    # its own robot: the same numbers from one robot would be one episode uploaded twice)
     for i in range(4):
-        _upload(settings, f"a-{i}", n=40)
+        _upload(settings, f"a-{i}", n=40, robot_id=f"robot-a{i}")
     quiet = ["policy"] * 20
     for i in range(2):
-        _upload(settings, f"b-{i}", n=20, task="toy-push", control_source=quiet, interventions=[])
+        _upload(
+            settings,
+            f"b-{i}",
+            n=20,
+            task="toy-push",
+            control_source=quiet,
+            interventions=[],
+            robot_id=f"robot-b{i}",
+        )
     dataset = build_manifest(settings, scheme="sirius")
     data = load_training_data(settings, dataset.id)
     b = data.task_index == data.tasks.index("toy-push")

@@ -128,3 +128,8 @@ def test_frames_that_go_back_in_time_are_out_of_order():
         spool.add(t, Payload("raw", frame.tobytes(), 64, 48, "rgb8"))
     (track,) = episode_tracks(spool, [(np.arange(5) * PERIOD, 30.0)])
     assert track.facts.out_of_order is not None and track.path is None
+
+
+def test_a_camera_topic_with_no_frames_misses_every_step():
+    (track,) = episode_tracks(CameraSpool(SPEC), [(np.arange(5) * PERIOD, 30.0)])
+    assert track.facts.missing_steps == 5 and track.facts.frames == 0 and track.path is None
