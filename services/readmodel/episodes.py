@@ -93,7 +93,7 @@ def episode_detail(settings: Settings, session: Session, episode_id: str) -> dic
         "cameras": [],
     }
     if episode.status != "ok" or not episode.data_file:
-        return detail  # quarantined: nothing of it is in the store
+        return detail  # quarantined, or a duplicate: nothing of it is in the store
     store = EpisodeStore(settings.episode_store)
     frames = store.read_frames([episode.id], data_files={episode.id: episode.data_file})
     steps = frames[frames[EPISODE_ID] == episode.id].sort_values(FRAME_INDEX)
@@ -141,4 +141,5 @@ def _summary(e: Episode) -> dict[str, Any]:
         "interventions": e.n_interventions,
         "status": e.status,
         "reason": e.reason,
+        "duplicate_of": e.duplicate_of,
     }

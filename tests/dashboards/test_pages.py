@@ -9,11 +9,13 @@ import av
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from services.api.main import create_app
 from services.approval.users import issue_token
 from services.episode_store.clips import write_clip
 from services.store import session_scope
+from services.store.models import Episode
 from tests.conftest import _settings
 from tests.dashboards.conftest import seed_fleet_store
 from tests.dashboards.videos import add_review_videos, encode, frame
@@ -235,6 +237,17 @@ def test_the_episode_browser_filters_and_shows_quarantine_reasons(site):
     link = re.search(r'href="(/ui/episodes/[^"]+)"', rows[0][1]).group(1)
     episode = site.get(link).text
     assert 'id="episode-reason"' in episode and "Nothing of this episode is in the store" in episode
+    # an episode uploaded again in other bytes is a duplicate, linked to the one stored
+    with session_scope(site.settings.db_url) as session:
+        original, copy = session.scalars(
+            select(Episode).where(Episode.robot_id == "robot-01").order_by(Episode.id)
+        ).all()
+        copy.status, copy.duplicate_of, copy.data_file = "duplicate", original.id, None
+        copy_id, original_id = copy.id, original.id
+    rows = _rows(site.get("/ui/episodes", params={"status": "duplicate"}).text)
+    assert len(rows) == 1 and f'href="/ui/episodes/{original_id}"' in rows[0][1]
+    page = site.get(f"/ui/episodes/{copy_id}").text
+    assert f'href="/ui/episodes/{original_id}" id="duplicate-of"' in page
 
 
 def test_an_episode_page_plays_its_camera_with_the_takeover_on_the_timeline(filmed):
