@@ -35,7 +35,8 @@ from services.approval.decisions import APPROVER_ROLES
 from services.approval.users import Unauthenticated, article, authenticate
 from services.config import Settings, get_settings
 from services.errors import NotFound
-from services.readmodel import evidence, review
+from services.evaluation.trajectories import FILMED_FAILURES, VIDEO_FPS
+from services.readmodel import episodes, evidence, review
 from services.readmodel.rollouts import rollouts_overview
 from services.registry.ledger import champion_of
 from services.rollout import controller
@@ -51,8 +52,11 @@ SESSION_HOURS = 12
 # The login form's CSRF nonce, until the session cookie (with a nonce of its own) replaces it.
 LOGIN_COOKIE = "flywheel_login"
 LOGIN_FORM_HOURS = 1
-# Failing evaluation episodes whose trajectories the candidate page plots (all are listed).
-PLOTTED_FAILURES = 4
+# Failing evaluation episodes whose trajectories the candidate page plots (all are listed):
+# those the evaluation films.
+PLOTTED_FAILURES = FILMED_FAILURES
+# Rows of the episode browser's table (the page says how many match in all).
+LISTED_EPISODES = 200
 
 
 @dataclass(frozen=True)
@@ -251,9 +255,8 @@ def candidate(
     for failure in detail["failing_episodes"]:
         if len(failures) == PLOTTED_FAILURES:
             break
-        episode = review.evaluation_episode(
-            session, settings, ref, failure["task"], failure["seed"]
-        )["candidate"]
+        pair = review.evaluation_episode(session, settings, ref, failure["task"], failure["seed"])
+        episode = pair["candidate"]
         if episode["trajectory"] is not None:  # older evaluations kept no trajectories
             key = f"eval-{failure['task']}-{failure['seed']}"
             figures[key] = charts.trajectory(
@@ -261,7 +264,20 @@ def candidate(
                 episode["trajectory"]["actions"],
                 title=f"{failure['task']}, seed {failure['seed']}: policy in control throughout",
             )
-            failures.append({**failure, "figure": key})
+            videos = {
+                side: f"/ui/candidates/{quote(detail['id'])}/episodes/{quote(failure['task'])}"
+                f"/{failure['seed']}/{side}.mp4"
+                for side in ("candidate", "champion")
+                if pair[side] is not None and pair[side]["video"]
+            }
+            failures.append(
+                {
+                    **failure,
+                    "figure": key,
+                    "videos": videos,
+                    "sides": {s: pair[s] and pair[s]["steps"] for s in ("candidate", "champion")},
+                }
+            )
     fleet = []
     for episode in evidence.dataset_fleet_episodes(settings, session, detail["dataset_id"]):
         key = f"fleet-{episode['id']}"
@@ -281,6 +297,7 @@ def candidate(
         plotted_failures=failures,
         fleet_episodes=fleet,
         links=_links(detail),
+        fps=VIDEO_FPS,
         figures={k: charts.to_json(f) for k, f in figures.items()},
         awaiting=_awaiting(detail["status"], detail["decisions"]),
     )
@@ -310,6 +327,81 @@ def decide(
         partial(act, session=session, candidate_id=ref, user=user),
         f"/ui/candidates/{quote(ref)}",
     )
+
+
+@router.get("/ui/candidates/{ref}/episodes/{task}/{seed}/{side}.mp4")
+def evaluation_video(
+    ref: CandidateRef,
+    task: str,
+    seed: int,
+    side: str,
+    viewer: ViewerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    """The video of a candidate's (or its champion's) evaluation episode, recorded when the
+    candidate failed it."""
+    try:
+        path = review.evaluation_video(session, settings, ref, task, seed, side)
+    except NotFound as exc:
+        return Response(str(exc), status_code=404, media_type="text/plain")
+    return FileResponse(path, media_type="video/mp4")
+
+
+@router.get("/ui/episodes", response_class=HTMLResponse)
+def episode_browser(
+    request: Request,
+    viewer: ViewerDep,
+    session: SessionDep,
+    robot: str = "",
+    task: str = "",
+    outcome: str = "",
+    status: str = "",
+):
+    chosen = {"robot_id": robot, "task": task, "outcome": outcome, "status": status}
+    rows, total = episodes.episode_list(session, limit=LISTED_EPISODES, **chosen)
+    return _page(
+        request,
+        "episodes.html",
+        viewer,
+        rows=rows,
+        total=total,
+        options=episodes.episode_filters(session),
+        chosen=chosen,
+    )
+
+
+@router.get("/ui/episodes/{episode_id}", response_class=HTMLResponse)
+def episode_page(
+    request: Request, episode_id: str, viewer: ViewerDep, session: SessionDep, settings: SettingsDep
+):
+    try:
+        detail = episodes.episode_detail(settings, session, episode_id)
+    except NotFound as exc:
+        return _page(request, "error.html", viewer, 404, message=str(exc))
+    figures = {}
+    if detail["states"] is not None:
+        figures["steps"] = charts.to_json(
+            charts.trajectory(
+                detail["states"],
+                detail["actions"],
+                title="state and action per step",
+                operator_spans=detail["operator_spans"],
+            )
+        )
+    return _page(request, "episode.html", viewer, e=detail, figures=figures)
+
+
+@router.get("/ui/episodes/{episode_id}/cameras/{name}.mp4")
+def episode_camera(
+    episode_id: str, name: str, viewer: ViewerDep, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """One camera of one stored episode as an MP4 of its own (cut from the packed file)."""
+    try:
+        path = episodes.camera_clip(settings, session, episode_id, name)
+    except NotFound as exc:
+        return Response(str(exc), status_code=404, media_type="text/plain")
+    return FileResponse(path, media_type="video/mp4")
 
 
 @router.get("/ui/approvals", response_class=HTMLResponse)

@@ -146,6 +146,9 @@ class EpisodeSide(BaseModel):
     steps: int
     final_reward: float
     trajectory: Trajectory | None = Field(description="None if it was not kept.")
+    video: bool = Field(
+        False, description="Whether the evaluation filmed it (a failure the review page shows)."
+    )
 
 
 class EvaluationEpisodeOut(BaseModel):

@@ -62,6 +62,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from services.episode_store.videos import (
+    CLIPS,
     IMAGE_PREFIX,
     VIDEO_PATH,
     Span,
@@ -563,6 +564,9 @@ class EpisodeStore:
         or new (a video named by no row is a leftover ``repair`` removes), and running this
         again finishes the job (``repair`` does, from the tombstones).
         """
+        for episode_id in episode_ids:  # the review pages' clips of them go first
+            for clip in (self.root / CLIPS).glob(f"*/{episode_id}-*.mp4"):
+                clip.unlink(missing_ok=True)
         files = self.files_holding(episode_ids)
         for relative in files:
             if relative.startswith("data/"):

@@ -31,6 +31,9 @@ import pyarrow as pa
 # A camera <name> is the feature observation.images.<name> (``CameraSpec.feature``).
 IMAGE_PREFIX = "observation.images."
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+# One episode's camera cut out of its packed file for the review pages, a cache
+# (services/episode_store/clips.py): CLIPS/<camera>/<episode id>-....mp4 under the store root.
+CLIPS = ".clips"
 # LeRobot's sampling of frames for image statistics (lerobot.datasets.compute_stats).
 SAMPLES_MIN = 100
 SAMPLES_MAX = 10_000

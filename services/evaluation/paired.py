@@ -10,6 +10,7 @@ from services.evaluation.closed_loop import (
     store_evaluations,
 )
 from services.evaluation.offline import action_errors
+from services.evaluation.videos import film_episodes, filmed_episodes
 from services.registry.mlflow_registry import policy_checkpoint
 from services.store import session_scope
 from services.store.models import Candidate
@@ -43,4 +44,9 @@ def evaluate_against_champion(settings: Settings, candidate_id: str) -> list[Tas
     store_evaluations(
         settings, candidate_id, parent, evaluations, offline=action_errors(checkpoints, settings)
     )
+    # The failures the candidate page shows, and the champion on the same seeds, on video.
+    filmed = filmed_episodes(evaluations)
+    film_episodes(settings, version, checkpoints["candidate"], filmed)
+    if parent:
+        film_episodes(settings, parent, checkpoints["champion"], filmed)
     return evaluations

@@ -17,10 +17,22 @@ from services.config import Settings
 from services.features import ACTION, FRAME_INDEX, OBSERVATION_STATE
 
 REWARD = "reward"
+# Failing episodes of a candidate filmed, with the champion on the same seeds: the first ones
+# in (task, seed) order, the ones the candidate page shows (services/evaluation/videos.py).
+FILMED_FAILURES = 4
+# Evaluation videos play at this rate, one frame per step (slower than the simulator's
+# control rate, so that a reviewer can follow the gripper).
+VIDEO_FPS = 20
 
 
 def trajectory_path(settings: Settings, suite: str, version: str, task: str, seed: int) -> Path:
     return settings.root / "evaluations" / suite / version / task / f"{seed}.parquet"
+
+
+def video_path(settings: Settings, suite: str, version: str, task: str, seed: int) -> Path:
+    """The episode's camera video, beside its trajectory: recorded only for the episodes a
+    reviewer is shown (services/evaluation/videos.py)."""
+    return trajectory_path(settings, suite, version, task, seed).with_suffix(".mp4")
 
 
 def write_trajectory(

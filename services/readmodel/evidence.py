@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from services.approval.decisions import find_candidate
 from services.config import Settings
+from services.episode_store.clips import episode_cameras
 from services.episode_store.parquet import EpisodeStore
 from services.evaluation.stats import wilson
 from services.features import (
@@ -157,6 +158,8 @@ def dataset_fleet_episodes(
                 "states": np.stack(steps[OBSERVATION_STATE].to_numpy()).tolist(),
                 "actions": np.stack(steps[ACTION].to_numpy()).tolist(),
                 "operator_spans": operator_spans(operator),
+                "steps": len(steps),
+                "cameras": episode_cameras(settings.episode_store, e.data_file, e.id, len(steps)),
             }
         )
     return episodes

@@ -7,6 +7,7 @@ with the decisions that also need it.)
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -16,7 +17,7 @@ from services.approval.decisions import find_candidate
 from services.config import Settings
 from services.errors import NotFound
 from services.evaluation.stats import wilson
-from services.evaluation.trajectories import read_trajectory, trajectory_path
+from services.evaluation.trajectories import read_trajectory, trajectory_path, video_path
 from services.readmodel.lineage import lineage_of_model
 from services.store.models import AuditEvent, Candidate, Decision, Evaluation, EvaluationEpisode
 
@@ -235,5 +236,26 @@ def evaluation_episode(
             "steps": row.steps,
             "final_reward": row.final_reward,
             "trajectory": read_trajectory(path) if path.exists() else None,
+            "video": video_path(settings, row.suite, version, task, seed).exists(),
         }
     return answer
+
+
+def evaluation_video(
+    session: Session, settings: Settings, ref: str, task: str, seed: int, side: str
+) -> Path:
+    """The recorded video of a candidate's (side "candidate") or its champion's (side
+    "champion") evaluation episode on ``task`` and ``seed``; NotFound if none was recorded."""
+    if side not in ("candidate", "champion"):
+        raise NotFound(f"no side {side!r}: candidate or champion")
+    candidate = find_candidate(session, ref)
+    evaluation = session.scalar(
+        select(Evaluation).where(Evaluation.candidate_id == candidate.id, Evaluation.task == task)
+    )
+    if evaluation is None or candidate.model_version is None:
+        raise NotFound(f"candidate {candidate.id} has no evaluation on task {task!r}")
+    version = candidate.model_version if side == "candidate" else evaluation.champion_version
+    path = video_path(settings, evaluation.suite, version or "", task, seed)
+    if version is None or not path.exists():
+        raise NotFound(f"no video of the {side}'s episode of {task!r} with seed {seed}")
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,15 +22,23 @@ class AutonomousResult:
 
 
 def run_autonomous(
-    env: SimEnv, seed: int, policy: PolicyFn, *, record: bool = False
+    env: SimEnv,
+    seed: int,
+    policy: PolicyFn,
+    *,
+    record: bool = False,
+    before_step: Callable[[], None] | None = None,
 ) -> AutonomousResult:
     """The policy alone, no operator: closed-loop evaluation. ``record`` keeps the trajectory
-    so a reviewer can look at a failure."""
+    so a reviewer can look at a failure; ``before_step`` is called with the scene as the
+    policy sees it before each step (a camera renders it)."""
     state = env.reset(seed)
     reward = 0.0
     states, actions, rewards = [], [], []
     steps, success = 0, False
     while steps < env.max_steps and not success:
+        if before_step is not None:
+            before_step()
         action = policy(state, env.task)
         if record:
             states.append(state)

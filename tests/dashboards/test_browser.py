@@ -17,6 +17,7 @@ from services.api.main import create_app
 from services.config import Settings, configure_runtime
 from services.store import migrate
 from tests.dashboards.conftest import seed_fleet_store
+from tests.dashboards.videos import add_review_videos
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).parent / "screenshots"
@@ -53,6 +54,7 @@ def server(tmp_path_factory):
         configure_runtime(settings)
         migrate(settings.db_url)
         tokens = seed_fleet_store(settings, tmp)
+        add_review_videos(settings)  # H.264 fleet cameras, AV1 evaluation videos
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -156,4 +158,79 @@ def test_overview_and_rollouts_draw_their_plots(browser, server):
     _rendered(page, "rollout-1")
     assert page.locator("button", has_text="Halt").count() == 1
     page.screenshot(path=SHOTS / "rollouts.png", full_page=True)
+    page.close()
+
+
+def _playing(page, video: str, seconds: float) -> None:
+    """Start ``video`` (a selector) and wait until its currentTime passes ``seconds``."""
+    page.wait_for_function(f"document.querySelector({video!r}).readyState >= 2", timeout=15_000)
+    page.eval_on_selector(video, "v => v.play()")
+    page.wait_for_function(
+        f"document.querySelector({video!r}).currentTime > {seconds}", timeout=15_000
+    )
+
+
+# Seek a video to a time and find the bright bar in the frame shown (tests/dashboards/videos.py
+# draws one at column = step): the column of row 32 with the most red.
+_BAR_AT = """async (video, seconds) => {
+  await new Promise((done) => { video.addEventListener("seeked", done, { once: true });
+                                video.currentTime = seconds; });
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+  const context = canvas.getContext("2d");
+  context.drawImage(video, 0, 0);
+  const row = context.getImageData(0, 32, canvas.width, 1).data;
+  let best = 0;
+  for (let x = 1; x < canvas.width; x++) if (row[4 * x] > row[4 * best]) best = x;
+  return best;
+}"""
+
+
+def test_an_episode_video_plays_and_the_cursor_follows_it_over_the_takeover(browser, server):
+    page = _sign_in(browser, server, "engineer")
+    page.click("nav >> text=Episodes")
+    page.select_option("select[name=robot]", "robot-00")
+    page.click("#episode-filters button")
+    page.click("#episodes tbody tr a >> nth=0")
+    player = page.locator("figure.player").first
+    assert player.locator(".takeover").count() == 1  # robot-00's takeover, steps 20-31
+    _rendered(page, "steps")
+    cursor = player.locator(".cursor")
+    start = cursor.evaluate("c => c.getBoundingClientRect().left")
+    # 60 steps at 10 frames/s: 2.5 s in is step 25, inside the takeover
+    _playing(page, "figure.player video", 2.5)
+    page.eval_on_selector("figure.player video", "v => v.pause()")
+    step = int(player.locator("output.step").inner_text())
+    assert step >= 25
+    assert cursor.evaluate("c => c.getBoundingClientRect().left") > start
+    takeover = player.locator(".takeover").evaluate("t => t.getBoundingClientRect().left")
+    assert cursor.evaluate("c => c.getBoundingClientRect().left") > takeover
+    assert player.locator("video").evaluate("v => v.videoWidth") == 64  # H.264 decoded
+    # the plot beside it has a line at the same step
+    line = page.evaluate(
+        "() => document.getElementById('plot-steps').layout.shapes.slice(-1)[0].x0"
+    )
+    assert line == step
+    page.screenshot(path=SHOTS / "episode.png", full_page=True)
+    # the wrist camera's episode starts mid-GOP in its packed file: Chromium honours the
+    # clip's edit list, so it is 6 s long and its first frame is step 0, not the lead-in
+    wrist = "figure.player:nth-of-type(2) video"
+    page.wait_for_function(f"document.querySelector({wrist!r}).readyState >= 2", timeout=15_000)
+    assert page.eval_on_selector(wrist, "v => v.duration") == pytest.approx(6.0, abs=0.05)
+    for seconds, step in ((0.05, 0), (2.55, 25)):
+        column = page.eval_on_selector(wrist, _BAR_AT, seconds)
+        assert column == step
+    page.close()
+
+
+def test_a_failure_plays_beside_the_champion_on_the_same_seed(browser, server):
+    page = _sign_in(browser, server, "engineer")
+    pair = page.locator("#pair-pick-place-35")
+    pair.locator("button.play-together").click()
+    for side in (1, 2):
+        video = f"#pair-pick-place-35 figure.player:nth-of-type({side}) video"
+        page.wait_for_function(f"document.querySelector({video!r}).currentTime > 1", timeout=15_000)
+        assert page.eval_on_selector(video, "v => v.videoWidth") == 64  # AV1 decoded
+    assert all(int(s) > 0 for s in pair.locator("output.step").all_inner_texts())
+    page.screenshot(path=SHOTS / "candidate-pair.png", full_page=True)
     page.close()

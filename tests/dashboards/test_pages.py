@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import re
 
+import av
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from services.api.main import create_app
 from services.approval.users import issue_token
+from services.episode_store.clips import write_clip
 from services.store import session_scope
+from services.store.models import Episode
 from tests.conftest import _settings
 from tests.dashboards.conftest import seed_fleet_store
+from tests.dashboards.videos import add_review_videos, encode, frame
 
 
 @pytest.fixture
@@ -156,6 +163,7 @@ def test_candidate_page_shows_the_evidence(site):
     assert "run-abc123" in page and "flow-2" in page
     assert page.count('class="plot"') == 2 + 1 + 3  # tasks, curve; seed 35; 3 fleet takeovers
     assert '"operator"' in page  # the operator's spans are shaded and labelled
+    assert 'id="no-videos"' in page  # none recorded for its failure: the page says so
     assert site.get("/ui/candidates/nope").status_code == 404
 
 
@@ -195,3 +203,111 @@ def test_candidate_page_says_when_its_dataset_is_no_longer_reproducible(site):
     )
     page = site.get("/ui/candidates/3").text
     assert report.datasets and "episodes it used were deleted by fatima: owner asked" in page
+
+
+@pytest.fixture
+def filmed(site):
+    add_review_videos(site.settings)
+    _login(site, "engineer")
+    return site
+
+
+def _rows(page: str) -> list[str]:
+    body = page.split('<table id="episodes">')[1].split("</table>")[0]
+    return re.findall(r"<tr class=\"(\w+)\">(.*?)</tr>", body, re.S)
+
+
+def test_the_episode_browser_filters_and_shows_quarantine_reasons(site):
+    _login(site, "engineer")
+    everything = _rows(site.get("/ui/episodes").text)
+    # 4 deployments a night for 2 nights, and the truncated log (the same bytes both nights)
+    assert len(everything) == 9
+    robot = _rows(site.get("/ui/episodes", params={"robot": "robot-01"}).text)
+    assert len(robot) == 2 and all("robot-01" in cells for _, cells in robot)
+    failures = _rows(site.get("/ui/episodes", params={"outcome": "failure"}).text)
+    assert len(failures) == 2 and all("robot-00" in cells for _, cells in failures)
+    both = site.get("/ui/episodes", params={"robot": "robot-01", "outcome": "failure"}).text
+    assert _rows(both) == [] and "No episode matches" in both
+    # a quarantined upload, with its reason, and a page that says nothing of it is stored
+    page = site.get("/ui/episodes", params={"status": "quarantined"}).text
+    rows = _rows(page)
+    assert len(rows) == 1 and rows[0][0] == "quarantined"
+    reason = re.search(r'<td class="reason">([^<]+)</td>', rows[0][1]).group(1)
+    assert "truncated" in reason or "MCAP" in reason
+    link = re.search(r'href="(/ui/episodes/[^"]+)"', rows[0][1]).group(1)
+    episode = site.get(link).text
+    assert 'id="episode-reason"' in episode and "Nothing of this episode is in the store" in episode
+    # an episode uploaded again in other bytes is a duplicate, linked to the one stored
+    with session_scope(site.settings.db_url) as session:
+        original, copy = session.scalars(
+            select(Episode).where(Episode.robot_id == "robot-01").order_by(Episode.id)
+        ).all()
+        copy.status, copy.duplicate_of, copy.data_file = "duplicate", original.id, None
+        copy_id, original_id = copy.id, original.id
+    rows = _rows(site.get("/ui/episodes", params={"status": "duplicate"}).text)
+    assert len(rows) == 1 and f'href="/ui/episodes/{original_id}"' in rows[0][1]
+    page = site.get(f"/ui/episodes/{copy_id}").text
+    assert f'href="/ui/episodes/{original_id}" id="duplicate-of"' in page
+
+
+def test_an_episode_page_plays_its_camera_with_the_takeover_on_the_timeline(filmed):
+    page = filmed.get("/ui/episodes", params={"robot": "robot-00"}).text
+    link = re.search(r'href="(/ui/episodes/[^"]+)"', page).group(1)
+    episode = filmed.get(link).text
+    assert 'data-steps="60"' in episode and 'data-plot="plot-steps"' in episode
+    # robot-00 is taken over on steps 20..31 of 60 (conftest.TAKEOVER), on both nights
+    assert 'title="operator, steps 20–31" style="left: 33.33' in episode
+    video = re.search(r'<video src="([^"]+\.mp4)"', episode).group(1)
+    answer = filmed.get(video)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(answer.content)) as clip:
+        frames = [f.to_ndarray(format="rgb24") for f in clip.decode(video=0)]
+    # the episode's own frames, each the bright bar of its step, and none of its neighbours'
+    assert len(frames) == 60
+    assert [int(np.argmax(f[32, :, 0])) for f in frames] == list(range(60))
+    assert filmed.get(video).content == answer.content  # the cached clip
+    # the wrist camera's episodes start mid-GOP: its clip still shows exactly this episode
+    wrist = filmed.get(video.replace("/front.mp4", "/wrist.mp4"))
+    with av.open(io.BytesIO(wrist.content)) as clip:
+        frames = [f.to_ndarray(format="rgb24") for f in clip.decode(video=0)]
+    assert [int(np.argmax(f[32, :, 0])) for f in frames] == list(range(60))
+    # a camera or an episode that is not there, and a video without a session
+    assert filmed.get(f"{link}/cameras/top.mp4").status_code == 404
+    assert filmed.get("/ui/episodes/nope/cameras/front.mp4").status_code == 404
+    assert filmed.get("/ui/episodes/nope").status_code == 404
+    filmed.cookies.clear()
+    assert filmed.get(f"{link}/cameras/front.mp4", follow_redirects=False).status_code == 303
+
+
+def test_a_clip_cut_mid_gop_shows_exactly_the_episodes_frames(tmp_path):
+    for codec in ("libx264", "libsvtav1"):
+        # episodes of 7, 9 and 5 frames with a keyframe every 2: the second starts mid-GOP
+        source = tmp_path / f"{codec}.mp4"
+        spans = encode(source, [7, 9, 5], 10, codec, keyframe_starts=False)
+        clip = tmp_path / f"{codec}-clip.mp4"
+        assert write_clip(source, *spans[1], clip) == 9
+        with av.open(str(clip)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert [int(np.argmax(f[32, :, 0])) for f in frames] == list(range(9)), codec
+        shade = int(frame(0, 1)[0, 40, 1])  # episode 1's background, 50 from its neighbours'
+        assert all(abs(int(f[0, 40, 1]) - shade) < 15 for f in frames), codec
+
+
+def test_the_candidate_page_shows_a_failure_beside_the_champion_on_the_same_seed(filmed):
+    page = filmed.get("/ui/candidates/3").text
+    pair = page.split('id="pair-pick-place-35"')[1].split("</button>")[0]
+    for side in ("candidate", "champion"):
+        src = f"/ui/candidates/c3/episodes/pick-place/35/{side}.mp4"
+        assert src in pair
+        answer = filmed.get(src)
+        assert answer.status_code == 200
+        with av.open(io.BytesIO(answer.content)) as video:
+            assert sum(1 for _ in video.decode(video=0)) == 200
+    assert "Play together" in pair and 'id="no-videos"' not in page
+    # no video was recorded for a seed both passed, nor for a side that is not one
+    assert filmed.get("/ui/candidates/c3/episodes/pick-place/0/candidate.mp4").status_code == 404
+    assert filmed.get("/ui/candidates/c3/episodes/pick-place/35/parent.mp4").status_code == 404
+    # the fleet episodes it learned from, with their cameras and the takeover on the timeline
+    fleet = page.split("Fleet episodes it learned from")[1].split("Decisions and comments")[0]
+    assert fleet.count('<figure class="player"') == 3 * 2  # front and wrist
+    assert fleet.count('class="takeover"') >= 2
