@@ -74,8 +74,8 @@ def settle_heap() -> None:
     300,000 objects that the garbage collector walks on every full collection. Under 50
     heartbeats a second a full collection came every 6-12 s and stopped every request while
     it ran: 155 ms on the two-core development machine, 0.35-2.2 s while it was overloaded
-    (docs/operations.md, "Load"). Frozen, they are never walked again; what requests create
-    is collected as before.
+    (timed with gc.callbacks in the served process). Frozen, they are never walked again;
+    what requests create is collected as before.
     """
     configure_mappers()  # else built on the first request, after the freeze
     gc.collect()  # start-up's garbage goes now, not into the frozen generation
