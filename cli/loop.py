@@ -100,7 +100,7 @@ def serve(
     ] = 10,
 ) -> None:
     """Serve the Flywheel API."""
-    from services.api.main import create_app  # torch: see the note at the top
+    from services.api.main import create_app, settle_heap  # torch: see the note at the top
 
     settings = load_settings()
     try:  # a database that is still starting gets a bounded wait
@@ -108,7 +108,9 @@ def serve(
     except DependencyUnavailable as exc:
         fail(f"{exc}; gave up after {wait_attempts} attempts")
     ready()
-    uvicorn.run(create_app(), host=host, port=port or settings.runtime.api_port)
+    api = create_app()
+    settle_heap()
+    uvicorn.run(api, host=host, port=port or settings.runtime.api_port)
 
 
 @app.command()

@@ -4,6 +4,7 @@ calling robot."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
@@ -19,9 +20,13 @@ from services.store import session_scope
 from services.store.models import Robot, User
 
 
-def refuse_unknown_query_parameters(request: Request) -> None:
+async def refuse_unknown_query_parameters(request: Request) -> None:
     """A query parameter the route does not declare is refused (422), not ignored: a typo
-    (``?limt=5``) would otherwise answer as if it were not there."""
+    (``?limt=5``) would otherwise answer as if it were not there.
+
+    async (as ``_settings``): it only looks at the request, so it runs on the event loop;
+    FastAPI hands every plain ``def`` dependency to a worker thread and back, a wake-up of
+    two threads per dependency on every request."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -56,8 +61,8 @@ def _query_names(dependant) -> set[str]:
     return names
 
 
-def _settings() -> Settings:
-    return get_settings()
+async def _settings() -> Settings:
+    return get_settings()  # no I/O once read: see refuse_unknown_query_parameters
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -114,32 +119,45 @@ _robot_bearer = HTTPBearer(
 )
 
 
-def _current_robot(
+@dataclass(frozen=True)
+class RobotRequest:
+    """The robot named in the path, authenticated by its own credential, and the write
+    session its request runs in (committed when the request ends)."""
+
+    robot: Robot
+    session: Session
+
+
+def _robot_request(
     request: Request,
-    session: WriteSessionDep,
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_robot_bearer)],
-) -> Robot:
+) -> Iterator[RobotRequest]:
+    # One dependency for the session and the credential: each plain dependency costs a trip
+    # to a worker thread and back, and a robot request is the API's most frequent.
     # The raw path parameter, not a validated one: the credential is checked before anything
     # else about the request, so a caller without one learns nothing but 401.
     robot_id = request.path_params.get("robot_id", "")
     lockout, keys = lockout_of(request), lockout_keys(request, robot=robot_id)
     lockout.check(keys)  # a locked-out client's credential is not even looked at
-    try:
-        robot = authenticate_robot(
-            session=session,
-            robot_id=robot_id,
-            credential=credentials.credentials if credentials else None,
-        )
-    except (RobotUnauthenticated, RobotForbidden):
-        if credentials is not None:  # a request with no credential guessed nothing
-            lockout.record_failure(keys)
-        raise
-    lockout.record_success(keys)
-    return robot
+    # Serialises writers on SQLite, as WriteSessionDep.
+    with session_scope(settings.db_url, write=True) as session:
+        try:
+            robot = authenticate_robot(
+                session=session,
+                robot_id=robot_id,
+                credential=credentials.credentials if credentials else None,
+            )
+        except (RobotUnauthenticated, RobotForbidden):
+            if credentials is not None:  # a request with no credential guessed nothing
+                lockout.record_failure(keys)
+            raise
+        lockout.record_success(keys)
+        yield RobotRequest(robot=robot, session=session)
 
 
-# The robot named in the path, authenticated by its own credential (401, or 403 for another's).
-CurrentRobot = Annotated[Robot, Depends(_current_robot)]
+# The calling robot (401, or 403 for another's credential) and its request's write session.
+CurrentRobot = Annotated[RobotRequest, Depends(_robot_request)]
 
 # A candidate by model version or candidate id; the pattern keeps control characters
 # (which PostgreSQL refuses in text) out of queries.

@@ -24,7 +24,6 @@ from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.config import Settings
@@ -65,34 +64,38 @@ def accept_heartbeat(
 ) -> Heartbeat | None:
     """Count ``report`` from an authenticated ``robot``: the stored heartbeat, or None for a
     retry that was counted before."""
-    earlier = _earlier(session, robot.id, heartbeat_id)
+    earlier, previous_at = _earlier_and_latest(session, robot.id, heartbeat_id)
     if earlier is not None:
-        _same_as(earlier, heartbeat_id, report)
+        _same_as(session.get_one(Heartbeat, earlier), heartbeat_id, report)
         return None
     now = utcnow()
     _check_version(robot, report.policy_version, settings, now)
-    _check_plausible(session, robot, report, settings, now)
-    try:
-        with session.begin_nested():  # a concurrent retry with the same id may have won
-            heartbeat = record_heartbeat(
-                session=session,
-                robot_id=robot.id,
-                heartbeat_id=heartbeat_id,
-                **vars(report),
-            )
-            session.flush()
-    except IntegrityError:
+    _check_plausible(robot, report, settings, now, previous_at)
+    heartbeat = record_heartbeat(
+        session=session, robot_id=robot.id, heartbeat_id=heartbeat_id, **vars(report)
+    )
+    if heartbeat is None:  # a concurrent retry with the same id got there first
         _same_as(_earlier(session, robot.id, heartbeat_id), heartbeat_id, report)
-        return None
     return heartbeat
 
 
-def _earlier(session: Session, robot_id: str, heartbeat_id: str) -> Heartbeat | None:
-    return session.scalar(
+def _earlier_and_latest(
+    session: Session, robot_id: str, heartbeat_id: str
+) -> tuple[int | None, datetime | None]:
+    """The row id of the robot's heartbeat ``heartbeat_id`` if one is stored, and the time of
+    its latest heartbeat: both are read for every heartbeat, so in one round trip."""
+    mine = Heartbeat.robot_id == robot_id
+    earlier = select(Heartbeat.id).where(mine, Heartbeat.heartbeat_id == heartbeat_id)
+    latest = select(func.max(Heartbeat.at)).where(mine)
+    return tuple(session.execute(select(earlier.scalar_subquery(), latest.scalar_subquery())).one())
+
+
+def _earlier(session: Session, robot_id: str, heartbeat_id: str) -> Heartbeat:
+    return session.scalars(
         select(Heartbeat).where(
             Heartbeat.robot_id == robot_id, Heartbeat.heartbeat_id == heartbeat_id
         )
-    )
+    ).one()
 
 
 def _same_as(earlier: Heartbeat, heartbeat_id: str, report: HeartbeatReport) -> None:
@@ -130,7 +133,11 @@ def _check_version(robot: Robot, version: str | None, settings: Settings, now: d
 
 
 def _check_plausible(
-    session: Session, robot: Robot, report: HeartbeatReport, settings: Settings, now: datetime
+    robot: Robot,
+    report: HeartbeatReport,
+    settings: Settings,
+    now: datetime,
+    previous_at: datetime | None,
 ) -> None:
     fleet = settings.fleet
     shortest = fleet.fleet_min_episode_seconds
@@ -148,8 +155,7 @@ def _check_plausible(
             f"{most} per episode (FLYWHEEL_FLEET_MAX_INTERVENTIONS_PER_EPISODE), each reported "
             "with the episode it happened in",
         )
-    previous = session.scalar(select(func.max(Heartbeat.at)).where(Heartbeat.robot_id == robot.id))
-    since = previous or robot.credential_issued_at or robot.created_at
+    since = previous_at or robot.credential_issued_at or robot.created_at
     wall = (now - since).total_seconds()
     if report.active_seconds > wall + fleet.fleet_heartbeat_slack_s:
         raise ImplausibleHeartbeat(

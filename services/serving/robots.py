@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from policies.checkpoint import checkpoint_checksum
@@ -69,8 +70,10 @@ def record_heartbeat(
     heartbeat_id: str | None = None,
     safety_events: int = 0,
     emergency_stop: bool = False,
-) -> Heartbeat:
-    """Store what a robot reports since its previous heartbeat.
+) -> Heartbeat | None:
+    """Store what a robot reports since its previous heartbeat; None when the robot's
+    heartbeat with this ``heartbeat_id`` is stored already (a retry, or a concurrent
+    request with the same id that got there first: only one of them is stored).
 
     Stores as told: a robot's own reports come through ``services/serving/heartbeats.py``,
     which checks them (once, for the robot's version, plausible) before they get here.
@@ -80,17 +83,26 @@ def record_heartbeat(
         raise NotFound(f"unknown robot {robot_id!r}: register it first")
     if failures > episodes:
         raise ValueError(f"{failures} failures in {episodes} episodes")
-    robot.last_seen = utcnow()
-    heartbeat = Heartbeat(
-        robot_id=robot_id,
-        heartbeat_id=heartbeat_id,
-        policy_version=policy_version,
-        episodes=episodes,
-        failures=failures,
-        interventions=interventions,
-        active_seconds=active_seconds,
-        safety_events=safety_events,
-        emergency_stop=emergency_stop,
+    # One INSERT that gives way to a stored twin (ON CONFLICT DO NOTHING on the unique
+    # (robot_id, heartbeat_id) index), not a savepoint around an INSERT that may fail: two
+    # round trips fewer on every heartbeat. A NULL heartbeat_id never conflicts.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    heartbeat = session.scalar(
+        insert(Heartbeat)
+        .values(
+            robot_id=robot_id,
+            heartbeat_id=heartbeat_id,
+            policy_version=policy_version,
+            episodes=episodes,
+            failures=failures,
+            interventions=interventions,
+            active_seconds=active_seconds,
+            safety_events=safety_events,
+            emergency_stop=emergency_stop,
+        )
+        .on_conflict_do_nothing(index_elements=["robot_id", "heartbeat_id"])
+        .returning(Heartbeat)
     )
-    session.add(heartbeat)
+    if heartbeat is not None:
+        robot.last_seen = utcnow()
     return heartbeat

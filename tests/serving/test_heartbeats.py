@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from services.serving.assignments import assign
 from services.serving.credentials import enroll_robot
@@ -16,6 +18,7 @@ from services.serving.heartbeats import (
     accept_heartbeat,
 )
 from services.store import session_scope
+from services.store.db import engine_for
 from services.store.models import Heartbeat, Robot, utcnow
 
 ID = "6b1f6c1e-29a5-4d3e-9a57-0d1b3c2f4e01"
@@ -116,3 +119,51 @@ def test_active_time_is_bounded_by_the_wall_time_since_the_previous_heartbeat(
     assert _accept(
         store_settings, robot, "aaaaaaaa-0000-4000-8000-000000000002", active_seconds=slack
     )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_settings", ["postgres"], indirect=True)
+@pytest.mark.parametrize("counts", [{}, {"failures": 3}], ids=["same counts", "other counts"])
+def test_of_two_concurrent_requests_with_one_heartbeat_id_one_is_stored(
+    store_settings, robot, counts
+):
+    """The second request read "not stored yet" while the first had not committed: its
+    INSERT waits for the first and then gives way (PostgreSQL; SQLite serialises writers
+    before the read). With the same counts it is a retry; with others a conflict."""
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            outcome["stored"] = _accept(store_settings, robot, **counts)
+        except HeartbeatConflict as exc:
+            outcome["refused"] = exc
+
+    with session_scope(store_settings.db_url, write=True) as first:
+        accept_heartbeat(
+            session=first,
+            settings=store_settings,
+            robot=first.get(Robot, robot),
+            heartbeat_id=ID,
+            report=_report(),
+        )
+        thread = threading.Thread(target=second)
+        thread.start()
+        _until_one_waits_on_a_lock(store_settings.db_url)
+    thread.join(timeout=30)
+
+    if counts:
+        assert "needs a new heartbeat_id" in str(outcome["refused"])
+    else:
+        assert outcome == {"stored": False}
+    assert _stored(store_settings) == [(ID, "1", 3)]
+
+
+def _until_one_waits_on_a_lock(url: str) -> None:
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with engine_for(url).connect() as conn:
+            if conn.scalar(waiting):
+                return
+        time.sleep(0.05)
+    raise AssertionError("the second request never waited for the first one's insert")

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
-from services.api.deps import CurrentRobot, KnownQueryOnly, SettingsDep, WriteSessionDep
+from services.api.deps import CurrentRobot, KnownQueryOnly, SettingsDep
 from services.api.limits import ROBOT_LIMIT_RESPONSES
 from services.rollout.guardrails import guard_heartbeat
 from services.serving.heartbeats import HeartbeatReport, accept_heartbeat
@@ -62,7 +62,7 @@ class HeartbeatIn(BaseModel):
     emergency_stop: bool = Field(default=False, description="An emergency stop was pressed.")
 
 
-async def _heartbeat_body(request: Request, robot: CurrentRobot) -> HeartbeatIn:
+async def _heartbeat_body(request: Request, _caller: CurrentRobot) -> HeartbeatIn:
     """The body, read only once the credential has passed: a caller without one gets 401
     whatever it sent, and its body is never parsed."""
     try:
@@ -83,13 +83,12 @@ _HEARTBEAT_BODY = {
 @router.get("/{robot_id}/assignment", response_model=AssignmentPublic, responses=_REFUSED)
 def get_assignment(
     robot_id: RobotId,
-    robot: CurrentRobot,
+    caller: CurrentRobot,
     _query: Annotated[None, KnownQueryOnly],
-    session: WriteSessionDep,
     settings: SettingsDep,
 ):
     """What the robot should run: model version, download URI and checksum."""
-    return robot_assignment(session=session, settings=settings, robot_id=robot.id)
+    return robot_assignment(session=caller.session, settings=settings, robot_id=caller.robot.id)
 
 
 @router.post(
@@ -107,10 +106,9 @@ def get_assignment(
 )
 def post_heartbeat(
     robot_id: RobotId,
-    robot: CurrentRobot,
+    caller: CurrentRobot,
     _query: Annotated[None, KnownQueryOnly],
     body: Annotated[HeartbeatIn, Depends(_heartbeat_body)],
-    session: WriteSessionDep,
     settings: SettingsDep,
 ):
     """Report since the previous heartbeat; the answer is the robot's current assignment.
@@ -119,6 +117,7 @@ def post_heartbeat(
     counted again; counts that cannot be true for the time reported get 422. A safety event
     or an emergency stop on a candidate halts its rollout before the answer.
     """
+    session, robot = caller.session, caller.robot
     heartbeat = accept_heartbeat(
         session=session,
         settings=settings,
