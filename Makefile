@@ -79,6 +79,7 @@ bench: setup
 	$(PY) bench/ingest.py
 	$(PY) bench/train.py
 	$(PY) bench/load.py
+	$(PY) bench/camera_ingest.py
 	$(PY) bench/flywheel.py --quick
 
 bench-flywheel: setup
