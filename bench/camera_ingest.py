@@ -421,6 +421,7 @@ def main() -> None:
     if args.logs < PARTS:
         parser.error(f"--logs must be at least {PARTS} (the quarter run ingests one of four)")
     from services.config import Settings
+    from services.episodes.cameras import VideoFormat
 
     video = Settings().video
     scratch = Path(tempfile.mkdtemp(prefix="flywheel-camera-bench-", dir=args.scratch))
@@ -445,13 +446,14 @@ def main() -> None:
             "frames (one per step and camera)"
         )
     load = os.getloadavg()
+    fmt = VideoFormat(codec=video.codec, gop=video.gop, crf=video.crf)
     print(
         f"corpus: {args.logs} ROS 2 MCAP logs x {args.episodes} episodes x {args.episode_s:g} s "
         f"({log['bytes'] / 2**20:.1f} MiB, written in {written:.0f} s); {len(CAMERAS)} cameras "
         f"at {CAMERA_HZ} Hz, {args.size}x{args.size} (2 JPEG, 1 H.264), control {CONTROL_HZ} Hz"
     )
     print(
-        f"store video format: {video.codec} gop {video.gop} crf {video.crf}; "
+        f"store video format: {fmt.codec} gop {fmt.gop} crf {fmt.quality}; "
         f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs"
     )
     print(f"{'':<8} {'frames':>7} {'wall s':>7} {'frames/s':>9} {'cpu s':>7} {'peak MiB':>9}")

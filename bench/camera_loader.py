@@ -133,7 +133,7 @@ def main() -> None:
     print(
         f"store: {args.episodes} episodes x {args.steps} steps, {args.size}x{args.size} px, "
         f"{args.per_file} per file, {video_format.codec} gop {video_format.gop} crf "
-        f"{video_format.crf}; {args.batches} minibatches of {args.batch} random steps"
+        f"{video_format.quality}; {args.batches} minibatches of {args.batch} random steps"
     )
     print(f"{'':22} {'frames/s':>9} {'ms/frame':>9}")
     for side, rate in rates.items():

@@ -282,7 +282,7 @@ def main() -> None:
             {
                 "codec": video_format.codec,
                 "gop": video_format.gop,
-                "crf": video_format.crf,
+                "crf": video_format.quality,
                 "bytes_per_frame": stored / n_frames,
                 "raw_over_stored": raw_bytes * n_frames / stored,
                 "encode_ms_per_frame": 1e3 * encode_s / n_frames,

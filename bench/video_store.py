@@ -115,7 +115,7 @@ def main() -> None:
     per = 1000 / frames
     print(
         f"{args.episodes} episodes x {args.steps} steps, {args.size}x{args.size} RGB, "
-        f"{fmt.codec} gop {fmt.gop} crf {fmt.crf}"
+        f"{fmt.codec} gop {fmt.gop} crf {fmt.quality}"
     )
     print(f"encode tracks   {encode * per:8.3f} ms/frame")
     print(f"pack (store)    {pack * per:8.3f} ms/frame  (stats sampling {sampling * per:.3f})")

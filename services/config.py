@@ -296,13 +296,14 @@ class RetentionSettings(BaseSettings):
 class VideoSettings(BaseSettings):
     model_config = _flywheel("FLYWHEEL_VIDEO_")
 
-    # How ingest encodes camera tracks, which the episode store packs without re-encoding.
-    # LeRobot's defaults (AV1, a keyframe every 2 frames, CRF 30); bench/video_codec.py
-    # measures the choices. An FFmpeg encoder PyAV has: libsvtav1 or libx264.
-    codec: Literal["libsvtav1", "libx264"] = "libsvtav1"
+    # How ingest encodes camera tracks, which the episode store packs without re-encoding:
+    # H.264 with a keyframe every 2 frames; bench/video_codec.py measures the choices and
+    # docs/camera-frames.md says why. An FFmpeg encoder PyAV has: libx264 or libsvtav1 (AV1).
+    codec: Literal["libx264", "libsvtav1"] = "libx264"
     # Frames between keyframes: small, so decoding a randomly sampled step stays cheap.
     gop: int = Field(default=2, ge=1)
-    crf: int = Field(default=30, ge=0, le=63)
+    # None: the codec's own (18 for H.264, 30 for AV1, where the policy's loss is the raw's).
+    crf: int | None = Field(default=None, ge=0, le=63)
 
 
 class NotifySettings(BaseSettings):
