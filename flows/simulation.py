@@ -22,7 +22,8 @@ from services.rollout.controller import step_rollout
 from services.run_settings import load_run_settings
 from services.serving.credentials import issue_fleet_credentials
 from services.store import session_scope
-from sim.fleet import FleetConfig, camera_setup, robot_ids, run_shift
+from services.twin.render import CameraSetup
+from sim.fleet import FleetConfig, robot_ids, run_shift
 from sim.lab import record_lab_demos
 from sim.robot_client import ApiFleetClient
 
@@ -48,7 +49,7 @@ def fleet_shift(
             lab_demos,
             log_dir,
             seed=settings.fleet.sim_seed,
-            cameras=camera_setup(settings.fleet),
+            cameras=CameraSetup.from_settings(settings.fleet),
         )
         return {"night": night, "lab_demos": len(paths)}
     config = FleetConfig(
@@ -56,7 +57,7 @@ def fleet_shift(
         episodes_per_robot=episodes_per_robot,
         tasks=settings.fleet.shift_tasks,
         seed=settings.fleet.sim_seed,
-        cameras=camera_setup(settings.fleet),
+        cameras=CameraSetup.from_settings(settings.fleet),
     )
     with session_scope(settings.db_url, write=True) as session:
         # The simulated robots keep no credentials between shifts: each shift has fresh ones.

@@ -16,7 +16,6 @@ from typing import Protocol
 
 import numpy as np
 
-from services.config import FleetSettings
 from services.twin.env import PolicyFn, SimEnv
 from services.twin.render import CameraSetup, SceneCameras
 from services.twin.tasks import make_env
@@ -92,13 +91,6 @@ class ShiftSummary:
     steps: int
     idle_robots: tuple[str, ...]
     files: tuple[str, ...]
-
-
-def camera_setup(settings: FleetSettings) -> CameraSetup | None:
-    """The simulated robots' cameras as the settings name them (FLYWHEEL_SIM_CAMERAS...)."""
-    if not settings.sim_cameras:
-        return None
-    return CameraSetup(settings.sim_cameras, settings.sim_camera_px, settings.sim_camera_hz)
 
 
 def robot_ids(config: FleetConfig) -> list[str]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.config import FleetSettings
+
 BACKENDS = ("egl", "osmesa")
 INSTALL_HINT = (
     "install Mesa's EGL (Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) "
@@ -126,6 +128,14 @@ class CameraSetup:
     def every(self, control_hz: float) -> int:
         """Control steps between two frames."""
         return max(1, round(control_hz / self.hz))
+
+    @classmethod
+    def from_settings(cls, settings: FleetSettings) -> CameraSetup | None:
+        """The simulated robots' cameras as the settings name them (FLYWHEEL_SIM_CAMERAS...);
+        None when they name none."""
+        if not settings.sim_cameras:
+            return None
+        return cls(settings.sim_cameras, settings.sim_camera_px, settings.sim_camera_hz)
 
 
 class SceneCameras:

@@ -16,7 +16,6 @@ from services.ingest.formats.json_mcap import read_episode_mcap
 from services.twin.render import CameraSetup, RenderError, find_backend
 from services.twin.tasks import make_env
 from sim.episode import robot_cameras, run_episode, upload
-from sim.fleet import camera_setup
 from sim.operator import Operator
 
 STARTED = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
@@ -134,11 +133,13 @@ def test_no_gl_backend_says_what_to_install():
 
 
 def test_cameras_are_a_setting(monkeypatch):
-    assert camera_setup(Settings().fleet) == CameraSetup(("front", "wrist"), px=64, hz=20.0)
+    assert CameraSetup.from_settings(Settings().fleet) == CameraSetup(
+        ("front", "wrist"), px=64, hz=20.0
+    )
     monkeypatch.setenv("FLYWHEEL_SIM_CAMERAS", '["wrist"]')
     monkeypatch.setenv("FLYWHEEL_SIM_CAMERA_PX", "96")
-    assert camera_setup(Settings().fleet) == CameraSetup(("wrist",), px=96, hz=20.0)
+    assert CameraSetup.from_settings(Settings().fleet) == CameraSetup(("wrist",), px=96, hz=20.0)
     monkeypatch.setenv("FLYWHEEL_SIM_CAMERAS", "[]")
-    assert camera_setup(Settings().fleet) is None
+    assert CameraSetup.from_settings(Settings().fleet) is None
     with pytest.raises(ValueError, match="named twice"):
         CameraSetup(("front", "front"))
