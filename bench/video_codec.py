@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: `python bench/video_codec.py`
 
 from services.episode_store.frames import FrameReader, locate, video_path  # noqa: E402
+from services.episode_store.videos import pack  # noqa: E402
 from services.episodes.cameras import VideoFormat  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "video_codec.json"
@@ -109,29 +110,6 @@ def encode(path: Path, pictures: np.ndarray, video_format: VideoFormat, fps: flo
             container.mux(packet)
 
 
-def pack(path: Path, tracks: list[Path]) -> list[float]:
-    """Remux tracks into one file, one after the other (no re-encoding), as the store packs
-    them; each track's from_timestamp in the file."""
-    starts, offset = [], 0
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = None
-        for track in tracks:
-            with av.open(str(track)) as source:
-                video = source.streams.video[0]
-                if stream is None:
-                    stream = out.add_stream_from_template(video, opaque=True)
-                starts.append(float(offset * video.time_base))
-                for packet in source.demux(video):
-                    if packet.dts is None:
-                        continue
-                    packet.pts += offset
-                    packet.dts += offset
-                    packet.stream = stream
-                    out.mux(packet)
-                offset += video.duration
-    return starts
-
-
 def write_store(
     root: Path,
     frames: list[np.ndarray],
@@ -154,7 +132,8 @@ def write_store(
             encoding += time.perf_counter() - started
         path = root / video_path(key, file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows["from"] += pack(path, tracks)
+        spans, _ = pack(tracks, Fraction(fps).limit_denominator(1001), path)
+        rows["from"] += [span.from_timestamp for span in spans]
         rows["chunk"] += [file[0]] * len(tracks)
         rows["file"] += [file[1]] * len(tracks)
         for track in tracks:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from services.episode_store.frames import FrameReader, FrameRequestError, locate, video_path
+from services.episode_store.videos import pack
 from services.episodes.cameras import VideoFormat
 
 KEY = "observation.images.front"
@@ -48,29 +49,6 @@ def _encode(path, pictures, video_format: VideoFormat) -> None:
             container.mux(packet)
 
 
-def _pack(path, tracks) -> list[float]:
-    """Remux per-episode tracks into one file, one after the other, as the store packs them;
-    returns each episode's from_timestamp."""
-    starts, offset = [], 0
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = None
-        for track in tracks:
-            with av.open(str(track)) as source:
-                video = source.streams.video[0]
-                if stream is None:
-                    stream = out.add_stream_from_template(video, opaque=True)
-                starts.append(float(offset * video.time_base))
-                for packet in source.demux(video):
-                    if packet.dts is None:
-                        continue
-                    packet.pts += offset
-                    packet.dts += offset
-                    packet.stream = stream
-                    out.mux(packet)
-                offset += video.duration
-    return starts
-
-
 @pytest.fixture(scope="module", params=["libsvtav1", "libx264"])
 def store(request, tmp_path_factory):
     """A store with three video files of packed episodes, its meta/episodes rows, and each
@@ -92,7 +70,8 @@ def store(request, tmp_path_factory):
             truth.append(pictures)
         path = root / video_path(KEY, file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows["from"] += _pack(path, tracks)
+        spans, _ = pack(tracks, Fraction(FPS), path)  # as the store packs them
+        rows["from"] += [span.from_timestamp for span in spans]
         for track in tracks:
             track.unlink()
     episodes = pa.table(
