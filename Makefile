@@ -85,10 +85,12 @@ bench: setup
 bench-flywheel: setup
 	$(PY) bench/flywheel.py
 
-# ruff, and the layer contracts in pyproject.toml ([tool.importlinter]).
+# ruff, the layer contracts in pyproject.toml ([tool.importlinter]), and hadolint on the
+# Dockerfiles (any finding at warning level or above fails).
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/hadolint --failure-threshold warning $(wildcard infra/docker/*Dockerfile)
 
 serve: setup
 	$(VENV)/bin/flywheel serve

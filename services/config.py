@@ -15,7 +15,9 @@ above the registries, by services/run_settings.py.
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property, lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -220,6 +222,42 @@ class RolloutSettings(BaseSettings):
     failure_increase: float = Field(default=0.25, gt=0, lt=1)
 
 
+# The name of each of Flywheel's images (infra/docker/Dockerfile's targets api, trainer and
+# policy-server), by the setting that holds its full reference.
+IMAGE_NAMES = {
+    "policy_server_image": "flywheel-policy-server",
+    "training_image": "flywheel-trainer",
+    "flow_image": "flywheel",
+}
+# A Kubernetes quantity of memory: "512Mi", "8Gi", "1.5G".
+KUBE_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+# An image reference with an explicit tag or digest: [registry[:port]/]path:tag[@digest].
+_IMAGE = re.compile(
+    r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
+def _project_version() -> str:
+    """This code's version (pyproject.toml), the tag its images are built with."""
+    try:
+        return version("flywheel")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0.0.0"
+
+
+def check_image(reference: str, setting: str) -> str:
+    """Refuse an image reference without an explicit tag or digest: "latest" by default would
+    run whatever was pushed last, not the code these settings go with."""
+    last = reference.rsplit("/", 1)[-1]
+    if not _IMAGE.match(reference) or (":" not in last and "@" not in last):
+        raise ValueError(
+            f"{setting}={reference!r} is not an image reference with a tag or digest "
+            "(registry/name:tag, e.g. registry.example.com/flywheel/flywheel-trainer:0.1.0)"
+        )
+    return reference
+
+
 class KubeSettings(BaseSettings):
     model_config = _flywheel()
 
@@ -233,10 +271,59 @@ class KubeSettings(BaseSettings):
     kubeconfig: str | None = None
     # ...and its context.
     kube_context: str | None = None
-    # The image of the policy servers.
-    policy_server_image: str = "flywheel-policy-server:latest"
-    # The image a KubeRay training job runs (the Flywheel image, with Ray and torch).
-    training_image: str = "flywheel:latest"
+    # Flywheel's images (infra/docker/Dockerfile) are <registry>/<name>:<tag>: the registry
+    # they are pushed to (FLYWHEEL_IMAGE_REGISTRY, e.g. "registry.example.com/flywheel");
+    # empty: the bare names that `docker build` in infra/README.md tags...
+    image_registry: str = ""
+    # ...and their tag (FLYWHEEL_IMAGE_TAG); empty: this code's version, as the README
+    # builds them.
+    image_tag: str = ""
+    # Each image in full; unset: <registry>/<name>:<tag> with the name in IMAGE_NAMES. The
+    # policy servers' (FLYWHEEL_POLICY_SERVER_IMAGE)...
+    policy_server_image: str = ""
+    # ...the Ray head's and workers', of the RayCluster and of the training RayJobs
+    # (FLYWHEEL_TRAINING_IMAGE)...
+    training_image: str = ""
+    # ...and the one the Prefect Kubernetes work pool runs the flows in (FLYWHEEL_FLOW_IMAGE).
+    flow_image: str = ""
+    # The Ray cluster's autoscaling worker group (services/kube/raycluster.py), the same for
+    # the long-lived RayCluster and each training RayJob's own: worker pods kept when idle
+    # (FLYWHEEL_RAY_MIN_WORKERS)...
+    ray_min_workers: int = Field(default=0, ge=0)
+    # ...the most the autoscaler adds while work waits for resources...
+    ray_max_workers: int = Field(default=4, ge=1)
+    # ...each pod's CPUs (request = limit: Ray offers what the pod is sure to get)...
+    ray_worker_cpus: int = Field(default=2, ge=1)
+    # ...memory (a Kubernetes quantity; request = limit)...
+    ray_worker_memory: str = Field(default="8Gi", pattern=KUBE_QUANTITY)
+    # ...GPUs (nvidia.com/gpu; the trainer image must then be built with a CUDA torch)...
+    ray_worker_gpus: int = Field(default=0, ge=0)
+    # ...and how long a worker pod may stay idle before it is removed.
+    ray_idle_timeout_s: int = Field(default=60, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _full_image_names(cls, data: Any) -> Any:
+        """Fill each unset image from the registry and the tag, then check every reference."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        tag = data.get("image_tag") or _project_version()
+        registry = str(data.get("image_registry") or "").rstrip("/")
+        for field, name in IMAGE_NAMES.items():
+            if not data.get(field):
+                data[field] = f"{registry}/{name}:{tag}" if registry else f"{name}:{tag}"
+            check_image(data[field], f"FLYWHEEL_{field.upper()}")
+        return data
+
+    @model_validator(mode="after")
+    def _workers(self) -> KubeSettings:
+        if self.ray_max_workers < self.ray_min_workers:
+            raise ValueError(
+                f"FLYWHEEL_RAY_MAX_WORKERS ({self.ray_max_workers}) is below "
+                f"FLYWHEEL_RAY_MIN_WORKERS ({self.ray_min_workers})"
+            )
+        return self
 
 
 class LinkSettings(BaseSettings):

@@ -12,7 +12,8 @@ The settings a deployment passes (the caller reads them; this module reads no en
   pod's service account; the chart's Role grants what this module uses), or a kubeconfig path
   and context from outside; or any ``kubernetes.client.ApiClient``.
 - ``PolicyServerConfig``: the policy-server image, its port, replicas and resources.
-- for training: the image (the Flywheel image, which has Ray and torch) and the entrypoint.
+- ``RayClusterShape``: the autoscaling worker group of each training RayJob's Ray cluster.
+- for training: the image (Flywheel's trainer image, with Ray and torch) and the entrypoint.
 
 Tested against a stand-in: ``tests/kube/apiserver.py`` answers the API paths used here over
 HTTP, keeps objects in memory and applies the patches; no real API server ran in the tests.
@@ -28,7 +29,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from services.kube import manifests as m
-from services.kube.manifests import PolicyServerConfig, RayClusterShape
+from services.kube import raycluster as ray
+from services.kube.manifests import PolicyServerConfig
+from services.kube.raycluster import RayClusterShape
 from services.kube.validation import validate_manifest
 
 log = logging.getLogger(__name__)
@@ -91,12 +94,14 @@ class KubernetesBackend:
         *,
         namespace: str,
         policy_server: PolicyServerConfig | None = None,
+        ray_shape: RayClusterShape | None = None,
         field_manager: str = "flywheel",
     ) -> None:
         if not m.DNS_LABEL.match(namespace or ""):
             raise ValueError(f"namespace {namespace!r} is not a DNS label")
         self.namespace = namespace
         self.policy_server = policy_server
+        self.ray_shape = ray_shape or RayClusterShape()
         self.field_manager = field_manager
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -108,6 +113,7 @@ class KubernetesBackend:
         *,
         namespace: str,
         policy_server: PolicyServerConfig | None = None,
+        ray_shape: RayClusterShape | None = None,
         in_cluster: bool = False,
         kubeconfig: str | None = None,
         context: str | None = None,
@@ -123,7 +129,10 @@ class KubernetesBackend:
                 config_file=kubeconfig, context=context, client_configuration=configuration
             )
         return cls(
-            client.ApiClient(configuration), namespace=namespace, policy_server=policy_server
+            client.ApiClient(configuration),
+            namespace=namespace,
+            policy_server=policy_server,
+            ray_shape=ray_shape,
         )
 
     # -- policy servers ----------------------------------------------------------------------
@@ -246,12 +255,12 @@ class KubernetesBackend:
         job it started. The same name with a different spec is refused (JobConflictError), not
         silently replaced: a running training job is never changed under its feet.
         """
-        job = m.training_rayjob(
+        job = ray.training_rayjob(
             candidate_id,
             image=image,
             entrypoint=entrypoint,
             namespace=self.namespace,
-            shape=shape or RayClusterShape(),
+            shape=shape or self.ray_shape,
             runtime_env=runtime_env,
             env=env,
             active_deadline_s=active_deadline_s,
@@ -273,8 +282,8 @@ class KubernetesBackend:
             if exc.status != 409:
                 raise self._error(exc, "create", "RayJob", name) from exc
         existing = self._read_job(name)
-        wanted = job["metadata"]["annotations"][m.SPEC_HASH_ANNOTATION]
-        found = (existing["metadata"].get("annotations") or {}).get(m.SPEC_HASH_ANNOTATION)
+        wanted = job["metadata"]["annotations"][ray.SPEC_HASH_ANNOTATION]
+        found = (existing["metadata"].get("annotations") or {}).get(ray.SPEC_HASH_ANNOTATION)
         if found != wanted:
             raise JobConflictError(
                 f"RayJob {self.namespace}/{name} exists for candidate {candidate_id} with another "
@@ -326,7 +335,7 @@ def _job_status(job: dict) -> TrainingJobStatus:
     status = job.get("status") or {}
     return TrainingJobStatus(
         name=job["metadata"]["name"],
-        candidate_id=(job["metadata"].get("annotations") or {}).get(m.CANDIDATE_ANNOTATION),
+        candidate_id=(job["metadata"].get("annotations") or {}).get(ray.CANDIDATE_ANNOTATION),
         deployment_status=status.get("jobDeploymentStatus", ""),
         job_status=status.get("jobStatus", ""),
         message=status.get("message", ""),

@@ -6,30 +6,21 @@
   ``FLYWHEEL_MODEL_URI`` environment variables of its container (what the server loads) and
   the ``flywheel.dev/model-version`` annotation of the Deployment and its pod template (what
   Flywheel reads back; changing the template also rolls the pods).
-- A KubeRay ``RayJob`` per training candidate, named after the candidate, that brings its own
-  Ray cluster and deletes it when the job ends.
 
-Every builder returns a manifest that ``validation.validate_manifest`` accepts.
+Ray's objects (the RayCluster and the training RayJobs) are built in ``raycluster.py``. Every
+builder returns a manifest that ``validation.validate_manifest`` accepts.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 
-import yaml
-
 PART_OF = "flywheel"
 GROUP_LABEL = "flywheel.dev/robot-group"
-CANDIDATE_ANNOTATION = "flywheel.dev/candidate-id"
 VERSION_ANNOTATION = "flywheel.dev/model-version"
 URI_ANNOTATION = "flywheel.dev/model-uri"
-# Hash of the RayJob spec: a second submission for the same candidate must ask for the same job.
-SPEC_HASH_ANNOTATION = "flywheel.dev/spec-hash"
 POLICY_SERVER_COMPONENT = "policy-server"
-TRAINING_COMPONENT = "training"
 CONTAINER = "policy-server"
 VERSION_ENV = "FLYWHEEL_MODEL_VERSION"
 URI_ENV = "FLYWHEEL_MODEL_URI"
@@ -39,8 +30,6 @@ POLICY_SERVER_PREFIX = "policy-server-"
 # Service names are DNS-1035 labels of at most 63 characters.
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_GROUP_LEN = 63 - len(POLICY_SERVER_PREFIX)
-# KubeRay refuses longer RayJob names: it derives the cluster's and pods' names from them.
-MAX_RAYJOB_NAME = 47
 
 
 @dataclass(frozen=True)
@@ -89,20 +78,6 @@ class PolicyServerConfig:
             raise ValueError("policy server replicas must be >= 0")
         if not self.health_path.startswith("/"):
             raise ValueError(f"health path {self.health_path!r} must start with '/'")
-
-
-@dataclass(frozen=True)
-class RayClusterShape:
-    """The Ray cluster a training RayJob brings up: one head and `workers` workers."""
-
-    ray_version: str = "2.60.0"
-    workers: int = 1
-    head: Resources = field(default_factory=lambda: Resources(cpu="1", memory="4Gi"))
-    worker: Resources = field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
-
-    def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ValueError("a Ray cluster cannot have a negative number of workers")
 
 
 def check_group(group: str) -> str:
@@ -246,104 +221,4 @@ def version_patch(group: str, version: str, model_uri: str) -> dict:
                 },
             }
         },
-    }
-
-
-def training_job_name(candidate_id: str) -> str:
-    """RayJob name of a candidate: stable, DNS-1035, within KubeRay's length limit."""
-    if not isinstance(candidate_id, str) or not candidate_id.strip():
-        raise ValueError("candidate id is empty")
-    slug = re.sub(r"[^a-z0-9]+", "-", candidate_id.lower()).strip("-")
-    name = f"train-{slug}"
-    if len(name) <= MAX_RAYJOB_NAME and slug:
-        return name
-    # Too long (or nothing left after cleaning): keep a readable prefix and a hash of the id.
-    digest = hashlib.sha256(candidate_id.encode()).hexdigest()[:10]
-    prefix = name[: MAX_RAYJOB_NAME - len(digest) - 1].rstrip("-")
-    return f"{prefix}-{digest}"
-
-
-def _ray_pod(image: str, resources: Resources, env: dict[str, str], role: str) -> dict:
-    container = {
-        "name": f"ray-{role}",
-        "image": image,
-        "resources": resources.manifest(),
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
-    }
-    if role == "head":
-        container["ports"] = [
-            {"name": "gcs", "containerPort": 6379},
-            {"name": "dashboard", "containerPort": 8265},
-            {"name": "client", "containerPort": 10001},
-        ]
-    return {"spec": {"containers": [container]}}
-
-
-def training_rayjob(
-    candidate_id: str,
-    *,
-    image: str,
-    entrypoint: str,
-    namespace: str,
-    shape: RayClusterShape,
-    runtime_env: dict | None = None,
-    env: dict[str, str] | None = None,
-    active_deadline_s: int | None = None,
-    backoff_limit: int = 0,
-    ttl_after_finished_s: int = 600,
-) -> dict:
-    """A RayJob that brings up its own Ray cluster, runs `entrypoint` once, and tears it down."""
-    if not image:
-        raise ValueError("training image is empty")
-    if not entrypoint or not entrypoint.strip():
-        raise ValueError("training entrypoint is empty")
-    if active_deadline_s is not None and active_deadline_s < 1:
-        raise ValueError("active_deadline_s must be a positive number of seconds")
-    env = dict(env or {})
-    env.setdefault("FLYWHEEL_CANDIDATE_ID", candidate_id)
-    workers = shape.workers
-    spec: dict = {
-        "entrypoint": entrypoint,
-        "submissionMode": "K8sJobMode",
-        "shutdownAfterJobFinishes": True,
-        "ttlSecondsAfterFinished": ttl_after_finished_s,
-        "backoffLimit": backoff_limit,
-        "metadata": {"candidate": candidate_id[:256]},
-        "rayClusterSpec": {
-            "rayVersion": shape.ray_version,
-            "headGroupSpec": {
-                # The head schedules no training work: the workers do.
-                "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-                "template": _ray_pod(image, shape.head, env, "head"),
-            },
-            "workerGroupSpecs": [
-                {
-                    "groupName": "trainers",
-                    "replicas": workers,
-                    "minReplicas": workers,
-                    "maxReplicas": workers,
-                    "rayStartParams": {},
-                    "template": _ray_pod(image, shape.worker, env, "worker"),
-                }
-            ],
-        },
-    }
-    if runtime_env:
-        spec["runtimeEnvYAML"] = yaml.safe_dump(runtime_env, sort_keys=True)
-    if active_deadline_s is not None:
-        spec["activeDeadlineSeconds"] = active_deadline_s
-    spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayJob",
-        "metadata": {
-            "name": training_job_name(candidate_id),
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/component": TRAINING_COMPONENT,
-                "app.kubernetes.io/part-of": PART_OF,
-            },
-            "annotations": {CANDIDATE_ANNOTATION: candidate_id, SPEC_HASH_ANNOTATION: spec_hash},
-        },
-        "spec": spec,
     }

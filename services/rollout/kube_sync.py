@@ -50,10 +50,12 @@ def sync_policy_servers(settings: Settings, backend=None) -> dict[str, str]:
 def kube_backend(settings: Settings):
     from services.kube.backend import KubernetesBackend
     from services.kube.manifests import PolicyServerConfig
+    from services.kube.raycluster import RayClusterShape
 
     return KubernetesBackend.connect(
         namespace=settings.kube.kube_namespace,
         policy_server=PolicyServerConfig(image=settings.kube.policy_server_image),
+        ray_shape=RayClusterShape.from_settings(settings.kube),
         in_cluster=settings.kube.kube_in_cluster,
         kubeconfig=settings.kube.kubeconfig,
         context=settings.kube.kube_context,

@@ -12,8 +12,8 @@ from services.kube.manifests import (
     URI_ENV,
     VERSION_ENV,
     PolicyServerConfig,
-    training_job_name,
 )
+from services.kube.raycluster import training_job_name
 from tests.kube.conftest import NAMESPACE
 
 DEPLOYMENTS = "deployments"

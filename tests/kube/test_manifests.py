@@ -13,23 +13,11 @@ from tests.kube.apiserver import strategic_merge
 CONFIG = m.PolicyServerConfig(image="registry.example/policy-server:1.0", args=("--workers", "2"))
 
 
-def rayjob(**kwargs) -> dict:
-    return m.training_rayjob(
-        "cand-1",
-        image="registry.example/flywheel:1",
-        entrypoint="flywheel train --dataset d1",
-        namespace="flywheel",
-        shape=m.RayClusterShape(workers=2),
-        **kwargs,
-    )
-
-
 def test_every_generated_manifest_is_valid():
     validate_all(
         [
             m.policy_server_deployment("canary", "7", "models:/p/7", CONFIG, namespace="flywheel"),
             m.policy_server_service("canary", CONFIG, namespace="flywheel"),
-            rayjob(runtime_env={"env_vars": {"A": "1"}}, active_deadline_s=3600),
         ]
     )
 
@@ -50,32 +38,6 @@ def test_a_wrong_type_names_its_path():
         ManifestError, match=r"(?s)Service/policy-server-canary.*spec\.ports\.0\.port"
     ):
         validate_manifest(service)
-
-
-def test_rayjob_schema_checks_the_kuberay_fields():
-    job = rayjob()
-    broken = copy.deepcopy(job)
-    del broken["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplicas"]
-    with pytest.raises(ManifestError, match="maxReplicas"):
-        validate_manifest(broken)
-
-    broken = copy.deepcopy(job)
-    broken["spec"]["submissionMode"] = "SubmitPlease"
-    with pytest.raises(ManifestError, match="submissionMode"):
-        validate_manifest(broken)
-
-    broken = copy.deepcopy(job)
-    broken["spec"]["clusterSelector"] = {"ray.io/cluster": "shared"}
-    with pytest.raises(ManifestError, match="spec"):
-        validate_manifest(broken)  # its own cluster or a selected one, not both
-
-
-def test_rayjob_pod_templates_are_checked_as_kubernetes_pods():
-    job = rayjob()
-    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    head["resources"]["requests"]["cpu"] = ["1"]
-    with pytest.raises(ManifestError, match=r"headGroupSpec\.template\.spec\.containers\.0"):
-        validate_manifest(job)
 
 
 def test_unknown_kinds_and_versions_are_refused():
@@ -106,17 +68,6 @@ def test_the_version_patch_lands_where_a_fresh_manifest_would():
 def test_group_names_that_cannot_name_objects_are_refused(group):
     with pytest.raises(ValueError, match="must be a DNS label"):
         m.policy_server_name(group)
-
-
-def test_training_job_names_are_stable_short_and_distinct():
-    assert m.training_job_name("cand-42") == "train-cand-42"
-    assert m.training_job_name("Cand_42") == "train-cand-42"
-    long_a, long_b = "x" * 80 + "a", "x" * 80 + "b"
-    names = {m.training_job_name(long_a), m.training_job_name(long_b)}
-    assert len(names) == 2
-    assert all(len(n) <= m.MAX_RAYJOB_NAME and m.DNS_LABEL.match(n) for n in names)
-    assert m.training_job_name(long_a) == m.training_job_name(long_a)
-    assert m.DNS_LABEL.match(m.training_job_name("###"))
 
 
 def test_policy_server_config_refuses_nonsense():

@@ -4,7 +4,7 @@ KubeRay operator and the job itself; no Kubernetes API server runs here)."""
 import pytest
 from kubernetes import client
 
-from services.kube.manifests import CANDIDATE_ANNOTATION, training_job_name
+from services.kube.raycluster import CANDIDATE_ANNOTATION, training_job_name
 from services.training.kube_job import train_on_kubernetes
 from services.training.ray_job import TrainingJobFailed
 from tests.conftest import add_candidate
