@@ -2,8 +2,10 @@
 
 The nightly flow runs on a cron schedule, the retention flow on another (daily, before the
 night); the rollout watcher on an interval. A process work
-pool runs them on one machine (`prefect worker start --pool NAME`); a Kubernetes work pool
-runs each flow run as a Job (infra/ has the worker). Each deployment allows one run at a time
+pool runs them on one machine (`prefect worker start --pool NAME`) from this checkout; a
+Kubernetes work pool runs each flow run as a Job from the Flywheel image, with job variables
+checked against the pool's job template first (flows/work_pool.py; infra/ has the worker).
+Each deployment allows one run at a time
 (Prefect's deployment concurrency limit), and the nightly flow itself refuses a second night
 while one is running (services/nights.py), so a manual run next to the scheduled one cannot
 overlap either.
@@ -11,11 +13,12 @@ overlap either.
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
-from prefect import flow
+from prefect import Flow, flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
@@ -24,6 +27,9 @@ from prefect.settings import get_current_settings
 from prefect.types.entrypoint import EntrypointType
 
 from flows.rollout import watch_rollouts
+from flows.work_pool import flow_run_job, flow_run_template, job_variables
+from services.config import KubeSettings, get_settings
+from services.kube.validation import ManifestError
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRYPOINT = "flows/nightly.py:nightly"
@@ -139,19 +145,33 @@ def _check_pool_type(pool_type: str) -> None:
 
 
 def _deploy(
-    entrypoint: str, *, name: str, schedule, work_pool: str, pool_type: str, description: str
+    entrypoint: str,
+    *,
+    name: str,
+    schedule,
+    work_pool: str,
+    pool_type: str,
+    description: str,
 ) -> UUID:
+    kube = get_settings().kube
+    if pool_type == "kubernetes" and kube.kube_namespace is None:
+        raise DeployError(
+            "a Kubernetes work pool needs FLYWHEEL_KUBE_NAMESPACE: the namespace Flywheel is "
+            "installed in, where the flow runs' Jobs go"
+        )
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(work_pool)
         except ObjectNotFound:
-            pool = client.create_work_pool(WorkPoolCreate(name=work_pool, type=pool_type))
+            template = flow_run_template() if pool_type == "kubernetes" else {}
+            pool = client.create_work_pool(
+                WorkPoolCreate(name=work_pool, type=pool_type, base_job_template=template)
+            )
         if pool.type != pool_type:
             raise DeployError(
                 f"work pool {work_pool!r} exists with type {pool.type}, not {pool_type}"
             )
-    remote = flow.from_source(source=str(REPO), entrypoint=entrypoint)
-    return remote.deploy(
+    common = dict(
         name=name,
         work_pool_name=work_pool,
         schedules=[schedule],
@@ -162,3 +182,37 @@ def _deploy(
         push=False,
         print_next_steps=False,
     )
+    if pool_type == "kubernetes":
+        variables = _kubernetes_job_variables(kube, pool.base_job_template, work_pool, name)
+        # From the image, found by module: nothing to pull, nothing to build here.
+        return _flow_at(entrypoint).deploy(
+            job_variables=variables,
+            image=variables["image"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            **common,
+        )
+    remote = flow.from_source(source=str(REPO), entrypoint=entrypoint)
+    return remote.deploy(**common)
+
+
+def _flow_at(entrypoint: str) -> Flow:
+    """The flow at ``entrypoint`` ("flows/nightly.py:nightly"), imported only for a Kubernetes
+    pool, where the deployment names it by module (the image has flows/ installed): importing
+    the nightly flow takes half a minute here, which `flywheel deploy` spares a process pool."""
+    path, _, name = entrypoint.partition(":")
+    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+
+
+def _kubernetes_job_variables(
+    kube: KubeSettings, template: dict, work_pool: str, name: str
+) -> dict:
+    """The deployment's job variables, once the Job they make passes the Kubernetes schema."""
+    variables = job_variables(kube, kube.kube_namespace)
+    try:
+        flow_run_job(template, variables, name=name)
+    except ManifestError as exc:
+        raise DeployError(
+            f"work pool {work_pool!r} would not run deployment {name!r} as asked: {exc}\n"
+            "(a pool Flywheel did not create may lack its job template: see infra/README.md)"
+        ) from exc
+    return variables

@@ -17,6 +17,8 @@ import yaml
 from typer.main import get_command
 
 from cli import app
+from flows.work_pool import SERVICE_ACCOUNT, flow_run_template
+from services.config import KubeSettings
 from services.kube.validation import validate_all
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
@@ -263,3 +265,34 @@ def test_the_rollout_controller_command_exists():
     command, rest = resolve(argv)
     assert command.name == "watch"
     assert {w for w in rest if w.startswith("--")} <= {o for p in command.params for o in p.opts}
+
+
+def test_the_images_flywheel_starts_are_the_ones_the_overlay_runs(rendered, monkeypatch):
+    """The ConfigMap's FLYWHEEL_IMAGE_* (policy servers, RayJobs, flow runs) and kustomize's
+    `images:` (the manifests' containers) name the same registry and tag."""
+    data = by_kind(rendered, "ConfigMap")["flywheel-config"]["data"]
+    for key in ("FLYWHEEL_IMAGE_REGISTRY", "FLYWHEEL_IMAGE_TAG"):
+        monkeypatch.setenv(key, data[key])
+    kube = KubeSettings()
+    api = by_kind(rendered, "Deployment")["flywheel-api"]["spec"]["template"]["spec"]
+    assert {c["image"] for c in api["containers"]} == {kube.flow_image}
+    ray = {c["image"] for owner, _, c in containers(rendered) if owner.startswith("flywheel-ray/")}
+    assert ray == {kube.training_image}
+    assert kube.policy_server_image == kube.flow_image.replace(
+        "/flywheel:", "/flywheel-policy-server:"
+    )
+
+
+def test_flow_run_pods_get_only_secrets_and_config_the_install_has(rendered):
+    """The work pool's job template (flows/work_pool.py) wires what the overlays provide."""
+    pod = flow_run_template()["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    for env in container["env"]:
+        ref = env.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            assert ref["key"] in SECRETS.get(ref["name"], set()), ref
+    config_maps = by_kind(rendered, "ConfigMap")
+    for source in container["envFrom"]:
+        assert source["configMapRef"]["name"] in config_maps
+    assert pod["serviceAccountName"] == "{{ service_account_name }}"
+    assert SERVICE_ACCOUNT in by_kind(rendered, "ServiceAccount")
