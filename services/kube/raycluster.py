@@ -3,7 +3,8 @@
 - ``ray_cluster``: the long-lived RayCluster whose head the nightly's Ray work joins
   (``FLYWHEEL_RAY_ADDRESS=ray://<name>-head-svc:10001``; KubeRay names the head Service so):
   closed-loop evaluation and the other Ray tasks of a night. infra/base/raycluster.yaml is
-  this manifest, as ``flywheel kube ray-cluster`` prints it.
+  this manifest at the default settings (tests/kube/test_raycluster.py prints it again when
+  they change).
 - ``training_rayjob``: a RayJob per training candidate, named after it, that brings up its own
   Ray cluster of the same shape, runs the training once, and deletes the cluster when done.
 
