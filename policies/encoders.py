@@ -10,6 +10,7 @@ then a linear layer to ``features``."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -75,7 +76,7 @@ class ConvEncoder(nn.Module):
             nn.GroupNorm(_groups(channels[0]), channels[0]),
             nn.ReLU(),
         ]
-        for before, after in zip(channels, channels[1:], strict=False):
+        for before, after in pairwise(channels):
             layers.append(BasicBlock(before, after, stride=2))
         self.backbone = nn.Sequential(*layers)
         self.pool = SpatialSoftmax(channels[-1], keypoints)
