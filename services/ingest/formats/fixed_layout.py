@@ -165,7 +165,7 @@ def rosbags_type(typestore: Any, name: str) -> tuple[Field, ...]:
 
     def fields(typename: str) -> tuple[Field, ...]:
         result = []
-        for fname, desc in typestore.get_msgdef(typename).fields:
+        for fname, desc in typestore.fielddefs[typename][1]:  # no decoder generated
             if desc[0] == Nodetype.ARRAY:
                 result.append(Field(fname, element(desc[1][0]), desc[1][1]))
             elif desc[0] == Nodetype.SEQUENCE:

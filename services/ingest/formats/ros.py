@@ -37,7 +37,6 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +46,17 @@ from services.episodes.cameras import VideoFormat
 from services.episodes.model import LogFormatError, RawEpisode, intervention_spans
 from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.ingest.formats.camera_topics import CameraTopics
-from services.ingest.formats.fixed_layout import UnsupportedLayout, ros2msg_type, rosbags_type
 from services.ingest.formats.mcap_records import decoder, episode_metadata
-from services.ingest.formats.ros_fields import Codec, Payloads, decode_series, field_value, stamp
+from services.ingest.formats.ros_fields import (
+    Codec,
+    Payloads,
+    bag_codec,
+    bag_deserializer,
+    decode_series,
+    field_value,
+    mcap_codec,
+    stamp,
+)
 from services.ingest.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
 
 # The message encoding of ROS 2 messages in an MCAP file.
@@ -394,7 +401,7 @@ def episodes_from_ros2_mcap(
                     cameras.check(topic, schema.name if schema else None)
                 decode = decoders[channel.id] = decoder(channel, schema)
                 if collector.batches(topic):
-                    codec = codecs[channel.id] = _mcap_codec(topic, schema, decode)
+                    codec = codecs[channel.id] = mcap_codec(topic, schema, decode)
                     collector.add_payload(topic, message.log_time, message.data, codec)
                     continue
             try:
@@ -409,28 +416,6 @@ def episodes_from_ros2_mcap(
         return collector.episodes()
     finally:
         collector.close()
-
-
-def _mcap_codec(topic: str, schema: Any, decode: Any) -> Codec:
-    """A CDR channel's codec: its messages are decoded by ``decode`` (mcap-ros2-support), and
-    in batches where its ros2msg schema can be walked."""
-
-    def reference(data: bytes) -> Any:
-        try:
-            return decode(data)
-        except Exception as exc:  # a message cut short or not of its schema
-            raise LogFormatError(f"{topic}: undecodable message ({exc})") from exc
-
-    return Codec(reference, _ros2msg(schema.name, schema.data) if schema else None)
-
-
-@lru_cache(maxsize=256)
-def _ros2msg(name: str, data: bytes) -> tuple | None:
-    """A ros2msg schema's fields, walked once per process; None where they cannot be."""
-    try:
-        return ros2msg_type(name, data.decode())
-    except Exception:  # noqa: BLE001 - any schema it cannot read is decoded one by one
-        return None
 
 
 def read_rosbag(
@@ -452,8 +437,9 @@ def read_rosbag(
                 for connection in connections:
                     if connection.topic in cameras:
                         cameras.check(connection.topic, connection.msgtype)
+                deserialize = bag_deserializer(reader)
                 codecs = {
-                    c.id: _bag_codec(reader, c.msgtype)
+                    c.id: bag_codec(reader, deserialize, c.msgtype)
                     for c in connections
                     if collector.batches(c.topic)
                 }
@@ -466,7 +452,7 @@ def read_rosbag(
                         collector.add_payload(topic, timestamp, data, codec)
                         continue
                     try:
-                        message = reader.deserialize(data, connection.msgtype)
+                        message = deserialize(data, connection.msgtype)
                     except Exception as exc:  # rosbags raises its own error types
                         if topic not in cameras:
                             raise
@@ -481,12 +467,3 @@ def read_rosbag(
         return collector.episodes()
     finally:
         collector.close()
-
-
-def _bag_codec(reader: Any, msgtype: str) -> Codec:
-    """A bag connection's codec: rosbags decodes, and batches where its type can be walked."""
-    try:
-        message = rosbags_type(reader.typestore, msgtype)
-    except (UnsupportedLayout, KeyError):
-        message = None
-    return Codec(lambda data: reader.deserialize(data, msgtype), message, cdr=reader.is2)

@@ -18,14 +18,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from services.episodes.model import LogFormatError
-from services.ingest.formats.fixed_layout import Field, Layout, UnsupportedLayout, layout
+from services.ingest.formats.fixed_layout import (
+    Field,
+    Layout,
+    UnsupportedLayout,
+    layout,
+    ros2msg_type,
+    rosbags_type,
+)
 
 STAMP_PATHS = ("header.stamp.sec", "header.stamp.nanosec")
+# Bags' typestores by their message definitions: at most this many kept (see bag_deserializer).
+TYPESTORES = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +75,67 @@ class Decoded:
     names: tuple[str, ...] | None = None
 
 
+def mcap_codec(topic: str, schema: Any, decode: Callable[[bytes], Any]) -> Codec:
+    """A CDR channel's codec: its messages are decoded by ``decode`` (mcap-ros2-support), and
+    in batches where its ros2msg schema can be walked."""
+
+    def reference(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception as exc:  # a message cut short or not of its schema
+            raise LogFormatError(f"{topic}: undecodable message ({exc})") from exc
+
+    return Codec(reference, _ros2msg(schema.name, schema.data) if schema else None)
+
+
+@lru_cache(maxsize=256)
+def _ros2msg(name: str, data: bytes) -> tuple[Field, ...] | None:
+    """A ros2msg schema's fields, read once per process; None where they cannot be."""
+    try:
+        return ros2msg_type(name, data.decode())
+    except Exception:  # noqa: BLE001 - any schema it cannot read is decoded one by one
+        return None
+
+
+_typestores: dict[tuple, Any] = {}
+
+
+def bag_deserializer(reader: Any) -> Callable[[bytes, str], Any]:
+    """``reader.deserialize`` (rosbags' AnyReader, open), with the typestore of the first
+    bag of this process that had the same message definitions: rosbags generates a type's
+    decoder the first time it decodes one, once per typestore, and AnyReader makes a new
+    typestore for every bag, which costs more than reading a short bag's messages."""
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.serde import SerdeError
+
+    key = (
+        reader.is2,
+        tuple(sorted({(c.msgtype, str(c.msgdef)) for c in reader.connections})),
+    )
+    if key not in _typestores and len(_typestores) >= TYPESTORES:
+        _typestores.clear()
+    typestore = _typestores.setdefault(key, reader.typestore)
+    deserialize = typestore.deserialize_cdr if reader.is2 else typestore.deserialize_ros1
+
+    def decode(data: bytes, msgtype: str) -> Any:
+        try:
+            return deserialize(data, msgtype)
+        except SerdeError as err:  # as AnyReader.deserialize words it
+            raise AnyReaderError(*err.args) from None
+
+    return decode
+
+
+def bag_codec(reader: Any, deserialize: Callable[[bytes, str], Any], msgtype: str) -> Codec:
+    """A bag connection's codec: ``deserialize`` (``bag_deserializer``) decodes, and batches
+    where the type can be walked."""
+    try:
+        message = rosbags_type(reader.typestore, msgtype)
+    except (UnsupportedLayout, KeyError):
+        message = None
+    return Codec(lambda data: deserialize(data, msgtype), message, cdr=reader.is2)
+
+
 def decode_series(
     role: str, topic: str, paths: tuple[str, ...], payloads: Payloads, header_clock: bool
 ) -> Decoded:
@@ -72,16 +143,16 @@ def decode_series(
     n = len(payloads.data)
     out = Decoded(times=np.asarray(payloads.times, dtype=np.int64), values=[None] * n, batches=[])
     batched = np.zeros(n, dtype=bool)
-    groups: dict[int, list[int]] = {}
-    for i, codec in enumerate(payloads.codecs):
-        groups.setdefault(id(codec), []).append(i)
-    for members in groups.values():
-        first = members[0]
+    for members in _channels(payloads.codecs):
+        first = int(members[0])
         plan = _plan(payloads.codecs[first], payloads.data[first], paths, topic, header_clock)
         if plan is None or len(members) < 2:
             continue
-        rest = np.asarray(members[1:])
-        same, rows = plan.matching([payloads.data[i] for i in rest.tolist()])
+        rest = members[1:]
+        if len(members) == n:  # one channel, as nearly always
+            same, rows = plan.matching(payloads.data[1:])
+        else:
+            same, rows = plan.matching([payloads.data[i] for i in rest.tolist()])
         which = rest[same]
         batched[which] = True
         columns = [plan.leaves[path].values(rows) for path in paths]
@@ -105,6 +176,15 @@ def decode_series(
             )
         out.values[i] = value
     return out
+
+
+def _channels(codecs: list[Codec]) -> list[np.ndarray]:
+    """The indices of each channel's messages (a topic's messages by codec)."""
+    distinct = list(dict.fromkeys(codecs))
+    if len(distinct) == 1:
+        return [np.arange(len(codecs))]
+    which = np.asarray([distinct.index(c) for c in codecs])
+    return [np.flatnonzero(which == k) for k in range(len(distinct))]
 
 
 def _plan(
