@@ -51,10 +51,10 @@ from services.ingest.formats.ros_fields import (
     Codec,
     Payloads,
     bag_codec,
-    bag_deserializer,
     decode_series,
     field_value,
     mcap_codec,
+    open_bag,
     stamp,
 )
 from services.ingest.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
@@ -426,20 +426,17 @@ def read_rosbag(
 ) -> list[RawEpisode]:
     """Episodes from a ROS 1 ``.bag`` file or a ROS 2 bag folder; camera tracks are written
     to ``directory`` (the system's temporary directory when None)."""
-    from rosbags.highlevel import AnyReader
-
     collector = TopicCollector(mapping, directory, video_format)
     cameras = collector.cameras
     try:
         try:
-            with AnyReader([Path(path)]) as reader:
+            with open_bag(Path(path)) as reader:
                 connections = [c for c in reader.connections if collector.wants(c.topic)]
                 for connection in connections:
                     if connection.topic in cameras:
                         cameras.check(connection.topic, connection.msgtype)
-                deserialize = bag_deserializer(reader)
                 codecs = {
-                    c.id: bag_codec(reader, deserialize, c.msgtype)
+                    c.id: bag_codec(reader, c.msgtype)
                     for c in connections
                     if collector.batches(c.topic)
                 }
@@ -452,7 +449,7 @@ def read_rosbag(
                         collector.add_payload(topic, timestamp, data, codec)
                         continue
                     try:
-                        message = deserialize(data, connection.msgtype)
+                        message = reader.deserialize(data, connection.msgtype)
                     except Exception as exc:  # rosbags raises its own error types
                         if topic not in cameras:
                             raise

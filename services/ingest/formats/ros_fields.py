@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from services.ingest.formats.fixed_layout import (
 )
 
 STAMP_PATHS = ("header.stamp.sec", "header.stamp.nanosec")
-# Bags' typestores by their message definitions: at most this many kept (see bag_deserializer).
+# Bags' typestores by their message definitions: at most this many kept (see open_bag).
 TYPESTORES = 64
 
 
@@ -100,40 +101,47 @@ def _ros2msg(name: str, data: bytes) -> tuple[Field, ...] | None:
 _typestores: dict[tuple, Any] = {}
 
 
-def bag_deserializer(reader: Any) -> Callable[[bytes, str], Any]:
-    """``reader.deserialize`` (rosbags' AnyReader, open), with the typestore of the first
-    bag of this process that had the same message definitions: rosbags generates a type's
-    decoder the first time it decodes one, once per typestore, and AnyReader makes a new
-    typestore for every bag, which costs more than reading a short bag's messages."""
-    from rosbags.highlevel import AnyReaderError
-    from rosbags.serde import SerdeError
+def open_bag(path: Path) -> Any:
+    """rosbags' ``AnyReader`` on one bag (use it as a context manager), with the typestore of
+    the first bag of this process that had the same message definitions and digests.
 
-    key = (
-        reader.is2,
-        tuple(sorted({(c.msgtype, str(c.msgdef)) for c in reader.connections})),
-    )
-    if key not in _typestores and len(_typestores) >= TYPESTORES:
-        _typestores.clear()
-    typestore = _typestores.setdefault(key, reader.typestore)
-    deserialize = typestore.deserialize_cdr if reader.is2 else typestore.deserialize_ros1
+    AnyReader makes a typestore for every bag: it parses each type's definition, makes its
+    classes, checks the digests, and generates each type's decoder the first time one is
+    decoded; for a short bag that costs more than reading its messages. A bag whose
+    definitions this process has not met is opened by AnyReader as ever (its checks, its
+    errors); one whose definitions it has met reuses that typestore, whose decoders exist."""
+    from rosbags.highlevel import AnyReader
 
-    def decode(data: bytes, msgtype: str) -> Any:
-        try:
-            return deserialize(data, msgtype)
-        except SerdeError as err:  # as AnyReader.deserialize words it
-            raise AnyReaderError(*err.args) from None
+    class Reader(AnyReader):
+        def _open(self) -> None:
+            assert self.stack
+            for reader in self.readers:
+                self.stack.enter_context(reader)
+            connections = [c for reader in self.readers for c in reader.connections]
+            key = (
+                self.is2,
+                tuple(sorted({(c.msgtype, str(c.msgdef), c.digest) for c in connections})),
+            )
+            typestore = _typestores.get(key)
+            if typestore is None:
+                with AnyReader(self.paths) as plain:  # rosbags' own parsing and checks
+                    typestore = plain.typestore
+                if len(_typestores) >= TYPESTORES:
+                    _typestores.clear()
+                _typestores[key] = typestore
+            self.connections, self.typestore = connections, typestore
 
-    return decode
+    return Reader([Path(path)])
 
 
-def bag_codec(reader: Any, deserialize: Callable[[bytes, str], Any], msgtype: str) -> Codec:
-    """A bag connection's codec: ``deserialize`` (``bag_deserializer``) decodes, and batches
-    where the type can be walked."""
+def bag_codec(reader: Any, msgtype: str) -> Codec:
+    """A bag connection's codec: the open reader (``open_bag``) decodes, and batches where
+    the type can be walked."""
     try:
         message = rosbags_type(reader.typestore, msgtype)
     except (UnsupportedLayout, KeyError):
         message = None
-    return Codec(lambda data: deserialize(data, msgtype), message, cdr=reader.is2)
+    return Codec(lambda data: reader.deserialize(data, msgtype), message, cdr=reader.is2)
 
 
 def decode_series(
