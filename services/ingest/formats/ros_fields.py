@@ -211,7 +211,7 @@ def _plan(
         row = plan.template[None, :]
         for path in paths:
             leaf, value = plan.leaves[path], field_value(message, path, topic)
-            if leaf.scalar != (size(value) == 1 and not hasattr(value, "__len__")):
+            if leaf.scalar == hasattr(value, "__len__"):  # a number, or a sequence
                 return None
             decoded = np.asarray(value, dtype=np.float64).reshape(-1)
             if not np.array_equal(decoded, leaf.values(row)[0], equal_nan=True):
@@ -220,8 +220,8 @@ def _plan(
             sec, nanosec = (int(plan.leaves[p].integers(row)[0]) for p in STAMP_PATHS)
             if sec * 1_000_000_000 + nanosec != stamp(message, 0):
                 return None
-    except (UnsupportedLayout, LogFormatError, TypeError, ValueError):
-        return None  # decoded message by message, which says what is wrong
+    except Exception:  # noqa: BLE001 - rosbags and mcap raise their own types
+        return None  # decoded message by message, in order, which says what is wrong
     return plan
 
 
