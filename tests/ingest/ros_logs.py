@@ -35,7 +35,8 @@ class Msg:
     topic: str
     msgtype: str
     t_ns: int
-    # JointState: position list; Float64MultiArray: data list; String/Bool/Int32: data;
+    # JointState: position list (or {"position": [...], "velocity": [...]});
+    # Float64MultiArray: data list; String/Bool/Int32: data;
     # Image: (width, height, encoding, pixels); CompressedImage, CompressedVideo: (format, data).
     value: object
     # The message's own time (header.stamp or timestamp) when it differs from the log time.
@@ -144,18 +145,25 @@ def _message(typestore, msg: Msg):
         return _camera_info(types, time)
     if msg.msgtype == JOINT_STATE:
         header = _header(types, time)
-        n = len(msg.value)
+        position, velocity = _joints(msg.value)
         return types[JOINT_STATE](
             header=header,
-            name=[f"joint{i}" for i in range(n)],
-            position=np.asarray(msg.value, dtype=np.float64),
-            velocity=np.zeros(n),
+            name=[f"joint{i}" for i in range(len(position))],
+            position=np.asarray(position, dtype=np.float64),
+            velocity=np.asarray(velocity, dtype=np.float64),
             effort=np.zeros(0),
         )
     if msg.msgtype == FLOAT_ARRAY:
         layout = types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
         return types[FLOAT_ARRAY](layout=layout, data=np.asarray(msg.value, dtype=np.float64))
     return types[msg.msgtype](data=msg.value)
+
+
+def _joints(value) -> tuple[list, list]:
+    """A JointState's positions and velocities (zeros unless given)."""
+    if isinstance(value, dict):
+        return value["position"], value.get("velocity", [0.0] * len(value["position"]))
+    return value, [0.0] * len(value)
 
 
 def _camera_info(types, time):
@@ -312,12 +320,12 @@ def _as_dict(msg: Msg) -> dict:
             "roi": {"x_offset": 0, "y_offset": 0, "height": 0, "width": 0, "do_rectify": False},
         }
     if msg.msgtype == JOINT_STATE:
-        n = len(msg.value)
+        position, velocity = _joints(msg.value)
         return {
             "header": {"stamp": stamp, "frame_id": "base"},
-            "name": [f"joint{i}" for i in range(n)],
-            "position": list(msg.value),
-            "velocity": [0.0] * n,
+            "name": [f"joint{i}" for i in range(len(position))],
+            "position": list(position),
+            "velocity": list(velocity),
             "effort": [],
         }
     if msg.msgtype == FLOAT_ARRAY:

@@ -47,6 +47,16 @@ from services.episodes.model import LogFormatError, RawEpisode, intervention_spa
 from services.features import CONTROL_SOURCES, EPISODE_KINDS, OUTCOMES
 from services.ingest.formats.camera_topics import CameraTopics
 from services.ingest.formats.mcap_records import decoder, episode_metadata
+from services.ingest.formats.ros_fields import (
+    Codec,
+    Payloads,
+    bag_codec,
+    decode_series,
+    field_value,
+    mcap_codec,
+    open_bag,
+    stamp,
+)
 from services.ingest.mapping import DEFAULT_CONTROL_SOURCE, FleetMapping, TopicField
 
 # The message encoding of ROS 2 messages in an MCAP file.
@@ -69,11 +79,16 @@ class _Series:
     topic: TopicField
     times: list[int] = field(default_factory=list)
     # Per message, the mapped field's value; for state and action, the fields' values as the
-    # decoder gave them (sequences), made one float array per series at the end, not per message.
+    # decoder gave them (sequences), made one float array per series at the end, not per
+    # message, or None where one of ``batches`` holds them (``ros_fields.decode_series``).
     values: list[Any] = field(default_factory=list)
+    # State and action: the raw payloads, until the log has been read and they are decoded.
+    payloads: Payloads | None = None
+    # State and action: (message indices, one float array per field) decoded in batches.
+    batches: list[tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=list)
     # State and action: how many values each field has in the first message.
     sizes: tuple[int, ...] | None = None
-    # State and action: one name per value, from the first message (``_names``).
+    # State and action: one name per value, from the first message (``ros_fields.names``).
     names: tuple[str, ...] | None = None
 
 
@@ -105,32 +120,50 @@ class TopicCollector:
     def close(self) -> None:
         self.cameras.close()
 
+    def batches(self, topic: str) -> bool:
+        """Whether a wanted topic's messages go to ``add_payload`` undecoded (state, action)."""
+        return self.roles.get(topic) in VECTOR_ROLES
+
+    def add_payload(self, topic: str, log_time_ns: int, data: bytes, codec: Codec) -> None:
+        """A state or action message, kept raw until ``decode`` (or ``episodes``)."""
+        series = self.series[self.roles[topic]]
+        if series.payloads is None:
+            series.payloads = Payloads()
+        series.payloads.times.append(log_time_ns)
+        series.payloads.data.append(data)
+        series.payloads.codecs.append(codec)
+
     def add(self, topic: str, log_time_ns: int, message: Any) -> None:
+        """A decoded message of a camera or of a topic that is not state or action."""
         if topic in self.cameras:
             self.cameras.add(topic, log_time_ns, message)
             return
-        role = self.roles[topic]
-        series = self.series[role]
-        at = _stamp(message, log_time_ns) if self.mapping.clock == "header" else log_time_ns
-        if role in VECTOR_ROLES:
-            fields = series.topic.fields
-            value = tuple(_field(message, path, topic) for path in fields)
-            sizes = tuple(map(_size, value))
-            if series.sizes is None:
-                series.sizes = sizes
-                series.names = _names(message, fields, sizes)
-            elif sizes != series.sizes:
-                raise LogFormatError(
-                    f"{role} message {len(series.values)} on {topic} has {sum(sizes)} values, "
-                    f"the first had {sum(series.sizes)}"
-                )
-        else:
-            value = _field(message, series.topic.fields[0], topic)
-        series.times.append(at)
-        series.values.append(value)
+        series = self.series[self.roles[topic]]
+        header = self.mapping.clock == "header"
+        series.times.append(stamp(message, log_time_ns) if header else log_time_ns)
+        series.values.append(field_value(message, series.topic.fields[0], topic))
+
+    def decode(self) -> None:
+        """Decode the state and action payloads kept so far (``ros_fields.decode_series``);
+        raises the error of the first message, in the order logged, that cannot be read."""
+        for role in VECTOR_ROLES:
+            series = self.series[role]
+            if series.payloads is None:
+                continue
+            topic = series.topic
+            header = self.mapping.clock == "header"
+            decoded = decode_series(role, topic.topic, topic.fields, series.payloads, header)
+            series.payloads = None
+            series.times, series.values, series.batches = (
+                decoded.times.tolist(),
+                decoded.values,
+                decoded.batches,
+            )
+            series.sizes, series.names = decoded.sizes, decoded.names
 
     def episodes(self) -> list[RawEpisode]:
         """The aligned episodes; raises LogFormatError when the log cannot make one."""
+        self.decode()
         state, action = self.series["state"], self.series["action"]
         for role, series in (("state", state), ("action", action)):
             if not series.times:
@@ -301,76 +334,38 @@ def _sorted(series: _Series, values: np.ndarray | None = None) -> tuple[np.ndarr
     return times[order], values[order]
 
 
-def _not_numbers(topic: str, path: str, column: list) -> LogFormatError:
-    """Why a field's values are not numbers, naming the first message that says so."""
-    for i, value in enumerate(column):
+def _not_numbers(topic: str, path: str, values: list, k: int) -> LogFormatError:
+    """Why a field (the k-th) is not numbers, naming the first message that says so (messages
+    decoded in batches hold numbers)."""
+    for i, value in enumerate(values):
+        if value is None:
+            continue
         try:
-            np.asarray(value, dtype=np.float64)
+            np.asarray(value[k], dtype=np.float64)
         except (TypeError, ValueError):
             return LogFormatError(
-                f"{topic}: field {path!r} of message {i} is {type(value).__name__}, not numbers"
+                f"{topic}: field {path!r} of message {i} is {type(value[k]).__name__}, not numbers"
             )
     return LogFormatError(f"{topic}: field {path!r} holds values that are not numbers")
 
 
-def _size(value: Any) -> int:
-    """How many numbers a field holds: a sequence's length, or one for a scalar."""
-    try:
-        return len(value)
-    except TypeError:
-        return 1
-
-
 def _matrix(series: _Series) -> np.ndarray:
     """A state or action series as one (messages, size) float64 array: each field converted
-    once for all messages, the fields side by side."""
-    n = len(series.values)
-    columns = []
-    for k, path in enumerate(series.topic.fields):
-        column = [value[k] for value in series.values]
+    once for all messages decoded one by one, beside its batches, the fields side by side."""
+    rows = [i for i, value in enumerate(series.values) if value is not None]
+    matrix = np.empty((len(series.values), sum(series.sizes or ())), dtype=np.float64)
+    start = 0
+    for k, (path, width) in enumerate(zip(series.topic.fields, series.sizes, strict=True)):
+        column = [series.values[i][k] for i in rows]
         try:
-            columns.append(np.asarray(column, dtype=np.float64).reshape(n, -1))
+            values = np.asarray(column, dtype=np.float64).reshape(len(rows), width)
         except (TypeError, ValueError) as exc:
-            raise _not_numbers(series.topic.topic, path, column) from exc
-    return columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)
-
-
-def _field(message: Any, path: str, topic: str) -> Any:
-    value = message
-    for part in path.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            raise LogFormatError(
-                f"{topic}: its messages have no field {path!r} (no {part!r}); check the "
-                "fleet's mapping file"
-            ) from None
-    return value
-
-
-def _names(message: Any, paths: tuple[str, ...], sizes: tuple[int, ...]) -> tuple[str, ...]:
-    """A name per value: ``joint.field`` where the message names its joints (a JointState's
-    ``name`` beside ``position``), else the field's path (``data.0``, ``data.1``, ...)."""
-    names: list[str] = []
-    for path, size in zip(paths, sizes, strict=True):
-        parent, _, leaf = path.rpartition(".")
-        owner = message
-        for part in parent.split(".") if parent else ():
-            owner = getattr(owner, part)
-        joints = getattr(owner, "name", None)
-        if isinstance(joints, list | tuple) and len(joints) == size and size > 0:
-            names += [f"{joint}.{leaf}" for joint in joints]
-        else:
-            names += [path] if size == 1 else [f"{path}.{i}" for i in range(size)]
-    return tuple(names)
-
-
-def _stamp(message: Any, fallback_ns: int) -> int:
-    """header.stamp in ns (ROS 2 sec/nanosec; rosbags gives ROS 1 stamps the same names)."""
-    stamp = getattr(getattr(message, "header", None), "stamp", None)
-    if stamp is None:
-        return fallback_ns
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+            raise _not_numbers(series.topic.topic, path, series.values, k) from exc
+        matrix[rows, start : start + width] = values
+        for which, columns in series.batches:
+            matrix[which, start : start + width] = columns[k]
+        start += width
+    return matrix
 
 
 # -- the containers --------------------------------------------------------------------------
@@ -388,11 +383,16 @@ def episodes_from_ros2_mcap(
     messages stream past. Camera tracks are written to ``directory`` (the system's temporary
     directory when None), encoded in ``video_format``."""
     decoders: dict[int, Any] = {}
+    codecs: dict[int, Codec] = {}  # state and action channels: decoded in batches at the end
     collector = TopicCollector(mapping, directory, video_format)
     cameras = collector.cameras
     try:
         for schema, channel, message in messages:
             topic = channel.topic
+            codec = codecs.get(channel.id)
+            if codec is not None:
+                collector.add_payload(topic, message.log_time, message.data, codec)
+                continue
             if not collector.wants(topic):
                 continue
             decode = decoders.get(channel.id)
@@ -400,6 +400,10 @@ def episodes_from_ros2_mcap(
                 if topic in cameras:
                     cameras.check(topic, schema.name if schema else None)
                 decode = decoders[channel.id] = decoder(channel, schema)
+                if collector.batches(topic):
+                    codec = codecs[channel.id] = mcap_codec(topic, schema, decode)
+                    collector.add_payload(topic, message.log_time, message.data, codec)
+                    continue
             try:
                 decoded = decode(message.data)
             except Exception as exc:  # a message cut short or not of its schema
@@ -422,21 +426,28 @@ def read_rosbag(
 ) -> list[RawEpisode]:
     """Episodes from a ROS 1 ``.bag`` file or a ROS 2 bag folder; camera tracks are written
     to ``directory`` (the system's temporary directory when None)."""
-    from rosbags.highlevel import AnyReader
-
     collector = TopicCollector(mapping, directory, video_format)
     cameras = collector.cameras
     try:
         try:
-            with AnyReader([Path(path)]) as reader:
+            with open_bag(Path(path)) as reader:
                 connections = [c for c in reader.connections if collector.wants(c.topic)]
                 for connection in connections:
                     if connection.topic in cameras:
                         cameras.check(connection.topic, connection.msgtype)
+                codecs = {
+                    c.id: bag_codec(reader, c.msgtype)
+                    for c in connections
+                    if collector.batches(c.topic)
+                }
                 # No connections would mean every message to rosbags, not none.
                 messages = reader.messages(connections=connections) if connections else ()
                 for connection, timestamp, data in messages:
                     topic = connection.topic
+                    codec = codecs.get(connection.id)
+                    if codec is not None:
+                        collector.add_payload(topic, timestamp, data, codec)
+                        continue
                     try:
                         message = reader.deserialize(data, connection.msgtype)
                     except Exception as exc:  # rosbags raises its own error types
@@ -445,6 +456,7 @@ def read_rosbag(
                         cameras.add_unreadable(topic, timestamp, f"undecodable ({exc})")
                         continue
                     collector.add(topic, timestamp, message)
+                collector.decode()  # rosbags' errors are this block's to word
         except LogFormatError:
             raise
         except Exception as exc:  # rosbags raises its own error types per container
