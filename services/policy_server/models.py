@@ -9,6 +9,7 @@ one row for a policy that predicts one action (the MLP).
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,6 +21,8 @@ from policies.checkpoint import LoadedPolicy, checkpoint_checksum, load_checkpoi
 from services.config import Settings
 from services.policy_server.observations import Observation, PolicySpec
 from services.registry.mlflow_registry import policy_checkpoint, recorded_checksum
+
+log = logging.getLogger(__name__)
 
 
 class ModelUnavailable(Exception):
@@ -62,6 +65,7 @@ class ServedModel:
             "policy_version": self.version,
             "policy": config.policy_name,
             "checksum": self.checksum,
+            "checksum_verified": self.checksum_verified,
             "tasks": list(self.spec.tasks),
             "state_dim": self.spec.state_dim,
             "action_dim": config.action_dim,
@@ -85,6 +89,8 @@ def load_served_model(settings: Settings, version: str, *, warmup_calls: int) ->
             f"the registered {expected}; it is not served (delete {checkpoint.parent.parent} "
             "to download it again)"
         )
+    if expected is None:
+        log.warning("model version %s has no recorded checksum: served unverified", version)
     policy = load_checkpoint(checkpoint)
     model = _served(policy, version, checksum, expected is not None, started)
     warm = time.perf_counter()

@@ -150,7 +150,10 @@ def _check_images(images: dict[str, Any], spec: PolicySpec) -> dict[str, np.ndar
     checked = {}
     for name, image in images.items():
         if isinstance(image, list):  # JSON's nested lists (HTTP clients)
-            image = np.asarray(image, dtype=np.uint8)
+            try:
+                image = np.asarray(image, dtype=np.uint8)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ObservationError(f"image {name!r} is not an array of 0-255 values") from exc
         if not isinstance(image, np.ndarray) or image.ndim != 3:
             raise ObservationError(f"image {name!r} is not an array of height x width x channels")
         checked[name] = image

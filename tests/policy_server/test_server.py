@@ -172,3 +172,18 @@ def test_a_swap_during_a_stream_of_requests_drops_none(served):
     first_v2 = versions.index("2")
     assert first_v2 > 0 and set(versions[:first_v2]) == {"1"} and set(versions[first_v2:]) == {"2"}
     assert {r["actions"].shape for r in replies[first_v2:]} == {(4, 2)}  # the chunk travels
+
+
+def test_a_downloaded_model_whose_files_differ_from_the_registered_ones_is_not_served(served):
+    from services.policy_server.models import ModelUnavailable, load_served_model
+    from services.registry.mlflow_registry import policy_checkpoint
+
+    meta = policy_checkpoint(served.settings, "1") / "meta.json"
+    kept = meta.read_bytes()
+    meta.write_bytes(kept + b" ")
+    try:
+        with pytest.raises(ModelUnavailable, match="is not the registered"):
+            load_served_model(served.settings, "1", warmup_calls=1)
+    finally:
+        meta.write_bytes(kept)
+    assert load_served_model(served.settings, "1", warmup_calls=1).checksum_verified
