@@ -78,6 +78,9 @@ def create_policy_app(settings: Settings, router: Router | None = None) -> FastA
             return None, f"observation refused: {exc}"
         except NotServed:
             return None, router.why_not_served(robot_id)
+        except Exception as exc:  # a fault of the server's, not the robot's: it may retry
+            log.exception("inference for robot %s failed", robot_id)
+            return None, f"internal error in the policy server: {type(exc).__name__}: {exc}"
 
     @app.get("/health")
     def health():
@@ -94,7 +97,7 @@ def create_policy_app(settings: Settings, router: Router | None = None) -> FastA
         await websocket.accept()
         connections[websocket] = robot
         try:
-            if router.route(robot.id) is None and not router.refreshed:
+            if router.route(robot.id) is None:  # enrolled since the last read, perhaps
                 await asyncio.to_thread(router.refresh)
             route = router.route(robot.id)
             metadata = {"robot_id": robot.id, "policy_version": None}
@@ -127,7 +130,13 @@ def create_policy_app(settings: Settings, router: Router | None = None) -> FastA
         except _Refused as refused:
             return refused.response()
         as_json = request.headers.get("content-type", "").split(";")[0].strip() != MSGPACK
+        limit = ps.policy_server_max_message_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:  # refused before it is read
+            return JSONResponse({"detail": f"body larger than {limit} bytes"}, status_code=413)
         body = await request.body()
+        if len(body) > limit:
+            return JSONResponse({"detail": f"body larger than {limit} bytes"}, status_code=413)
         try:
             data = codec.packb(_from_json(body)) if as_json else body
         except ValueError as exc:
@@ -135,6 +144,7 @@ def create_policy_app(settings: Settings, router: Router | None = None) -> FastA
         reply, refusal = await serve(robot.id, data)
         if reply is None:
             status = 422 if refusal.startswith("observation refused") else 503
+            status = 500 if refusal.startswith("internal error") else status
             return JSONResponse({"detail": refusal}, status_code=status)
         if as_json:
             return JSONResponse(_to_json(codec.unpackb(reply)))

@@ -30,11 +30,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Route:
     robot_id: str
-    # The model whose actions the robot runs.
+    # The model whose actions the robot runs: its assigned version, or its previous one
+    # while the assigned one is loading or failed to load.
     executed: ServedModel
-    # The version the robot is assigned; not the executed one while that one is loading or
-    # failed to load.
-    assigned: str
 
 
 @dataclass(frozen=True)
@@ -138,8 +136,8 @@ class Router:
         model = models.get(robot.version)
         if model is None:  # not loadable: the robot stays on what it ran, if anything
             old = self._routes.get(robot.id)
-            return None if old is None else Route(robot.id, old.executed, robot.version)
-        return Route(robot_id=robot.id, executed=model, assigned=robot.version)
+            return old
+        return Route(robot_id=robot.id, executed=model)
 
     def _read_fleet(self) -> dict[str, RobotRecord]:
         with session_scope(self.settings.db_url) as session:
