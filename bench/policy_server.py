@@ -7,7 +7,9 @@ action): an MLP (256, 256) and an ACT policy (chunks of 8), and robots enrolled 
 - in process: ``ServedModel.infer`` called directly (what the server runs per request),
   one torch thread, as the server runs it;
 - through the server: one robot on a websocket (openpi's protocol: msgpack frames), batch 1;
-  the difference at p50 and p99 is the server's own cost (goal: at most 1 ms at p99);
+  the difference at p50 and p99 is the server's own cost (goal: at most 1 ms at p99); the
+  inference time the server reports in each answer (``server_timing``) shows how much of a
+  difference is the model running slower in the server's process rather than the protocol;
 - 4 and 16 robots at once, each sending its next observation as soon as its answer arrives:
   requests per second and the latency each robot sees (the queue on the server's inference
   threads, FLYWHEEL_POLICY_SERVER_THREADS, 2 by default).
@@ -113,7 +115,7 @@ def _prepare_home(home: Path) -> dict[str, dict]:
     return served
 
 
-def _side_by_side(url: str, key: str, version: str, requests: int) -> tuple[dict, dict]:
+def _side_by_side(url: str, key: str, version: str, requests: int) -> tuple[dict, dict, dict]:
     """In process and through the server, call for call in turn, so that both see the same
     machine (other processes' load comes and goes)."""
     import torch
@@ -128,7 +130,8 @@ def _side_by_side(url: str, key: str, version: str, requests: int) -> tuple[dict
     model = load_served_model(Settings(), version, warmup_calls=20)
     state = np.linspace(-1, 1, STATE_DIM, dtype=np.float32)
     observation = Observation(state=state, task=TASK, images={})
-    local, remote = [], []
+    # The inference time the server reports in each answer (server_timing.infer_ms).
+    local, remote, there = [], [], []
     headers = {"Authorization": f"Api-Key {key}"}
     with connect(url, additional_headers=headers, compression=None) as ws:
         ws.recv()  # metadata
@@ -140,11 +143,12 @@ def _side_by_side(url: str, key: str, version: str, requests: int) -> tuple[dict
             reply = ws.recv()
             if isinstance(reply, str):
                 raise RuntimeError(reply)
-            codec.unpackb(reply)
+            inside = codec.unpackb(reply)["server_timing"]["infer_ms"] / 1000
             if i >= 20:  # the first calls warm both paths
                 local.append(middle - started)
                 remote.append(time.perf_counter() - middle)
-    return _percentiles(local), _percentiles(remote)
+                there.append(inside)
+    return _percentiles(local), _percentiles(remote), _percentiles(there)
 
 
 async def _robot(url: str, key: str, requests: int, times: list[float]) -> None:
@@ -218,11 +222,12 @@ def main() -> None:
         url = f"ws://127.0.0.1:{args.port}/"
         for name, info in served.items():
             keys = list(info["keys"].values())
-            local, one = _side_by_side(url, keys[0], info["version"], args.requests)
+            local, one, inside = _side_by_side(url, keys[0], info["version"], args.requests)
             row = {
                 "policy": name,
                 "in_process": local,
                 "server_1_robot": one,
+                "inference_in_server": inside,
                 "added_p50_ms": one["p50_ms"] - local["p50_ms"],
                 "added_p99_ms": one["p99_ms"] - local["p99_ms"],
             }
@@ -248,7 +253,8 @@ def main() -> None:
 def _print(rows: list[dict]) -> None:
     print(f"{'policy':<6} {'where':<18} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
     for row in rows:
-        for where in ("in_process", "server_1_robot", "server_4_robots", "server_16_robots"):
+        wheres = ("in_process", "inference_in_server", "server_1_robot", "server_4_robots")
+        for where in (*wheres, "server_16_robots"):
             r = row[where]
             rate = f"{r['requests_per_s']:8.0f}" if "requests_per_s" in r else f"{'':>8}"
             print(f"{row['policy']:<6} {where:<18} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {rate}")
