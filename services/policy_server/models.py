@@ -1,25 +1,24 @@
 """A model version as the policy server serves it: downloaded from the MLflow registry,
 checked against the checksum registered with it, loaded and warmed up.
 
-Each call answers an action chunk, ``(chunk, action_dim)``: the whole chunk for a policy that
-predicts one (ACT's ``chunk_size`` actions; the robot runs them, or the first, as it likes),
-one row for a policy that predicts one action (the MLP).
+Each call answers an action chunk, ``(chunk, action_dim)`` (``LoadedPolicy.act_chunk``): the
+whole chunk for a policy that predicts one (ACT's ``chunk_size`` actions; the robot runs them,
+the first, or ensembles them as ``LoadedPolicy.start_episode`` does), one row for a policy
+that predicts one action (the MLP). A vision policy takes one frame per camera.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 
 from policies.checkpoint import LoadedPolicy, checkpoint_checksum, load_checkpoint
 from services.config import Settings
-from services.policy_server.observations import Observation, PolicySpec
+from services.policy_server.observations import Observation, ObservationError, PolicySpec
 from services.registry.mlflow_registry import policy_checkpoint, recorded_checksum
 
 log = logging.getLogger(__name__)
@@ -47,16 +46,12 @@ class ServedModel:
 
     def infer(self, observation: Observation) -> np.ndarray:
         """The action chunk for one observation: float32, (chunk_size, action_dim)."""
-        policy = self.policy
-        if observation.images:
-            # A policy with cameras: its act() takes the images (one action per call).
-            return policy.act(observation.state, observation.task, images=observation.images)[None]
-        if self.chunk_size > 1:
-            with torch.inference_mode():
-                state = policy.stats.normalize_state(observation.state[None])
-                task = torch.tensor([self.spec.tasks.index(observation.task)], dtype=torch.int64)
-                return policy.model.forward_chunk(torch.from_numpy(state), task)[0].numpy()
-        return policy.act(observation.state, observation.task)[None]
+        try:
+            return self.policy.act_chunk(
+                observation.state, observation.task, observation.images or None
+            )
+        except ValueError as exc:  # frames that are not the policy's cameras' (check_frames)
+            raise ObservationError(str(exc)) from exc
 
     def metadata(self) -> dict[str, Any]:
         """What a robot is told on connecting (openpi's server metadata)."""
@@ -96,30 +91,30 @@ def load_served_model(settings: Settings, version: str, *, warmup_calls: int) ->
     warm = time.perf_counter()
     for _ in range(warmup_calls):
         for task in model.spec.tasks:
-            model.infer(_zero_observation(model.spec, task))
+            model.infer(_zero_observation(policy, task))
     return replace(model, warmup_s=time.perf_counter() - warm)
 
 
-def _served(policy, version, checksum, verified, started) -> ServedModel:
+def _served(policy: LoadedPolicy, version, checksum, verified, started) -> ServedModel:
     config = policy.config
-    cameras = tuple(c if isinstance(c, str) else c.name for c in getattr(config, "cameras", ()))
-    chunks = getattr(config, "chunk_size", 1) if hasattr(policy.model, "forward_chunk") else 1
-    if cameras and "images" not in inspect.signature(policy.act).parameters:
-        raise ModelUnavailable(f"model version {version} has cameras, but takes no images")
     return ServedModel(
         version=version,
         checksum=checksum,
         checksum_verified=verified,
         policy=policy,
-        spec=PolicySpec(state_dim=config.state_dim, tasks=tuple(config.tasks), cameras=cameras),
-        # With cameras, act() answers one action: the chunk path is state-only.
-        chunk_size=1 if cameras else chunks,
+        spec=PolicySpec(
+            state_dim=config.state_dim,
+            tasks=tuple(config.tasks),
+            cameras=tuple(c.name for c in policy.cameras),
+        ),
+        chunk_size=policy.chunk_size,
         load_s=time.perf_counter() - started,
         warmup_s=0.0,
     )
 
 
-def _zero_observation(spec: PolicySpec, task: str) -> Observation:
-    """A neutral input for warm-up: zero state, black 64x64 images for each camera."""
-    images = {name: np.zeros((64, 64, 3), np.uint8) for name in spec.cameras}
-    return Observation(state=np.zeros(spec.state_dim, np.float32), task=task, images=images)
+def _zero_observation(policy: LoadedPolicy, task: str) -> Observation:
+    """A neutral input for warm-up: zero state, a black frame of each camera's input size."""
+    images = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in policy.cameras}
+    state = np.zeros(policy.config.state_dim, np.float32)
+    return Observation(state=state, task=task, images=images)

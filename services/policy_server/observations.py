@@ -156,5 +156,6 @@ def _check_images(images: dict[str, Any], spec: PolicySpec) -> dict[str, np.ndar
                 raise ObservationError(f"image {name!r} is not an array of 0-255 values") from exc
         if not isinstance(image, np.ndarray) or image.ndim != 3:
             raise ObservationError(f"image {name!r} is not an array of height x width x channels")
-        checked[name] = image
+        # Decoded arrays are views of the message's bytes, read-only; torch wants to own them.
+        checked[name] = image if image.flags.writeable else image.copy()
     return checked

@@ -1,6 +1,7 @@
-"""One real policy server for the package's tests: a home with two registered versions (an
-MLP, version 1 and champion; an ACT policy with chunks of 4, version 2), four enrolled robots,
-and the server on a free port of 127.0.0.1, refreshing the fleet every 0.1 s."""
+"""One real policy server for the package's tests: a home with three registered versions (an
+MLP, version 1 and champion; an ACT policy with chunks of 4, version 2; an MLP that also
+reads a camera, version 3), five enrolled robots (r4 on version 3, the others on the
+champion), and the server on a free port of 127.0.0.1, refreshing the fleet every 0.1 s."""
 
 from __future__ import annotations
 
@@ -16,17 +17,22 @@ import uvicorn
 from policies import make_policy
 from policies.act import ACTConfig
 from policies.checkpoint import save_checkpoint
+from policies.images import CameraInput, ImageStats
 from policies.mlp import MLPConfig
 from policies.normalization import NormalizationStats
 from services.config import Settings, configure_runtime
 from services.policy_server.app import create_policy_app
 from services.registry import mlflow_registry
 from services.registry.ledger import promote
+from services.serving.assignments import assign
 from services.serving.credentials import enroll_robot
 from services.store import migrate, session_scope
 
 TASKS = ("toy-reach", "toy-push")
-ROBOTS = ("r0", "r1", "r2", "r3")
+ROBOTS = ("r0", "r1", "r2", "r3", "r4")
+# The robot on the vision policy (version 3: an MLP that reads CAMERA).
+VISION_ROBOT = "r4"
+CAMERA = CameraInput("front", 24, 32, "h264")
 
 
 @dataclass
@@ -48,9 +54,12 @@ class Served:
 
 def _checkpoint(folder: Path, config) -> Path:
     torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 24, 32, 3), dtype=np.uint8)
     stats = NormalizationStats.from_arrays(
-        np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32),
+        rng.normal(size=(20, 4)).astype(np.float32),
         np.zeros((20, 2), np.float32),
+        {c.name: ImageStats.from_frames(frames) for c in config.cameras},
     )
     return save_checkpoint(folder, make_policy(config), config, stats, {"step": 1})
 
@@ -94,9 +103,20 @@ def served(tmp_path_factory) -> Served:
             layers=1,
             chunk_size=4,
         )
+        vision = MLPConfig(
+            state_dim=4,
+            action_dim=2,
+            tasks=TASKS,
+            hidden=(8,),
+            cameras=(CAMERA,),
+            image_channels=(4, 8),
+            image_keypoints=2,
+            image_features=4,
+        )
         v1 = _register(settings, _checkpoint(root / "mlp", mlp), "c-mlp")
         v2 = _register(settings, _checkpoint(root / "act", act), "c-act")
-        assert (v1, v2) == ("1", "2")
+        v3 = _register(settings, _checkpoint(root / "vision", vision), "c-vision")
+        assert (v1, v2, v3) == ("1", "2", "3")
         with session_scope(settings.db_url, write=True) as session:
             promote(
                 session=session,
@@ -112,6 +132,7 @@ def served(tmp_path_factory) -> Served:
                 )
                 for r in ROBOTS
             }
+            assign(session=session, robot_ids=[VISION_ROBOT], version=v3, actor="t", reason="t")
         app = create_policy_app(settings)
         config = uvicorn.Config(
             app,

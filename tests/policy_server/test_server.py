@@ -187,3 +187,19 @@ def test_a_downloaded_model_whose_files_differ_from_the_registered_ones_is_not_s
     finally:
         meta.write_bytes(kept)
     assert load_served_model(served.settings, "1", warmup_calls=1).checksum_verified
+
+
+def test_a_vision_policys_robot_sends_its_camera_frames_in_either_form(served):
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    ws, metadata = _connect(served, served.keys["r4"])
+    with ws:
+        assert metadata["policy_version"] == "3" and metadata["cameras"] == ["front"]
+        nested = _infer(ws, {"state": STATE, "task": "toy-reach", "images": {"front": frame}})
+        flat = _infer(ws, {"state": STATE, "task": "toy-reach", "observation.images.front": frame})
+        np.testing.assert_array_equal(nested["actions"], flat["actions"])
+        assert nested["actions"].shape == (1, 2)
+        assert "missing ['front']" in _infer(ws, {"state": STATE, "task": "toy-reach"})
+        wrong = {"state": STATE, "task": "toy-reach", "images": {"front": frame / 255.0}}
+        assert "uint8" in _infer(ws, wrong)  # the policy's own check of its frames
+        dark = _infer(ws, {"state": STATE, "task": "toy-reach", "images": {"front": 0 * frame}})
+    assert not np.array_equal(dark["actions"], nested["actions"])  # the frames reach the model
