@@ -17,7 +17,12 @@ action): an MLP (256, 256) and an ACT policy (chunks of 8), and robots enrolled 
 The robots run in this process (asyncio, one thread) on the same machine as the server, so
 they take CPU from it: on 2 cores the concurrent rows are an upper bound on queueing.
 
-    .venv/bin/python bench/policy_server.py [--requests 2000] [--port 8475]
+``--realtime`` runs the server and the robots at real-time priority (SCHED_FIFO, as a robot's
+control loop and a dedicated inference host would), so that other work on a shared machine
+stops deciding the tails; it needs root or CAP_SYS_NICE and writes
+policy_server-realtime.json instead.
+
+    .venv/bin/python bench/policy_server.py [--requests 2000] [--port 8475] [--realtime]
 """
 
 from __future__ import annotations
@@ -212,9 +217,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="per robot, batch 1")
     parser.add_argument("--port", type=int, default=8475)
+    parser.add_argument(
+        "--realtime", action="store_true", help="server and robots at SCHED_FIFO, as on a robot"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="policy-server-bench-"))
     served = _prepare_home(home)
+    if args.realtime:  # after the preparation (MLflow): only the measured part runs ahead
+        try:  # the server, started next, inherits it
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+        except (PermissionError, AttributeError) as error:
+            raise SystemExit(f"--realtime needs root or CAP_SYS_NICE: {error}") from None
     server = _start_server(home, args.port)
     rows = []
     try:
@@ -239,15 +252,17 @@ def main() -> None:
         server.terminate()
         server.wait(30)
     _print(rows)
-    RESULTS.parent.mkdir(exist_ok=True)
+    results = RESULTS.with_stem(RESULTS.stem + "-realtime") if args.realtime else RESULTS
+    results.parent.mkdir(exist_ok=True)
     result = {
+        "scheduling": "SCHED_FIFO" if args.realtime else "normal",
         "requests_per_robot": args.requests,
         "cpus": os.cpu_count(),
         "load_average_1m_at_end": os.getloadavg()[0],
         "rows": rows,
     }
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written: {RESULTS}")
+    results.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written: {results}")
 
 
 def _print(rows: list[dict]) -> None:
