@@ -54,10 +54,17 @@ browser:
 # (not Flywheel's dependencies): the export test reads `flywheel export`'s output with it, and
 # skips, saying why, where it cannot be installed.
 DOCTOR := .venv-tools/lerobot-doctor
+# openpi's robot-side client (openpi-client, which needs numpy < 2), likewise in its own
+# environment: the policy server's tests run a robot with it (tests/policy_server).
+# typing_extensions: openpi-client imports it without declaring it.
+OPENPI := .venv-tools/openpi-client
 tools:
 	@test -x $(DOCTOR)/bin/lerobot-doctor || \
 		{ $(PYTHON) -m venv $(DOCTOR) && $(DOCTOR)/bin/pip install -q 'lerobot-doctor==0.2.0'; } || \
 		{ rm -rf $(DOCTOR); echo "lerobot-doctor not installed: the export check will skip"; }
+	@test -x $(OPENPI)/bin/python || \
+		{ $(PYTHON) -m venv $(OPENPI) && $(OPENPI)/bin/pip install -q 'openpi-client==0.1.2' typing_extensions; } || \
+		{ rm -rf $(OPENPI); echo "openpi-client not installed: the policy server's client test will skip"; }
 
 # The lerobot package itself, to read an export with LeRobot's own reader (a slow test that
 # skips without it). Not part of `make test`: it needs Python 3.12 and pulls about 5 GB.

@@ -1,6 +1,14 @@
 """The `flywheel` command: thin over services/ and flows/. Every listing has --json."""
 
-from cli import account, data, deletion, loop, review, robots  # noqa: F401  (register the commands)
+from cli import (  # noqa: F401  (register the commands)
+    account,
+    data,
+    deletion,
+    loop,
+    policy_server,
+    review,
+    robots,
+)
 from cli.base import app
 
 

@@ -450,6 +450,31 @@ class ApiSettings(BaseSettings):
     robot_queue_s: float = Field(default=2.0, ge=0)
 
 
+class PolicyServerSettings(BaseSettings):
+    model_config = _flywheel()
+
+    # The version a policy server loads before it reports ready (FLYWHEEL_MODEL_VERSION: the
+    # Kubernetes backend sets it to the robot group's version); None: whatever its robots are
+    # assigned. Each robot is served its own assignment either way.
+    model_version: str | None = None
+    # The same model as an MLflow URI (FLYWHEEL_MODEL_URI, set beside the version): when
+    # set, it must name the version above in this registry's model.
+    model_uri: str | None = None
+    # The robot group a server serves (FLYWHEEL_ROBOT_GROUP); None: every enrolled robot.
+    robot_group: str | None = None
+    # Port of `flywheel policy-server` (websocket and HTTP on one port), in Flywheel's block.
+    policy_server_port: int = Field(default=8475, ge=1, le=65535)
+    # How often the server reads the fleet's assignments and credentials: a new assignment
+    # is served, and a revoked credential's connections closed, within this many seconds.
+    policy_server_poll_s: float = Field(default=2.0, gt=0)
+    # Inference calls on a newly loaded model before any robot is switched to it.
+    policy_server_warmup_calls: int = Field(default=5, ge=1)
+    # Threads that run inference; requests beyond them queue. torch runs one thread each.
+    policy_server_threads: int = Field(default=2, ge=1)
+    # Largest message a robot may send (bytes): observations with camera images fit.
+    policy_server_max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
 class Settings(BaseSettings):
     model_config = _flywheel()
 
@@ -495,6 +520,8 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     # What the API lets in: body size, credential lockout, robot requests at once.
     api: ApiSettings = Field(default_factory=ApiSettings)
+    # `flywheel policy-server`: what it preloads, which robots it serves, its port.
+    policy_server: PolicyServerSettings = Field(default_factory=PolicyServerSettings)
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:

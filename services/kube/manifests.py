@@ -5,7 +5,8 @@
   in three places that always move together: the ``FLYWHEEL_MODEL_VERSION`` and
   ``FLYWHEEL_MODEL_URI`` environment variables of its container (what the server loads) and
   the ``flywheel.dev/model-version`` annotation of the Deployment and its pod template (what
-  Flywheel reads back; changing the template also rolls the pods).
+  Flywheel reads back; changing the template also rolls the pods). Its container also gets
+  what ``flywheel policy-server`` reads from the store and the registry (``STORE_ENV``).
 
 Ray's objects (the RayCluster and the training RayJobs) are built in ``raycluster.py``. Every
 builder returns a manifest that ``validation.validate_manifest`` accepts.
@@ -117,6 +118,30 @@ def policy_server_selector() -> str:
     )
 
 
+def _secret(name: str, secret: str, key: str) -> dict:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+# What a policy server reads besides its model, as the API does (infra/base/flywheel-api.yaml):
+# the store (robots' credentials and assignments), the secret key production mode requires,
+# the object store's keys (the registry's artifacts) and a home for its model cache. The
+# settings every Flywheel process reads come from the flywheel-config ConfigMap.
+SERVER_HOME = "/var/lib/flywheel"
+STORE_ENV = [
+    _secret("DB_USER", "flywheel-postgres", "username"),
+    _secret("DB_PASSWORD", "flywheel-postgres", "password"),
+    {
+        "name": "FLYWHEEL_DATABASE_URL",
+        "value": "postgresql+psycopg://$(DB_USER):$(DB_PASSWORD)@postgres:5432/flywheel",
+    },
+    _secret("FLYWHEEL_SECRET_KEY", "flywheel-app", "secret-key"),
+    _secret("AWS_ACCESS_KEY_ID", "flywheel-object-store", "access-key-id"),
+    _secret("AWS_SECRET_ACCESS_KEY", "flywheel-object-store", "secret-access-key"),
+    {"name": "FLYWHEEL_HOME", "value": SERVER_HOME},
+]
+CONFIG_MAP = "flywheel-config"
+
+
 def model_env(group: str, version: str, model_uri: str) -> list[dict]:
     return [
         {"name": VERSION_ENV, "value": version},
@@ -139,7 +164,9 @@ def policy_server_deployment(
         "name": CONTAINER,
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
-        "env": model_env(group, version, model_uri),
+        "envFrom": [{"configMapRef": {"name": CONFIG_MAP}}],
+        "env": STORE_ENV + model_env(group, version, model_uri),
+        "volumeMounts": [{"name": "home", "mountPath": SERVER_HOME}],
         "ports": [{"name": "http", "containerPort": config.port, "protocol": "TCP"}],
         "resources": config.resources.manifest(),
         # Loading a model can take a while: readiness gates traffic, liveness only restarts a
@@ -155,7 +182,8 @@ def policy_server_deployment(
     }
     if config.args:
         container["args"] = list(config.args)
-    pod_spec: dict = {"containers": [container]}
+    # The model cache: downloaded again by a new pod, as it verifies what it serves anyway.
+    pod_spec: dict = {"containers": [container], "volumes": [{"name": "home", "emptyDir": {}}]}
     if config.service_account:
         pod_spec["serviceAccountName"] = config.service_account
     return {

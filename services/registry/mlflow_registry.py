@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from policies.checkpoint import checkpoint_checksum
 from services.config import Settings
 
 EXPERIMENT = "flywheel"
+# The model version's tag holding its checkpoint's checksum (policies/checkpoint.py).
+CHECKSUM_TAG = "checkpoint_checksum"
 CHAMPION_ALIAS = "champion"
 # What serving a Flywheel policy needs; given explicitly because inferring it takes minutes.
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "mlflow"]
@@ -122,11 +125,13 @@ def register_candidate(
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+    # The checkpoint's checksum goes with the version: whoever downloads it (a policy server,
+    # a robot) checks the files it got against what was registered.
     created = client.create_model_version(
         settings.registry.model_name,
         source=info.model_uri,
         run_id=run.info.run_id,
-        tags=lineage,
+        tags=lineage | {CHECKSUM_TAG: checkpoint_checksum(checkpoint_dir)},
         model_id=info.model_id,
     )
     version = str(created.version)
@@ -135,6 +140,11 @@ def register_candidate(
 
 def model_version_tags(settings: Settings, version: str) -> dict[str, str]:
     return dict(_client(settings).get_model_version(settings.registry.model_name, version).tags)
+
+
+def recorded_checksum(settings: Settings, version: str) -> str | None:
+    """The checksum registered with a version; None for one registered before it was kept."""
+    return model_version_tags(settings, version).get(CHECKSUM_TAG)
 
 
 def champion_version(settings: Settings) -> str | None:

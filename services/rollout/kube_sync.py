@@ -6,8 +6,10 @@ is left alone), so a controller that died in between repairs it on its next call
 
 One policy-server Deployment per robot group. A group follows its robots when they all run
 one version; while a stage splits a group (canary robots on the candidate, the rest on the
-champion), its server stays on the champion and the canary robots run the candidate from
-the model they downloaded through the robot-facing API.
+champion), its server's preloaded version stays the champion, and the server serves each
+canary robot the candidate all the same: ``flywheel policy-server`` answers every robot from
+its own assignment (services/policy_server/routing.py), loading the candidate when the first
+robot is moved to it.
 
 Nothing here runs without ``FLYWHEEL_KUBE_NAMESPACE``; there is no Kubernetes API server on
 the development machine, so the tests use the stand-in server in ``tests/kube``.

@@ -133,6 +133,15 @@ def authenticate_robot(*, session: Session, robot_id: str, credential: str | Non
     Raises RobotUnauthenticated for a missing, unknown or revoked credential and
     RobotForbidden for another robot's; says nothing about whether ``robot_id`` exists.
     """
+    robot = robot_with_credential(session=session, credential=credential)
+    if robot.id != robot_id:
+        raise RobotForbidden(f"this credential is robot {robot.id!r}'s: it may not act as another")
+    return robot
+
+
+def robot_with_credential(*, session: Session, credential: str | None) -> Robot:
+    """The robot whose working credential this is, for callers that name no robot (a policy
+    server's client sends only its key). Raises RobotUnauthenticated as above."""
     if not credential:
         raise RobotUnauthenticated(
             "missing robot credential: send 'Authorization: Bearer fwr_...' "
@@ -141,8 +150,6 @@ def authenticate_robot(*, session: Session, robot_id: str, credential: str | Non
     robot = session.scalar(select(Robot).where(Robot.credential_hash == secret_hash(credential)))
     if robot is None:
         raise RobotUnauthenticated("invalid or revoked robot credential")
-    if robot.id != robot_id:
-        raise RobotForbidden(f"this credential is robot {robot.id!r}'s: it may not act as another")
     return robot
 
 

@@ -23,7 +23,7 @@ def env_of(obj: dict) -> dict[str, str]:
     (container,) = [
         c for c in obj["spec"]["template"]["spec"]["containers"] if c["name"] == CONTAINER
     ]
-    return {e["name"]: e["value"] for e in container["env"]}
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
 def test_apply_creates_a_policy_server_per_group(backend, apiserver):

@@ -77,3 +77,31 @@ def test_policy_server_config_refuses_nonsense():
         m.PolicyServerConfig(image="i", port=70000)
     with pytest.raises(ValueError, match="must start with '/'"):
         m.PolicyServerConfig(image="i", health_path="health")
+
+
+def test_a_policy_server_pod_gets_what_flywheel_policy_server_reads():
+    """The image runs `flywheel policy-server --host 0.0.0.0 --port 8080` (its CMD); the pod
+    gives it the store, the registry, the secret key production refuses to run without, a
+    writable home for the model cache, and its group's model."""
+    from pathlib import Path
+
+    config = m.PolicyServerConfig(image="registry.example/policy-server:1.0")
+    deployment = m.policy_server_deployment("dock-2", "7", "models:/p/7", config, namespace="f")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert container["envFrom"] == [{"configMapRef": {"name": "flywheel-config"}}]
+    assert "$(DB_PASSWORD)@postgres" in env["FLYWHEEL_DATABASE_URL"]["value"]
+    assert env["FLYWHEEL_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "flywheel-app"
+    assert {e["value"] for n, e in env.items() if n.startswith("FLYWHEEL_") and "value" in e} >= {
+        "7",
+        "models:/p/7",
+        "dock-2",
+    }
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == env["FLYWHEEL_HOME"]["value"]
+    assert mount["name"] in {v["name"] for v in pod["volumes"]}
+    dockerfile = (Path(__file__).parents[2] / "infra" / "docker" / "Dockerfile").read_text()
+    policy_stage = dockerfile.split("AS policy-server", 1)[1]
+    assert f'"--port", "{config.port}"' in policy_stage and '"policy-server"' in policy_stage
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
