@@ -142,7 +142,7 @@ def test_held_out_takeovers_are_scored_on_their_own_frames(store, tmp_path):
         action_dim=2,
         tasks=("toy-reach",),
         hidden=(8,),
-        cameras=(CameraInput("front", 16, 16, "h264"),),
+        cameras=(CameraInput("front", 32, 32, "h264"),),
     )
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -151,21 +151,41 @@ def test_held_out_takeovers_are_scored_on_their_own_frames(store, tmp_path):
         rng.normal(size=(10, 2)).astype(np.float32),
         images={"front": ImageStats(mean=np.full(3, 0.5), std=np.full(3, 0.2))},
     )
-    checkpoint = save_checkpoint(tmp_path / "vision", make_policy(config), config, stats, {})
+    model = make_policy(config)
+    with torch.no_grad():  # peaked keypoints: the untrained policy's actions follow the pictures
+        for name, weights in model.named_parameters():
+            if "keypoints" in name:
+                weights.mul_(30)
+    checkpoint = save_checkpoint(tmp_path / "vision", model, config, stats, {})
     found = action_errors({"vision": checkpoint}, store)["toy-reach"]
-    # By hand: the operator steps of the held-out episodes, with the pictures they showed.
+    # By hand: the operator steps of the held-out episodes, with their frames decoded from
+    # the store's video at from_timestamp + frame_index / fps.
     held_out = held_out_episodes(store)
-    steps = EpisodeStore(store.episode_store).read_frames(
+    episode_store = EpisodeStore(store.episode_store)
+    steps = episode_store.read_frames(
         [e.id for e in held_out], data_files={e.id: e.data_file for e in held_out}
     )
     steps = steps[steps[CONTROL_SOURCE] == CONTROL_OPERATOR]
-    robots = steps["robot_id"].str.removeprefix("robot-").astype(int).to_numpy()
-    pictures = np.stack(
-        [frame(7 * r + i) for r, i in zip(robots, steps["frame_index"], strict=True)]
-    )
+    meta = {row["episode_id"]: row for row in episode_store.episodes_meta().to_pylist()}
+    pictures = []
+    for episode_id, step in zip(steps["episode_id"], steps["frame_index"], strict=True):
+        row = meta[episode_id]
+        path = episode_store.root / VIDEO_PATH.format(
+            video_key=KEY,
+            chunk_index=row[f"videos/{KEY}/chunk_index"],
+            file_index=row[f"videos/{KEY}/file_index"],
+        )
+        time = row[f"videos/{KEY}/from_timestamp"] + step / 10.0
+        pictures += decode_frames(path, [time], 10.0)
     policy = load_checkpoint(checkpoint)
     states = np.stack(steps[OBSERVATION_STATE].to_numpy()).astype(np.float32)
-    expected = policy.act_batch(states, np.zeros(len(steps), int), {"front": pictures})
     actions = np.stack(steps["action"].to_numpy())
+
+    def act(frames: list[np.ndarray]) -> np.ndarray:
+        return policy.act_batch(states, np.zeros(len(steps), int), {"front": np.stack(frames)})
+
     assert found["operator_steps"] == len(steps) == 8
-    assert found["vision_action_mse"] == pytest.approx(np.mean((expected - actions) ** 2), abs=2e-3)
+    assert found["vision_action_mse"] == pytest.approx(np.mean((act(pictures) - actions) ** 2))
+    # The policy's actions follow the frames it is given: its neighbour step's picture moves
+    # each action, so a score from other steps' frames would differ.
+    assert np.abs(act(pictures[1:] + pictures[:1]) - act(pictures)).min() > 1e-3
