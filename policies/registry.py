@@ -14,6 +14,8 @@ from typing import Any
 
 from torch import nn
 
+from policies.images import CameraInput
+
 _POLICIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 # Modules that register policies when imported; the registry imports them on first use.
 _BUILTIN = ("policies.mlp", "policies.act")
@@ -76,6 +78,11 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> Any:
+    """A config from its JSON; fields it lacks (a checkpoint older than them) take their
+    defaults, so a config.json written before cameras existed loads as a state policy."""
     fields = dict(data)
     cls = config_class(fields.pop("policy"))
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    if "cameras" in fields:
+        fields["cameras"] = tuple(CameraInput.from_dict(c) for c in fields["cameras"])
+    return cls(**fields)

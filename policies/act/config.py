@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies.encoders import check_vision_fields
+from policies.images import CameraInput
 from policies.registry import check_common_fields
 
 
@@ -27,9 +29,19 @@ class ACTConfig:
     layers: int = 2
     # Actions predicted per step (the chunk); the robot executes the first of each chunk.
     chunk_size: int = 8
+    # Cameras the policy reads besides the state, each with its input size and the encoding
+    # of its training frames; empty = a state-only policy.
+    cameras: tuple[CameraInput, ...] = ()
+    # Widths of the image encoder's stages (one per camera); each halves the frame's side.
+    image_channels: tuple[int, ...] = (16, 32, 64)
+    # Spatial-softmax keypoints per camera (robomimic's default, 32).
+    image_keypoints: int = 32
+    # Features per camera out of the image encoder.
+    image_features: int = 64
 
     def __post_init__(self) -> None:
         check_common_fields(self)
+        check_vision_fields(self)
         if self.d_model < 1 or self.heads < 1 or self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
         if self.layers < 1 or self.chunk_size < 1:

@@ -1,7 +1,8 @@
-"""An action-chunking transformer on robot state (after ACT, Zhao et al. 2023, without the
-images and the CVAE): the state and the task are encoded as tokens, and ``chunk_size``
-learned queries decode the next actions in one pass. Training fits the whole chunk; the
-robot runs the first action of the chunk predicted at every step."""
+"""An action-chunking transformer (after ACT, Zhao et al. 2023, without the CVAE): the state,
+the task and each camera's image features are encoded as tokens, and ``chunk_size`` learned
+queries decode the next actions in one pass. Training fits the whole chunk; on the robot,
+``LoadedPolicy.start_episode`` predicts a chunk every step and runs the temporal ensemble of
+every chunk's prediction for the current step (``policies/episode.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from policies.act.config import ACTConfig
+from policies.encoders import CameraEncoders
 from policies.registry import register_policy
 
 
@@ -21,7 +23,8 @@ class ACTPolicy(nn.Module):
         d = config.d_model
         self.state_proj = nn.Linear(config.state_dim, d)
         self.task_embed = nn.Embedding(len(config.tasks), d)
-        self.token_type = nn.Parameter(torch.zeros(2, d))
+        # One learned type per memory token: state, task, then each camera.
+        self.token_type = nn.Parameter(torch.zeros(2 + len(config.cameras), d))
         self.queries = nn.Parameter(torch.randn(config.chunk_size, d) * 0.02)
         self.transformer = nn.Transformer(
             d_model=d,
@@ -33,14 +36,32 @@ class ACTPolicy(nn.Module):
             batch_first=True,
         )
         self.head = nn.Linear(d, config.action_dim)
+        # Built last, and only for a vision policy: a state policy's parameters and their
+        # seeded initial values are what they were before cameras existed.
+        if config.cameras:
+            self.cameras = CameraEncoders(config)
+            self.camera_proj = nn.Linear(config.image_features, d)
 
-    def forward_chunk(self, state: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
-        """``state``: (B, state_dim) normalised; ``task_index``: (B,). Returns (B, chunk, A)."""
-        memory = torch.stack([self.state_proj(state), self.task_embed(task_index)], dim=1)
-        memory = memory + self.token_type
+    def forward_chunk(
+        self,
+        state: torch.Tensor,
+        task_index: torch.Tensor,
+        images: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``state``: (B, state_dim) normalised; ``task_index``: (B,); ``images``: per camera
+        (B, 3, H, W), resized and normalised. Returns (B, chunk, A)."""
+        tokens = [self.state_proj(state), self.task_embed(task_index)]
+        if self.config.cameras:
+            tokens += [self.camera_proj(f) for f in self.cameras(images)]
+        memory = torch.stack(tokens, dim=1) + self.token_type
         queries = self.queries.expand(len(state), -1, -1)
         return torch.tanh(self.head(self.transformer(memory, queries)))
 
-    def forward(self, state: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
-        """The action to run now: the first of the chunk. Returns (B, A)."""
-        return self.forward_chunk(state, task_index)[:, 0]
+    def forward(
+        self,
+        state: torch.Tensor,
+        task_index: torch.Tensor,
+        images: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The first action of the chunk. Returns (B, A)."""
+        return self.forward_chunk(state, task_index, images)[:, 0]
