@@ -83,16 +83,6 @@ class RowFrames:
         files, times = self.files[camera][rows], self.times[camera][rows]
         return [((int(c), int(f)), float(t)) for (c, f), t in zip(files, times, strict=True)]
 
-    def take(self, rows: np.ndarray) -> RowFrames:
-        """The locators of ``rows`` only (same cameras, root and statistics)."""
-        return replace(
-            self,
-            episode_index=self.episode_index[rows],
-            frame_index=self.frame_index[rows],
-            files={c: v[rows] for c, v in self.files.items()},
-            times={c: v[rows] for c, v in self.times.items()},
-        )
-
 
 @dataclass(frozen=True)
 class TrainingData:

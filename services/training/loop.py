@@ -10,7 +10,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +29,14 @@ from services.training.frames import FrameLoader, image_stats, prepare
 
 def policy_config(config: TrainConfig, data: TrainingData):
     # Frames come decoded from the store's H.264 videos, resized to image_px square.
-    seeing = {
-        "cameras": tuple(
-            CameraInput(n, config.image_px, config.image_px, "h264") for n in config.cameras
-        )
-    }
+    px = config.image_px
+    cameras = tuple(CameraInput(name, px, px, "h264") for name in config.cameras)
     return config_class(config.policy)(
         state_dim=data.state_dim,
         action_dim=data.action_dim,
         tasks=data.tasks,
         hidden=config.hidden,
-        **(seeing if config.cameras else {}),
+        **({"cameras": cameras} if cameras else {}),  # a state policy's config as before
     )
 
 
@@ -66,12 +63,11 @@ class Run:
             # tonight's data may cover fewer tasks (the fleet's task mix shifted): the
             # candidate keeps the parent's tasks, so it still serves the others
             data = data.in_vocabulary(tuple(parent_policy.config.tasks))
-        stats = NormalizationStats.from_arrays(data.states, data.actions)
-        if config.cameras:
-            if data.frames is None or data.frames.cameras != config.cameras:
-                have = data.frames.cameras if data.frames is not None else ()
-                raise ValueError(f"cameras {config.cameras} asked for; the data has {have}")
-            stats = replace(stats, images=image_stats(data.frames))
+        have = data.frames.cameras if data.frames is not None and config.cameras else ()
+        if have != config.cameras:
+            raise ValueError(f"the run trains on cameras {config.cameras}; the data has {have}")
+        images = image_stats(data.frames) if config.cameras else None
+        stats = NormalizationStats.from_arrays(data.states, data.actions, images=images)
         cfg = policy_config(config, data)
         model = make_policy(cfg)
         if parent_policy is not None and parent_policy.config == cfg:
