@@ -10,6 +10,7 @@ then a linear layer to ``features``."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -64,9 +65,11 @@ class SpatialSoftmax(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """(B, 3, H, W) normalised frames -> (B, features). A 3x3 stride-2 stem to
-    ``channels[0]``, then one stride-2 basic block per further width: the maps shrink 2x per
-    width (96 px -> 12 x 12 with three widths) before the spatial softmax."""
+    """(B, 3, H, W) normalised frames -> (B, features). ResNet's stem (a stride-2 convolution
+    to ``channels[0]`` and a 2x max-pool, here 3x3), then one stride-2 basic block per further
+    width: 96 px -> 6 x 6 maps with three widths (robomimic's ResNet-18 leaves 3 x 3 of 84 px)
+    before the spatial softmax. The max-pool halves the encoder's cost at batch 1 on the CPU
+    (1.1 ms against 1.9 ms for 96 px here; see bench/policy_latency.py)."""
 
     def __init__(self, channels: tuple[int, ...], keypoints: int, features: int) -> None:
         super().__init__()
@@ -74,8 +77,9 @@ class ConvEncoder(nn.Module):
             nn.Conv2d(3, channels[0], 3, 2, 1, bias=False),
             nn.GroupNorm(_groups(channels[0]), channels[0]),
             nn.ReLU(),
+            nn.MaxPool2d(2),
         ]
-        for before, after in zip(channels, channels[1:], strict=False):
+        for before, after in pairwise(channels):
             layers.append(BasicBlock(before, after, stride=2))
         self.backbone = nn.Sequential(*layers)
         self.pool = SpatialSoftmax(channels[-1], keypoints)

@@ -18,7 +18,8 @@ from torch.nn import functional
 # How the frames a policy was trained on were made: "h264" = decoded from the store's H.264
 # video, "raw" = an uncompressed render. A policy trained on one sees the other's artefacts.
 ENCODINGS = ("h264", "raw")
-# A constant channel (std 0) is left centred but unscaled, instead of dividing by zero.
+# A constant channel or state coordinate (std 0) is left centred but unscaled, instead of
+# dividing by zero.
 MIN_STD = 1e-6
 
 

@@ -7,10 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.images import ImageStats
-
-# A constant coordinate (std 0) is left centred but unscaled, instead of dividing by zero.
-MIN_STD = 1e-6
+from policies.images import MIN_STD, ImageStats
 
 
 @dataclass(frozen=True)

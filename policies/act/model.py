@@ -39,7 +39,7 @@ class ACTPolicy(nn.Module):
         # Built last, and only for a vision policy: a state policy's parameters and their
         # seeded initial values are what they were before cameras existed.
         if config.cameras:
-            self.cameras = CameraEncoders(config)
+            self.vision = CameraEncoders(config)
             self.camera_proj = nn.Linear(config.image_features, d)
 
     def forward_chunk(
@@ -52,7 +52,7 @@ class ACTPolicy(nn.Module):
         (B, 3, H, W), resized and normalised. Returns (B, chunk, A)."""
         tokens = [self.state_proj(state), self.task_embed(task_index)]
         if self.config.cameras:
-            tokens += [self.camera_proj(f) for f in self.cameras(images)]
+            tokens += [self.camera_proj(f) for f in self.vision(images)]
         memory = torch.stack(tokens, dim=1) + self.token_type
         queries = self.queries.expand(len(state), -1, -1)
         return torch.tanh(self.head(self.transformer(memory, queries)))

@@ -25,7 +25,8 @@ class MLPConfig:
     # Cameras the policy reads besides the state, each with its input size and the encoding
     # of its training frames; empty = a state-only policy.
     cameras: tuple[CameraInput, ...] = ()
-    # Widths of the image encoder's stages (one per camera); each halves the frame's side.
+    # Widths of the image encoder's stages (one encoder per camera): the first quarters the
+    # frame's side (a stride-2 stem and a max-pool), each further one halves it.
     image_channels: tuple[int, ...] = (16, 32, 64)
     # Spatial-softmax keypoints per camera (robomimic's default, 32).
     image_keypoints: int = 32

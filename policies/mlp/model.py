@@ -28,7 +28,7 @@ class MLPPolicy(nn.Module):
         # Built after the head, and only for a vision policy: a state policy's parameters and
         # their seeded initial values are what they were before cameras existed.
         if config.cameras:
-            self.cameras = CameraEncoders(config)
+            self.vision = CameraEncoders(config)
 
     def forward(
         self,
@@ -42,6 +42,6 @@ class MLPPolicy(nn.Module):
         task = nn.functional.one_hot(task_index, len(self.config.tasks)).to(state.dtype)
         inputs = [state, task]
         if self.config.cameras:
-            inputs += self.cameras(images)
+            inputs += self.vision(images)
         # Meta-World and the toy task take actions in [-1, 1].
         return torch.tanh(self.net(torch.cat(inputs, dim=-1)))
