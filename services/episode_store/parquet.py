@@ -380,7 +380,7 @@ class EpisodeStore:
             robot_type = self.info().get("robot_type")
         keys = video_keys(episodes)
         stats = {
-            feature: _merge_stats(episodes, feature)
+            feature: merge_stats(episodes, feature)
             for feature in _stat_features(episodes)
             if feature in STAT_FEATURES or feature in keys
         }
@@ -746,7 +746,7 @@ def _stat_features(episodes: pa.Table) -> list[str]:
     return features
 
 
-def _merge_stats(episodes: pa.Table, feature: str) -> dict[str, list]:
+def merge_stats(episodes: pa.Table, feature: str) -> dict[str, list]:
     """Pool per-episode stats into the store's (exact pooled mean and variance); a camera's
     stats are per channel, shape (3, 1, 1), as LeRobot keeps them."""
     get = {s: np.asarray(episodes[f"stats/{feature}/{s}"].to_pylist(), float) for s in STATS}

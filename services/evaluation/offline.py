@@ -4,6 +4,9 @@ On held-out deployment episodes (never trained on: see ``curation.manifest.is_he
 each model's action is compared with the operator's on every operator-controlled step:
 exactly the situations where the deployed policy needed help. Steps where the policy was in
 control are left out, since those actions came from the champion itself.
+
+A vision policy is given the frames its cameras showed at those steps, decoded from the
+store's videos (as training decodes them), a chunk of steps at a time.
 """
 
 from __future__ import annotations
@@ -14,14 +17,22 @@ import numpy as np
 
 from services.config import Settings
 from services.curation.manifest import held_out_episodes
+from services.episode_store.camera_index import CameraIndex
+from services.episode_store.frames import FrameReader
 from services.episode_store.parquet import EpisodeStore
+from services.episode_store.videos import IMAGE_PREFIX
 from services.features import (
     ACTION,
     CONTROL_OPERATOR,
     CONTROL_SOURCE,
     EPISODE_ID,
+    EPISODE_INDEX,
+    FRAME_INDEX,
     OBSERVATION_STATE,
 )
+
+# Steps whose frames are decoded and scored at once: bounds the memory frames take.
+CHUNK = 256
 
 
 def operator_segments(settings: Settings):
@@ -46,20 +57,40 @@ def action_errors(checkpoints: dict[str, Path], settings: Settings) -> dict[str,
         return {}
     frames = found
     policies = {name: load_checkpoint(path) for name, path in checkpoints.items()}
+    cameras = sorted({camera.name for p in policies.values() for camera in p.cameras})
+    store = EpisodeStore(settings.episode_store)
+    index = CameraIndex(store, frames[EPISODE_ID].unique().tolist(), "held-out episodes")
     results: dict[str, dict] = {}
-    for task, rows in frames.groupby("task"):
-        states = np.stack(rows[OBSERVATION_STATE].to_numpy()).astype(np.float32)
-        actions = np.stack(rows[ACTION].to_numpy()).astype(np.float32)
-        metrics: dict = {
-            "held_out_episodes": int(rows[EPISODE_ID].nunique()),
-            "operator_steps": len(rows),
-        }
-        for name, policy in policies.items():
-            if task not in policy.config.tasks:
-                metrics[f"{name}_action_mse"] = None
-                continue
-            index = np.full(len(rows), policy.config.tasks.index(task))
-            predicted = policy.act_batch(states, index)
-            metrics[f"{name}_action_mse"] = float(np.mean((predicted - actions) ** 2))
-        results[str(task)] = metrics
+    with FrameReader(store.root) as reader:
+        for task, rows in frames.groupby("task"):
+            states = np.stack(rows[OBSERVATION_STATE].to_numpy()).astype(np.float32)
+            actions = np.stack(rows[ACTION].to_numpy()).astype(np.float32)
+            metrics: dict = {
+                "held_out_episodes": int(rows[EPISODE_ID].nunique()),
+                "operator_steps": len(rows),
+            }
+            scored = {n: p for n, p in policies.items() if task in p.config.tasks}
+            squared = dict.fromkeys(scored, 0.0)
+            for start in range(0, len(rows), CHUNK):
+                chunk = slice(start, start + CHUNK)
+                pictures = {
+                    camera: reader.frames(
+                        IMAGE_PREFIX + camera,
+                        index.locate(
+                            camera,
+                            rows[EPISODE_INDEX].to_numpy()[chunk],
+                            rows[FRAME_INDEX].to_numpy()[chunk],
+                        ),
+                    )
+                    for camera in cameras
+                }
+                for name, policy in scored.items():
+                    seen = {c.name: pictures[c.name] for c in policy.cameras} or None
+                    task_index = np.full(len(states[chunk]), policy.config.tasks.index(task))
+                    predicted = policy.act_batch(states[chunk], task_index, seen)
+                    squared[name] += float(np.sum((predicted - actions[chunk]) ** 2))
+            for name in policies:
+                mse = squared[name] / actions.size if name in scored else None
+                metrics[f"{name}_action_mse"] = mse
+            results[str(task)] = metrics
     return results

@@ -19,15 +19,24 @@ import torch
 
 from policies import make_policy
 from policies.checkpoint import load_checkpoint, save_checkpoint
+from policies.images import CameraInput
 from policies.normalization import NormalizationStats
 from policies.registry import config_class
 from services.training.config import TrainConfig
 from services.training.data import TrainingData
+from services.training.frames import FrameLoader, image_stats, prepare
 
 
 def policy_config(config: TrainConfig, data: TrainingData):
+    # Frames come decoded from the store's H.264 videos, resized to image_px square.
+    px = config.image_px
+    cameras = tuple(CameraInput(name, px, px, "h264") for name in config.cameras)
     return config_class(config.policy)(
-        state_dim=data.state_dim, action_dim=data.action_dim, tasks=data.tasks, hidden=config.hidden
+        state_dim=data.state_dim,
+        action_dim=data.action_dim,
+        tasks=data.tasks,
+        hidden=config.hidden,
+        **({"cameras": cameras} if cameras else {}),  # a state policy's config as before
     )
 
 
@@ -54,7 +63,11 @@ class Run:
             # tonight's data may cover fewer tasks (the fleet's task mix shifted): the
             # candidate keeps the parent's tasks, so it still serves the others
             data = data.in_vocabulary(tuple(parent_policy.config.tasks))
-        stats = NormalizationStats.from_arrays(data.states, data.actions)
+        have = data.frames.cameras if data.frames is not None and config.cameras else ()
+        if have != config.cameras:
+            raise ValueError(f"the run trains on cameras {config.cameras}; the data has {have}")
+        images = image_stats(data.frames) if config.cameras else None
+        stats = NormalizationStats.from_arrays(data.states, data.actions, images=images)
         cfg = policy_config(config, data)
         model = make_policy(cfg)
         if parent_policy is not None and parent_policy.config == cfg:
@@ -104,16 +117,18 @@ class Run:
         if chunk > 1:
             targets, mask = (torch.from_numpy(a) for a in data.chunks(chunk))
             mask = mask.float()
+        loader = self._frame_loader()
         self.model.train()
         window: list[float] = []
         while self.step < config.steps:
             idx = torch.randint(0, len(states), (config.batch_size,), generator=self.sampler)
+            inputs = (states[idx], tasks[idx], *self._images(loader, idx))
             if chunk > 1:
-                predicted = self.model.forward_chunk(states[idx], tasks[idx])
+                predicted = self.model.forward_chunk(*inputs)
                 per_step = (predicted - targets[idx]).pow(2).mean(dim=2)
                 error = (per_step * mask[idx]).sum(dim=1) / mask[idx].sum(dim=1)
             else:
-                error = (self.model(states[idx], tasks[idx]) - actions[idx]).pow(2).mean(dim=1)
+                error = (self.model(*inputs) - actions[idx]).pow(2).mean(dim=1)
             loss = (error * weights[idx]).sum() / weights[idx].sum().clamp_min(1e-8)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -127,6 +142,29 @@ class Run:
                 on_checkpoint(self)
             if on_step is not None:
                 on_step(self)
+        if loader is not None:
+            loader.close()
+
+    def _frame_loader(self) -> FrameLoader | None:
+        """A vision run's frames of the minibatches to come, from this step on."""
+        if self.data.frames is None or not self.config.cameras:
+            return None
+        return FrameLoader(
+            self.data.frames,
+            self.sampler,
+            batch_size=self.config.batch_size,
+            image_px=self.config.image_px,
+            workers=self.config.loader_workers,
+        )
+
+    def _images(self, loader: FrameLoader | None, idx: torch.Tensor) -> tuple:
+        """The model's images argument for the minibatch ``idx``: none for a state policy."""
+        if loader is None:
+            return ()
+        # Shifts seeded by the step: a resumed run augments exactly as the uninterrupted one.
+        shifts = torch.Generator().manual_seed(self.config.seed * 2**32 + self.step)
+        frames = loader.next(idx).images
+        return (prepare(frames, self.stats.images, self.config.augment_shift, shifts),)
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,7 @@ def _last_error(log: str) -> str:
 def _train_here(settings: Settings, *, candidate_id, dataset_id, parent_checkpoint, config):
     return fit_candidate(
         settings,
-        load_training_data(settings, dataset_id),
+        load_training_data(settings, dataset_id, config.cameras),
         candidate_id=candidate_id,
         parent_checkpoint=parent_checkpoint,
         config=config,
@@ -199,8 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="TrainConfig as JSON")
     parser.add_argument("--parent", default=None, help="the parent's checkpoint folder")
     args = parser.parse_args(argv)
-    fields = json.loads(args.config)
-    config = TrainConfig(**{**fields, "hidden": tuple(fields["hidden"])})
+    config = TrainConfig.from_dict(json.loads(args.config))
     settings = get_settings()
     configure_runtime(settings)
     ray.init(log_to_driver=False, configure_logging=False)  # the job's cluster (RAY_ADDRESS)
