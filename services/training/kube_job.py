@@ -23,6 +23,7 @@ from services.store import session_scope
 from services.store.models import Candidate
 from services.training.config import TrainConfig
 from services.training.ray_job import TrainingJobFailed
+from services.training.scaling import scaling_env
 
 
 def train_on_kubernetes(
@@ -50,6 +51,7 @@ def train_on_kubernetes(
         env={
             "FLYWHEEL_TRAIN_STEPS": str(settings.training.train_steps),
             "FLYWHEEL_RAY_ADDRESS": "auto",
+            **scaling_env(settings.training),
         },
     )
     deadline = time.monotonic() + timeout_s
