@@ -6,9 +6,11 @@ hold are refused before anything starts: Ray Train would otherwise wait for the 
 and give up only after its worker-group start timeout, with a message about placement
 groups rather than about the setting to change.
 
-Only a Ray that Flywheel starts on this machine (the in-process Ray of ensure_ray, the local
-head a training job is submitted to) is checked: a cluster that Flywheel joins may be an
-autoscaling KubeRay cluster whose worker groups, GPUs included, appear only when asked for.
+Two kinds of Ray are checked: a Ray that Flywheel starts on this machine (the in-process
+Ray of ensure_ray, the local head a training job is submitted to), against this machine; and
+the autoscaling cluster of a KubeRay training RayJob (FLYWHEEL_KUBE_NAMESPACE), at the most
+its worker group can grow to (FLYWHEEL_RAY_MAX_WORKERS pods of FLYWHEEL_RAY_WORKER_CPUS and
+_GPUS each). Another cluster that Flywheel joins is not: what it can grow to is unknown here.
 
 The GPU path (NCCL, one GPU per worker, the device chosen by ray.train.torch.get_device) is
 not exercised here: the development machine has no GPU and this CPU build of torch sees
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from services.config import Settings, TrainingSettings
+from services.config import KubeSettings, Settings, TrainingSettings
 from services.runtime.ray_head import local_cpus
 
 
@@ -61,9 +63,32 @@ def scaling_env(training: TrainingSettings) -> dict[str, str]:
 
 def check_scaling(settings: Settings, batch_size: int) -> None:
     """Refuse training settings that cannot run, before any Ray starts or any job is sent:
-    against this machine where Flywheel's own Ray would train, else the minibatch alone."""
-    resources = this_machine() if runs_on_local_ray(settings) else None
-    refuse_unrunnable(settings.training, batch_size, resources)
+    against a training RayJob's cluster at its largest on Kubernetes, against this machine
+    where Flywheel's own Ray would train, else the minibatch alone."""
+    if settings.kube.kube_namespace is not None:
+        refuse_unrunnable(
+            settings.training,
+            batch_size,
+            kuberay_largest(settings.kube, settings.training),
+            f"the training RayJob's Ray cluster at its largest ({settings.kube.ray_max_workers} "
+            "pods: FLYWHEEL_RAY_MAX_WORKERS, _WORKER_CPUS, _WORKER_GPUS)",
+        )
+    elif runs_on_local_ray(settings):
+        refuse_unrunnable(settings.training, batch_size, this_machine())
+    else:
+        refuse_unrunnable(settings.training, batch_size)
+
+
+def kuberay_largest(kube: KubeSettings, training: TrainingSettings) -> dict[str, float]:
+    """What a KubeRay cluster's worker group offers workers at its largest: its pods' CPUs and
+    GPUs, counting only what whole workers can use (a worker does not span two pods)."""
+    per_pod = int(kube.ray_worker_cpus // training.training_cpus_per_worker)
+    if training.training_use_gpu:
+        per_pod = min(per_pod, kube.ray_worker_gpus)
+    return {
+        "CPU": float(kube.ray_max_workers * per_pod * training.training_cpus_per_worker),
+        "GPU": float(kube.ray_max_workers * (per_pod if training.training_use_gpu else 0)),
+    }
 
 
 def this_machine() -> dict[str, float]:

@@ -16,7 +16,12 @@ from services.training.data import TrainingData
 from services.training.job import fit_candidate
 from services.training.loop import Run, Worker, WorkerFault
 from services.training.ray_job import train
-from services.training.scaling import UnrunnableTraining, scaling_config
+from services.training.scaling import (
+    UnrunnableTraining,
+    check_scaling,
+    scaling_config,
+    scaling_env,
+)
 
 # The largest relative difference in held-out loss accepted between 1 and 2 workers. Both
 # runs take the same steps on the same minibatches (each worker a half, DDP averaging the
@@ -102,6 +107,11 @@ def test_the_settings_reach_ray_trains_scaling_config(monkeypatch):
     scaling = scaling_config(Settings().training)
     assert scaling.num_workers == 3 and scaling.use_gpu
     assert scaling._resources_per_worker_not_none == {"CPU": 0.5, "GPU": 1}
+    # a training job elsewhere (a Ray job, a KubeRay RayJob) reads the same from its env
+    sent = Settings().training
+    for name, value in scaling_env(sent).items():
+        monkeypatch.setenv(name, value)
+    assert Settings().training == sent
     # the default is today's: one worker on one CPU
     monkeypatch.delenv("FLYWHEEL_TRAINING_USE_GPU")
     monkeypatch.delenv("FLYWHEEL_TRAINING_WORKERS")
@@ -136,5 +146,17 @@ def test_workers_this_machine_cannot_hold_are_refused_before_any_ray_starts(sett
     two = settings.updated(training={"training_workers": 3})
     with pytest.raises(UnrunnableTraining, match="minibatch of 2 cannot be shared by 3"):
         fit_candidate(two, _rows(10, 0), candidate_id="c", parent_checkpoint=None, config=small)
+    # on Kubernetes: against the training RayJob's cluster at its largest
+    kube = settings.updated(
+        kube={"kube_namespace": "fleet", "ray_max_workers": 2, "ray_worker_cpus": 2},
+        training={"training_workers": 4, "training_cpus_per_worker": 1.5},
+    )
+    with pytest.raises(UnrunnableTraining, match="need 6 CPUs, but .* largest .* has 3"):
+        check_scaling(kube, batch_size=64)  # one worker of 1.5 CPUs per 2-CPU pod
+    check_scaling(kube.updated(training={"training_cpus_per_worker": 1}), batch_size=64)
+    no_gpus = kube.updated(training={"training_workers": 1, "training_use_gpu": True})
+    with pytest.raises(UnrunnableTraining, match="_WORKER_GPUS\\) has 0"):
+        check_scaling(no_gpus, batch_size=64)
+    check_scaling(no_gpus.updated(kube={"ray_worker_gpus": 1}), batch_size=64)
     # nothing started: no local Ray head, no Ray Train run
     assert not settings.ray_dir.exists() and not (settings.root / "ray_results").exists()
