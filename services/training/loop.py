@@ -78,10 +78,15 @@ class Prediction(torch.nn.Module):
         super().__init__()
         self.policy = policy
 
-    def forward(self, states: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        states: torch.Tensor,
+        tasks: torch.Tensor,
+        images: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         if getattr(self.policy, "chunk_size", 1) > 1:
-            return self.policy.forward_chunk(states, tasks)
-        return self.policy(states, tasks)
+            return self.policy.forward_chunk(states, tasks, images)
+        return self.policy(states, tasks, images)
 
 
 def policy_config(config: TrainConfig, data: TrainingData):
