@@ -168,6 +168,15 @@ class TrainingSettings(BaseSettings):
     policy: str = "mlp"
     # Optimiser steps of each night's fine-tuning run.
     train_steps: int = Field(default=3000, ge=1)
+    # Ray Train data-parallel workers (FLYWHEEL_TRAINING_WORKERS): each computes the
+    # gradient of its share of every minibatch, DDP averages them (gloo on CPUs, NCCL on
+    # GPUs); the minibatch stays TrainConfig.batch_size in all, so the model is the same.
+    training_workers: int = Field(default=1, ge=1)
+    # CPUs Ray reserves for each worker (FLYWHEEL_TRAINING_CPUS_PER_WORKER).
+    training_cpus_per_worker: float = Field(default=1.0, gt=0)
+    # One GPU per worker, the worker's device chosen by Ray (FLYWHEEL_TRAINING_USE_GPU);
+    # refused before training starts where Flywheel's own local Ray would have no GPU.
+    training_use_gpu: bool = False
 
 
 class EvaluationSettings(BaseSettings):

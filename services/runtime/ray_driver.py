@@ -6,11 +6,10 @@ process that asks for it; ``ensure_ray`` connects it once, ``shutdown_ray`` lets
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from services.config import Settings
-from services.runtime.ray_head import temp_dir_for
+from services.runtime.ray_head import local_cpus, temp_dir_for
 
 
 def ray_temp_dir(settings: Settings) -> Path:
@@ -29,7 +28,7 @@ def ensure_ray(settings: Settings) -> None:
     temp = ray_temp_dir(settings)
     temp.mkdir(parents=True, exist_ok=True)
     ray.init(
-        num_cpus=max(2, os.cpu_count() or 2),
+        num_cpus=local_cpus(),
         include_dashboard=False,
         _temp_dir=str(temp),
         log_to_driver=False,

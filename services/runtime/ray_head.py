@@ -59,6 +59,11 @@ class RayHead:
     job_address: str
 
 
+def local_cpus() -> int:
+    """CPUs a Ray that Flywheel starts on this machine offers: all of them, at least 2."""
+    return max(2, os.cpu_count() or 2)
+
+
 def temp_dir_for(folder: Path) -> Path:
     """``folder``, or a short folder named after it when Ray's socket paths would be too long."""
     if len(str(folder)) <= MAX_RAY_TEMP_LEN:
@@ -96,7 +101,7 @@ def start_head(
         "--include-dashboard=true",
         f"--dashboard-host={host}",
         f"--dashboard-port={dashboard_port}",
-        f"--num-cpus={max(2, os.cpu_count() or 2)}",
+        f"--num-cpus={local_cpus()}",
         f"--temp-dir={temp}",
         "--disable-usage-stats",
         *(f"--{name}={free_port(host)}" for name in INTERNAL_PORTS),

@@ -19,6 +19,7 @@ from services.runtime.ray_driver import ensure_ray
 from services.training.config import TrainConfig
 from services.training.data import TrainingData
 from services.training.loop import WorkerFault, train_loop
+from services.training.scaling import check_scaling, scaling_config
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ def fit_candidate(
     if final.exists() and not config.overwrite:
         return published(final)
 
+    check_scaling(settings, config.batch_size)
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     storage = settings.root / "ray_results"
@@ -79,7 +81,7 @@ def fit_candidate(
             "parent_checkpoint": str(parent_checkpoint) if parent_checkpoint else None,
             "fault": fault,
         },
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=False),
+        scaling_config=scaling_config(settings.training),
         run_config=RunConfig(
             name=run_name,
             storage_path=str(storage),

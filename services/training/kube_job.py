@@ -23,6 +23,7 @@ from services.store import session_scope
 from services.store.models import Candidate
 from services.training.config import TrainConfig
 from services.training.ray_job import TrainingJobFailed
+from services.training.scaling import check_scaling, scaling_env
 
 
 def train_on_kubernetes(
@@ -42,6 +43,7 @@ def train_on_kubernetes(
         policy=settings.training.policy, steps=settings.training.train_steps, resume=True
     )
     candidate_id = candidate_id_for(dataset_id, parent, config.identity(), code_version())
+    check_scaling(settings, config.batch_size)
     status = backend.submit_training_job(
         candidate_id,
         settings.kube.training_image,
@@ -50,6 +52,7 @@ def train_on_kubernetes(
         env={
             "FLYWHEEL_TRAIN_STEPS": str(settings.training.train_steps),
             "FLYWHEEL_RAY_ADDRESS": "auto",
+            **scaling_env(settings.training),
         },
     )
     deadline = time.monotonic() + timeout_s

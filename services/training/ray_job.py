@@ -28,6 +28,7 @@ from services.runtime.ray_head import local_head
 from services.training.config import TrainConfig
 from services.training.data import load_training_data
 from services.training.job import TrainResult, fit_candidate, published
+from services.training.scaling import check_scaling, scaling_env
 
 ENTRYPOINT = "python -m services.training.ray_job"
 
@@ -48,6 +49,7 @@ def train(
     final = settings.checkpoints_dir / candidate_id
     if final.exists() and not config.overwrite:
         return published(final)
+    check_scaling(settings, config.batch_size)
     args = dict(
         candidate_id=candidate_id,
         dataset_id=dataset_id,
@@ -108,7 +110,9 @@ def run_job(
             poll_s=poll_s,
             entrypoint=entrypoint,
             submission_id=job_id,
-            runtime_env={"env_vars": {"FLYWHEEL_HOME": str(settings.root)}},
+            runtime_env={
+                "env_vars": {"FLYWHEEL_HOME": str(settings.root), **scaling_env(settings.training)}
+            },
             metadata={"candidate": candidate_id, "dataset": dataset_id},
         )
     log = settings.ray_dir / "jobs" / f"{job_id}.log"
