@@ -73,11 +73,17 @@ lerobot-tools:
 	test -x .venv-tools/lerobot/bin/python || $(LEROBOT_PYTHON) -m venv .venv-tools/lerobot
 	.venv-tools/lerobot/bin/pip install -q 'lerobot[dataset]==0.6.1'
 
+# Two test processes (pytest-xdist), whole files to each: the suite spends much of its time
+# waiting on subprocesses (Ray, the API, Prefect's server), so two processes on 2 cores take
+# about half the time of one. TEST_WORKERS=0 runs it in this process, for debugging.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: setup browser tools
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The ingest, training and API load benchmarks (the load one needs the local PostgreSQL),
 # and the flywheel benchmark's quick mode (< 10 min); `make bench-flywheel` is its full run
