@@ -216,12 +216,7 @@ def train(
 
     try:
         settings = ready()
-        config = TrainConfig(
-            policy=settings.training.policy,
-            steps=settings.training.train_steps,
-            resume=resume,
-            overwrite=overwrite,
-        )
+        config = TrainConfig.from_settings(settings.training, resume=resume, overwrite=overwrite)
         with Stages() as stages, stages.stage(f"train-candidate on dataset {dataset}"):
             summary = train_and_register(settings, dataset_id=dataset, config=config)
     except (LookupError, ValueError) as exc:

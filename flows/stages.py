@@ -51,9 +51,7 @@ def train_task(settings: Settings, dataset_id: str, flow_run_id: str | None):
         candidate_id = train_on_kubernetes(settings, dataset_id, backend=kube_backend(settings))
         return candidate_summary(settings, candidate_id)
     # resume: a retried or re-run night continues its candidate's interrupted Ray run.
-    config = TrainConfig(
-        policy=settings.training.policy, steps=settings.training.train_steps, resume=True
-    )
+    config = TrainConfig.from_settings(settings.training, resume=True)
     return train_and_register(
         settings, dataset_id=dataset_id, config=config, flow_run_id=flow_run_id
     )

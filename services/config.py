@@ -177,6 +177,16 @@ class TrainingSettings(BaseSettings):
     # One GPU per worker, the worker's device chosen by Ray (FLYWHEEL_TRAINING_USE_GPU);
     # refused before training starts where Flywheel's own local Ray would have no GPU.
     training_use_gpu: bool = False
+    # What a vision policy sees (FLYWHEEL_TRAIN_CAMERAS='["front"]'): the stored cameras
+    # (observation.images.<name>) each night's policy is trained on; [] trains on the state
+    # alone. The policy's cameras are the robots' too, so they must be among the fleet's.
+    train_cameras: tuple[str, ...] = ()
+    # Side in pixels every camera's frames are resized to for the policy.
+    train_image_px: int = Field(default=64, ge=8)
+    # Random shift augmentation in pixels (0: off); see services/training/config.py.
+    train_augment_shift: int = Field(default=4, ge=0)
+    # DataLoader processes decoding a vision run's frames (0: in the training process).
+    train_loader_workers: int = Field(default=2, ge=0)
 
 
 class EvaluationSettings(BaseSettings):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.config import TrainingSettings
 
 # The fields of a vision run: left out of a state-only run's identity, so that a state
 # policy's candidate id is what it was before policies could see.
@@ -67,6 +71,23 @@ class TrainConfig:
         resume, overwrite and loader_workers say how to run, not what is trained."""
         how = ("resume", "overwrite", "loader_workers") + (() if self.cameras else VISION_FIELDS)
         return {k: v for k, v in asdict(self).items() if k not in how}
+
+    @classmethod
+    def from_settings(
+        cls, training: TrainingSettings, *, resume: bool = False, overwrite: bool = False
+    ) -> TrainConfig:
+        """The nightly run's config: policy, steps and what a vision policy sees, from
+        FLYWHEEL_TRAINING's settings; the rest is the defaults above."""
+        return cls(
+            policy=training.policy,
+            steps=training.train_steps,
+            resume=resume,
+            overwrite=overwrite,
+            cameras=training.train_cameras,
+            image_px=training.train_image_px,
+            augment_shift=training.train_augment_shift,
+            loader_workers=training.train_loader_workers,
+        )
 
     @classmethod
     def from_dict(cls, fields: dict) -> TrainConfig:

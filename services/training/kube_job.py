@@ -12,6 +12,7 @@ stand-in server in tests/kube, with the test playing the KubeRay operator.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -39,9 +40,7 @@ def train_on_kubernetes(
     services.kube.backend.KubernetesBackend) and wait for it; returns the candidate id."""
     with session_scope(settings.db_url) as session:
         parent = champion_of(session=session)
-    config = TrainConfig(
-        policy=settings.training.policy, steps=settings.training.train_steps, resume=True
-    )
+    config = TrainConfig.from_settings(settings.training, resume=True)
     candidate_id = candidate_id_for(dataset_id, parent, config.identity(), code_version())
     check_scaling(settings, config.batch_size)
     status = backend.submit_training_job(
@@ -51,6 +50,10 @@ def train_on_kubernetes(
         # auto: `flywheel train` in the RayJob trains on that job's own cluster, in process.
         env={
             "FLYWHEEL_TRAIN_STEPS": str(settings.training.train_steps),
+            "FLYWHEEL_TRAIN_CAMERAS": json.dumps(list(config.cameras)),
+            "FLYWHEEL_TRAIN_IMAGE_PX": str(config.image_px),
+            "FLYWHEEL_TRAIN_AUGMENT_SHIFT": str(config.augment_shift),
+            "FLYWHEEL_TRAIN_LOADER_WORKERS": str(config.loader_workers),
             "FLYWHEEL_RAY_ADDRESS": "auto",
             **scaling_env(settings.training),
         },

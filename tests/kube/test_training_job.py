@@ -1,10 +1,14 @@
 """The train stage as a KubeRay RayJob, against the stand-in API server (the test plays the
 KubeRay operator and the job itself; no Kubernetes API server runs here)."""
 
+import os
+
 import pytest
 from kubernetes import client
 
+from services.config import Settings
 from services.kube.raycluster import CANDIDATE_ANNOTATION, training_job_name
+from services.training.config import TrainConfig
 from services.training.kube_job import train_on_kubernetes
 from services.training.ray_job import TrainingJobFailed
 from tests.conftest import add_candidate
@@ -74,3 +78,40 @@ def test_a_failed_or_empty_rayjob_fails_the_stage_with_the_operators_message(
     operator(_job(apiserver)["metadata"]["name"], {"jobStatus": "SUCCEEDED", "message": ""})
     with pytest.raises(TrainingJobFailed, match="registered no candidate"):
         train_on_kubernetes(settings, "d1", backend=backend, sleep=fails)
+
+
+def test_the_rayjob_trains_what_the_nights_settings_ask_for(
+    settings, backend, api_client, apiserver, monkeypatch
+):
+    """A vision night's cameras, image size and augmentation reach the RayJob's `flywheel
+    train`, which reads its settings from its pods' environment: the job trains the same
+    config, so the candidate it registers is the one the stage waits for."""
+    monkeypatch.setenv("FLYWHEEL_TRAIN_CAMERAS", '["front", "wrist"]')
+    monkeypatch.setenv("FLYWHEEL_TRAIN_IMAGE_PX", "48")
+    monkeypatch.setenv("FLYWHEEL_TRAIN_AUGMENT_SHIFT", "3")
+    night = Settings()
+    operator = _operator(api_client)
+
+    def meanwhile(seconds: float) -> None:
+        job = _job(apiserver)
+        candidate_id = job["metadata"]["annotations"][CANDIDATE_ANNOTATION]
+        add_candidate(settings.db_url, candidate_id, version="1", status="registered")
+        operator(
+            job["metadata"]["name"], {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
+        )
+
+    train_on_kubernetes(night, "d1", backend=backend, sleep=meanwhile)
+    [container] = _job(apiserver)["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"][
+        "containers"
+    ]
+    for name in [k for k in list(os.environ) if k.startswith("FLYWHEEL_TRAIN_")]:
+        monkeypatch.delenv(name)
+    for variable in container["env"]:
+        monkeypatch.setenv(variable["name"], variable["value"])
+    in_the_job = TrainConfig.from_settings(Settings().training, resume=True)
+    assert in_the_job == TrainConfig.from_settings(night.training, resume=True)
+    assert (in_the_job.cameras, in_the_job.image_px, in_the_job.augment_shift) == (
+        ("front", "wrist"),
+        48,
+        3,
+    )
