@@ -79,8 +79,11 @@ def _write_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(_session)]
-WriteSessionDep = Annotated[Session, Depends(_write_session)]
+# scope="function": the session commits when the route returns, before the response is sent.
+# With the default (after the response), a client could read the API's answer, send its next
+# request and find the first one's write not yet committed.
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
+WriteSessionDep = Annotated[Session, Depends(_write_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `flywheel users add`.")
 
@@ -157,7 +160,7 @@ def _robot_request(
 
 
 # The calling robot (401, or 403 for another's credential) and its request's write session.
-CurrentRobot = Annotated[RobotRequest, Depends(_robot_request)]
+CurrentRobot = Annotated[RobotRequest, Depends(_robot_request, scope="function")]
 
 # A candidate by model version or candidate id; the pattern keeps control characters
 # (which PostgreSQL refuses in text) out of queries.
