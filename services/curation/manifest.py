@@ -111,11 +111,12 @@ def build_manifest(
     classes = np.empty(len(frames), dtype=object)
     failed = np.zeros(len(frames), dtype=bool)
     step_tasks = np.empty(len(frames), dtype=object)
+    # Converted once: a conversion per episode made building quadratic in the fleet's data.
+    sources = frames[CONTROL_SOURCE].to_numpy()
     bounds = np.flatnonzero(np.r_[True, episode_ids[1:] != episode_ids[:-1], True])
     for start, end in zip(bounds[:-1], bounds[1:], strict=True):
         episode = by_episode[episode_ids[start]]
-        sources = frames[CONTROL_SOURCE].to_numpy()[start:end]
-        classes[start:end] = label_steps(episode.kind or "deployment", sources, window)
+        classes[start:end] = label_steps(episode.kind or "deployment", sources[start:end], window)
         failed[start:end] = episode.outcome != "success"
         step_tasks[start:end] = episode.task
     weights = weights_per_task(weighting, classes, failed, step_tasks)
