@@ -17,6 +17,7 @@ from flows.progress import TASK_HOOKS
 from services import nights
 from services.api.server import api_in_background
 from services.config import Settings
+from services.episodes.cameras import VideoFormat
 from services.registry.ledger import champion_of
 from services.rollout.controller import step_rollout
 from services.run_settings import load_run_settings
@@ -58,6 +59,7 @@ def fleet_shift(
         tasks=settings.fleet.shift_tasks,
         seed=settings.fleet.sim_seed,
         cameras=CameraSetup.from_settings(settings.fleet),
+        video_format=VideoFormat.from_settings(settings.video),
     )
     with session_scope(settings.db_url, write=True) as session:
         # The simulated robots keep no credentials between shifts: each shift has fresh ones.

@@ -13,6 +13,7 @@ from services.episodes.model import EpisodeRecording, InterventionSpan
 from services.features import CONTROL_OPERATOR, CONTROL_POLICY
 from services.ingest.formats.mcap_writer import h264_frames, write_episode_mcap
 from services.twin.env import PolicyFn, SimEnv
+from services.twin.eyes import PolicyEyes
 from services.twin.render import CameraSetup, SceneCameras
 from sim.operator import Operator
 
@@ -40,9 +41,12 @@ def run_episode(
     episode_uuid: str,
     cameras: SceneCameras | None = None,
     camera_every: int = 1,
+    eyes: PolicyEyes | None = None,
 ) -> EpisodeRecording:
     """Run and record one episode. ``policy=None`` records an expert demonstration.
-    ``cameras`` render the scene every ``camera_every`` steps, before the step's action."""
+    ``cameras`` render the scene every ``camera_every`` steps, before the step's action; a
+    vision policy sees their frames through ``eyes`` (which every step is shown, so its codecs
+    run as the store's do, whoever is in control)."""
     state = env.reset(seed)
     operator.start()
     demo = policy is None
@@ -53,12 +57,18 @@ def run_episode(
     reason: str | None = None
     success = False
     for step in range(env.max_steps):
+        rendered = None
         if cameras is not None and step % camera_every == 0:
-            for name, frame in cameras.render().items():
+            rendered = cameras.render()
+            for name, frame in rendered.items():
                 frames.setdefault(name, []).append((step / env.control_hz, frame))
+        images = eyes.see(rendered) if eyes is not None else None
         by_operator = demo or operator.in_control
         expert_action = env.expert_action(state)
-        action = expert_action if by_operator else policy(state, env.task)
+        if by_operator:
+            action = expert_action
+        else:
+            action = policy(state, env.task) if images is None else policy(state, env.task, images)
         states.append(state)
         actions.append(np.asarray(action, dtype=np.float32))
         sources.append(CONTROL_OPERATOR if by_operator else CONTROL_POLICY)

@@ -16,7 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
+from services.episodes.cameras import VideoFormat
 from services.twin.env import PolicyFn, SimEnv
+from services.twin.eyes import PolicyEyes
 from services.twin.render import CameraSetup, SceneCameras
 from services.twin.tasks import make_env
 from sim.episode import robot_cameras, run_episode, upload
@@ -36,6 +38,11 @@ class Assignment:
     # Model version the robot should run; None: no policy yet.
     version: str | None
     policy: PolicyFn | None
+    # The cameras a vision policy reads (policies.images.CameraInput); () for a state policy.
+    cameras: tuple = ()
+    # A fresh actor per episode (ACT's temporal ensembling keeps the episode's chunks);
+    # None: ``policy`` acts alone.
+    episode: Callable[[], PolicyFn] | None = None
 
 
 class FleetClient(Protocol):
@@ -70,6 +77,9 @@ class FleetConfig:
     window_rounds: int = 4
     # The cameras every robot records (None: none).
     cameras: CameraSetup | None = None
+    # How the store encodes camera tracks: a vision policy trained on decoded frames sees
+    # its cameras through the same codecs (services.twin.eyes).
+    video_format: VideoFormat = field(default_factory=VideoFormat)
 
     def __post_init__(self) -> None:
         if self.window_rounds < 1:
@@ -127,6 +137,18 @@ def run_shift(
         return _work(config, client, log_dir, night, envs, cameras, after_window)
 
 
+def _eyes(assignment: Assignment, config: FleetConfig, env: SimEnv) -> PolicyEyes | None:
+    """A vision policy's view of the robot's cameras for one episode; None for a state one."""
+    if not assignment.cameras:
+        return None
+    if config.cameras is None:
+        raise ValueError(
+            f"model {assignment.version} is a vision policy and the robots record no cameras "
+            "(FLYWHEEL_SIM_CAMERAS is empty)"
+        )
+    return PolicyEyes(assignment.cameras, config.cameras, env.control_hz, config.video_format)
+
+
 def _work(
     config: FleetConfig,
     client: FleetClient,
@@ -151,7 +173,7 @@ def _work(
             recording = run_episode(
                 envs[task],
                 seed,
-                policy=assignment.policy,
+                policy=assignment.episode() if assignment.episode else assignment.policy,
                 operator=operator,
                 robot_id=robot,
                 policy_version=assignment.version,
@@ -159,6 +181,7 @@ def _work(
                 episode_uuid=_episode_uuid(robot, night, e, seed, assignment.version),
                 cameras=cameras[task],
                 camera_every=config.cameras.every(envs[task].control_hz) if config.cameras else 1,
+                eyes=_eyes(assignment, config, envs[task]),
             )
             path = log_dir / robot / f"night-{night:03d}" / f"{recording.episode_uuid}.mcap"
             files.append(str(upload(recording, path, config.cameras)))

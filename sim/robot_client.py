@@ -63,7 +63,12 @@ class ApiFleetClient:
         if answer["model_version"] is None:
             return Assignment(version=None, policy=None)
         policy = self._policy(answer["model_version"], answer["model_uri"], answer["checksum"])
-        return Assignment(version=answer["model_version"], policy=policy.act)
+        return Assignment(
+            version=answer["model_version"],
+            policy=policy.act,
+            cameras=policy.cameras,
+            episode=policy.start_episode,
+        )
 
     def heartbeat(
         self,

@@ -36,6 +36,8 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from services.config import VideoSettings
+
 RAW_ENCODINGS = ("rgb8", "bgr8", "mono8")
 # Encodings a camera may log that are out of scope for now (depth and other sensor formats).
 DEPTH_ENCODINGS = ("16UC1", "32FC1", "mono16", "16SC1")
@@ -100,6 +102,11 @@ class VideoFormat:
     # None: the codec's own (DEFAULT_CRF).
     crf: int | None = None
     pix_fmt: str = "yuv420p"
+
+    @classmethod
+    def from_settings(cls, video: VideoSettings) -> VideoFormat:
+        """The format the settings name (FLYWHEEL_VIDEO_CODEC, _GOP, _CRF)."""
+        return cls(codec=video.codec, gop=video.gop, crf=video.crf)
 
     @property
     def quality(self) -> int:

@@ -3,10 +3,16 @@
 Each (model version, task, seed) episode is run once and stored; the champion's episodes
 from the night it was itself a candidate are reused, so a night evaluates only the new model.
 Evaluation seeds are 0..n-1 for every task; the fleet and the lab demos never use them.
+
+A vision policy sees the cameras it was trained on, rendered at the simulated robots' size
+and rate and passed through the store's codecs as its training frames were
+(``services.twin.eyes``). A policy that predicts chunks of actions runs them with ACT's
+temporal ensembling (``LoadedPolicy.start_episode``), as a robot does.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,17 +20,36 @@ from pathlib import Path
 from sqlalchemy import select
 
 from services.config import Settings
+from services.episodes.cameras import VideoFormat
 from services.evaluation.stats import Rate, wilson
 from services.evaluation.trajectories import trajectory_path, write_trajectory
 from services.runtime.ray_driver import ensure_ray
 from services.store import session_scope
 from services.store.models import Candidate, Evaluation, EvaluationEpisode
 from services.twin.autonomous import run_autonomous
+from services.twin.eyes import policy_cameras
+from services.twin.render import CameraSetup
 from services.twin.tasks import make_env
 
-# Names the evaluation protocol (simulator, episode length, no operator). Results are only
-# paired within one suite; bump it when the protocol changes.
-SUITE = "closed-loop-v1"
+# Names the evaluation protocol (simulator, episode length, no operator, chunks ensembled,
+# cameras as the robots record them). Results are only paired within one suite; bump it when
+# the protocol changes.
+SUITE = "closed-loop-v2"
+
+
+@dataclass(frozen=True)
+class View:
+    """How a vision policy's cameras are rendered: the simulated robots' cameras (None: they
+    have none) and the store's video format its training frames were decoded from."""
+
+    cameras: CameraSetup | None
+    video_format: VideoFormat
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> View:
+        return cls(
+            CameraSetup.from_settings(settings.fleet), VideoFormat.from_settings(settings.video)
+        )
 
 
 @dataclass(frozen=True)
@@ -41,7 +66,7 @@ class TaskEvaluation:
     champion_outcomes: tuple[bool, ...] = ()
 
 
-def _run_episodes(checkpoint: str, items: list[tuple[str, int]]) -> list[tuple]:
+def _run_episodes(checkpoint: str, items: list[tuple[str, int]], view: View) -> list[tuple]:
     """One worker's share: load the policy and the simulator once, run its episodes and
     return each one's outcome and trajectory."""
     # In the Ray worker only: policies.checkpoint brings torch, which the gate and the API
@@ -49,22 +74,31 @@ def _run_episodes(checkpoint: str, items: list[tuple[str, int]]) -> list[tuple]:
     from policies.checkpoint import load_checkpoint
 
     policy = load_checkpoint(Path(checkpoint))
-    envs = {task: make_env(task) for task in {t for t, _ in items}}
     results = []
-    for task, seed in items:
-        r = run_autonomous(envs[task], seed, policy.act, record=True)
-        results.append(
-            (
-                task,
-                seed,
-                bool(r.success),
-                int(r.steps),
-                float(r.final_reward),
-                r.states,
-                r.actions,
-                r.rewards,
+    with contextlib.ExitStack() as stack:
+        looks = {}
+        envs = {}
+        for task in sorted({t for t, _ in items}):
+            envs[task] = make_env(task)
+            looks[task] = stack.enter_context(
+                policy_cameras(envs[task], policy.cameras, view.cameras, view.video_format)
             )
-        )
+        for task, seed in items:
+            r = run_autonomous(
+                envs[task], seed, policy.start_episode(), record=True, look=looks[task]()
+            )
+            results.append(
+                (
+                    task,
+                    seed,
+                    bool(r.success),
+                    int(r.steps),
+                    float(r.final_reward),
+                    r.states,
+                    r.actions,
+                    r.rewards,
+                )
+            )
     return results
 
 
@@ -95,8 +129,11 @@ def evaluate_version(
         workers = max(1, min(len(missing), int(ray.cluster_resources().get("CPU", 1))))
         run = ray.remote(num_cpus=1)(_run_episodes)
         shares = [missing[w::workers] for w in range(workers)]
+        view = View.from_settings(settings)
         results = [
-            r for part in ray.get([run.remote(str(checkpoint), s) for s in shares]) for r in part
+            r
+            for part in ray.get([run.remote(str(checkpoint), s, view) for s in shares])
+            for r in part
         ]
         with session_scope(settings.db_url) as session:
             for task, seed, success, steps, reward, *trajectory in results:

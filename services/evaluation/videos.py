@@ -1,12 +1,13 @@
 """Videos of the evaluation episodes a reviewer is shown: a candidate's first failures and
 the champion's episodes on the same seeds.
 
-Evaluation runs without cameras: rendering every episode would cost more than the episodes
-themselves, and a reviewer opens only a few. Episodes are seeded and deterministic, so after
-the evaluation the shown ones are run again with a camera on, each checked against the
-stored outcome and step count (a video of a different episode would mislead), and written
-beside their trajectories. That is done once, in the evaluate stage, never by the web app:
-the pages only serve files.
+Evaluation films nothing (a vision policy's own cameras aside): rendering a reviewer's view
+of every episode would cost more than the episodes themselves, and a reviewer opens only a
+few. Episodes are seeded and deterministic, so after the evaluation the shown ones are run
+again with a camera on, each checked against the stored outcome and step count (a video of a
+different episode would mislead), and written beside their trajectories; a vision policy
+sees through its own cameras then as it did in the evaluation. That is done once, in the
+evaluate stage, never by the web app: the pages only serve files.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from sqlalchemy import select
 
 from services.config import Settings
 from services.episodes.cameras import VideoFormat
-from services.evaluation.closed_loop import SUITE, TaskEvaluation
+from services.evaluation.closed_loop import SUITE, TaskEvaluation, View
 from services.evaluation.trajectories import FILMED_FAILURES, VIDEO_FPS, video_path
 from services.store import session_scope
 from services.store.models import EvaluationEpisode
 from services.twin.autonomous import run_autonomous
+from services.twin.eyes import policy_cameras
 from services.twin.render import RenderError
 from services.twin.tasks import make_env
 
@@ -68,6 +70,7 @@ def film_episodes(
     if not todo:
         return []
     policy = load_checkpoint(checkpoint)
+    view = View.from_settings(settings)
     written = []
     for task in sorted({t for t, _ in todo}):
         env = make_env(task)
@@ -76,14 +79,17 @@ def film_episodes(
         except (ValueError, RenderError) as exc:
             log.warning("evaluation videos of %s not recorded: %s", task, exc)
             continue
-        with cameras:
+        sight = policy_cameras(env, policy.cameras, view.cameras, view.video_format)
+        with cameras, sight as start_look:
             for seed in (s for t, s in todo if t == task):
                 frames: list[np.ndarray] = []
 
                 def film(frames=frames, cameras=cameras) -> None:
                     frames.append(cameras.render()[CAMERA])
 
-                result = run_autonomous(env, seed, policy.act, before_step=film)
+                result = run_autonomous(
+                    env, seed, policy.start_episode(), before_step=film, look=start_look()
+                )
                 if (result.success, result.steps) != stored[(task, seed)]:
                     log.warning(
                         "v%s on %s seed %d ran differently with the camera on (%s in %d steps, "

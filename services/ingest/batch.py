@@ -385,8 +385,7 @@ def ingest_logs(
     with session_scope(settings.db_url) as session:
         known = _Known.load(session, retry=retry_quarantined)
         deleted = Tombstones.load(session)
-    video = settings.video
-    video_format = VideoFormat(codec=video.codec, gop=video.gop, crf=video.crf)
+    video_format = VideoFormat.from_settings(settings.video)
     chunk: list[Upload] = []
     frames = 0
     with store.spool() as spool:

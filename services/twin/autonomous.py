@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.twin.env import PolicyFn, SimEnv
+from services.twin.eyes import Look
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,12 @@ def run_autonomous(
     *,
     record: bool = False,
     before_step: Callable[[], None] | None = None,
+    look: Look | None = None,
 ) -> AutonomousResult:
     """The policy alone, no operator: closed-loop evaluation. ``record`` keeps the trajectory
     so a reviewer can look at a failure; ``before_step`` is called with the scene as the
-    policy sees it before each step (a camera renders it)."""
+    policy sees it before each step (a camera renders it); ``look`` gives a vision policy its
+    step's frames (``services.twin.eyes``)."""
     state = env.reset(seed)
     reward = 0.0
     states, actions, rewards = [], [], []
@@ -39,7 +42,8 @@ def run_autonomous(
     while steps < env.max_steps and not success:
         if before_step is not None:
             before_step()
-        action = policy(state, env.task)
+        images = look(steps) if look is not None else None
+        action = policy(state, env.task) if images is None else policy(state, env.task, images)
         if record:
             states.append(state)
             actions.append(action)

@@ -38,5 +38,6 @@ class SimEnv(Protocol):
     def open_cameras(self, names: tuple[str, ...], px: int) -> SceneCameras: ...
 
 
-# (state, task) -> action: what Flywheel hands a robot to run.
-PolicyFn = Callable[[np.ndarray, str], np.ndarray]
+# (state, task[, images]) -> action: what Flywheel hands a robot to run. A vision policy also
+# takes the step's frames, camera name -> uint8 (H, W, 3) (``services.twin.eyes``).
+PolicyFn = Callable[..., np.ndarray]

@@ -3,7 +3,7 @@
 import numpy as np
 
 from services.approval.users import add_user
-from services.evaluation.closed_loop import compare, store_evaluations
+from services.evaluation.closed_loop import SUITE, compare, store_evaluations
 from services.evaluation.gate import judge, record_verdict
 from services.evaluation.trajectories import trajectory_path, write_trajectory
 from services.serving.assignments import register_robots
@@ -46,14 +46,14 @@ def seed_review_store(settings) -> dict[str, str]:
                         model_version=version,
                         task="pick-place",
                         seed=seed,
-                        suite="closed-loop-v1",
+                        suite=SUITE,
                         success=ok,
                         steps=50 if ok else 200,
                         final_reward=1.0 if ok else 0.1,
                     )
                 )
         for version in ("2", "3"):  # a failure of 3 that 2 also failed, both kept
-            path = trajectory_path(settings, "closed-loop-v1", version, "pick-place", 35)
+            path = trajectory_path(settings, SUITE, version, "pick-place", 35)
             steps = np.arange(6, dtype=np.float32)
             write_trajectory(path, np.c_[steps, -steps], np.c_[steps / 10], steps / 100)
         tokens = {role: add_user(session=session, name=f"u-{role}", role=role) for role in ROLES}

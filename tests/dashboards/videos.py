@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 
 from services.episode_store.videos import IMAGE_PREFIX, VIDEO_PATH
+from services.evaluation.closed_loop import SUITE
 from services.evaluation.trajectories import video_path
 from services.evaluation.videos import write_video
 from services.features import EPISODE_ID
@@ -140,5 +141,5 @@ def add_review_videos(settings, codec: str = "libx264") -> None:
             keyframe_starts=False,
         )
     for version, shift in (("3", 0), ("2", 20)):
-        path = video_path(settings, "closed-loop-v1", version, "pick-place", 35)
+        path = video_path(settings, SUITE, version, "pick-place", 35)
         write_video(path, [frame(step + shift, 0) for step in range(200)])

@@ -35,6 +35,7 @@ from foxglove_schemas_protobuf.CompressedVideo_pb2 import CompressedVideo
 from mcap.writer import CompressionType, Writer
 from mcap_protobuf.schema import build_file_descriptor_set
 
+from services.episodes.codec_pass import UPLOAD_H264_OPTIONS
 from services.episodes.model import EpisodeRecording
 from services.ingest.formats import contract
 
@@ -51,13 +52,7 @@ class H264Encoder:
         codec = av.CodecContext.create("libx264", "w")
         codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
         codec.time_base = 1 / Fraction(fps).limit_denominator(1001)
-        codec.options = {
-            "tune": "zerolatency",
-            "preset": "veryfast",
-            "bframes": "0",
-            "repeat-headers": "1",
-            "g": str(gop),
-        }
+        codec.options = {**UPLOAD_H264_OPTIONS, "g": str(gop)}
         self._codec = codec
         self._n = 0
 
