@@ -116,7 +116,7 @@ def register_candidate(
                 python_model=pyfunc.__file__,
                 artifacts={"checkpoint": str(staged)},
                 pip_requirements=PIP_REQUIREMENTS,
-                signature=pyfunc.SIGNATURE,
+                signature=pyfunc.signature(checkpoint_dir),
                 input_example=pyfunc.input_example(checkpoint_dir),
             )
     # Registered through the client so the lineage tags arrive with the version, in one call.

@@ -43,3 +43,46 @@ def test_a_registered_policy_serves_through_mlflow_pyfunc(settings, register, to
     out = model.predict(pd.DataFrame({"task": ["toy-reach"], "observation.state": [state]}))
     expected = load_checkpoint(toy_checkpoint).act(state.astype(np.float32), "toy-reach")
     np.testing.assert_allclose(out["action"][0], expected, rtol=1e-6)
+
+
+def test_a_registered_vision_policy_serves_through_mlflow_pyfunc_with_encoded_frames(
+    settings, tmp_path
+):
+    import io
+
+    import mlflow.pyfunc
+    import pandas as pd
+    from PIL import Image
+
+    from tests.sim.test_vision_loop import _vision_checkpoint
+
+    checkpoint = _vision_checkpoint(tmp_path / "vision")
+    version = registry.register_candidate(
+        settings,
+        checkpoint_dir=checkpoint,
+        candidate_id="v1",
+        dataset_id="d1",
+        parent_version=None,
+        flow_run_id="flow-1",
+        code_version="abc",
+        params={},
+        losses=[(1, 0.5)],
+        manifest_path=None,
+    ).version
+    model = mlflow.pyfunc.load_model(f"models:/{settings.registry.model_name}/{version}")
+    columns = {c.name for c in model.metadata.get_input_schema().inputs}
+    assert columns == {"task", "observation.state", "observation.images.front"}
+    policy = load_checkpoint(checkpoint)
+    state = np.linspace(-1, 1, policy.config.state_dim)
+    frame = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(frame).save(png, format="PNG")
+    row = {"task": ["pick-place"], "observation.state": [state]}
+    out = model.predict(pd.DataFrame(row | {"observation.images.front": [png.getvalue()]}))
+    expected = policy.act(state.astype(np.float32), "pick-place", {"front": frame})
+    np.testing.assert_allclose(out["action"][0], expected, rtol=1e-5)
+    # MLflow's schema check refuses a missing camera before the model sees the request.
+    with pytest.raises(Exception, match=r"missing inputs \['observation.images.front'\]"):
+        model.predict(pd.DataFrame(row))
+    with pytest.raises(Exception, match="not a PNG or JPEG frame"):
+        model.predict(pd.DataFrame(row | {"observation.images.front": [b"not an image"]}))
