@@ -61,10 +61,9 @@ def main() -> None:
     from services.episode_store.camera_index import CameraIndex
     from services.episode_store.frames import FrameReader
     from services.episode_store.parquet import EpisodeStore
-    from services.episode_store.videos import IMAGE_PREFIX
     from services.episodes.cameras import VideoFormat
     from services.episodes.codec_pass import CodecPass
-    from services.features import EPISODE_INDEX, FRAME_INDEX
+    from services.features import EPISODE_INDEX, FRAME_INDEX, IMAGE_PREFIX
     from services.ingest.batch import ingest_logs
     from services.store import migrate, session_scope
     from services.store.models import Episode

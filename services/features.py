@@ -5,6 +5,8 @@ episode store; the second group are Flywheel's extra columns.
 """
 
 OBSERVATION_STATE = "observation.state"
+# A camera <name>'s frames are the feature observation.images.<name>.
+IMAGE_PREFIX = "observation.images."
 ACTION = "action"
 TIMESTAMP = "timestamp"
 FRAME_INDEX = "frame_index"

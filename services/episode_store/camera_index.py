@@ -17,8 +17,7 @@ import pyarrow.compute as pc
 
 from services.episode_store.frames import VideoFile, locate
 from services.episode_store.parquet import EpisodeStore, merge_stats
-from services.episode_store.videos import IMAGE_PREFIX
-from services.features import EPISODE_ID
+from services.features import EPISODE_ID, IMAGE_PREFIX
 
 
 class MissingCamera(ValueError):

@@ -28,8 +28,8 @@ import av
 import pyarrow.parquet as pq
 
 from services.episode_store.parquet import VIDEO_COLUMNS
-from services.episode_store.videos import CLIPS, IMAGE_PREFIX, VIDEO_PATH, video_keys
-from services.features import EPISODE_ID
+from services.episode_store.videos import CLIPS, VIDEO_PATH, video_keys
+from services.features import EPISODE_ID, IMAGE_PREFIX
 
 
 @dataclass(frozen=True)

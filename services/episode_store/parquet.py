@@ -63,7 +63,6 @@ import pyarrow.parquet as pq
 
 from services.episode_store.videos import (
     CLIPS,
-    IMAGE_PREFIX,
     VIDEO_PATH,
     Span,
     Stream,
@@ -82,6 +81,7 @@ from services.features import (
     EPISODE_ID,
     EPISODE_INDEX,
     FRAME_INDEX,
+    IMAGE_PREFIX,
     INDEX,
     INTERVENTION,
     OBSERVATION_STATE,

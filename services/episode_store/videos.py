@@ -28,8 +28,8 @@ import av
 import numpy as np
 import pyarrow as pa
 
-# A camera <name> is the feature observation.images.<name> (``CameraSpec.feature``).
-IMAGE_PREFIX = "observation.images."
+from services.features import IMAGE_PREFIX
+
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 # One episode's camera cut out of its packed file for the review pages, a cache
 # (services/episode_store/clips.py): CLIPS/<camera>/<episode id>-....mp4 under the store root.

@@ -20,7 +20,6 @@ from services.curation.manifest import held_out_episodes
 from services.episode_store.camera_index import CameraIndex
 from services.episode_store.frames import FrameReader
 from services.episode_store.parquet import EpisodeStore
-from services.episode_store.videos import IMAGE_PREFIX
 from services.features import (
     ACTION,
     CONTROL_OPERATOR,
@@ -28,6 +27,7 @@ from services.features import (
     EPISODE_ID,
     EPISODE_INDEX,
     FRAME_INDEX,
+    IMAGE_PREFIX,
     OBSERVATION_STATE,
 )
 

@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from services.features import OBSERVATION_STATE
+from services.features import IMAGE_PREFIX, OBSERVATION_STATE
 
 STATE_KEYS = (OBSERVATION_STATE, "state")
 TASK_KEYS = ("task", "prompt")
 IMAGES_KEY = "images"
-IMAGE_PREFIX = "observation.images."
 # openpi's control messages (episode start and end): acknowledged, no action.
 CONTROL_KEY = "__ctrl__"
 

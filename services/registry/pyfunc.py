@@ -18,9 +18,8 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Schema
 
-from services.features import ACTION, OBSERVATION_STATE
+from services.features import ACTION, IMAGE_PREFIX, OBSERVATION_STATE
 
-IMAGE_PREFIX = "observation.images."
 # A state policy's signature; a vision policy's adds its cameras (``signature``).
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "task"), ColSpec(Array("double"), OBSERVATION_STATE)]),

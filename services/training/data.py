@@ -18,8 +18,14 @@ from services.curation.manifest import WEIGHT, read_manifest
 from services.episode_store.camera_index import CameraIndex
 from services.episode_store.frames import FrameReader
 from services.episode_store.parquet import EpisodeStore
-from services.episode_store.videos import IMAGE_PREFIX
-from services.features import ACTION, EPISODE_ID, EPISODE_INDEX, FRAME_INDEX, OBSERVATION_STATE
+from services.features import (
+    ACTION,
+    EPISODE_ID,
+    EPISODE_INDEX,
+    FRAME_INDEX,
+    IMAGE_PREFIX,
+    OBSERVATION_STATE,
+)
 
 # Steps ahead kept for action-chunking policies (their chunk may be at most this long).
 HORIZON = 16

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from policies.images import ImageStats, random_shift, resize_frames
 from services.episode_store.frames import FrameReader
-from services.episode_store.videos import IMAGE_PREFIX
+from services.features import IMAGE_PREFIX
 from services.training.data import RowFrames
 
 # Minibatches each worker decodes ahead of the loop.

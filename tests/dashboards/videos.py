@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
-from services.episode_store.videos import IMAGE_PREFIX, VIDEO_PATH
+from services.episode_store.videos import VIDEO_PATH
 from services.evaluation.closed_loop import SUITE
 from services.evaluation.trajectories import video_path
 from services.evaluation.videos import write_video
-from services.features import EPISODE_ID
+from services.features import EPISODE_ID, IMAGE_PREFIX
 from services.store import session_scope
 from services.store.models import Episode
 
