@@ -147,6 +147,41 @@ def register(toy_checkpoint):
     return _register
 
 
+def vision_checkpoint(path, encoding: str = "h264"):
+    """A small, deterministic vision MLP for pick-place reading the front camera (24 px)."""
+    import numpy as np
+    import torch
+
+    from policies import make_policy
+    from policies.checkpoint import save_checkpoint
+    from policies.images import CameraInput, ImageStats
+    from policies.mlp import MLPConfig
+    from policies.normalization import NormalizationStats
+    from services.twin.tasks import make_env
+
+    torch.manual_seed(0)
+    env = make_env("pick-place")
+    camera = CameraInput("front", 24, 24, encoding)
+    config = MLPConfig(
+        state_dim=len(env.reset(0)),
+        action_dim=4,
+        tasks=("pick-place",),
+        hidden=(16,),
+        cameras=(camera,),
+        image_channels=(4, 8),
+        image_keypoints=4,
+        image_features=8,
+    )
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    stats = NormalizationStats.from_arrays(
+        rng.normal(size=(20, config.state_dim)).astype(np.float32),
+        np.zeros((20, 4), np.float32),
+        {"front": ImageStats.from_frames(frames)},
+    )
+    return save_checkpoint(path, make_policy(config), config, stats, {"step": 1})
+
+
 def add_candidate(
     db_url: str,
     candidate_id: str,

@@ -54,9 +54,9 @@ def test_a_registered_vision_policy_serves_through_mlflow_pyfunc_with_encoded_fr
     import pandas as pd
     from PIL import Image
 
-    from tests.sim.test_vision_loop import _vision_checkpoint
+    from tests.conftest import vision_checkpoint
 
-    checkpoint = _vision_checkpoint(tmp_path / "vision")
+    checkpoint = vision_checkpoint(tmp_path / "vision")
     version = registry.register_candidate(
         settings,
         checkpoint_dir=checkpoint,

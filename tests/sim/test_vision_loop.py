@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from policies import make_policy
-from policies.checkpoint import save_checkpoint
-from policies.images import CameraInput, ImageStats
-from policies.mlp import MLPConfig
-from policies.normalization import NormalizationStats
+from policies.images import CameraInput
 from services.episodes.cameras import VideoFormat
 from services.episodes.codec_pass import CodecPass
 from services.evaluation.closed_loop import SUITE, evaluate_version
@@ -22,6 +17,7 @@ from services.twin.eyes import PolicyEyes, policy_cameras
 from services.twin.render import CameraSetup
 from services.twin.tasks import make_env
 from sim.fleet import Assignment, FleetConfig, run_shift
+from tests.conftest import vision_checkpoint
 
 TASK = "pick-place"
 SETUP = CameraSetup(("front", "wrist"), px=32, hz=10.0)
@@ -76,30 +72,6 @@ def test_eyes_hold_a_frame_between_camera_frames_and_pass_raw_ones_untouched():
         PolicyEyes((CameraInput("top", 16, 16, "raw"),), SETUP, 20, VideoFormat())
 
 
-def _vision_checkpoint(path, encoding: str = "h264"):
-    torch.manual_seed(0)
-    env = make_env(TASK)
-    camera = CameraInput("front", 24, 24, encoding)
-    config = MLPConfig(
-        state_dim=len(env.reset(0)),
-        action_dim=4,
-        tasks=(TASK,),
-        hidden=(16,),
-        cameras=(camera,),
-        image_channels=(4, 8),
-        image_keypoints=4,
-        image_features=8,
-    )
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    stats = NormalizationStats.from_arrays(
-        rng.normal(size=(20, config.state_dim)).astype(np.float32),
-        np.zeros((20, 4), np.float32),
-        {"front": ImageStats.from_frames(frames)},
-    )
-    return save_checkpoint(path, make_policy(config), config, stats, {"step": 1})
-
-
 @pytest.mark.slow
 def test_closed_loop_shows_a_vision_policy_its_camera_each_step_as_the_robots_record_it():
     env = make_env(TASK)
@@ -136,7 +108,7 @@ def test_a_vision_champion_is_evaluated_through_its_camera_and_each_seed_stored_
     from services.config import Settings
 
     settings = Settings()
-    checkpoint = _vision_checkpoint(tmp_path / "vision")
+    checkpoint = vision_checkpoint(tmp_path / "vision")
     outcomes = evaluate_version(settings, "5", checkpoint, [TASK], [0, 1])
     assert sorted(outcomes[TASK]) == [0, 1]
     with session_scope(settings.db_url) as session:
@@ -166,7 +138,7 @@ class _VisionClient:
 def test_a_simulated_robot_runs_a_vision_policy_on_its_own_cameras(tmp_path, monkeypatch):
     from policies.checkpoint import load_checkpoint
 
-    policy = load_checkpoint(_vision_checkpoint(tmp_path / "vision"))
+    policy = load_checkpoint(vision_checkpoint(tmp_path / "vision"))
     shown = []
     act = policy.act
 
