@@ -18,36 +18,68 @@ import numpy as np
 
 from services.episodes.cameras import VideoFormat
 
-# How the simulated robots encode their cameras for upload (and what the contract asks of a
-# robot's H.264: no B-frames, headers on every keyframe): libx264 at its default CRF (23).
+# How a robot encodes its cameras for upload (what the contract asks of a robot's H.264: no
+# B-frames, headers on every keyframe), libx264 at its default CRF (23); the keyframe interval
+# is ``UPLOAD_GOP`` frames unless the robot says otherwise.
+UPLOAD_GOP = 30
 UPLOAD_H264_OPTIONS = {
     "tune": "zerolatency",
     "preset": "veryfast",
     "bframes": "0",
     "repeat-headers": "1",
-    "g": "30",
 }
 
 
-class StreamingH264:
-    """One H.264 encode and decode of a frame stream, one frame in, one frame out."""
+class H264Encoder:
+    """RGB frames to H.264 access units, one frame in, one out: libx264 with zero latency (no
+    lookahead, no B-frames). With the default ``options`` (a robot's upload, what the topic
+    contract wants) its SPS/PPS are repeated on every keyframe, so any keyframe starts a
+    decodable stream."""
 
-    def __init__(self, options: dict[str, str], width: int, height: int, fps: float) -> None:
-        encoder = av.CodecContext.create("libx264", "w")
-        encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
-        encoder.time_base = 1 / Fraction(fps).limit_denominator(1001)
-        encoder.options = dict(options)
-        self._encoder = encoder
-        self._decoder = av.CodecContext.create("h264", "r")
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fps: float = 30.0,
+        gop: int = UPLOAD_GOP,
+        options: dict[str, str] = UPLOAD_H264_OPTIONS,
+    ) -> None:
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+        codec.time_base = 1 / Fraction(fps).limit_denominator(1001)
+        codec.options = {**options, "g": str(gop)}
+        self._codec = codec
         self._n = 0
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
+    def encode(self, frame: np.ndarray) -> bytes:
+        """One (H, W, 3) uint8 RGB frame as one access unit."""
         video = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, np.uint8), format="rgb24")
         video.pts = self._n
         self._n += 1
-        decoded = [f for p in self._encoder.encode(video) for f in self._decoder.decode(p)]
-        if len(decoded) != 1:  # a zero-latency pair answers every frame at once
-            raise RuntimeError(f"the codec pass gave {len(decoded)} frames for frame {self._n - 1}")
+        if self._codec is None:
+            raise ValueError("the encoder is closed")
+        packets = self._codec.encode(video)
+        # Zero latency: the encoder answers every frame at once, with exactly one packet.
+        if len(packets) != 1:
+            raise RuntimeError(f"libx264 gave {len(packets)} packets for frame {self._n - 1}")
+        return bytes(packets[0])
+
+    def close(self) -> None:
+        """Ends the stream (zero latency leaves nothing to flush) and frees the encoder."""
+        self._codec = None
+
+
+class StreamingH264:
+    """One H.264 encode (``H264Encoder``) and decode of a frame stream, one frame in, one out."""
+
+    def __init__(self, width: int, height: int, fps: float, gop: int, options: dict[str, str]):
+        self._encoder = H264Encoder(width, height, fps, gop, options)
+        self._decoder = av.CodecContext.create("h264", "r")
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        decoded = self._decoder.decode(av.Packet(self._encoder.encode(frame)))
+        if len(decoded) != 1:  # a zero-latency stream decodes every frame at once
+            raise RuntimeError(f"the codec pass decoded {len(decoded)} frames for one")
         return decoded[0].to_ndarray(format="rgb24")
 
 
@@ -71,6 +103,7 @@ class CodecPass:
 
     def __init__(self, video_format: VideoFormat, camera_hz: float, control_hz: float) -> None:
         self._store_options = _store_options(video_format)
+        self._store_gop = video_format.gop
         self._rates = (camera_hz, control_hz)
         self._upload: StreamingH264 | None = None
         self._store: StreamingH264 | None = None
@@ -83,8 +116,11 @@ class CodecPass:
             height, width = frame.shape[:2]
             if height % 2 or width % 2:
                 raise ValueError(f"H.264 (yuv420p) needs even frame sides, got {width}x{height}")
-            self._upload = StreamingH264(UPLOAD_H264_OPTIONS, width, height, self._rates[0])
-            self._store = StreamingH264(self._store_options, width, height, self._rates[1])
+            camera_hz, control_hz = self._rates
+            self._upload = StreamingH264(width, height, camera_hz, UPLOAD_GOP, UPLOAD_H264_OPTIONS)
+            self._store = StreamingH264(
+                width, height, control_hz, self._store_gop, self._store_options
+            )
         return self._upload(frame)
 
     def store(self, frame: np.ndarray) -> np.ndarray:

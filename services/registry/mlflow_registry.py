@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from policies.checkpoint import checkpoint_checksum
+from policies.checkpoint import checkpoint_checksum, load_checkpoint
 from services.config import Settings
 
 EXPERIMENT = "flywheel"
@@ -108,6 +108,7 @@ def register_candidate(
         )
         if manifest_path is not None and manifest_path.exists():
             mlflow.log_artifact(str(manifest_path), artifact_path="dataset")
+        policy = load_checkpoint(checkpoint_dir)  # its inputs: the signature and an example
         with tempfile.TemporaryDirectory() as staging:
             # Logged artifacts keep their folder's name: stage it as "checkpoint".
             staged = shutil.copytree(checkpoint_dir, Path(staging) / "checkpoint")
@@ -116,8 +117,8 @@ def register_candidate(
                 python_model=pyfunc.__file__,
                 artifacts={"checkpoint": str(staged)},
                 pip_requirements=PIP_REQUIREMENTS,
-                signature=pyfunc.signature(checkpoint_dir),
-                input_example=pyfunc.input_example(checkpoint_dir),
+                signature=pyfunc.signature(policy),
+                input_example=pyfunc.input_example(policy),
             )
     # Registered through the client so the lineage tags arrive with the version, in one call.
     try:
@@ -191,8 +192,6 @@ def load_policy(settings: Settings, version: str):
 
 @cache
 def _load_policy(path: str):
-    from policies.checkpoint import load_checkpoint
-
     return load_checkpoint(Path(path))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow.models
 import mlflow.pyfunc
@@ -20,6 +21,9 @@ from mlflow.types.schema import Array, ColSpec, Schema
 
 from services.features import ACTION, IMAGE_PREFIX, OBSERVATION_STATE
 
+if TYPE_CHECKING:
+    from policies.checkpoint import LoadedPolicy
+
 # A state policy's signature; a vision policy's adds its cameras (``signature``).
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "task"), ColSpec(Array("double"), OBSERVATION_STATE)]),
@@ -27,11 +31,9 @@ SIGNATURE = ModelSignature(
 )
 
 
-def signature(checkpoint: Path) -> ModelSignature:
-    """The checkpoint's inputs: task, state, and an encoded frame per camera it reads."""
-    from policies.checkpoint import load_checkpoint
-
-    cameras = load_checkpoint(checkpoint).cameras
+def signature(policy: LoadedPolicy) -> ModelSignature:
+    """The policy's inputs: task, state, and an encoded frame per camera it reads."""
+    cameras = policy.cameras
     if not cameras:
         return SIGNATURE
     images = [ColSpec("binary", IMAGE_PREFIX + c.name) for c in cameras]
@@ -40,14 +42,11 @@ def signature(checkpoint: Path) -> ModelSignature:
     )
 
 
-def input_example(checkpoint: Path) -> pd.DataFrame:
-    """One zero state for the checkpoint's first task, and a grey PNG frame per camera at the
+def input_example(policy: LoadedPolicy) -> pd.DataFrame:
+    """One zero state for the policy's first task, and a grey PNG frame per camera at the
     policy's input size: shows a server what to send."""
     from PIL import Image
 
-    from policies.checkpoint import load_checkpoint
-
-    policy = load_checkpoint(checkpoint)
     example: dict = {"task": [policy.config.tasks[0]]}
     example[OBSERVATION_STATE] = [[0.0] * policy.config.state_dim]
     for camera in policy.cameras:

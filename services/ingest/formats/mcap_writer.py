@@ -26,52 +26,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from foxglove_schemas_protobuf.CompressedVideo_pb2 import CompressedVideo
 from mcap.writer import CompressionType, Writer
 from mcap_protobuf.schema import build_file_descriptor_set
 
-from services.episodes.codec_pass import UPLOAD_H264_OPTIONS
+from services.episodes.codec_pass import H264Encoder
 from services.episodes.model import EpisodeRecording
 from services.ingest.formats import contract
 
 # Frames of one camera: (seconds since the episode's start, one H.264 Annex B access unit).
 CameraFrames = Iterable[tuple[float, bytes]]
-
-
-class H264Encoder:
-    """RGB frames to H.264 access units as the contract wants them, one frame in, one out:
-    libx264 with zero latency (no lookahead, no B-frames) and its SPS/PPS repeated on every
-    keyframe, so any keyframe starts a decodable stream."""
-
-    def __init__(self, width: int, height: int, fps: float = 30.0, gop: int = 30) -> None:
-        codec = av.CodecContext.create("libx264", "w")
-        codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-        codec.time_base = 1 / Fraction(fps).limit_denominator(1001)
-        codec.options = {**UPLOAD_H264_OPTIONS, "g": str(gop)}
-        self._codec = codec
-        self._n = 0
-
-    def encode(self, frame: np.ndarray) -> bytes:
-        """One (H, W, 3) uint8 RGB frame as one access unit."""
-        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, np.uint8), format="rgb24")
-        video.pts = self._n
-        self._n += 1
-        if self._codec is None:
-            raise ValueError("the encoder is closed")
-        packets = self._codec.encode(video)
-        # Zero latency: the encoder answers every frame at once, with exactly one packet.
-        if len(packets) != 1:
-            raise RuntimeError(f"libx264 gave {len(packets)} packets for frame {self._n - 1}")
-        return bytes(packets[0])
-
-    def close(self) -> None:
-        """Ends the stream (zero latency leaves nothing to flush) and frees the encoder."""
-        self._codec = None
 
 
 def h264_frames(frames: Iterable[tuple[float, np.ndarray]], fps: float = 30.0) -> Iterator:
