@@ -17,16 +17,20 @@ from flows.stages import (
     build_dataset,
     evaluate_candidate,
     ingest_new_logs,
+    judge_on_field_evidence,
     request_approval,
     roll_out,
     roll_out_late_approvals,
+    shadow_candidate,
     train_candidate,
+    waiting_shadow_task,
 )
 from services import nights
 from services.config import Settings, get_settings
 from services.notify.courier import notify_in_background
 from services.rollout.champion import reconcile_champion
 from services.run_settings import check_registered
+from services.shadow.judging import needs_field_evidence
 
 # The key of the artifact each nightly run records its settings under.
 SETTINGS_ARTIFACT = "nightly-settings"
@@ -89,6 +93,16 @@ def rollout_under_way(settings: Settings) -> str | None:
     return nights.rollout_under_way(settings)
 
 
+@task(name="night-started", cache_policy=NO_CACHE)
+def night_started(settings: Settings, night_id: int):
+    return nights.started_at(settings, night_id)
+
+
+@task(name="needs-field-evidence", cache_policy=NO_CACHE)
+def needs_field_evidence_task(settings: Settings, candidate_id: str) -> bool:
+    return needs_field_evidence(settings, candidate_id)
+
+
 @task(name="close-night", cache_policy=NO_CACHE)
 def close_night(settings: Settings, night_id: int, outcome: str) -> dict:
     nights.update_night(settings, night_id, state="completed", summary={"outcome": outcome})
@@ -119,13 +133,33 @@ def nightly(settings: Settings | None = None, source: str | None = None) -> dict
     record_night(settings, night, ingest_run_id=batch.run_id)
     dataset = build_dataset(settings)
     record_night(settings, night, dataset_id=dataset.id)
-    candidate_id = rolled_out_candidate(settings, night, dataset.id)
-    if candidate_id is None:
-        if dataset.id == champion_dataset(settings):
-            return close_night(settings, night, "no new episodes since the champion was trained")
-        candidate_id = train_candidate(settings, dataset.id).id
+    # A candidate shadowed on the last shift is judged on its field evidence before anything
+    # new is trained (services/shadow/judging.py).
+    shadow = waiting_shadow_task(settings)
+    if shadow is not None:
+        candidate_id = shadow.candidate_id
         record_night(settings, night, candidate_id=candidate_id)
-    _, verdict = evaluate_candidate(settings, candidate_id)
+        verdict, waits = judge_on_field_evidence(settings, shadow, night_started(settings, night))
+        if verdict is None:
+            return close_night(settings, night, waits)
+    else:
+        candidate_id = rolled_out_candidate(settings, night, dataset.id)
+        if candidate_id is None:
+            if dataset.id == champion_dataset(settings):
+                return close_night(
+                    settings, night, "no new episodes since the champion was trained"
+                )
+            candidate_id = train_candidate(settings, dataset.id).id
+            record_night(settings, night, candidate_id=candidate_id)
+        if needs_field_evidence_task(settings, candidate_id):
+            shadow_candidate(settings, candidate_id)
+            return close_night(
+                settings,
+                night,
+                f"shadowing: candidate {candidate_id} runs beside the champion on the next "
+                "shift; its field evidence is judged the night after",
+            )
+        _, verdict = evaluate_candidate(settings, candidate_id)
     approval = request_approval(settings, candidate_id)
     if approval.status != "approved":
         return close_night(settings, night, f"gate {verdict.verdict}; approval {approval.status}")

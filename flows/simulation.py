@@ -18,10 +18,13 @@ from services import nights
 from services.api.server import api_in_background
 from services.config import Settings
 from services.episodes.cameras import VideoFormat
+from services.policy_server.models import load_served_model
 from services.registry.ledger import champion_of
 from services.rollout.controller import step_rollout
 from services.run_settings import load_run_settings
 from services.serving.credentials import issue_fleet_credentials
+from services.shadow.runs import running_shadow
+from services.shadow.tap import ShadowTap
 from services.store import session_scope
 from services.twin.render import CameraSetup
 from sim.fleet import FleetConfig, robot_ids, run_shift
@@ -73,10 +76,40 @@ def fleet_shift(
         if window is not None:
             windows.append(window)
 
-    with api_in_background() as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
-        client = ApiFleetClient(http, settings.root / "robot-models", credentials)
-        summary = run_shift(config, client, log_dir, night, after_window=controller_looks)
-    return {"night": night, "shift": summary, "rollout_windows": windows}
+    shadow = _shadow_tap(settings)
+    try:
+        with (
+            api_in_background() as base_url,
+            httpx.Client(base_url=base_url, timeout=60) as http,
+        ):
+            client = ApiFleetClient(http, settings.root / "robot-models", credentials)
+            summary = run_shift(
+                config, client, log_dir, night, after_window=controller_looks, shadow=shadow
+            )
+    finally:
+        shadow_counts = shadow.close() if shadow is not None else None
+    report = {"night": night, "shift": summary, "rollout_windows": windows}
+    if shadow is not None:
+        report["shadow"] = {"version": shadow.version, **shadow_counts}
+    return report
+
+
+def _shadow_tap(settings: Settings) -> ShadowTap | None:
+    """The shadow the policy server would run beside the robots tonight, if one is running.
+
+    The simulated robots run their models on board instead of calling a policy server, so
+    the shift runs the shadow as the server does (the same ShadowTap, model loaded and
+    checked the same way) and its log lands where the server's would.
+    """
+    with session_scope(settings.db_url) as session:
+        run = running_shadow(session=session)
+        version = run.version if run is not None else None
+    if version is None:
+        return None
+    model = load_served_model(settings, version, warmup_calls=1)
+    return ShadowTap(
+        version, model.infer, settings.shadow_log, queue_steps=settings.shadow.queue_steps
+    )
 
 
 @flow(name="simulated-nights")

@@ -17,12 +17,13 @@ from services.approval.late import roll_out_approved
 from services.approval.requests import wait_for_decision
 from services.config import Settings
 from services.curation.manifest import build_manifest
-from services.evaluation.gate import judge, record_verdict
+from services.evaluation.gate import judge_candidate, record_verdict
 from services.evaluation.paired import evaluate_against_champion
 from services.ingest.batch import ingest_logs
 from services.registry.candidates import candidate_summary
 from services.rollout.controller import start_rollout
 from services.rollout.kube_sync import kube_backend
+from services.shadow.judging import judge_shadow, shadow_candidate_tonight, waiting_shadow
 from services.training.config import TrainConfig
 from services.training.kube_job import train_on_kubernetes
 from services.training.stage import train_and_register
@@ -64,7 +65,29 @@ def evaluate_task(settings: Settings, candidate_id: str):
 
 @task(name="gate", cache_policy=NO_CACHE)
 def gate_task(settings: Settings, candidate_id: str, evaluations):
-    return record_verdict(settings.db_url, candidate_id, judge(evaluations))
+    return record_verdict(
+        settings.db_url, candidate_id, judge_candidate(settings.db_url, candidate_id, evaluations)
+    )
+
+
+@task(name="start-shadow", cache_policy=NO_CACHE)
+def start_shadow_task(settings: Settings, candidate_id: str):
+    return shadow_candidate_tonight(settings, candidate_id, actor="nightly")
+
+
+@task(name="waiting-shadow", cache_policy=NO_CACHE)
+def waiting_shadow_task(settings: Settings):
+    return waiting_shadow(settings, actor="nightly")
+
+
+@task(name="field-gate", cache_policy=NO_CACHE)
+def field_gate_task(settings: Settings, run, evaluations, night_started):
+    verdict, why = judge_shadow(
+        settings, run, evaluations, night_started=night_started, actor="nightly"
+    )
+    if verdict is None:
+        return None, why
+    return record_verdict(settings.db_url, run.candidate_id, verdict), why
 
 
 @task(name="wait-for-approval", cache_policy=NO_CACHE)
@@ -108,6 +131,21 @@ def train_candidate(settings: Settings, dataset_id: str):
 def evaluate_candidate(settings: Settings, candidate_id: str):
     evaluations = evaluate_task(settings, candidate_id)
     return evaluations, gate_task(settings, candidate_id, evaluations)
+
+
+@flow(name="shadow-candidate", **FLOW_HOOKS)
+def shadow_candidate(settings: Settings, candidate_id: str):
+    """A candidate with field tasks: evaluate what a twin can now, shadow it on the next shift."""
+    evaluations = evaluate_task(settings, candidate_id)
+    return evaluations, start_shadow_task(settings, candidate_id)
+
+
+@flow(name="judge-on-field-evidence", **FLOW_HOOKS)
+def judge_on_field_evidence(settings: Settings, run, night_started):
+    """The shadowed candidate's verdict: closed loop on the twin tasks (the stored episodes
+    of its first night, reused), field evidence on the others; (None, why) while it waits."""
+    evaluations = evaluate_task(settings, run.candidate_id)
+    return field_gate_task(settings, run, evaluations, night_started)
 
 
 @flow(name="approve-candidate", **FLOW_HOOKS)

@@ -194,6 +194,32 @@ class EvaluationSettings(BaseSettings):
 
     # Fixed evaluation seeds per task (candidate and champion run on the same ones).
     eval_episodes: int = Field(default=100, ge=1)
+    # Tasks whose evidence comes from the field, not a simulator twin (FLYWHEEL_FIELD_TASKS):
+    # candidates are judged on them by their shadow run and the field gate's thresholds
+    # (services/shadow), never in simulation, and start their rollout at the canary.
+    field_tasks: tuple[str, ...] = ()
+
+
+class ShadowSettings(BaseSettings):
+    model_config = _flywheel("FLYWHEEL_SHADOW_")
+
+    # Where shadow actions are logged (FLYWHEEL_SHADOW_LOG); None: <home>/shadow-log.
+    log: Path | None = None
+    # Steps waiting for the shadow policy; when full, steps are dropped and counted.
+    queue_steps: int = Field(default=4096, ge=1)
+    # Shadow episodes per field task before a night judges the candidate (the field gate's
+    # thresholds may ask for more).
+    min_episodes: int = Field(default=8, ge=1)
+    # Nights a candidate waits for that many shadow episodes; then it is judged on what
+    # there is (inconclusive where too little).
+    max_nights: int = Field(default=3, ge=1)
+    # RMS action difference under which the candidate "agrees" with the champion.
+    tolerance: float = Field(default=0.1, gt=0)
+    # Seconds before a takeover in which the candidate is compared with the champion.
+    pre_takeover_s: float = Field(default=1.0, gt=0)
+    # The share of the fleet a field-evidence candidate starts on, when the rollout plan's
+    # first stage is the whole fleet.
+    canary_share: float = Field(default=0.25, gt=0, lt=1)
 
 
 class ApprovalSettings(BaseSettings):
@@ -541,6 +567,17 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     # `flywheel policy-server`: what it preloads, which robots it serves, its port.
     policy_server: PolicyServerSettings = Field(default_factory=PolicyServerSettings)
+    # Shadow runs: where their actions are logged, how they are compared (FLYWHEEL_SHADOW_*).
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+
+    @model_validator(mode="after")
+    def _field_tasks_are_tasks(self) -> Settings:
+        extra = sorted(set(self.evaluation.field_tasks) - set(self.fleet.tasks))
+        if extra:
+            raise ValueError(
+                f"FLYWHEEL_FIELD_TASKS names {extra}, which FLYWHEEL_TASKS does not list"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
@@ -596,6 +633,20 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+    @property
+    def twin_tasks(self) -> list[str]:
+        """The fleet's tasks a simulator twin judges (closed loop)."""
+        return [t for t in self.fleet.tasks if t not in self.evaluation.field_tasks]
+
+    @property
+    def field_tasks(self) -> list[str]:
+        """The fleet's tasks judged on field evidence (shadow runs), no twin."""
+        return [t for t in self.fleet.tasks if t in self.evaluation.field_tasks]
+
+    @property
+    def shadow_log(self) -> Path:
+        return self.shadow.log or self.root / "shadow-log"
 
     @property
     def fleet_log_uri(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -108,6 +108,11 @@ def fail_night(settings: Settings, *, flow_run_id: str, error: str) -> None:
             night.state = "failed"
             night.finished_at = utcnow()
             night.summary = {**night.summary, "outcome": f"failed: {error}"}
+
+
+def started_at(settings: Settings, night_id: int) -> datetime:
+    with session_scope(settings.db_url) as session:
+        return session.get(NightlyRun, night_id).started_at
 
 
 def nights_completed(settings: Settings) -> int:

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -16,6 +17,26 @@ from services.twin.env import PolicyFn, SimEnv
 from services.twin.eyes import PolicyEyes
 from services.twin.render import CameraSetup, SceneCameras
 from sim.operator import Operator
+
+
+class Shadow(Protocol):
+    """A policy run beside the robot's on what it sees, never executed (the policy server's
+    shadow mode: services/shadow/tap.py)."""
+
+    version: str
+
+    def observe(
+        self,
+        *,
+        robot_id: str,
+        episode_uuid: str,
+        step: int,
+        state: np.ndarray,
+        task: str,
+        images: dict[str, np.ndarray] | None,
+        served_version: str,
+        served_action: np.ndarray,
+    ) -> bool: ...
 
 
 @contextlib.contextmanager
@@ -42,11 +63,16 @@ def run_episode(
     cameras: SceneCameras | None = None,
     camera_every: int = 1,
     eyes: PolicyEyes | None = None,
+    shadow: Shadow | None = None,
 ) -> EpisodeRecording:
     """Run and record one episode. ``policy=None`` records an expert demonstration.
     ``cameras`` render the scene every ``camera_every`` steps, before the step's action; a
     vision policy sees their frames through ``eyes`` (which every step is shown, so its codecs
-    run as the store's do, whoever is in control)."""
+    run as the store's do, whoever is in control).
+
+    With a ``shadow``, the robot asks its policy for an action on every step, as a robot
+    that calls a policy server does, also while the operator is in control (the answer is
+    not executed then), and each step goes to the shadow beside the policy's answer."""
     state = env.reset(seed)
     operator.start()
     demo = policy is None
@@ -65,10 +91,23 @@ def run_episode(
         images = eyes.see(rendered) if eyes is not None else None
         by_operator = demo or operator.in_control
         expert_action = env.expert_action(state)
-        if by_operator:
-            action = expert_action
-        else:
-            action = policy(state, env.task) if images is None else policy(state, env.task, images)
+        proposed = None
+        if not demo and (shadow is not None or not by_operator):
+            proposed = (
+                policy(state, env.task) if images is None else policy(state, env.task, images)
+            )
+        action = expert_action if by_operator else proposed
+        if shadow is not None and proposed is not None:
+            shadow.observe(
+                robot_id=robot_id,
+                episode_uuid=episode_uuid,
+                step=step,
+                state=state,
+                task=env.task,
+                images=images,
+                served_version=policy_version,
+                served_action=np.asarray(proposed, dtype=np.float32),
+            )
         states.append(state)
         actions.append(np.asarray(action, dtype=np.float32))
         sources.append(CONTROL_OPERATOR if by_operator else CONTROL_POLICY)

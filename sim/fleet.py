@@ -21,7 +21,7 @@ from services.twin.env import PolicyFn, SimEnv
 from services.twin.eyes import PolicyEyes
 from services.twin.render import CameraSetup, SceneCameras
 from services.twin.tasks import make_env
-from sim.episode import robot_cameras, run_episode, upload
+from sim.episode import Shadow, robot_cameras, run_episode, upload
 from sim.operator import Operator, OperatorConfig
 
 # Seed ranges kept apart: evaluation uses 0..9_999_999, the fleet and the lab their own.
@@ -123,18 +123,20 @@ def run_shift(
     night: int,
     *,
     after_window: Callable[[], None] | None = None,
+    shadow: Shadow | None = None,
 ) -> ShiftSummary:
     """A shift in rounds: each robot asks for its assignment, works one episode, uploads its
     log and sends a heartbeat; ``after_window`` runs every ``window_rounds`` rounds (the
     rollout controller looking at the heartbeats), so a stage change or a rollback reaches
-    the robots within the shift."""
+    the robots within the shift. ``shadow``: a candidate run beside what each robot runs
+    (not beside itself, on a robot already running it), as the policy server runs one."""
     envs = {task: make_env(task) for task in config.tasks}
     with contextlib.ExitStack() as stack:
         cameras = {
             task: stack.enter_context(robot_cameras(env, config.cameras))
             for task, env in envs.items()
         }
-        return _work(config, client, log_dir, night, envs, cameras, after_window)
+        return _work(config, client, log_dir, night, envs, cameras, after_window, shadow)
 
 
 def _eyes(assignment: Assignment, config: FleetConfig, env: SimEnv) -> PolicyEyes | None:
@@ -157,6 +159,7 @@ def _work(
     envs: dict[str, SimEnv],
     cameras: dict[str, SceneCameras | None],
     after_window: Callable[[], None] | None,
+    shadow: Shadow | None = None,
 ) -> ShiftSummary:
     """The shift's rounds, with each task's world and its robots' cameras open."""
     operator = Operator(config.operator)
@@ -182,6 +185,7 @@ def _work(
                 cameras=cameras[task],
                 camera_every=config.cameras.every(envs[task].control_hz) if config.cameras else 1,
                 eyes=_eyes(assignment, config, envs[task]),
+                shadow=shadow if shadow and shadow.version != assignment.version else None,
             )
             path = log_dir / robot / f"night-{night:03d}" / f"{recording.episode_uuid}.mcap"
             files.append(str(upload(recording, path, config.cameras)))

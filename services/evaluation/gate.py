@@ -67,6 +67,10 @@ def judge(evaluations: list[TaskEvaluation], config: GateConfig = GateConfig()) 
     }
     if any(e.champion is None for e in evaluations):
         return GateVerdict(PASS, "no champion yet: the first policy becomes the champion", numbers)
+    if not evaluations:
+        return GateVerdict(
+            INCONCLUSIVE, "no closed-loop evidence: no task has a simulator twin", numbers
+        )
 
     champ_k = sum(e.champion.successes for e in evaluations)
     b = sum(e.candidate_only for e in evaluations)
@@ -112,6 +116,22 @@ def judge(evaluations: list[TaskEvaluation], config: GateConfig = GateConfig()) 
             numbers,
         )
     return GateVerdict(PASS, f"better with confidence: {summary}", numbers)
+
+
+def judge_candidate(
+    db_url: str,
+    candidate_id: str,
+    evaluations: list[TaskEvaluation],
+    config: GateConfig = GateConfig(),
+) -> GateVerdict:
+    """``judge`` for a stored candidate: with no champion yet (no parent) the first policy
+    passes even where no task could be run in closed loop (every task a field task)."""
+    with session_scope(db_url) as session:
+        candidate = session.get(Candidate, candidate_id)
+        first = candidate is not None and candidate.parent_version is None
+    if first and not evaluations:
+        return GateVerdict(PASS, "no champion yet: the first policy becomes the champion", {})
+    return judge(evaluations, config)
 
 
 def record_verdict(db_url: str, candidate_id: str, verdict: GateVerdict) -> GateVerdict:

@@ -18,7 +18,8 @@ from services.store.models import Candidate
 
 def evaluate_against_champion(settings: Settings, candidate_id: str) -> list[TaskEvaluation]:
     """Closed-loop success per task on seeds 0..eval_episodes-1, paired with the parent,
-    and offline action error on held-out operator segments.
+    and offline action error on held-out operator segments. Tasks without a twin
+    (``FLYWHEEL_FIELD_TASKS``) are not run in simulation: their evidence is the field's.
 
     The baseline is the candidate's parent: the champion it was fine-tuned from and would
     replace. Stored episodes are reused, so re-running the stage costs nothing.
@@ -32,7 +33,7 @@ def evaluate_against_champion(settings: Settings, candidate_id: str) -> list[Tas
 
     def results_of(v: str) -> dict[str, dict[int, bool]]:
         return evaluate_version(
-            settings, v, policy_checkpoint(settings, v), settings.fleet.tasks, seeds
+            settings, v, policy_checkpoint(settings, v), settings.twin_tasks, seeds
         )
 
     results = results_of(version)

@@ -44,7 +44,7 @@ from services.rollout.transitions import (
 )
 from services.serving.assignments import fleet
 from services.store import record_audit, session_scope
-from services.store.models import Candidate, Heartbeat, Rollout, utcnow
+from services.store.models import Candidate, Decision, Heartbeat, Rollout, utcnow
 
 CONTROLLER = "rollout-controller"
 
@@ -87,6 +87,8 @@ def start_rollout(
                 f"candidate {candidate_id} was evaluated against {candidate.parent_version}, "
                 f"but the champion is {champion}: evaluate it against the champion first"
             )
+        if champion is not None and _judged_on_field_evidence(session, candidate_id):
+            plan = plan.with_canary(settings.shadow.canary_share)
         robots = [r.id for r in fleet(session=session)]
         stages = plan.stages(candidate.model_version, robots) if champion is not None else []
         # A stage with every robot on the candidate leaves no control group: only the last
@@ -313,3 +315,11 @@ def rollback(settings: Settings, *, actor: str, reason: str) -> Rollout:
         )
     reconcile_champion(settings)
     return last
+
+
+def _judged_on_field_evidence(session: Session, candidate_id: str) -> bool:
+    """Whether the candidate's gate verdict rests on field evidence for some task."""
+    gate = session.scalar(
+        select(Decision).where(Decision.candidate_id == candidate_id, Decision.kind == "gate")
+    )
+    return gate is not None and bool((gate.details or {}).get("evidence", {}).get("field"))

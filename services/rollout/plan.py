@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from services.config import Settings
 from services.rollout.sequential import SPRT, ProportionSPRT
@@ -93,6 +93,15 @@ class RolloutPlan:
             test=SPRT(alpha=alpha, beta=r.beta, ratio=r.worse_ratio),
             failure_test=ProportionSPRT(alpha=alpha, beta=r.beta, increase=r.failure_increase),
         )
+
+    def with_canary(self, share: float) -> RolloutPlan:
+        """This plan, or one whose first stage is a canary of ``share`` of the fleet (with the
+        first stage's tests and limits) when this one starts on the whole fleet: a candidate
+        judged on field evidence meets the robots on a canary first."""
+        first = self.specs[0]
+        if first.share < 1.0:
+            return self
+        return RolloutPlan((replace(first, share=share), *self.specs))
 
     def thresholds(self) -> dict[str, float]:
         """Each metric's rollback bound at the first stage that watches it (for charts)."""

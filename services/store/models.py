@@ -380,6 +380,45 @@ class NightlyRun(Base):
     lease_until: Mapped[datetime | None]
 
 
+class ShadowRun(Base):
+    """A candidate run as a shadow beside the champion on the fleet's observations.
+
+    While one is running the policy server (and the simulated fleet's shift) gives the
+    candidate every observation a robot sends, off the executed path, and logs its actions
+    beside the ones served (``services/shadow``). At most one runs at a time.
+    """
+
+    __tablename__ = "shadow_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    candidate_id: Mapped[str] = mapped_column(ForeignKey("candidates.id"), index=True)
+    # The candidate's model version (the shadow) and the champion it shadows.
+    version: Mapped[str] = mapped_column(String(32), index=True)
+    champion_version: Mapped[str | None] = mapped_column(String(32))
+    # running | ended
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    started_by: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class FieldGateThresholds(Base):
+    """One version of the thresholds a fleet manager set for judging on field evidence.
+
+    The field gate uses the newest version set before the night began; without one, a
+    candidate judged on field evidence is inconclusive and goes to a fleet manager.
+    """
+
+    __tablename__ = "field_gate_thresholds"
+
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    thresholds: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    set_by: Mapped[str] = mapped_column(String(64))
+    set_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
 class AuditEvent(Base):
     """Every state change: who, what, when, why, before and after."""
 
