@@ -8,6 +8,7 @@ from cli import (  # noqa: F401  (register the commands)
     policy_server,
     review,
     robots,
+    shadow,
 )
 from cli.base import app
 

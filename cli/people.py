@@ -32,6 +32,7 @@ from services.config import Settings
 from services.errors import NotFound
 from services.registry.ledger import PromotionConflict
 from services.rollout.controller import RolloutError
+from services.shadow.runs import ShadowError
 from services.store import session_scope
 from services.store.models import User
 
@@ -49,6 +50,7 @@ REFUSALS = (
     DecisionConflict,
     RolloutError,
     PromotionConflict,
+    ShadowError,
     ValueError,
     LookupError,
 )

@@ -21,7 +21,7 @@ from cli.base import (
 from cli.people import Action, Refused, acting_settings, perform
 from cli.progress import Stages
 from services.approval import decisions, users
-from services.evaluation.gate import judge, record_verdict
+from services.evaluation.gate import judge_candidate, record_verdict
 from services.evaluation.paired import evaluate_against_champion
 from services.readmodel.review import (
     NotFound,
@@ -48,7 +48,9 @@ def evaluate(version: str, as_json: JsonFlag = False) -> None:
     candidate_id = resolve_candidate(settings, version)
     with Stages() as stages, stages.stage(f"evaluate-candidate model version {version}"):
         evaluations = evaluate_against_champion(settings, candidate_id)
-    verdict = record_verdict(settings.db_url, candidate_id, judge(evaluations))
+    verdict = record_verdict(
+        settings.db_url, candidate_id, judge_candidate(settings.db_url, candidate_id, evaluations)
+    )
     if as_json:
         return print_json({"evaluations": evaluations, "gate": verdict})
     records = [

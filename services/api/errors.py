@@ -21,6 +21,7 @@ from services.serving.credentials import (
     RobotUnauthenticated,
 )
 from services.serving.heartbeats import HeartbeatConflict, ImplausibleHeartbeat
+from services.shadow.runs import ShadowError
 
 STATUS = {
     Unauthenticated: 401,
@@ -35,6 +36,7 @@ STATUS = {
     RobotForbidden: 403,
     RobotAlreadyEnrolled: 409,
     HeartbeatConflict: 409,
+    ShadowError: 409,  # a candidate with no model to run
 }
 # Not LookupError or ValueError as such: a KeyError or a pydantic error inside a handler is a
 # server bug and must show as a 500, not pass as the client's fault.

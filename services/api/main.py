@@ -13,7 +13,15 @@ from services.api.deps import KnownQueryOnly, SettingsDep
 from services.api.errors import install_error_handlers
 from services.api.limits import AdmitRobots, LimitBodySize
 from services.api.lockout import Lockout
-from services.api.routes import audit, candidates, robot_credentials, robots, rollouts, users
+from services.api.routes import (
+    audit,
+    candidates,
+    robot_credentials,
+    robots,
+    rollouts,
+    shadow,
+    users,
+)
 from services.config import get_settings
 from services.runtime.dependencies import DependencyUnavailable, check_database
 
@@ -38,7 +46,7 @@ def create_app() -> FastAPI:
         queue_s=settings.api.robot_queue_s,
     )
     app.add_middleware(LimitBodySize, max_bytes=settings.api.max_body_bytes)
-    for module in (candidates, rollouts, audit, users, robot_credentials):
+    for module in (candidates, rollouts, audit, users, robot_credentials, shadow):
         app.include_router(module.router, dependencies=[KnownQueryOnly])
     # The robot routes check their query after the credential: without one, only 401.
     app.include_router(robots.router)

@@ -34,6 +34,7 @@ from services.approval import decisions
 from services.approval.decisions import APPROVER_ROLES
 from services.approval.users import Unauthenticated, article, authenticate
 from services.config import Settings, get_settings
+from services.shadow.judging import candidate_shadow
 from services.errors import NotFound
 from services.evaluation.trajectories import FILMED_FAILURES, VIDEO_FPS
 from services.readmodel import episodes, evidence, review
@@ -300,6 +301,7 @@ def candidate(
         fps=VIDEO_FPS,
         figures={k: charts.to_json(f) for k, f in figures.items()},
         awaiting=_awaiting(detail["status"], detail["decisions"]),
+        shadow=candidate_shadow(settings, detail["id"]),
     )
 
 

@@ -64,6 +64,7 @@ def create_policy_app(settings: Settings, router: Router | None = None) -> FastA
         finally:
             watcher.cancel()
             executor.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(router.close)
 
     app = FastAPI(title="Flywheel policy server", lifespan=lifespan)
     app.state.lockout = Lockout.from_settings(settings.api)
@@ -85,6 +86,7 @@ def create_policy_app(settings: Settings, router: Router | None = None) -> FastA
     @app.get("/health")
     def health():
         body = {"ready": router.ready, "versions": router.versions(), "failed": router.failed}
+        body["shadow"] = router.shadow_counts()
         return JSONResponse(body, status_code=200 if router.ready else 503)
 
     @app.websocket("/")

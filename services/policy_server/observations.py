@@ -9,6 +9,12 @@ An observation is a map (openpi's ``infer(obs)``):
 - camera images, for a policy that has cameras: ``images`` (a map of camera name to image)
   or one ``observation.images.<name>`` key per camera.
 
+Optional, to tie the step to the robot's log (shadow mode: the shadow's action is logged by
+episode and step, and joined with the episode the robot uploads):
+
+- ``episode_id``: the robot's id of the episode (the one its upload carries);
+- ``step``: the step's index within the episode, from 0.
+
 Anything else is refused, and so is an image sent to a policy without cameras: a key the
 server would ignore is most often a typo the robot should hear about. Every refusal says what
 was wrong and what is expected; the connection stays open for the next observation.
@@ -27,6 +33,8 @@ from services.features import IMAGE_PREFIX, OBSERVATION_STATE
 STATE_KEYS = (OBSERVATION_STATE, "state")
 TASK_KEYS = ("task", "prompt")
 IMAGES_KEY = "images"
+EPISODE_KEY = "episode_id"
+STEP_KEY = "step"
 # openpi's control messages (episode start and end): acknowledged, no action.
 CONTROL_KEY = "__ctrl__"
 
@@ -50,6 +58,9 @@ class Observation:
     state: np.ndarray
     task: str
     images: dict[str, np.ndarray]
+    # Where the step sits in the robot's log, when the robot says (shadow mode needs both).
+    episode_id: str | None = None
+    step: int | None = None
 
 
 def parse_observation(message: Any, spec: PolicySpec) -> Observation:
@@ -61,7 +72,8 @@ def parse_observation(message: Any, spec: PolicySpec) -> Observation:
     state = _one_of(obs, STATE_KEYS, required=True)
     task = _one_of(obs, TASK_KEYS, required=False)
     images = _images(obs)
-    unknown = sorted(set(obs) - set(STATE_KEYS) - set(TASK_KEYS) - {IMAGES_KEY})
+    known = {IMAGES_KEY, EPISODE_KEY, STEP_KEY}
+    unknown = sorted(set(obs) - set(STATE_KEYS) - set(TASK_KEYS) - known)
     unknown = [k for k in unknown if not k.startswith(IMAGE_PREFIX)]
     if unknown:
         raise ObservationError(
@@ -69,8 +81,32 @@ def parse_observation(message: Any, spec: PolicySpec) -> Observation:
             f"'task' (or 'prompt')" + (", and the camera images" if spec.cameras else "")
         )
     return Observation(
-        state=_state(state, spec), task=_task(task, spec), images=_check_images(images, spec)
+        state=_state(state, spec),
+        task=_task(task, spec),
+        images=_check_images(images, spec),
+        episode_id=_episode_id(obs.get(EPISODE_KEY)),
+        step=_step(obs.get(STEP_KEY)),
     )
+
+
+def _episode_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise ObservationError(f"{EPISODE_KEY!r} is the robot's episode id, a string of 1-128")
+    return value
+
+
+def _step(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, np.integer | np.ndarray) and np.ndim(value) == 0:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ObservationError(f"{STEP_KEY!r} is the step's index in the episode, from 0")
+    return value
 
 
 def _key(key: Any) -> str:

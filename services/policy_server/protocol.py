@@ -31,6 +31,8 @@ def answer(route: Route | None, message: Any) -> dict:
     observation = parse_observation(message, model.spec)
     started = time.perf_counter()
     actions = model.infer(observation)
+    if route.shadow is not None:
+        route.shadow.offer_served(route.robot_id, observation, model.version, actions[0])
     return {
         "actions": actions,
         "policy_version": model.version,

@@ -21,9 +21,9 @@ from services.evaluation.gate import GateVerdict, judge
 from services.registry.ledger import champion_of
 from services.shadow.field_gate import FieldThresholds, combine, current_thresholds, judge_field
 from services.shadow.report import ReportConfig, collect, summarise
-from services.shadow.runs import end_shadow, running_shadow, start_shadow
+from services.shadow.runs import end_shadow, running_shadow, shadow_of, start_shadow
 from services.store import record_audit, session_scope
-from services.store.models import Candidate, NightlyRun, ShadowRun
+from services.store.models import Candidate, Decision, NightlyRun, ShadowRun
 
 SHADOWING = "shadowing"
 
@@ -132,3 +132,23 @@ def judge_shadow(
         stored = session.get(ShadowRun, run.id)
         end_shadow(session=session, run=stored, actor=actor, reason=f"judged: {verdict.verdict}")
     return verdict, "judged"
+
+
+def candidate_shadow(settings: Settings, candidate_id: str) -> dict | None:
+    """The candidate's shadow report: the one its field verdict was judged on, or, while
+    its shadow run goes on (or for a run ended without a verdict), what the log holds so
+    far. None if it never ran as a shadow."""
+    with session_scope(settings.db_url) as session:
+        run = shadow_of(session=session, candidate_id=candidate_id)
+        if run is None:
+            return None
+        gate = session.scalar(
+            select(Decision).where(Decision.candidate_id == candidate_id, Decision.kind == "gate")
+        )
+        judged = ((gate.details or {}).get("field") or {}) if gate is not None else {}
+        session.expunge(run)
+    state = {"shadow_run": run.id, "state": run.state, "started_at": run.started_at.isoformat()}
+    if judged.get("report"):
+        return {**state, "judged": True, "field": judged, **judged["report"]}
+    config = report_config(settings)
+    return {**state, "judged": False, **summarise(collect(settings, run, config), config)}

@@ -57,7 +57,7 @@ class ShadowTap:
         self._infer = infer
         self._writer = ShadowLogWriter(log_root)
         self._queue: queue.Queue = queue.Queue(maxsize=queue_steps)
-        self.counts = {"offered": 0, "dropped": 0, "logged": 0, "failed": 0}
+        self.counts = {"offered": 0, "dropped": 0, "logged": 0, "failed": 0, "unattributed": 0}
         self._lock = threading.Lock()  # counts are bumped by the serving threads too
         self._thread = threading.Thread(target=self._work, name=f"shadow-{version}", daemon=True)
         self._thread.start()
@@ -71,6 +71,26 @@ class ShadowTap:
             return False
         self._count(offered=1)
         return True
+
+    def offer_served(
+        self, robot_id: str, observation: Observation, served_version: str, action: np.ndarray
+    ) -> bool:
+        """``offer`` from the policy server: a step the robot did not place in its log (no
+        ``episode_id`` and ``step`` in the observation) cannot be joined with it, and is
+        counted as unattributed instead."""
+        if observation.episode_id is None or observation.step is None:
+            self._count(unattributed=1)
+            return False
+        return self.offer(
+            ShadowStep(
+                robot_id,
+                observation.episode_id,
+                observation.step,
+                observation,
+                served_version,
+                action,
+            )
+        )
 
     def observe(
         self,

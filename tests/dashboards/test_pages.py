@@ -311,3 +311,46 @@ def test_the_candidate_page_shows_a_failure_beside_the_champion_on_the_same_seed
     fleet = page.split("Fleet episodes it learned from")[1].split("Decisions and comments")[0]
     assert fleet.count('<figure class="player"') == 3 * 2  # front and wrist
     assert fleet.count('class="takeover"') >= 2
+
+
+def test_the_candidate_page_and_the_api_show_its_shadow_run(site):
+    """A shadow run of v5 beside champion v2 on night 1's four episodes: the candidate acts as
+    the executed actions plus 0.05 on every dimension, the champion as the executed ones."""
+    from services.episode_store.parquet import EpisodeStore
+    from services.features import ACTION, EPISODE_ID
+    from services.shadow.log import ShadowLogWriter, ShadowRecord
+    from services.shadow.runs import start_shadow
+
+    settings = site.settings
+    with session_scope(settings.db_url, write=True) as session:
+        episodes = session.scalars(
+            select(Episode).where(Episode.policy_version == "2", Episode.status == "ok")
+        ).all()
+        uuids = {e.id: (e.robot_id, e.source_episode_uuid) for e in episodes}
+        start_shadow(session=session, candidate_id="c5", actor="fatima", reason="test")
+    frames = EpisodeStore(settings.episode_store).read_frames(list(uuids))
+    writer = ShadowLogWriter(settings.shadow_log)
+    for episode_id, steps in frames.groupby(EPISODE_ID):
+        robot, uuid = uuids[episode_id]
+        for step, action in enumerate(steps[ACTION]):
+            executed = np.asarray(action, np.float32)
+            writer.append(
+                ShadowRecord(robot, uuid, step, "pick-place", "2", executed, "5", executed + 0.05)
+            )
+    writer.flush()
+
+    token = site.tokens["engineer"]
+    report = site.get("/candidates/5/shadow", headers={"Authorization": f"Bearer {token}"})
+    assert report.status_code == 200, report.text
+    task = report.json()["tasks"]["pick-place"]
+    assert (task["episodes"], task["operator_steps"], task["autonomous_successes"]) == (4, 24, 2)
+    assert task["candidate_operator_distance"]["value"] == pytest.approx(0.05, abs=1e-6)
+    assert task["champion_operator_distance"]["value"] == pytest.approx(0.0, abs=1e-6)
+    assert task["agreement_on_successes"]["value"] == 1.0
+    missing = site.get("/candidates/3/shadow", headers={"Authorization": f"Bearer {token}"})
+    assert missing.status_code == 404 and "never run as a shadow" in missing.json()["detail"]
+
+    _login(site, "engineer")
+    page = site.get("/ui/candidates/5").text
+    assert "Shadow run on the fleet" in page and "evidence so far" in page
+    assert "+0.050" in page and "of 2" in page  # the difference; the takeovers it saw

@@ -203,3 +203,68 @@ def test_a_vision_policys_robot_sends_its_camera_frames_in_either_form(served):
         assert "uint8" in _infer(ws, wrong)  # the policy's own check of its frames
         dark = _infer(ws, {"state": STATE, "task": "toy-reach", "images": {"front": 0 * frame}})
     assert not np.array_equal(dark["actions"], nested["actions"])  # the frames reach the model
+
+
+def _shadow_state(served, running: bool) -> dict | None:
+    """Wait (bounded) until the server's refresh has started or stopped the shadow."""
+    for _ in range(200):
+        shadow = httpx.get(served.http + "/health").json()["shadow"]
+        if (shadow is not None) == running:
+            return shadow
+        threading.Event().wait(0.05)
+    raise AssertionError(f"the shadow did not {'start' if running else 'stop'} within 10 s")
+
+
+def test_a_shadow_run_logs_the_candidates_actions_beside_the_served_ones(served):
+    from policies.checkpoint import load_checkpoint
+    from services.registry.mlflow_registry import policy_checkpoint
+    from services.shadow.log import read_counts, read_shadow_log
+    from services.shadow.runs import end_shadow, running_shadow, start_shadow
+    from services.store.models import Candidate, Dataset
+
+    settings = served.settings
+    with session_scope(settings.db_url, write=True) as session:
+        session.add(Dataset(id="d-shadow", scheme="uniform", path="m", n_episodes=1, n_steps=1))
+        session.flush()
+        session.add(
+            Candidate(
+                id="c-act",
+                model_name="m",
+                model_version="2",
+                dataset_id="d-shadow",
+                parent_version="1",
+                policy="act",
+            )
+        )
+        session.flush()
+        start_shadow(session=session, candidate_id="c-act", actor="t")  # version 2, ACT
+    try:
+        assert _shadow_state(served, running=True)["version"] == "2"
+        ws, _ = _connect(served, served.keys["r1"])
+        states = [STATE + i for i in range(5)]
+        with ws:
+            replies = [
+                _infer(ws, {"state": s, "task": "toy-push", "episode_id": "ep-1", "step": i})
+                for i, s in enumerate(states)
+            ]
+            unplaced = _infer(ws, {"state": STATE, "task": "toy-push"})  # no episode, no step
+            refused = _infer(ws, {"state": STATE, "task": "toy-push", "step": -1})
+        # The robot runs its own version; the shadow's chunk of 4 never reaches it.
+        assert [r["policy_version"] for r in replies] == ["1"] * 5
+        assert all(r["actions"].shape == (1, 2) for r in [*replies, unplaced])
+        assert refused.startswith("observation refused") and "'step'" in refused
+    finally:
+        with session_scope(settings.db_url, write=True) as session:
+            end_shadow(session=session, run=running_shadow(session=session), actor="t", reason="t")
+    _shadow_state(served, running=False)  # closed: its log written out
+    log = read_shadow_log(settings.shadow_log, "2").sort_values("step")
+    assert log["step"].tolist() == [0, 1, 2, 3, 4]
+    assert set(log["robot_id"]) == {"r1"} and set(log["served_version"]) == {"1"}
+    served_actions = np.stack(log["served_action"].to_numpy())
+    np.testing.assert_array_equal(served_actions, np.stack([r["actions"][0] for r in replies]))
+    act = load_checkpoint(policy_checkpoint(settings, "2"))
+    expected = np.stack([act.act_chunk(s, "toy-push", None)[0] for s in states])
+    np.testing.assert_allclose(np.stack(log["shadow_action"].to_numpy()), expected, atol=1e-6)
+    counts = read_counts(settings.shadow_log, "2")
+    assert counts["offered"] == 5 and counts["logged"] == 5 and counts["unattributed"] == 1
+    assert counts["dropped"] == 0 and counts["failed"] == 0

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from services.registry import mlflow_registry as registry
 from services.registry.ledger import PromotionConflict, champion_of
 from services.rollout.champion import reconcile_champion
-from services.rollout.controller import RolloutError, rollback, start_rollout
+from services.rollout.controller import RolloutError, halt_rollout, rollback, start_rollout
 from services.rollout.plan import RolloutPlan
 from services.store import session_scope
 from services.store.models import AuditEvent, Candidate, Robot
@@ -114,3 +114,29 @@ def test_a_crash_between_ledger_and_alias_is_repaired_on_the_next_run(
     monkeypatch.setattr(controller, "reconcile_champion", reconcile_champion)
     assert reconcile_champion(settings) is True  # what the next night does first
     assert registry.champion_version(settings) == "2"
+
+
+def test_a_candidate_passed_on_field_evidence_starts_at_a_canary_even_on_a_one_stage_plan(
+    settings, register
+):
+    from services.store.models import Decision
+
+    register_candidates(settings, register, ["approved", "approved", "approved"], [None, "1", "1"])
+    start_rollout(settings, "c0", actor="nightly")  # v1 is champion
+    with session_scope(settings.db_url, write=True) as session:
+        for candidate, evidence in (("c1", ["toy-reach"]), ("c2", [])):
+            session.add(
+                Decision(
+                    candidate_id=candidate,
+                    kind="gate",
+                    verdict="pass",
+                    actor="gate",
+                    details={"evidence": {"closed_loop": [], "field": evidence}},
+                )
+            )
+    field = start_rollout(settings, "c1", actor="fatima", plan=WHOLE_FLEET)
+    assert [s["name"] for s in field.stages] == ["canary", "fleet"]
+    assert field.state == "in_progress" and len(field.stages[0]["robots"]) == 1  # of 6, 25%
+    halt_rollout(settings, actor="fatima", reason="the next candidate")
+    closed_loop = start_rollout(settings, "c2", actor="fatima", plan=WHOLE_FLEET)
+    assert [s["name"] for s in closed_loop.stages] == ["fleet"]
