@@ -12,7 +12,10 @@ action): an MLP (256, 256) and an ACT policy (chunks of 8), and robots enrolled 
   difference is the model running slower in the server's process rather than the protocol;
 - 4 and 16 robots at once, each sending its next observation as soon as its answer arrives:
   requests per second and the latency each robot sees (the queue on the server's inference
-  threads, FLYWHEEL_POLICY_SERVER_THREADS, 2 by default).
+  threads, FLYWHEEL_POLICY_SERVER_THREADS, 2 by default);
+- the same 4 and 16 robots with a shadow run under way (the other policy as the shadow:
+  ACT beside the MLP's robots, the MLP beside ACT's), and how many steps the shadow logged
+  and dropped (its bounded queue, FLYWHEEL_SHADOW_QUEUE_STEPS) while they ran.
 
 The robots run in this process (asyncio, one thread) on the same machine as the server, so
 they take CPU from it: on 2 cores the concurrent rows are an upper bound on queueing.
@@ -65,6 +68,7 @@ def _prepare_home(home: Path) -> dict[str, dict]:
     from services.serving.assignments import assign
     from services.serving.credentials import enroll_robot
     from services.store import migrate, session_scope
+    from services.store.models import Candidate, Dataset
 
     settings = Settings()
     configure_runtime(settings)
@@ -96,6 +100,19 @@ def _prepare_home(home: Path) -> dict[str, dict]:
         ).version
         served[name] = {"version": version, "keys": {}}
     with session_scope(settings.db_url, write=True) as session:
+        # Candidate rows, so that either version can be started as the shadow run.
+        session.add(Dataset(id="bench", scheme="uniform", n_episodes=1, n_steps=1, path="-"))
+        session.flush()
+        for name, info in served.items():
+            session.add(
+                Candidate(
+                    id=f"bench-{name}",
+                    model_name=settings.registry.model_name,
+                    model_version=info["version"],
+                    dataset_id="bench",
+                    policy=name,
+                )
+            )
         promote(
             session=session,
             expected=None,
@@ -161,16 +178,19 @@ async def _robot(url: str, key: str, requests: int, times: list[float]) -> None:
 
     from services.policy_server import codec
 
-    message = codec.packb(
-        {"observation.state": np.linspace(-1, 1, STATE_DIM, dtype=np.float32), "task": TASK}
-    )
+    state = np.linspace(-1, 1, STATE_DIM, dtype=np.float32)
+    episode = f"bench-{key[-8:]}-{time.monotonic_ns()}"  # where a shadow logs the steps
     headers = {"Authorization": f"Api-Key {key}"}
     async with connect(url, additional_headers=headers, compression=None) as ws:
         await ws.recv()  # metadata
-        for _ in range(20):  # warm the connection
-            await ws.send(message)
-            await ws.recv()
-        for _ in range(requests):
+        for step in range(20 + requests):
+            message = codec.packb(
+                {"observation.state": state, "task": TASK, "episode_id": episode, "step": step}
+            )
+            if step < 20:  # warm the connection
+                await ws.send(message)
+                await ws.recv()
+                continue
             started = time.perf_counter()
             await ws.send(message)
             reply = await ws.recv()
@@ -186,6 +206,36 @@ async def _fleet(url: str, keys: list[str], requests: int) -> dict[str, float]:
     await asyncio.gather(*(_robot(url, key, requests, times) for key in keys))
     wall = time.perf_counter() - started
     return {**_percentiles(times), "requests_per_s": len(times) / wall}
+
+
+def _shadow(home: Path, port: int, candidate_id: str, version: str) -> None:
+    """Start ``candidate_id``'s shadow run and wait until the server runs it."""
+    import httpx
+
+    from services.config import Settings
+    from services.shadow.runs import start_shadow
+    from services.store import session_scope
+
+    with session_scope(Settings().db_url, write=True) as session:
+        start_shadow(session=session, candidate_id=candidate_id, actor="bench")
+    for _ in range(600):
+        shadow = httpx.get(f"http://127.0.0.1:{port}/health").json()["shadow"]
+        if shadow is not None and shadow["version"] == version:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the server did not start shadow {version} in 60 s (see {home})")
+
+
+def _shadow_counts(port: int) -> dict[str, int]:
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/health").json()["shadow"]
+
+
+def _counted(before: dict, after: dict) -> dict[str, int]:
+    """The shadow's counts over one measurement; a step still queued is neither."""
+    names = ("offered", "logged", "dropped", "failed")
+    return {f"shadow_{n}": after[n] - before[n] for n in names}
 
 
 def _start_server(home: Path, port: int) -> subprocess.Popen:
@@ -248,6 +298,17 @@ def main() -> None:
                 per_robot = max(50, args.requests // robots)
                 row[f"server_{robots}_robots"] = asyncio.run(_fleet(url, keys[:robots], per_robot))
             rows.append(row)
+        for row, info, other in zip(rows, served.values(), reversed(served), strict=True):
+            keys = list(info["keys"].values())
+            _shadow(home, args.port, f"bench-{other}", served[other]["version"])
+            row["shadow"] = other
+            for robots in (4, 16):
+                per_robot = max(50, args.requests // robots)
+                before = _shadow_counts(args.port)
+                row[f"server_{robots}_robots_shadow"] = {
+                    **asyncio.run(_fleet(url, keys[:robots], per_robot)),
+                    **_counted(before, _shadow_counts(args.port)),
+                }
     finally:
         server.terminate()
         server.wait(30)
@@ -277,6 +338,16 @@ def _print(rows: list[dict]) -> None:
             f"{row['policy']:<6} {'server adds':<18} {row['added_p50_ms']:8.3f} "
             f"{row['added_p99_ms']:8.3f}   (goal: <= 1 ms at p99)"
         )
+        for robots in (4, 16):
+            r = row.get(f"server_{robots}_robots_shadow")
+            if r is None:
+                continue
+            where = f"{robots} + {row['shadow']} shadow"
+            print(
+                f"{row['policy']:<6} {where:<18} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
+                f"{r['requests_per_s']:8.0f}   shadow logged {r['shadow_logged']} of "
+                f"{r['shadow_offered']} offered, dropped {r['shadow_dropped']}"
+            )
     print(f"1-minute load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 

@@ -16,7 +16,13 @@ from services.shadow import manage
 from services.shadow.judging import candidate_shadow
 from services.shadow.runs import running_shadow
 
-router = APIRouter(tags=["shadow"], responses={401: {"description": "Missing or invalid token."}})
+router = APIRouter(
+    tags=["shadow"],
+    responses={
+        400: {"description": "Malformed JSON body."},
+        401: {"description": "Missing or invalid token."},
+    },
+)
 _MANAGER = {403: {"description": "Only a fleet manager may do this."}}
 
 
@@ -57,7 +63,15 @@ def get_running_shadow(session: SessionDep, user: CurrentUser) -> dict[str, Any]
     return {"running": None if run is None else manage.run_out(run)}
 
 
-@router.post("/shadow", status_code=201, responses=_MANAGER | {404: {"description": "Unknown."}})
+@router.post(
+    "/shadow",
+    status_code=201,
+    responses=_MANAGER
+    | {
+        404: {"description": "No such candidate."},
+        409: {"description": "The candidate has no registered model to run."},
+    },
+)
 def post_shadow(body: ShadowIn, session: WriteSessionDep, user: CurrentUser) -> dict[str, Any]:
     """Run a candidate as the fleet's shadow (ending the one running, if another)."""
     return manage.start_as(session=session, user=user, ref=body.candidate, reason=body.reason)
