@@ -233,7 +233,8 @@ def _shadow_counts(port: int) -> dict[str, int]:
 
 
 def _counted(before: dict, after: dict) -> dict[str, int]:
-    """The shadow's counts over one measurement; a step still queued is neither."""
+    """The shadow's counts over one measurement (offered = logged + dropped + failed + still
+    queued when it ended)."""
     names = ("offered", "logged", "dropped", "failed")
     return {f"shadow_{n}": after[n] - before[n] for n in names}
 
@@ -345,8 +346,9 @@ def _print(rows: list[dict]) -> None:
             where = f"{robots} + {row['shadow']} shadow"
             print(
                 f"{row['policy']:<6} {where:<18} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
-                f"{r['requests_per_s']:8.0f}   shadow logged {r['shadow_logged']} of "
-                f"{r['shadow_offered']} offered, dropped {r['shadow_dropped']}"
+                f"{r['requests_per_s']:8.0f}   shadow: {r['shadow_offered']} offered, "
+                f"{r['shadow_logged']} logged, {r['shadow_dropped']} dropped, "
+                f"{r['shadow_offered'] - r['shadow_logged'] - r['shadow_dropped']} still queued"
             )
     print(f"1-minute load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 

@@ -34,7 +34,6 @@ from services.approval import decisions
 from services.approval.decisions import APPROVER_ROLES
 from services.approval.users import Unauthenticated, article, authenticate
 from services.config import Settings, get_settings
-from services.shadow.judging import candidate_shadow
 from services.errors import NotFound
 from services.evaluation.trajectories import FILMED_FAILURES, VIDEO_FPS
 from services.readmodel import episodes, evidence, review
@@ -42,6 +41,7 @@ from services.readmodel.rollouts import rollouts_overview
 from services.registry.ledger import champion_of
 from services.rollout import controller
 from services.rollout.plan import RolloutPlan
+from services.shadow.judging import candidate_shadow
 from services.store.models import User, utcnow
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"

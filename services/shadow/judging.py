@@ -126,12 +126,26 @@ def judge_shadow(
         )
     field = judge_field(evidence, tasks, thresholds, version)
     field.numbers["report"] = summarise(evidence, config)
+    field.numbers["offline"] = _offline(settings, run)
     closed = judge(evaluations) if evaluations else None
     verdict = combine(closed, field, tasks, settings.twin_tasks)
     with session_scope(settings.db_url, write=True) as session:
         stored = session.get(ShadowRun, run.id)
         end_shadow(session=session, run=stored, actor=actor, reason=f"judged: {verdict.verdict}")
     return verdict, "judged"
+
+
+def _offline(settings: Settings, run: ShadowRun) -> dict[str, dict]:
+    """The offline action error of candidate and champion on the field tasks' held-out
+    operator steps (shown beside the shadow evidence; the thresholds do not use it)."""
+    from services.evaluation.offline import action_errors
+    from services.registry.mlflow_registry import policy_checkpoint
+
+    checkpoints = {"candidate": policy_checkpoint(settings, run.version)}
+    if run.champion_version is not None:
+        checkpoints["champion"] = policy_checkpoint(settings, run.champion_version)
+    errors = action_errors(checkpoints, settings)
+    return {task: errors[task] for task in settings.field_tasks if task in errors}
 
 
 def candidate_shadow(settings: Settings, candidate_id: str) -> dict | None:
