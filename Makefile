@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 DEMO_HOME := .flywheel/demo
 
-.PHONY: setup demo demo-vision drill test test-fast bench bench-flywheel lint serve up down clean browser render-libs \
+.PHONY: setup demo demo-vision demo-field drill test test-fast bench bench-flywheel lint serve up down clean browser render-libs \
 	tools lerobot-tools
 
 $(STAMP): pyproject.toml constraints.txt
@@ -60,6 +60,31 @@ demo-vision: setup
 	version=$$($(VISION_ENV) FLYWHEEL_TRAIN_CAMERAS='[]' FLYWHEEL_TRAIN_STEPS=$$steps \
 		$(VENV)/bin/flywheel train --dataset $$dataset --json | $(JSON_FIELD) model_version) && \
 	$(VISION_ENV) $(VENV)/bin/flywheel evaluate $$version
+
+# A task without a simulator twin: the fleet works pick-place (which the simulator judges in
+# closed loop) and push (FLYWHEEL_FIELD_TASKS: Flywheel may not evaluate it in simulation).
+# A fleet manager sets the field gate's thresholds before the first night; each candidate is
+# shadowed beside the champion on the next shift and judged on that field evidence the night
+# after, and one that passes starts at the canary, where the robots' sequential tests decide
+# (docs/shadow.md). The robots film nothing here (cameras off): the demo is about evidence.
+FIELD_HOME := .flywheel/demo-field
+FIELD_NIGHTS := 6
+FIELD_ENV := FLYWHEEL_HOME=$(FIELD_HOME) FLYWHEEL_AUTO_APPROVE=true FLYWHEEL_ROLLOUT_STAGES='[0.5, 1.0]' \
+	FLYWHEEL_TASKS='["pick-place", "push"]' FLYWHEEL_FIELD_TASKS='["push"]' FLYWHEEL_SIM_CAMERAS='[]'
+TOKEN_OF = sed -n 's/.*(shown once): \(fw_[^ ]*\).*/\1/p'
+demo-field: setup
+	rm -rf $(FIELD_HOME)
+	@admin=$$($(FIELD_ENV) $(VENV)/bin/flywheel users add ada --role admin | $(TOKEN_OF)) && \
+	manager=$$($(FIELD_ENV) FLYWHEEL_TOKEN=$$admin $(VENV)/bin/flywheel users add fatima \
+		--role fleet-manager | $(TOKEN_OF)) && \
+	$(FIELD_ENV) FLYWHEEL_TOKEN=$$manager $(VENV)/bin/flywheel field-gate set \
+		--reason "push has no twin: judge it on the fleet" --min-episodes 12 \
+		--max-distance-difference 0 --min-agreement 0.5 --min-successes 4
+	$(FIELD_ENV) $(VENV)/bin/flywheel nightly --nights $(FIELD_NIGHTS) --robots 4
+	@for version in $$($(FIELD_ENV) $(VENV)/bin/flywheel candidates --json | $(PY) -c \
+		'import json, sys; print(" ".join(c["model_version"] for c in json.load(sys.stdin) if c["parent_version"]))'); do \
+		$(FIELD_ENV) $(VENV)/bin/flywheel shadow report $$version; done
+	$(FIELD_ENV) $(VENV)/bin/flywheel rollout status
 
 # The rollback drill: one night trains a champion, then a deliberately worse candidate goes
 # to the canary stage and the rollout controller rolls it back during the next shift.

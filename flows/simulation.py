@@ -6,6 +6,7 @@ nightly flow trains the first policy from them.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,7 @@ from services import nights
 from services.api.server import api_in_background
 from services.config import Settings
 from services.episodes.cameras import VideoFormat
-from services.policy_server.models import load_served_model
+from services.policy_server.models import ModelUnavailable, load_served_model
 from services.registry.ledger import champion_of
 from services.rollout.controller import step_rollout
 from services.run_settings import load_run_settings
@@ -31,6 +32,7 @@ from sim.fleet import FleetConfig, robot_ids, run_shift
 from sim.lab import record_lab_demos
 from sim.robot_client import ApiFleetClient
 
+log = logging.getLogger(__name__)
 # Who the audit log says enrolled the simulated robots and rotated their credentials.
 FLEET_ADMIN = "simulated fleet"
 
@@ -106,9 +108,16 @@ def _shadow_tap(settings: Settings) -> ShadowTap | None:
         version = run.version if run is not None else None
     if version is None:
         return None
-    model = load_served_model(settings, version, warmup_calls=1)
+    try:
+        model = load_served_model(settings, version, warmup_calls=1)
+    except ModelUnavailable as exc:  # as the server does: the robots work on, unshadowed
+        log.error("the shift runs without its shadow: %s", exc)
+        return None
     return ShadowTap(
-        version, model.infer, settings.shadow_log, queue_steps=settings.shadow.queue_steps
+        version,
+        model.act,
+        settings.shadow_log,
+        queue_steps=settings.shadow.queue_steps,
     )
 
 

@@ -53,6 +53,11 @@ class ServedModel:
         except ValueError as exc:  # frames that are not the policy's cameras' (check_frames)
             raise ObservationError(str(exc)) from exc
 
+    def act(self, state: np.ndarray, task: str, images: dict | None) -> np.ndarray:
+        """The action chunk as a shadow asks for it: the frames it reads, if it reads any
+        (a state policy beside a vision one ignores the robot's frames)."""
+        return self.policy.act_chunk(state, task, images if self.spec.cameras else None)
+
     def metadata(self) -> dict[str, Any]:
         """What a robot is told on connecting (openpi's server metadata)."""
         config = self.policy.config

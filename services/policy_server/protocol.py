@@ -31,8 +31,17 @@ def answer(route: Route | None, message: Any) -> dict:
     observation = parse_observation(message, model.spec)
     started = time.perf_counter()
     actions = model.infer(observation)
-    if route.shadow is not None:
-        route.shadow.offer_served(route.robot_id, observation, model.version, actions[0])
+    if route.shadow is not None:  # only queued: the shadow runs on its own thread
+        route.shadow.observe(
+            robot_id=route.robot_id,
+            episode_uuid=observation.episode_id,
+            step=observation.step,
+            state=observation.state,
+            task=observation.task,
+            images=observation.images,
+            served_version=model.version,
+            served_action=actions[0],
+        )
     return {
         "actions": actions,
         "policy_version": model.version,

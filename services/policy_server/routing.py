@@ -78,7 +78,10 @@ class Router:
         self._routes: dict[str, Route] = {}
         self._tap: ShadowTap | None = None
         self._make_tap = lambda version, model: ShadowTap(
-            version, model.infer, settings.shadow_log, queue_steps=settings.shadow.queue_steps
+            version,
+            model.act,
+            settings.shadow_log,
+            queue_steps=settings.shadow.queue_steps,
         )
         self.robots: dict[str, RobotRecord] = {}
         self.failed: dict[str, str] = {}

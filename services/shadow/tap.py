@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from services.policy_server.observations import Observation
 from services.shadow.log import ShadowLogWriter, ShadowRecord
 
 log = logging.getLogger(__name__)
@@ -36,19 +35,23 @@ class ShadowStep:
     robot_id: str
     episode_uuid: str
     step: int
-    observation: Observation
+    task: str
+    state: np.ndarray
+    # Camera name to frame, for a shadow that sees; None for state only.
+    images: dict[str, np.ndarray] | None
     served_version: str
     # The first action of the chunk the robot was answered.
     served_action: np.ndarray
 
 
 class ShadowTap:
-    """``infer`` is the shadow model's (observation -> action chunk); ``version`` its name."""
+    """``infer`` is the shadow model's ((state, task, images) -> action chunk); ``version``
+    its name."""
 
     def __init__(
         self,
         version: str,
-        infer: Callable[[Observation], np.ndarray],
+        infer: Callable[[np.ndarray, str, dict[str, np.ndarray] | None], np.ndarray],
         log_root: Path,
         *,
         queue_steps: int = QUEUE_STEPS,
@@ -72,42 +75,34 @@ class ShadowTap:
         self._count(offered=1)
         return True
 
-    def offer_served(
-        self, robot_id: str, observation: Observation, served_version: str, action: np.ndarray
-    ) -> bool:
-        """``offer`` from the policy server: a step the robot did not place in its log (no
-        ``episode_id`` and ``step`` in the observation) cannot be joined with it, and is
-        counted as unattributed instead."""
-        if observation.episode_id is None or observation.step is None:
-            self._count(unattributed=1)
-            return False
-        return self.offer(
-            ShadowStep(
-                robot_id,
-                observation.episode_id,
-                observation.step,
-                observation,
-                served_version,
-                action,
-            )
-        )
-
     def observe(
         self,
         *,
         robot_id: str,
-        episode_uuid: str,
-        step: int,
+        episode_uuid: str | None,
+        step: int | None,
         state: np.ndarray,
         task: str,
         images: dict[str, np.ndarray] | None,
         served_version: str,
         served_action: np.ndarray,
     ) -> bool:
-        """``offer`` for a robot that runs its policy on board (the simulated fleet)."""
-        observation = Observation(state=state, task=task, images=dict(images or {}))
+        """``offer`` one step by its parts. A step the robot did not place in its log (no
+        episode id or step) cannot be joined with its upload: counted as unattributed."""
+        if episode_uuid is None or step is None:
+            self._count(unattributed=1)
+            return False
         return self.offer(
-            ShadowStep(robot_id, episode_uuid, step, observation, served_version, served_action)
+            ShadowStep(
+                robot_id,
+                episode_uuid,
+                step,
+                task,
+                state,
+                images or None,
+                served_version,
+                served_action,
+            )
         )
 
     def close(self, timeout_s: float = 30.0) -> dict[str, int]:
@@ -137,7 +132,7 @@ class ShadowTap:
 
     def _shadow(self, step: ShadowStep) -> None:
         try:
-            action = np.asarray(self._infer(step.observation), np.float32)[0]
+            action = np.asarray(self._infer(step.state, step.task, step.images), np.float32)[0]
         except Exception as exc:  # a task or camera the shadow lacks: counted, never raised
             self._count(failed=1)
             log.debug(
@@ -149,7 +144,7 @@ class ShadowTap:
                 robot_id=step.robot_id,
                 episode_uuid=step.episode_uuid,
                 step=step.step,
-                task=step.observation.task,
+                task=step.task,
                 served_version=step.served_version,
                 served_action=step.served_action,
                 shadow_version=self.version,

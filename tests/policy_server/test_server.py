@@ -240,7 +240,7 @@ def test_a_shadow_run_logs_the_candidates_actions_beside_the_served_ones(served)
         start_shadow(session=session, candidate_id="c-act", actor="t")  # version 2, ACT
     try:
         assert _shadow_state(served, running=True)["version"] == "2"
-        ws, _ = _connect(served, served.keys["r1"])
+        ws, _ = _connect(served, served.keys["r2"])  # on the champion, version 1
         states = [STATE + i for i in range(5)]
         with ws:
             replies = [
@@ -259,7 +259,7 @@ def test_a_shadow_run_logs_the_candidates_actions_beside_the_served_ones(served)
     _shadow_state(served, running=False)  # closed: its log written out
     log = read_shadow_log(settings.shadow_log, "2").sort_values("step")
     assert log["step"].tolist() == [0, 1, 2, 3, 4]
-    assert set(log["robot_id"]) == {"r1"} and set(log["served_version"]) == {"1"}
+    assert set(log["robot_id"]) == {"r2"} and set(log["served_version"]) == {"1"}
     served_actions = np.stack(log["served_action"].to_numpy())
     np.testing.assert_array_equal(served_actions, np.stack([r["actions"][0] for r in replies]))
     act = load_checkpoint(policy_checkpoint(settings, "2"))

@@ -6,23 +6,22 @@ import threading
 
 import numpy as np
 
-from services.policy_server.observations import Observation
 from services.shadow.log import read_counts, read_shadow_log
 from services.shadow.tap import ShadowStep, ShadowTap
 
 
 def _step(i: int, episode: str = "ep") -> ShadowStep:
-    observation = Observation(state=np.full(3, i, np.float32), task="t", images={})
-    return ShadowStep("r0", episode, i, observation, "1", np.zeros(2, np.float32))
+    state = np.full(3, i, np.float32)
+    return ShadowStep("r0", episode, i, "t", state, None, "1", np.zeros(2, np.float32))
 
 
 def test_a_shadow_that_cannot_keep_up_drops_and_counts_steps_instead_of_queueing(tmp_path):
     started, release = threading.Event(), threading.Event()
 
-    def slow(observation):
+    def slow(state, task, images):
         started.set()
         release.wait(30)
-        return observation.state[None, :2] * 2
+        return state[None, :2] * 2
 
     tap = ShadowTap("2", slow, tmp_path, queue_steps=2)
     assert tap.offer(_step(0))
@@ -39,8 +38,8 @@ def test_a_shadow_that_cannot_keep_up_drops_and_counts_steps_instead_of_queueing
 
 
 def test_a_step_the_shadow_cannot_act_on_is_counted_and_the_rest_logged(tmp_path):
-    def picky(observation):
-        if observation.state[0] == 1:
+    def picky(state, task, images):
+        if state[0] == 1:
             raise ValueError("task unknown to the shadow")
         return np.ones((4, 2), np.float32)  # a chunk: the first action is logged
 
