@@ -66,6 +66,9 @@ def _settings(home: Path):
         FLYWHEEL_TASKS=json.dumps([TASK]),
         FLYWHEEL_SIM_CAMERAS="[]",
         FLYWHEEL_EVAL_EPISODES="100",
+        # The first policy becomes champion (night 0 approves it); the candidates below are
+        # judged, never approved or rolled out: the champion stays the same throughout.
+        FLYWHEEL_AUTO_APPROVE="true",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         MLFLOW_DISABLE_TELEMETRY="true",
         PREFECT_LOGGING_LEVEL="WARNING",

@@ -11,7 +11,7 @@ from cli.people import Action, Refused, acting_settings, perform
 from services.approval.decisions import find_candidate
 from services.errors import NotFound
 from services.shadow import manage
-from services.shadow.judging import candidate_shadow
+from services.shadow.judging import candidate_shadow, field_agreement
 from services.store import session_scope
 
 shadow_app = typer.Typer(no_args_is_help=True, help="Run a candidate beside the champion.")
@@ -156,3 +156,30 @@ def field_gate_show(as_json: JsonFlag = False) -> None:
         for v in overview["versions"]
     ]
     print_table(rows, rows[0].keys(), title="field-gate thresholds (newest in force)")
+
+
+@field_gate_app.command("agreement")
+def field_gate_agreement(as_json: JsonFlag = False) -> None:
+    """Can field evidence be trusted? On tasks with a twin, the field verdict each shadowed
+    candidate would have had, against its closed-loop verdict."""
+    found = field_agreement(ready())
+    if as_json:
+        return print_json(found)
+    if not found["n"]:
+        console.print("no candidate with both kinds of evidence on a task yet")
+        return
+    rows = [
+        {
+            "candidate": c["candidate_id"],
+            "task": c["task"],
+            "closed loop": f"{c['closed_loop']} ({c['candidate']}/{c['n']} vs {c['champion']})",
+            "field": c["field"],
+        }
+        for c in found["checks"]
+    ]
+    print_table(rows, rows[0].keys(), title="field verdict against closed loop, twin tasks")
+    console.print(
+        f"agree {found['agree']} of {found['n']}; field passes {found['field_pass']}, of which "
+        f"{found['false_pass_closed_loop_fail']} failed in closed loop and "
+        f"{found['false_pass_not_better']} were not better there"
+    )

@@ -129,10 +129,55 @@ def judge_shadow(
     field.numbers["offline"] = _offline(settings, run)
     closed = judge(evaluations) if evaluations else None
     verdict = combine(closed, field, tasks, settings.twin_tasks)
+    verdict.numbers["field_check"] = _field_check(evidence, evaluations, thresholds, version)
     with session_scope(settings.db_url, write=True) as session:
         stored = session.get(ShadowRun, run.id)
         end_shadow(session=session, run=stored, actor=actor, reason=f"judged: {verdict.verdict}")
     return verdict, "judged"
+
+
+def _field_check(evidence, evaluations, thresholds, version) -> dict[str, dict]:
+    """Per task that has a twin and shadow evidence: the field verdict it would have had
+    without a twin, beside the closed-loop verdict on that task alone. Not used to decide:
+    kept so that how far field evidence can be trusted is measured on every such night
+    (``field_agreement``)."""
+    check = {}
+    for evaluation in evaluations:
+        if evaluation.task not in evidence.tasks:
+            continue
+        field = judge_field(evidence, [evaluation.task], thresholds, version)
+        check[evaluation.task] = {
+            "field": field.verdict,
+            "closed_loop": judge([evaluation]).verdict,
+            "candidate": evaluation.candidate.successes,
+            "champion": evaluation.champion.successes if evaluation.champion else None,
+            "n": evaluation.candidate.n,
+        }
+    return check
+
+
+def field_agreement(settings: Settings) -> dict:
+    """Over every candidate judged with field evidence: on twin tasks, how often the field
+    verdict equals the closed-loop one, and how often it passed what the closed loop failed
+    or did not find better."""
+    with session_scope(settings.db_url) as session:
+        gates = session.scalars(select(Decision).where(Decision.kind == "gate")).all()
+        checks = [
+            {"candidate_id": g.candidate_id, "task": task, **c}
+            for g in gates
+            for task, c in ((g.details or {}).get("field_check") or {}).items()
+        ]
+    field_pass = [c for c in checks if c["field"] == "pass"]
+    return {
+        "checks": checks,
+        "n": len(checks),
+        "agree": sum(c["field"] == c["closed_loop"] for c in checks),
+        "field_pass": len(field_pass),
+        "false_pass_closed_loop_fail": sum(c["closed_loop"] == "fail" for c in field_pass),
+        "false_pass_not_better": sum(
+            c["champion"] is not None and c["candidate"] <= c["champion"] for c in field_pass
+        ),
+    }
 
 
 def _offline(settings: Settings, run: ShadowRun) -> dict[str, dict]:
