@@ -48,6 +48,8 @@ def test_a_fleet_manager_sets_thresholds_and_runs_a_shadow_through_the_api(
     again = run("shadow", "stop", "--reason", "done", token=fatima)
     assert again.exit_code == 1 and "no shadow run is under way" in again.output
 
+    agreement = run("field-gate", "agreement")
+    assert "no candidate with both kinds of evidence on a task yet" in agreement.output
     audit = json.loads(run("audit", "--json").output)
     assert [(a["actor"], a["action"]) for a in audit[:3]] == [
         ("fatima", "shadow_end"),

@@ -70,3 +70,35 @@ def test_a_candidate_waits_shadowing_and_is_superseded_if_the_champion_changes(s
         assert session.get(Candidate, "c3").status == "superseded"
         actions = [a.action for a in session.query(AuditEvent).order_by(AuditEvent.id)]
     assert actions[-2:] == ["shadow_end", "supersede"]
+
+
+def test_field_agreement_counts_false_passes_over_every_checked_candidate(settings):
+    from services.shadow.judging import field_agreement
+    from services.store.models import Decision
+
+    checks = {
+        "c1": {"field": "pass", "closed_loop": "pass", "candidate": 80, "champion": 60},
+        "c2": {"field": "pass", "closed_loop": "fail", "candidate": 50, "champion": 60},
+        "c3": {
+            "field": "inconclusive",
+            "closed_loop": "inconclusive",
+            "candidate": 64,
+            "champion": 60,
+        },
+        "c4": {"field": "pass", "closed_loop": "inconclusive", "candidate": 60, "champion": 60},
+    }
+    for candidate in checks:
+        add_candidate(settings.db_url, candidate, version=candidate[1:], status="passed")
+    with session_scope(settings.db_url, write=True) as session:
+        for candidate, check in checks.items():
+            details = {"field_check": {"pick-place": {**check, "n": 100}}}
+            session.add(
+                Decision(
+                    candidate_id=candidate, kind="gate", verdict="x", actor="gate", details=details
+                )
+            )
+        session.add(Decision(candidate_id="c1", kind="approval", verdict="approved", actor="f"))
+    found = field_agreement(settings)
+    assert (found["n"], found["agree"], found["field_pass"]) == (4, 2, 3)
+    assert found["false_pass_closed_loop_fail"] == 1  # c2
+    assert found["false_pass_not_better"] == 2  # c2, and c4 (60 against 60)
