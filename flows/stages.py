@@ -23,7 +23,12 @@ from services.ingest.batch import ingest_logs
 from services.registry.candidates import candidate_summary
 from services.rollout.controller import start_rollout
 from services.rollout.kube_sync import kube_backend
-from services.shadow.judging import judge_shadow, shadow_candidate_tonight, waiting_shadow
+from services.shadow.judging import (
+    close_shadow,
+    judge_shadow,
+    shadow_candidate_tonight,
+    waiting_shadow,
+)
 from services.training.config import TrainConfig
 from services.training.kube_job import train_on_kubernetes
 from services.training.stage import train_and_register
@@ -87,7 +92,9 @@ def field_gate_task(settings: Settings, run, evaluations, night_started):
     )
     if verdict is None:
         return None, why
-    return record_verdict(settings.db_url, run.candidate_id, verdict), why
+    stored = record_verdict(settings.db_url, run.candidate_id, verdict)
+    close_shadow(settings, run, stored, actor="nightly")
+    return stored, why
 
 
 @task(name="wait-for-approval", cache_policy=NO_CACHE)

@@ -62,16 +62,24 @@ def shadow_candidate_tonight(settings: Settings, candidate_id: str, actor: str) 
 
 
 def waiting_shadow(settings: Settings, actor: str) -> ShadowRun | None:
-    """The shadow run of a candidate waiting to be judged on field evidence, if any. One
-    whose champion is no longer the champion is ended (the candidate must be trained from
-    the new one) and None returned."""
+    """The shadow run of a candidate waiting to be judged on field evidence (or judged by a
+    night that died before it ended the run), if any. One whose champion is no longer the
+    champion is ended (the candidate must be trained from the new one) and None returned."""
     with session_scope(settings.db_url, write=True) as session:
         run = running_shadow(session=session)
         if run is None:
             return None
         candidate = session.get(Candidate, run.candidate_id)
-        if candidate.status != SHADOWING:
-            return None
+        judged = session.scalar(
+            select(Decision.id).where(
+                Decision.candidate_id == candidate.id, Decision.kind == "gate"
+            )
+        )
+        if candidate.status != SHADOWING and judged is None:
+            return None  # a shadow run a fleet manager started by hand: not the nights'
+        if judged is not None:  # judged by a night that died before it ended the run
+            session.expunge(run)
+            return run
         champion = champion_of(session=session)
         if run.champion_version != champion:
             end_shadow(
@@ -105,7 +113,17 @@ def judge_shadow(
     actor: str,
 ) -> tuple[GateVerdict | None, str]:
     """The candidate's verdict on its closed-loop ``evaluations`` (twin tasks) and its shadow
-    evidence (field tasks), or (None, why it waits) when the shift brought too little."""
+    evidence (field tasks), or (None, why it waits) when the shift brought too little. A
+    candidate already judged (by a night that died before it ended the run) keeps its
+    verdict."""
+    with session_scope(settings.db_url) as session:
+        stored = session.scalar(
+            select(Decision).where(
+                Decision.candidate_id == run.candidate_id, Decision.kind == "gate"
+            )
+        )
+        if stored is not None:
+            return GateVerdict(stored.verdict, stored.reason or "", stored.details), "judged"
     config = report_config(settings)
     evidence = collect(settings, run, config)
     with session_scope(settings.db_url) as session:
@@ -130,10 +148,15 @@ def judge_shadow(
     closed = judge(evaluations) if evaluations else None
     verdict = combine(closed, field, tasks, settings.twin_tasks)
     verdict.numbers["field_check"] = _field_check(evidence, evaluations, thresholds, version)
+    return verdict, "judged"
+
+
+def close_shadow(settings: Settings, run: ShadowRun, verdict: GateVerdict, actor: str) -> None:
+    """End a judged candidate's shadow run, once its verdict is stored (a night that dies in
+    between finds the run still running and the candidate judged, and closes it then)."""
     with session_scope(settings.db_url, write=True) as session:
         stored = session.get(ShadowRun, run.id)
         end_shadow(session=session, run=stored, actor=actor, reason=f"judged: {verdict.verdict}")
-    return verdict, "judged"
 
 
 def _field_check(evidence, evaluations, thresholds, version) -> dict[str, dict]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from services.evaluation.gate import record_verdict
 from services.registry.ledger import promote
 from services.shadow.judging import (
+    close_shadow,
     judge_shadow,
     needs_field_evidence,
     shadow_candidate_tonight,
@@ -58,8 +60,16 @@ def test_a_candidate_waits_shadowing_and_is_superseded_if_the_champion_changes(s
     verdict, _ = judge_shadow(settings, run, [], night_started=datetime.now(UTC), actor="n")
     assert verdict.verdict == "inconclusive" and "no field-gate thresholds" in verdict.reason
     assert verdict.numbers["evidence"] == {"closed_loop": [], "field": ["toy-reach"]}
+    # The verdict is stored; a night that died before ending the run finds it again.
+    record_verdict(settings.db_url, "c2", verdict)
+    assert waiting_shadow(settings, actor="nightly").id == run.id
+    again, _ = judge_shadow(settings, run, [], night_started=datetime.now(UTC), actor="n")
+    assert (again.verdict, again.reason) == (verdict.verdict, verdict.reason)
+    close_shadow(settings, run, verdict, actor="nightly")
+    assert waiting_shadow(settings, actor="nightly") is None
     with session_scope(settings.db_url) as session:
         assert session.get(ShadowRun, run.id).state == "ended"
+        assert session.get(Candidate, "c2").status == "inconclusive"
 
     # A new shadow whose champion is replaced before it is judged is superseded.
     add_candidate(settings.db_url, "c3", version="3", status="registered", parent="1")
