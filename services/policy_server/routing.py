@@ -181,7 +181,9 @@ class Router:
         model = models.get(robot.version)
         if model is None:  # not loadable: the robot stays on what it ran, if anything
             old = self._routes.get(robot.id)
-            return None if old is None else Route(robot.id, old.executed, _beside(tap, old))
+            return (
+                None if old is None else Route(robot.id, old.executed, _beside(tap, old.executed))
+            )
         return Route(robot_id=robot.id, executed=model, shadow=_beside(tap, model))
 
     def _read_fleet(self) -> tuple[dict[str, RobotRecord], str | None]:
