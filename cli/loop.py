@@ -172,7 +172,7 @@ def print_nights(reports: list[dict], settings: Settings) -> None:
             str(cand.get("version") or "-"),
             format_rate(cand.get("successes"), n),
             format_rate(cand.get("champion_successes"), n),
-            str(cand.get("verdict") or "-"),
+            str(cand.get("verdict") or ("shadowing" if cand.get("status") == "shadowing" else "-")),
             rollouts.get(cand.get("id"), "-"),
         )
         notes.append(f"night {report['night']}: {report.get('outcome', '')}")
