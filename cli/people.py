@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from cli.base import load_settings, ready
+from cli.base import fail, load_settings, ready
 from cli.credentials import HeldToken, held_token
 from services.approval.decisions import DecisionConflict
 from services.approval.users import (
@@ -106,6 +106,14 @@ def perform(settings: Settings, action: Action, held: HeldToken | None = None) -
         return action.local(user)
     except REFUSALS as exc:
         raise Refused(str(exc)) from exc
+
+
+def act(settings: Settings, action: Action) -> dict[str, Any]:
+    """``perform`` as the CLI's token holder; a refusal ends the command with its reason."""
+    try:
+        return perform(settings, action)
+    except Refused as exc:
+        fail(str(exc))
 
 
 def identify(settings: Settings, held: HeldToken) -> dict[str, str]:

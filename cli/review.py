@@ -18,7 +18,7 @@ from cli.base import (
     resolve_candidate,
     rollout_app,
 )
-from cli.people import Action, Refused, acting_settings, perform
+from cli.people import Action, act, acting_settings
 from cli.progress import Stages
 from services.approval import decisions, users
 from services.evaluation.gate import judge_candidate, record_verdict
@@ -138,7 +138,7 @@ def comment(version: str, text: Annotated[str, typer.Option(help="The comment.")
     """Comment on a candidate (any role), as the holder of your token."""
     settings = acting_settings()
     body = {"text": text}
-    done = _act(
+    done = act(
         settings,
         Action(
             "POST",
@@ -166,14 +166,6 @@ def audit(
     )
 
 
-def _act(settings, action: Action) -> dict:
-    """Do a person's action as the holder of the CLI's token; a refusal ends the command."""
-    try:
-        return perform(settings, action)
-    except Refused as exc:
-        fail(str(exc))
-
-
 def _decision(settings, decide, **arguments):
     """Embedded mode's side of a decision or comment: the service function, as ``user``."""
 
@@ -190,7 +182,7 @@ def _decide(version: str, reason: str, verdict: str) -> None:
     decide = decisions.approve if verdict == "approve" else decisions.reject
     path = f"/candidates/{quote(version, safe='')}/{verdict}"
     local = _decision(settings, decide, candidate_id=version, reason=reason)
-    done = _act(settings, Action("POST", path, {"reason": reason}, local))
+    done = act(settings, Action("POST", path, {"reason": reason}, local))
     console.print(f"{done['verdict']} candidate {version} as {done['actor']}")
 
 
@@ -217,7 +209,7 @@ def rollout_start(version: str) -> None:
             start_rollout(settings, resolve_candidate(settings, version), actor=user.name)
         )
 
-    rollout = _act(settings, Action("POST", "/rollouts", {"candidate": version}, local))
+    rollout = act(settings, Action("POST", "/rollouts", {"candidate": version}, local))
     console.print(
         f"rollout {rollout['id']}: {rollout['from_version']} -> {rollout['to_version']}, "
         f"{rollout['state']}"
@@ -291,7 +283,7 @@ def rollout_halt(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
         users.require_role(user, "fleet-manager", action="halt a rollout")
         return _rollout(halt_rollout(settings, actor=user.name, reason=reason))
 
-    rollout = _act(settings, Action("POST", "/rollouts/halt", {"reason": reason}, local))
+    rollout = act(settings, Action("POST", "/rollouts/halt", {"reason": reason}, local))
     console.print(
         f"halted rollout {rollout['id']} of {rollout['to_version']}; "
         f"fleet on {rollout['from_version']}"
@@ -319,7 +311,7 @@ def rollout_resume(
         return _rollout(rollout)
 
     body = {"reason": reason, "episodes": episodes, "hours": hours}
-    rollout = _act(settings, Action("POST", "/rollouts/resume", body, local))
+    rollout = act(settings, Action("POST", "/rollouts/resume", body, local))
     console.print(f"resumed rollout {rollout['id']} of {rollout['to_version']}")
 
 
@@ -334,7 +326,7 @@ def rollout_advance(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
         stage = rollout.stages[rollout.current_stage]["name"]
         return {**_rollout(rollout), "current_stage": stage}
 
-    rollout = _act(settings, Action("POST", "/rollouts/advance", {"reason": reason}, local))
+    rollout = act(settings, Action("POST", "/rollouts/advance", {"reason": reason}, local))
     console.print(
         f"rollout {rollout['id']} of {rollout['to_version']}: {rollout['current_stage']} stage, "
         f"{rollout['state']}"
@@ -350,7 +342,7 @@ def rollout_rollback(reason: Annotated[str, typer.Option(help="Why.")]) -> None:
         users.require_role(user, "fleet-manager", action="roll back")
         return _rollout(rollback(settings, actor=user.name, reason=reason))
 
-    rolled = _act(settings, Action("POST", "/rollouts/rollback", {"reason": reason}, local))
+    rolled = act(settings, Action("POST", "/rollouts/rollback", {"reason": reason}, local))
     console.print(f"rolled back {rolled['to_version']} -> {rolled['from_version']}")
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cli.base import JsonFlag, app, console, fail, print_json, print_table, ready
-from cli.people import Action, Refused, acting_settings, perform
+from cli.people import Action, act, acting_settings
 from services.approval.decisions import find_candidate
 from services.errors import NotFound
 from services.shadow import manage
@@ -20,14 +20,6 @@ app.add_typer(shadow_app, name="shadow")
 app.add_typer(field_gate_app, name="field-gate")
 
 Reason = Annotated[str, typer.Option(help="Why: kept in the audit log.")]
-
-
-def _act(action: Action) -> dict:
-    settings = acting_settings()
-    try:
-        return perform(settings, action)
-    except Refused as exc:
-        fail(str(exc))
 
 
 def _local(settings, do, **arguments):
@@ -44,7 +36,7 @@ def shadow_start(version: str, reason: Reason) -> None:
     every observation, off the executed path, and logs its actions."""
     settings = acting_settings()
     local = _local(settings, manage.start_as, ref=version, reason=reason)
-    run = _act(Action("POST", "/shadow", {"candidate": version, "reason": reason}, local))
+    run = act(settings, Action("POST", "/shadow", {"candidate": version, "reason": reason}, local))
     console.print(
         f"shadow run {run['id']}: model {run['version']} beside {run['champion_version']}"
     )
@@ -55,7 +47,7 @@ def shadow_stop(reason: Reason) -> None:
     """End the shadow run under way (fleet managers)."""
     settings = acting_settings()
     local = _local(settings, manage.stop_as, reason=reason)
-    run = _act(Action("POST", "/shadow/stop", {"reason": reason}, local))
+    run = act(settings, Action("POST", "/shadow/stop", {"reason": reason}, local))
     console.print(f"shadow run {run['id']} of model {run['version']} ended")
 
 
@@ -131,7 +123,9 @@ def field_gate_set(
     }
     settings = acting_settings()
     local = _local(settings, manage.set_thresholds_as, values=values, reason=reason)
-    row = _act(Action("PUT", "/field-gate/thresholds", {**values, "reason": reason}, local))
+    row = act(
+        settings, Action("PUT", "/field-gate/thresholds", {**values, "reason": reason}, local)
+    )
     console.print(f"field-gate thresholds version {row['version']} set by {row['set_by']}")
 
 

@@ -6,28 +6,20 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from services.config import Settings, configure_runtime
+from services.config import Settings
 from services.shadow.field_gate import FieldThresholds, set_thresholds
 from services.shadow.log import read_counts, read_shadow_log
-from services.store import migrate, session_scope
+from services.store import session_scope
 from services.store.models import Decision, Rollout, ShadowRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_jobs")]
 
 
 @pytest.fixture
-def field_settings(tmp_path, monkeypatch, prefect_harness) -> Settings:
+def field_settings(toy_settings, monkeypatch) -> Settings:
     """The toy task with no twin: Flywheel may not evaluate it in simulation."""
-    monkeypatch.delenv("FLYWHEEL_DATABASE_URL", raising=False)
-    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FLYWHEEL_TASKS", '["toy-reach"]')
     monkeypatch.setenv("FLYWHEEL_FIELD_TASKS", '["toy-reach"]')
-    monkeypatch.setenv("FLYWHEEL_AUTO_APPROVE", "true")
-    monkeypatch.setenv("FLYWHEEL_TRAIN_STEPS", "300")
-    settings = Settings()
-    configure_runtime(settings)
-    migrate(settings.db_url)
-    return settings
+    return Settings()
 
 
 def test_a_field_task_candidate_is_shadowed_on_a_shift_then_judged_on_it(field_settings):

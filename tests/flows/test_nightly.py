@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from services.config import Settings, configure_runtime
-from services.store import migrate, session_scope
+from services.store import session_scope
 from services.store.models import (
     AuditEvent,
     Candidate,
@@ -19,21 +18,6 @@ from services.store.models import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_jobs")]
-
-
-@pytest.fixture
-def toy_settings(tmp_path, monkeypatch, prefect_harness) -> Settings:
-    """The toy task end to end on the embedded default (SQLite)."""
-    monkeypatch.delenv("FLYWHEEL_DATABASE_URL", raising=False)
-    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FLYWHEEL_TASKS", '["toy-reach"]')
-    monkeypatch.setenv("FLYWHEEL_EVAL_EPISODES", "20")
-    monkeypatch.setenv("FLYWHEEL_AUTO_APPROVE", "true")
-    monkeypatch.setenv("FLYWHEEL_TRAIN_STEPS", "300")
-    settings = Settings()
-    configure_runtime(settings)
-    migrate(settings.db_url)
-    return settings
 
 
 # On SQLite; tests/test_stack.py runs the same two nights on PostgreSQL in production mode.
