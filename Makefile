@@ -84,6 +84,7 @@ demo-field: setup
 	@for version in $$($(FIELD_ENV) $(VENV)/bin/flywheel candidates --json | $(PY) -c \
 		'import json, sys; print(" ".join(c["model_version"] for c in json.load(sys.stdin) if c["parent_version"]))'); do \
 		$(FIELD_ENV) $(VENV)/bin/flywheel shadow report $$version; done
+	$(FIELD_ENV) $(VENV)/bin/flywheel field-gate agreement
 	$(FIELD_ENV) $(VENV)/bin/flywheel rollout status
 
 # The rollback drill: one night trains a champion, then a deliberately worse candidate goes
