@@ -10,6 +10,7 @@ actions are never sent to a robot.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -28,6 +29,16 @@ QUEUE_STEPS = 4096
 # How often an idle worker writes its counts out.
 COUNTS_EVERY_S = 5.0
 _STOP = object()
+
+
+def _yield_the_cpu() -> None:
+    """Lowest CPU priority for the calling thread (Linux: a thread's nice value is its own),
+    so that on a busy machine the serving threads get the cores and the shadow falls behind
+    (its queue fills and steps are dropped) instead of the robots waiting."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the shadow runs as it is
+        log.debug("the shadow's thread keeps its priority")
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,7 @@ class ShadowTap:
                 self.counts[name] += n
 
     def _work(self) -> None:
+        _yield_the_cpu()
         written = time.monotonic()
         try:
             while (step := self._queue.get()) is not _STOP:
